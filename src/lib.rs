@@ -5,6 +5,8 @@
 //! primitives; `nn`, `optim` and `losses` are built from ops. `data` reads and prepares CT volumes,
 //! `io` reads and writes checkpoints, `ptx` is the PTX virtual machine the CUDA kernels are tested on.
 
+pub mod backend;
+pub mod cli;
 pub mod error;
 pub mod util;
 

@@ -1,5 +1,30 @@
-//! The `hepar` command line.
+//! The `hepar` command line: parses arguments and dispatches to `hepar::cli`.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "hepar", version, about = "Liver and liver-tumour segmentation engine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the build's version and backends.
+    Version,
+}
 
 fn main() {
-    println!("hepar {}", env!("CARGO_PKG_VERSION"));
+    let cli = Cli::parse();
+    let result: hepar::Result<()> = match cli.command {
+        Command::Version => {
+            println!("hepar {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }

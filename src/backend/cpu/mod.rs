@@ -1,0 +1,4 @@
+//! The CPU backend: the reference every other backend is checked against, and fast enough to
+//! train on a laptop.
+
+pub mod kernels;

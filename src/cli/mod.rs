@@ -1,0 +1,1 @@
+//! The `hepar` subcommands, one module each. `main.rs` only parses arguments and dispatches here.
