@@ -5,9 +5,16 @@
 //! primitives; `nn`, `optim` and `losses` are built from ops. `data` reads and prepares CT volumes,
 //! `io` reads and writes checkpoints, `ptx` is the PTX virtual machine the CUDA kernels are tested on.
 
+pub mod autograd;
 pub mod backend;
 pub mod cli;
 pub mod error;
+pub mod ops;
+pub mod tensor;
 pub mod util;
 
 pub use error::{HeparError, Result};
+
+pub use autograd::{no_grad, NoGradGuard};
+pub use backend::Device;
+pub use tensor::{DType, Tensor};

@@ -3,3 +3,6 @@
 
 pub mod gemm;
 pub mod scalar;
+pub mod elementwise;
+pub mod norm;
+pub mod reduce;
