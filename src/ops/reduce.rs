@@ -27,19 +27,7 @@ impl Tensor {
     }
 
     pub fn sum_axes(&self, axes: &[usize], keepdim: bool) -> Result<Tensor> {
-        let axes = normalise_axes("sum", axes, self.rank())?;
-        let (out, kshape) = self.reduce_raw(&axes, ReduceOp::Sum)?;
-        let input_shape = self.shape().to_vec();
-        let shape = kept_shape(self.shape(), &axes, keepdim);
-        let kshape2 = kshape.clone();
-        Ok(Tensor::from_op(
-            out,
-            Layout::contiguous(&kshape),
-            "sum",
-            &[self],
-            Box::new(move |g| Ok(vec![Some(g.reshape(&kshape2)?.broadcast_to(&input_shape)?)])),
-        )
-        .reshape(&shape)?)
+        self.scaled_sum("sum", axes, keepdim, None)
     }
 
     pub fn sum_all(&self) -> Result<Tensor> {
@@ -48,17 +36,41 @@ impl Tensor {
     }
 
     pub fn mean_axes(&self, axes: &[usize], keepdim: bool) -> Result<Tensor> {
-        let axes = normalise_axes("mean", axes, self.rank())?;
-        let count: usize = axes.iter().map(|&a| self.shape()[a]).product();
+        let checked = normalise_axes("mean", axes, self.rank())?;
+        let count: usize = checked.iter().map(|&a| self.shape()[a]).product();
         if count == 0 {
             return Err(HeparError::invalid("mean", format!("mean over empty axes {axes:?} of {:?}", self.shape())));
         }
-        self.sum_axes(&axes, keepdim)?.mul_scalar(1.0 / count as f64)
+        self.scaled_sum("mean", axes, keepdim, Some(1.0 / count as f64))
     }
 
     pub fn mean_all(&self) -> Result<Tensor> {
         let axes: Vec<usize> = (0..self.rank()).collect();
         self.mean_axes(&axes, false)
+    }
+
+    /// Sum over axes, optionally scaled (the mean), as one op.
+    fn scaled_sum(&self, name: &'static str, axes: &[usize], keepdim: bool, scale: Option<f64>) -> Result<Tensor> {
+        let axes = normalise_axes(name, axes, self.rank())?;
+        let (mut out, kshape) = self.reduce_raw(&axes, ReduceOp::Sum)?;
+        if let Some(k) = scale {
+            out = out.unary(&Layout::contiguous(&kshape), crate::backend::UnaryOp::Affine { mul: k, add: 0.0 })?;
+        }
+        let input_shape = self.shape().to_vec();
+        let shape = kept_shape(self.shape(), &axes, keepdim);
+        Ok(Tensor::from_op(
+            out,
+            Layout::contiguous(&shape),
+            name,
+            &[self],
+            Box::new(move |g| {
+                let spread = g.reshape(&kshape)?.broadcast_to(&input_shape)?;
+                Ok(vec![Some(match scale {
+                    Some(k) => spread.mul_scalar(k)?,
+                    None => spread,
+                })])
+            }),
+        ))
     }
 
     /// Maximum over axes; the gradient is shared equally among tied maxima.
@@ -75,7 +87,7 @@ impl Tensor {
         let max_val = Tensor::from_storage(out.clone(), Layout::contiguous(&kshape));
         Ok(Tensor::from_op(
             out,
-            Layout::contiguous(&kshape),
+            Layout::contiguous(&shape),
             "max",
             &[self],
             Box::new(move |g| {
@@ -84,8 +96,7 @@ impl Tensor {
                 let share = g.reshape(&kshape2)?.div(&count)?;
                 Ok(vec![Some(mask.mul(&share)?)])
             }),
-        )
-        .reshape(&shape)?)
+        ))
     }
 
     pub fn softmax(&self, axis: isize) -> Result<Tensor> {

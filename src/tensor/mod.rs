@@ -188,6 +188,11 @@ impl Tensor {
     }
 
     /// The axis size, with negative axes counting from the end.
+    /// The shared storage handle (e.g. to check with a `Weak` that memory was released).
+    pub fn storage_handle(&self) -> Arc<RwLock<Storage>> {
+        self.0.storage.clone()
+    }
+
     pub fn dim(&self, axis: isize) -> Result<usize> {
         Ok(self.shape()[layout::resolve_axis("dim", axis, self.rank())?])
     }

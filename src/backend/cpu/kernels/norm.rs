@@ -23,7 +23,7 @@ pub fn group_norm_forward<T: Float>(
     bias: Option<&[T]>,
     eps: f64,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
-    debug_assert_eq!(x.len(), n * c * s);
+    assert_eq!(x.len(), n * c * s, "norm: input length");
     let cg = c / groups;
     let group_len = cg * s;
     let mut y = vec![T::zero(); x.len()];
@@ -64,6 +64,7 @@ pub fn group_norm_backward<T: Float>(
     groups: usize,
     weight: Option<&[T]>,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
+    assert_eq!(x.len(), n * c * s, "group_norm_backward: input length");
     let cg = c / groups;
     let group_len = (cg * s).max(1);
     let mut grad_x = vec![T::zero(); x.len()];
@@ -153,7 +154,7 @@ pub fn channel_affine<T: Float>(x: &[T], n: usize, c: usize, s: usize, mean: &[f
             *o = v * scale + shift;
         }
     });
-    debug_assert_eq!(x.len(), n * c * s);
+    assert_eq!(x.len(), n * c * s, "norm: input length");
     y
 }
 
