@@ -10,6 +10,7 @@ pub mod backend;
 pub mod cli;
 pub mod error;
 pub mod ops;
+pub mod optim;
 pub mod tensor;
 pub mod util;
 
