@@ -1,6 +1,7 @@
 //! CPU compute kernels as plain functions over contiguous slices. They know nothing of tensors or
 //! autograd, so each can be tested against a naive loop and benchmarked on its own.
 
+pub mod conv;
 pub mod gemm;
 pub mod scalar;
 pub mod elementwise;
