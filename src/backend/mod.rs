@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::tensor::dtype::DType;
 use crate::tensor::layout::Layout;
 pub use cpu::storage::CpuStorage;
+pub use cpu::kernels::conv::{ConvGeometry, ConvTransposeGeometry};
 pub use ops::{BinaryOp, ReduceOp, UnaryOp};
 
 /// Where a tensor lives.
@@ -67,6 +68,15 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
     fn batch_norm_apply(&self, l: &Layout, mean: &[f64], rstd: &[f64], weight: Option<&Self>, bias: Option<&Self>) -> Result<Self>;
     /// BatchNorm backward with batch statistics: (grad input, grad weight, grad bias).
     fn batch_norm_train_backward(&self, l: &Layout, grad: &Self, gl: &Layout, mean: &[f64], rstd: &[f64], weight: Option<&Self>) -> Result<(Self, Self, Self)>;
+    /// Convolution of dense [N, C, spatial] data with a dense weight (and bias).
+    fn conv(&self, weight: &Self, bias: Option<&Self>, g: &ConvGeometry) -> Result<Self>;
+    /// Gradient of `conv` w.r.t. its input, from the dense output gradient `self`.
+    fn conv_backward_input(&self, weight: &Self, g: &ConvGeometry) -> Result<Self>;
+    /// Gradient of `conv` w.r.t. its weight; `self` is the dense input.
+    fn conv_backward_weight(&self, grad_out: &Self, g: &ConvGeometry) -> Result<Self>;
+    fn conv_transpose(&self, weight: &Self, bias: Option<&Self>, g: &ConvTransposeGeometry) -> Result<Self>;
+    fn conv_transpose_backward_input(&self, weight: &Self, g: &ConvTransposeGeometry) -> Result<Self>;
+    fn conv_transpose_backward_weight(&self, grad_out: &Self, g: &ConvTransposeGeometry) -> Result<Self>;
 }
 
 /// Tensor data on one of the backends.
@@ -176,5 +186,29 @@ impl BackendStorage for Storage {
         let (x, g) = on_backend!("batch_norm_backward", self, grad);
         let (a, b, c) = x.batch_norm_train_backward(l, g, gl, mean, rstd, opt_cpu(weight))?;
         Ok((Storage::Cpu(a), Storage::Cpu(b), Storage::Cpu(c)))
+    }
+    fn conv(&self, weight: &Self, bias: Option<&Self>, g: &ConvGeometry) -> Result<Self> {
+        let (x, w) = on_backend!("conv", self, weight);
+        x.conv(w, opt_cpu(bias), g).map(Storage::Cpu)
+    }
+    fn conv_backward_input(&self, weight: &Self, g: &ConvGeometry) -> Result<Self> {
+        let (go, w) = on_backend!("conv_backward_input", self, weight);
+        go.conv_backward_input(w, g).map(Storage::Cpu)
+    }
+    fn conv_backward_weight(&self, grad_out: &Self, g: &ConvGeometry) -> Result<Self> {
+        let (x, go) = on_backend!("conv_backward_weight", self, grad_out);
+        x.conv_backward_weight(go, g).map(Storage::Cpu)
+    }
+    fn conv_transpose(&self, weight: &Self, bias: Option<&Self>, g: &ConvTransposeGeometry) -> Result<Self> {
+        let (x, w) = on_backend!("conv_transpose", self, weight);
+        x.conv_transpose(w, opt_cpu(bias), g).map(Storage::Cpu)
+    }
+    fn conv_transpose_backward_input(&self, weight: &Self, g: &ConvTransposeGeometry) -> Result<Self> {
+        let (go, w) = on_backend!("conv_transpose_backward_input", self, weight);
+        go.conv_transpose_backward_input(w, g).map(Storage::Cpu)
+    }
+    fn conv_transpose_backward_weight(&self, grad_out: &Self, g: &ConvTransposeGeometry) -> Result<Self> {
+        let (x, go) = on_backend!("conv_transpose_backward_weight", self, grad_out);
+        x.conv_transpose_backward_weight(go, g).map(Storage::Cpu)
     }
 }

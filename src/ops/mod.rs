@@ -1,6 +1,7 @@
 //! Differentiable ops on tensors. Each op runs a backend primitive for its forward pass and
 //! records a backward closure built from other ops, so gradients work on every backend.
 
+pub mod conv;
 pub mod elementwise;
 pub mod loss;
 pub mod matmul;

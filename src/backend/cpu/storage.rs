@@ -1,8 +1,8 @@
 //! `CpuStorage`: tensor data in host memory, and the CPU implementation of the backend trait.
 
-use super::kernels::{elementwise, gemm, norm, reduce};
+use super::kernels::{conv, elementwise, gemm, norm, reduce};
 use crate::backend::ops::{BinaryOp, ReduceOp, UnaryOp};
-use crate::backend::{BackendStorage, NormStats};
+use crate::backend::{BackendStorage, ConvGeometry, ConvTransposeGeometry, NormStats};
 use crate::error::{HeparError, Result};
 use crate::tensor::dtype::DType;
 use crate::tensor::layout::Layout;
@@ -235,6 +235,59 @@ impl BackendStorage for CpuStorage {
             _ => Err(HeparError::dtype("batch_norm_backward", "operands must all be f32 or all f64")),
         }
     }
+    fn conv(&self, weight: &Self, bias: Option<&Self>, g: &ConvGeometry) -> Result<Self> {
+        let n_out = g.batch * g.out_channels * g.output().iter().product::<usize>();
+        compute2!("conv", self, weight, |x, w| {
+            let mut out = vec![Default::default(); n_out];
+            conv::conv_forward(g, x, w, typed_bias(bias, x), &mut out);
+            out
+        })
+    }
+    fn conv_backward_input(&self, weight: &Self, g: &ConvGeometry) -> Result<Self> {
+        compute2!("conv_backward_input", self, weight, |go, w| {
+            let mut gx = vec![Default::default(); g.input_len()];
+            conv::conv_backward_input(g, go, w, &mut gx);
+            gx
+        })
+    }
+    fn conv_backward_weight(&self, grad_out: &Self, g: &ConvGeometry) -> Result<Self> {
+        compute2!("conv_backward_weight", self, grad_out, |x, go| {
+            let mut gw = vec![Default::default(); g.weight_len()];
+            conv::conv_backward_weight(g, x, go, &mut gw);
+            gw
+        })
+    }
+    fn conv_transpose(&self, weight: &Self, bias: Option<&Self>, g: &ConvTransposeGeometry) -> Result<Self> {
+        compute2!("conv_transpose", self, weight, |x, w| {
+            let mut out = vec![Default::default(); g.output_len()];
+            conv::conv_transpose_forward(g, x, w, typed_bias(bias, x), &mut out);
+            out
+        })
+    }
+    fn conv_transpose_backward_input(&self, weight: &Self, g: &ConvTransposeGeometry) -> Result<Self> {
+        compute2!("conv_transpose_backward_input", self, weight, |go, w| {
+            let mut gx = vec![Default::default(); g.input_len()];
+            conv::conv_transpose_backward_input(g, go, w, &mut gx);
+            gx
+        })
+    }
+    fn conv_transpose_backward_weight(&self, grad_out: &Self, g: &ConvTransposeGeometry) -> Result<Self> {
+        compute2!("conv_transpose_backward_weight", self, grad_out, |x, go| {
+            let mut gw = vec![Default::default(); g.weight_len()];
+            conv::conv_transpose_backward_weight(g, x, go, &mut gw);
+            gw
+        })
+    }
+}
+
+/// The bias slice of the same element type as `like`, if a bias of that dtype was given.
+fn typed_bias<'a, T: 'static>(bias: Option<&'a CpuStorage>, _like: &[T]) -> Option<&'a [T]> {
+    let any: &dyn std::any::Any = match bias? {
+        CpuStorage::F32(v) => v,
+        CpuStorage::F64(v) => v,
+        _ => return None,
+    };
+    any.downcast_ref::<Vec<T>>().map(|v| v.as_slice())
 }
 
 /// (batch, channels, spatial product) of an [N, C, ...] layout.
