@@ -5,7 +5,7 @@ use super::host_tensor::HostTensor;
 use crate::error::{HeparError, Result};
 use std::collections::HashMap;
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct NamedTensors {
     entries: Vec<(String, HostTensor)>,
     index: HashMap<String, usize>,
@@ -67,6 +67,14 @@ impl NamedTensors {
     /// The name -> shape list, e.g. to compare with a model's parameters.
     pub fn shapes(&self) -> Vec<(String, Vec<usize>)> {
         self.entries.iter().map(|(n, t)| (n.clone(), t.shape().to_vec())).collect()
+    }
+}
+
+/// Equal when the same names map to equal tensors, in any order: safetensors files store
+/// tensors sorted by dtype and name, so order is not part of a file's content.
+impl PartialEq for NamedTensors {
+    fn eq(&self, other: &NamedTensors) -> bool {
+        self.len() == other.len() && self.iter().all(|(name, t)| other.get(name) == Some(t))
     }
 }
 

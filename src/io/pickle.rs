@@ -205,9 +205,12 @@ impl<'a> Machine<'a> {
     }
 
     fn top_mut(&mut self, at: usize) -> Result<&mut Value> {
+        if !matches!(self.stack.last(), Some(Slot::Value(_))) {
+            return Err(self.fail(at, "expected a value on the stack"));
+        }
         match self.stack.last_mut() {
             Some(Slot::Value(v)) => Ok(v),
-            _ => Err(self.fail(at, "expected a value on the stack")),
+            _ => Err(HeparError::format(self.path, "pickle stack changed unexpectedly")),
         }
     }
 
@@ -528,7 +531,7 @@ mod tests {
         let mut p = PickleBuilder::new();
         p.global("collections", "OrderedDict").empty_tuple().reduce().put(0);
         p.mark().unicode("a").int(5).unicode("b").get(0).set_items();
-        p.unicode("meta").empty_dict().build().stop();
+        p.empty_dict().build().stop(); // `_metadata`-style attributes set on the dict
         let v = unpickle(Path::new("x.pkl"), &p.bytes).unwrap();
         let Value::Dict(d) = v else { panic!("expected a dict") };
         assert_eq!(d.entries.len(), 2);

@@ -154,7 +154,7 @@ impl ZipBuilder {
         self.central.extend(0x0201_4b50u32.to_le_bytes());
         self.central.extend(20u16.to_le_bytes()); // version made by
         common(&mut self.central);
-        self.central.extend([0u8; 8]); // comment length, disk, internal attributes
+        self.central.extend([0u8; 6]); // comment length, disk, internal attributes
         self.central.extend([0u8; 4]); // external attributes
         self.central.extend(offset.to_le_bytes());
         self.central.extend(name.bytes());
