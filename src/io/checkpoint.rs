@@ -36,7 +36,10 @@ pub struct TrainingCheckpoint {
 
 pub fn save_checkpoint(path: &Path, checkpoint: &TrainingCheckpoint) -> Result<()> {
     let mut tensors = NamedTensors::new();
-    for (prefix, group) in [(MODEL_PREFIX, &checkpoint.model), (OPTIM_PREFIX, &checkpoint.optimizer.tensors)] {
+    for (prefix, group) in [
+        (MODEL_PREFIX, &checkpoint.model),
+        (OPTIM_PREFIX, &checkpoint.optimizer.tensors),
+    ] {
         for (name, tensor) in group.iter() {
             tensors
                 .insert(format!("{prefix}{name}"), tensor.clone())
@@ -74,16 +77,25 @@ pub fn checkpoint_from_file(path: &Path, file: TensorFile) -> Result<TrainingChe
             )))
         }
     }
-    let required = |key: &str| meta.get(key).ok_or_else(|| fail(format!("metadata key '{key}' is missing")));
+    let required = |key: &str| {
+        meta.get(key)
+            .ok_or_else(|| fail(format!("metadata key '{key}' is missing")))
+    };
     let version: u32 = required(VERSION_KEY)?
         .parse()
         .map_err(|_| fail(format!("metadata '{VERSION_KEY}' is not an integer")))?;
     if version > VERSION {
-        return Err(fail(format!("checkpoint format version {version} is newer than this build reads ({VERSION})")));
+        return Err(fail(format!(
+            "checkpoint format version {version} is newer than this build reads ({VERSION})"
+        )));
     }
     let counter = |key: &str| -> Result<u64> {
         let text = required(key)?;
-        text.parse().map_err(|_| fail(format!("metadata '{key}' = '{text}' is not a non-negative integer")))
+        text.parse().map_err(|_| {
+            fail(format!(
+                "metadata '{key}' = '{text}' is not a non-negative integer"
+            ))
+        })
     };
     let epoch = counter("epoch")?;
     let step = counter("step")?;
@@ -99,12 +111,21 @@ pub fn checkpoint_from_file(path: &Path, file: TensorFile) -> Result<TrainingChe
             scalars.insert(name.to_string(), value);
         }
     }
-    if let Some(name) = file.tensors.names().find(|n| !n.starts_with(MODEL_PREFIX) && !n.starts_with(OPTIM_PREFIX)) {
-        return Err(fail(format!("tensor '{name}' is neither 'model.*' nor 'optim.*'")));
+    if let Some(name) = file
+        .tensors
+        .names()
+        .find(|n| !n.starts_with(MODEL_PREFIX) && !n.starts_with(OPTIM_PREFIX))
+    {
+        return Err(fail(format!(
+            "tensor '{name}' is neither 'model.*' nor 'optim.*'"
+        )));
     }
     Ok(TrainingCheckpoint {
         model: file.tensors.with_prefix(MODEL_PREFIX),
-        optimizer: OptimizerState { tensors: file.tensors.with_prefix(OPTIM_PREFIX), scalars },
+        optimizer: OptimizerState {
+            tensors: file.tensors.with_prefix(OPTIM_PREFIX),
+            scalars,
+        },
         epoch,
         step,
         config,
@@ -125,11 +146,33 @@ mod tests {
 
     fn sample() -> TrainingCheckpoint {
         let mut model = NamedTensors::new();
-        model.insert("conv.double_conv.0.weight", HostTensor::from_f32(vec![2, 1, 3], vec![0.5; 6]).unwrap()).unwrap();
-        model.insert("bn.running_var", HostTensor::from_f32(vec![2], vec![1.0, 2.0]).unwrap()).unwrap();
+        model
+            .insert(
+                "conv.double_conv.0.weight",
+                HostTensor::from_f32(vec![2, 1, 3], vec![0.5; 6]).unwrap(),
+            )
+            .unwrap();
+        model
+            .insert(
+                "bn.running_var",
+                HostTensor::from_f32(vec![2], vec![1.0, 2.0]).unwrap(),
+            )
+            .unwrap();
         let mut optim = OptimizerState::default();
-        optim.tensors.insert("exp_avg.conv.double_conv.0.weight", HostTensor::from_f32(vec![2, 1, 3], vec![1e-3; 6]).unwrap()).unwrap();
-        optim.tensors.insert("step_count", HostTensor::new(vec![], HostData::I64(vec![12])).unwrap()).unwrap();
+        optim
+            .tensors
+            .insert(
+                "exp_avg.conv.double_conv.0.weight",
+                HostTensor::from_f32(vec![2, 1, 3], vec![1e-3; 6]).unwrap(),
+            )
+            .unwrap();
+        optim
+            .tensors
+            .insert(
+                "step_count",
+                HostTensor::new(vec![], HostData::I64(vec![12])).unwrap(),
+            )
+            .unwrap();
         optim.scalars.insert("lr".into(), 0.1 + 0.2); // not exactly representable in short decimal
         optim.scalars.insert("beta1".into(), 0.9);
         TrainingCheckpoint {
@@ -168,21 +211,38 @@ mod tests {
 
         let mut no_format = file.clone();
         no_format.metadata.remove("format");
-        let err = checkpoint_from_file(&path, no_format).unwrap_err().to_string();
-        assert!(err.contains("ckpt.safetensors") && err.contains("not a hepar training checkpoint"), "{err}");
+        let err = checkpoint_from_file(&path, no_format)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ckpt.safetensors") && err.contains("not a hepar training checkpoint"),
+            "{err}"
+        );
 
         let mut bad_config = file.clone();
-        bad_config.metadata.insert("config".into(), "{n_channels: 16".into());
-        let err = checkpoint_from_file(&path, bad_config).unwrap_err().to_string();
+        bad_config
+            .metadata
+            .insert("config".into(), "{n_channels: 16".into());
+        let err = checkpoint_from_file(&path, bad_config)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("'config' is not valid JSON"), "{err}");
 
         let mut no_step = file.clone();
         no_step.metadata.remove("step");
-        let err = checkpoint_from_file(&path, no_step).unwrap_err().to_string();
+        let err = checkpoint_from_file(&path, no_step)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("metadata key 'step' is missing"), "{err}");
 
         let mut stray = file.clone();
-        stray.tensors.insert("weights.x", HostTensor::from_f32(vec![1], vec![0.0]).unwrap()).unwrap();
+        stray
+            .tensors
+            .insert(
+                "weights.x",
+                HostTensor::from_f32(vec![1], vec![0.0]).unwrap(),
+            )
+            .unwrap();
         let err = checkpoint_from_file(&path, stray).unwrap_err().to_string();
         assert!(err.contains("'weights.x'"), "{err}");
 

@@ -76,7 +76,7 @@ pub struct TrainTensors {
 #[derive(Debug, Clone, PartialEq)]
 pub enum FixtureTensors {
     Forward(ForwardTensors),
-    Train(TrainTensors),
+    Train(Box<TrainTensors>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -108,7 +108,10 @@ impl Fixture {
     /// Builds a fixture from an already-parsed file; `path` names it in errors and anchors the
     /// checkpoint path.
     pub fn from_file(path: &Path, file: TensorFile) -> Result<Fixture> {
-        let meta = Metadata { path, map: &file.metadata };
+        let meta = Metadata {
+            path,
+            map: &file.metadata,
+        };
         let kind = match meta.required("kind")? {
             "forward" => FixtureKind::Forward,
             "train" => FixtureKind::Train,
@@ -126,24 +129,47 @@ impl Fixture {
             "train" => NetworkMode::Train,
             other => return Err(meta.invalid("mode", other, "'eval' or 'train'")),
         };
-        let tolerance = Tolerance { rtol: meta.non_negative("rtol")?, atol: meta.non_negative("atol")? };
+        let tolerance = Tolerance {
+            rtol: meta.non_negative("rtol")?,
+            atol: meta.non_negative("atol")?,
+        };
         if let Some(arch) = meta.optional("arch") {
             if arch != "cotnext_unet" {
                 return Err(meta.invalid("arch", arch, "'cotnext_unet'"));
             }
         }
 
-        let shapes = ShapeRules { path, dims, in_channels };
+        let shapes = ShapeRules {
+            path,
+            dims,
+            in_channels,
+        };
         let mut groups = Groups::split(path, file.tensors)?;
         let input = groups.take_top("input")?;
         let batch = shapes.check_input(&input)?;
 
         let (checkpoint, train, tensors) = match kind {
             FixtureKind::Forward => {
-                let checkpoint = path.parent().unwrap_or(Path::new(".")).join(meta.required("checkpoint")?);
+                let checkpoint = path
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .join(meta.required("checkpoint")?);
                 let expected_logits = groups.take_top("expected_logits")?;
-                shapes.check_like_input("expected_logits", &expected_logits, batch, n_classes, &input)?;
-                (Some(checkpoint), None, FixtureTensors::Forward(ForwardTensors { input, expected_logits }))
+                shapes.check_like_input(
+                    "expected_logits",
+                    &expected_logits,
+                    batch,
+                    n_classes,
+                    &input,
+                )?;
+                (
+                    Some(checkpoint),
+                    None,
+                    FixtureTensors::Forward(ForwardTensors {
+                        input,
+                        expected_logits,
+                    }),
+                )
             }
             FixtureKind::Train => {
                 let train = train_settings(&meta)?;
@@ -151,13 +177,19 @@ impl Fixture {
                 shapes.check_like_input("target", &target, batch, n_classes, &input)?;
                 let loss = groups.take_top("loss")?;
                 if loss.numel() != 1 {
-                    return Err(HeparError::format(path, format!("'loss' has shape {:?}, expected one value", loss.shape())));
+                    return Err(HeparError::format(
+                        path,
+                        format!("'loss' has shape {:?}, expected one value", loss.shape()),
+                    ));
                 }
                 let grad_input = groups.take_top("grad.input")?;
                 shapes.check_like_input("grad.input", &grad_input, batch, in_channels, &input)?;
                 let init = groups.take_group("init.");
                 if init.is_empty() {
-                    return Err(HeparError::format(path, "no 'init.*' tensors: a train fixture needs the starting weights"));
+                    return Err(HeparError::format(
+                        path,
+                        "no 'init.*' tensors: a train fixture needs the starting weights",
+                    ));
                 }
                 let grads = groups.take_group("grad.");
                 let stats = groups.take_group("stats.");
@@ -167,11 +199,23 @@ impl Fixture {
                 check_group_against_init(path, "trained.", &trained, &init)?;
                 for (name, _) in init.iter() {
                     if !trained.contains(name) {
-                        return Err(HeparError::format(path, format!("'init.{name}' has no 'trained.{name}'")));
+                        return Err(HeparError::format(
+                            path,
+                            format!("'init.{name}' has no 'trained.{name}'"),
+                        ));
                     }
                 }
-                let tensors = TrainTensors { input, target, loss, grad_input, init, grads, stats, trained };
-                (None, Some(train), FixtureTensors::Train(tensors))
+                let tensors = TrainTensors {
+                    input,
+                    target,
+                    loss,
+                    grad_input,
+                    init,
+                    grads,
+                    stats,
+                    trained,
+                };
+                (None, Some(train), FixtureTensors::Train(Box::new(tensors)))
             }
         };
         Ok(Fixture {
@@ -216,15 +260,21 @@ impl<'a> Metadata<'a> {
         self.map.get(key).map(|s| s.trim())
     }
     fn required(&self, key: &str) -> Result<&'a str> {
-        self.optional(key)
-            .ok_or_else(|| HeparError::format(self.path, format!("metadata key '{key}' is missing")))
+        self.optional(key).ok_or_else(|| {
+            HeparError::format(self.path, format!("metadata key '{key}' is missing"))
+        })
     }
     fn invalid(&self, key: &str, value: &str, expected: &str) -> HeparError {
-        HeparError::format(self.path, format!("metadata '{key}' = '{value}': expected {expected}"))
+        HeparError::format(
+            self.path,
+            format!("metadata '{key}' = '{value}': expected {expected}"),
+        )
     }
     fn parse<T: FromStr>(&self, key: &str) -> Result<T> {
         let value = self.required(key)?;
-        value.parse().map_err(|_| self.invalid(key, value, std::any::type_name::<T>()))
+        value
+            .parse()
+            .map_err(|_| self.invalid(key, value, std::any::type_name::<T>()))
     }
     fn parse_or<T: FromStr>(&self, key: &str, default: T) -> Result<T> {
         match self.optional(key) {
@@ -260,9 +310,11 @@ fn train_settings(meta: &Metadata) -> Result<TrainSettings> {
     let betas = match meta.optional("betas") {
         None => (0.9, 0.999),
         Some(text) => {
-            let parts: Vec<f64> = text.split(',').map(|p| p.trim().parse()).collect::<Result<_, _>>().map_err(|_| {
-                meta.invalid("betas", text, "two comma-separated numbers")
-            })?;
+            let parts: Vec<f64> = text
+                .split(',')
+                .map(|p| p.trim().parse())
+                .collect::<Result<_, _>>()
+                .map_err(|_| meta.invalid("betas", text, "two comma-separated numbers"))?;
             match parts[..] {
                 [b1, b2] => (b1, b2),
                 _ => return Err(meta.invalid("betas", text, "two comma-separated numbers")),
@@ -279,7 +331,10 @@ fn train_settings(meta: &Metadata) -> Result<TrainSettings> {
         t_max: meta.parse_or("t_max", steps)?,
         bn_momentum: meta.parse_or("bn_momentum", 0.1)?,
         dice_eps: meta.parse_or("dice_eps", 1e-5)?,
-        trained_tolerance: Tolerance { rtol: meta.non_negative("trained_rtol")?, atol: meta.non_negative("trained_atol")? },
+        trained_tolerance: Tolerance {
+            rtol: meta.non_negative("trained_rtol")?,
+            atol: meta.non_negative("trained_atol")?,
+        },
     })
 }
 
@@ -291,15 +346,17 @@ struct Groups<'a> {
 
 impl<'a> Groups<'a> {
     fn split(path: &'a Path, tensors: NamedTensors) -> Result<Groups<'a>> {
-        Ok(Groups { path, rest: tensors })
+        Ok(Groups {
+            path,
+            rest: tensors,
+        })
     }
 
     fn take_top(&mut self, key: &str) -> Result<HostTensor> {
-        let tensor = self
-            .rest
-            .get(key)
-            .cloned()
-            .ok_or_else(|| HeparError::format(self.path, format!("tensor '{key}' is missing")))?;
+        let tensor =
+            self.rest.get(key).cloned().ok_or_else(|| {
+                HeparError::format(self.path, format!("tensor '{key}' is missing"))
+            })?;
         self.keep(|name| name != key);
         Ok(tensor)
     }
@@ -348,13 +405,23 @@ impl ShapeRules<'_> {
     }
 
     /// `tensor` must be [batch, channels, the input's spatial size].
-    fn check_like_input(&self, key: &str, tensor: &HostTensor, batch: usize, channels: usize, input: &HostTensor) -> Result<()> {
+    fn check_like_input(
+        &self,
+        key: &str,
+        tensor: &HostTensor,
+        batch: usize,
+        channels: usize,
+        input: &HostTensor,
+    ) -> Result<()> {
         let mut expected = vec![batch, channels];
         expected.extend_from_slice(&input.shape()[2..]);
         if tensor.shape() != expected.as_slice() {
             return Err(HeparError::format(
                 self.path,
-                format!("'{key}' has shape {:?}, expected {expected:?}", tensor.shape()),
+                format!(
+                    "'{key}' has shape {:?}, expected {expected:?}",
+                    tensor.shape()
+                ),
             ));
         }
         Ok(())
@@ -362,14 +429,28 @@ impl ShapeRules<'_> {
 }
 
 /// Every tensor of a group must name an `init.*` tensor of the same shape.
-fn check_group_against_init(path: &Path, prefix: &str, group: &NamedTensors, init: &NamedTensors) -> Result<()> {
+fn check_group_against_init(
+    path: &Path,
+    prefix: &str,
+    group: &NamedTensors,
+    init: &NamedTensors,
+) -> Result<()> {
     for (name, tensor) in group.iter() {
         match init.get(name) {
-            None => return Err(HeparError::format(path, format!("'{prefix}{name}' has no 'init.{name}'"))),
+            None => {
+                return Err(HeparError::format(
+                    path,
+                    format!("'{prefix}{name}' has no 'init.{name}'"),
+                ))
+            }
             Some(start) if start.shape() != tensor.shape() => {
                 return Err(HeparError::format(
                     path,
-                    format!("'{prefix}{name}' has shape {:?}, 'init.{name}' has {:?}", tensor.shape(), start.shape()),
+                    format!(
+                        "'{prefix}{name}' has shape {:?}, 'init.{name}' has {:?}",
+                        tensor.shape(),
+                        start.shape()
+                    ),
                 ))
             }
             Some(_) => {}

@@ -121,7 +121,7 @@ impl HostData {
 
     /// Decodes little-endian bytes; `None` when the length is not a whole number of elements.
     pub fn from_le_bytes(dtype: DType, bytes: &[u8]) -> Option<HostData> {
-        if bytes.len() % dtype.size_in_bytes() != 0 {
+        if !bytes.len().is_multiple_of(dtype.size_in_bytes()) {
             return None;
         }
         fn decode<const N: usize, T>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
@@ -138,7 +138,9 @@ impl HostData {
             DType::F32 => HostData::F32(decode(bytes, f32::from_le_bytes)),
             DType::F64 => HostData::F64(decode(bytes, f64::from_le_bytes)),
             DType::F16 => HostData::F16(decode(bytes, |a| f16::from_bits(u16::from_le_bytes(a)))),
-            DType::BF16 => HostData::BF16(decode(bytes, |a| bf16::from_bits(u16::from_le_bytes(a)))),
+            DType::BF16 => {
+                HostData::BF16(decode(bytes, |a| bf16::from_bits(u16::from_le_bytes(a))))
+            }
             DType::I64 => HostData::I64(decode(bytes, i64::from_le_bytes)),
             DType::I32 => HostData::I32(decode(bytes, i32::from_le_bytes)),
             DType::U8 => HostData::U8(bytes.to_vec()),
@@ -153,7 +155,8 @@ impl HostData {
         }
         #[cfg(not(target_endian = "little"))]
         {
-            let mut bytes: Vec<u8> = map_elements!(self, v => bytemuck::cast_slice(v.as_slice()).to_vec());
+            let mut bytes: Vec<u8> =
+                map_elements!(self, v => bytemuck::cast_slice(v.as_slice()).to_vec());
             let size = self.dtype().size_in_bytes();
             bytes.chunks_exact_mut(size).for_each(|c| c.reverse());
             Cow::Owned(bytes)
@@ -171,12 +174,16 @@ pub struct HostTensor {
 
 impl HostTensor {
     pub fn new(shape: Vec<usize>, data: HostData) -> Result<HostTensor> {
-        let numel = checked_numel(&shape)
-            .ok_or_else(|| HeparError::shape("HostTensor::new", format!("shape {shape:?} overflows")))?;
+        let numel = checked_numel(&shape).ok_or_else(|| {
+            HeparError::shape("HostTensor::new", format!("shape {shape:?} overflows"))
+        })?;
         if numel != data.len() {
             return Err(HeparError::shape(
                 "HostTensor::new",
-                format!("shape {shape:?} needs {numel} elements, data holds {}", data.len()),
+                format!(
+                    "shape {shape:?} needs {numel} elements, data holds {}",
+                    data.len()
+                ),
             ));
         }
         Ok(HostTensor { shape, data })
@@ -226,13 +233,46 @@ impl HostTensor {
         let data = match dtype {
             DType::F32 => HostData::F32(self.data.to_f32_vec()),
             DType::F64 => HostData::F64(self.data.to_f64_vec()),
-            DType::F16 => HostData::F16(self.data.to_f32_vec().into_iter().map(f16::from_f32).collect()),
-            DType::BF16 => HostData::BF16(self.data.to_f32_vec().into_iter().map(bf16::from_f32).collect()),
-            DType::I64 => HostData::I64(self.data.to_f64_vec().into_iter().map(|x| x as i64).collect()),
-            DType::I32 => HostData::I32(self.data.to_f64_vec().into_iter().map(|x| x as i32).collect()),
-            DType::U8 => HostData::U8(self.data.to_f64_vec().into_iter().map(|x| x as u8).collect()),
+            DType::F16 => HostData::F16(
+                self.data
+                    .to_f32_vec()
+                    .into_iter()
+                    .map(f16::from_f32)
+                    .collect(),
+            ),
+            DType::BF16 => HostData::BF16(
+                self.data
+                    .to_f32_vec()
+                    .into_iter()
+                    .map(bf16::from_f32)
+                    .collect(),
+            ),
+            DType::I64 => HostData::I64(
+                self.data
+                    .to_f64_vec()
+                    .into_iter()
+                    .map(|x| x as i64)
+                    .collect(),
+            ),
+            DType::I32 => HostData::I32(
+                self.data
+                    .to_f64_vec()
+                    .into_iter()
+                    .map(|x| x as i32)
+                    .collect(),
+            ),
+            DType::U8 => HostData::U8(
+                self.data
+                    .to_f64_vec()
+                    .into_iter()
+                    .map(|x| x as u8)
+                    .collect(),
+            ),
         };
-        HostTensor { shape: self.shape.clone(), data }
+        HostTensor {
+            shape: self.shape.clone(),
+            data,
+        }
     }
 }
 
@@ -248,7 +288,11 @@ mod tests {
     #[test]
     fn new_rejects_element_count_that_does_not_fit_the_shape() {
         let err = HostTensor::new(vec![2, 3], HostData::F32(vec![0.0; 5])).unwrap_err();
-        assert!(err.to_string().contains("[2, 3] needs 6 elements, data holds 5"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("[2, 3] needs 6 elements, data holds 5"),
+            "{err}"
+        );
         assert!(HostTensor::new(vec![usize::MAX, 2], HostData::U8(vec![])).is_err());
     }
 
@@ -267,7 +311,10 @@ mod tests {
             let bytes = data.as_le_bytes().into_owned();
             assert_eq!(bytes.len(), 2 * data.dtype().size_in_bytes());
             assert_eq!(HostData::from_le_bytes(data.dtype(), &bytes).unwrap(), data);
-            assert!(HostData::from_le_bytes(data.dtype(), &bytes[..bytes.len() - 1]).is_none() || data.dtype() == DType::U8);
+            assert!(
+                HostData::from_le_bytes(data.dtype(), &bytes[..bytes.len() - 1]).is_none()
+                    || data.dtype() == DType::U8
+            );
         }
     }
 
@@ -276,7 +323,11 @@ mod tests {
         let t = HostTensor::new(vec![3], HostData::I64(vec![-1, 0, 7])).unwrap();
         assert_eq!(t.to_f32_vec(), vec![-1.0, 0.0, 7.0]);
         assert_eq!(t.to_f64_vec(), vec![-1.0, 0.0, 7.0]);
-        let h = HostTensor::new(vec![2], HostData::BF16(vec![bf16::from_f32(2.0), bf16::from_f32(-0.5)])).unwrap();
+        let h = HostTensor::new(
+            vec![2],
+            HostData::BF16(vec![bf16::from_f32(2.0), bf16::from_f32(-0.5)]),
+        )
+        .unwrap();
         assert_eq!(h.to_f64_vec(), vec![2.0, -0.5]);
         assert_eq!(h.to_dtype(DType::F16).to_f32_vec(), vec![2.0, -0.5]);
     }

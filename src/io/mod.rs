@@ -16,8 +16,13 @@ pub mod zip;
 #[cfg(test)]
 pub(crate) mod test_support;
 
-pub use checkpoint::{checkpoint_from_file, load_checkpoint, save_checkpoint, OptimizerState, TrainingCheckpoint};
-pub use fixture::{Fixture, FixtureKind, FixtureTensors, ForwardTensors, NetworkMode, Tolerance, TrainSettings, TrainTensors};
+pub use checkpoint::{
+    checkpoint_from_file, load_checkpoint, save_checkpoint, OptimizerState, TrainingCheckpoint,
+};
+pub use fixture::{
+    Fixture, FixtureKind, FixtureTensors, ForwardTensors, NetworkMode, Tolerance, TrainSettings,
+    TrainTensors,
+};
 pub use host_tensor::{DType, HostData, HostTensor};
 pub use named_tensors::NamedTensors;
 pub use pth::{load_pth, parse_pth};

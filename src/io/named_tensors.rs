@@ -20,7 +20,10 @@ impl NamedTensors {
     pub fn insert(&mut self, name: impl Into<String>, tensor: HostTensor) -> Result<()> {
         let name = name.into();
         if self.index.contains_key(&name) {
-            return Err(HeparError::invalid("NamedTensors::insert", format!("duplicate tensor name '{name}'")));
+            return Err(HeparError::invalid(
+                "NamedTensors::insert",
+                format!("duplicate tensor name '{name}'"),
+            ));
         }
         self.index.insert(name.clone(), self.entries.len());
         self.entries.push((name, tensor));
@@ -66,7 +69,10 @@ impl NamedTensors {
 
     /// The name -> shape list, e.g. to compare with a model's parameters.
     pub fn shapes(&self) -> Vec<(String, Vec<usize>)> {
-        self.entries.iter().map(|(n, t)| (n.clone(), t.shape().to_vec())).collect()
+        self.entries
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shape().to_vec()))
+            .collect()
     }
 }
 

@@ -133,7 +133,13 @@ struct Machine<'a> {
 
 /// Runs the pickle in `bytes` (`path` names the file in errors) and returns the value it builds.
 pub fn unpickle(path: &Path, bytes: &[u8]) -> Result<Value> {
-    let mut m = Machine { path, bytes, pos: 0, stack: Vec::new(), memo: HashMap::new() };
+    let mut m = Machine {
+        path,
+        bytes,
+        pos: 0,
+        stack: Vec::new(),
+        memo: HashMap::new(),
+    };
     m.run()
 }
 
@@ -144,9 +150,16 @@ impl<'a> Machine<'a> {
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let bytes: &'a [u8] = self.bytes;
-        let end = self.pos.checked_add(n).filter(|&e| e <= bytes.len()).ok_or_else(|| {
-            self.fail(self.pos, format!("needs {n} more bytes, the pickle ends (truncated)"))
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= bytes.len())
+            .ok_or_else(|| {
+                self.fail(
+                    self.pos,
+                    format!("needs {n} more bytes, the pickle ends (truncated)"),
+                )
+            })?;
         let s = &bytes[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -176,8 +189,12 @@ impl<'a> Machine<'a> {
     fn line(&mut self) -> Result<&'a str> {
         let bytes: &'a [u8] = self.bytes;
         let rest = &bytes[self.pos..];
-        let n = rest.iter().position(|&b| b == b'\n').ok_or_else(|| self.fail(self.pos, "unterminated line"))?;
-        let line = std::str::from_utf8(&rest[..n]).map_err(|_| self.fail(self.pos, "line is not UTF-8"))?;
+        let n = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| self.fail(self.pos, "unterminated line"))?;
+        let line = std::str::from_utf8(&rest[..n])
+            .map_err(|_| self.fail(self.pos, "line is not UTF-8"))?;
         self.pos += n + 1;
         Ok(line)
     }
@@ -190,7 +207,10 @@ impl<'a> Machine<'a> {
 
     fn push(&mut self, v: Value) -> Result<()> {
         if v.depth() > MAX_NESTING {
-            return Err(self.fail(self.pos, format!("values nested deeper than {MAX_NESTING} levels")));
+            return Err(self.fail(
+                self.pos,
+                format!("values nested deeper than {MAX_NESTING} levels"),
+            ));
         }
         self.stack.push(Slot::Value(v));
         Ok(())
@@ -210,7 +230,10 @@ impl<'a> Machine<'a> {
         }
         match self.stack.last_mut() {
             Some(Slot::Value(v)) => Ok(v),
-            _ => Err(HeparError::format(self.path, "pickle stack changed unexpectedly")),
+            _ => Err(HeparError::format(
+                self.path,
+                "pickle stack changed unexpectedly",
+            )),
         }
     }
 
@@ -243,7 +266,7 @@ impl<'a> Machine<'a> {
     }
 
     fn set_items(&mut self, items: Vec<Value>, at: usize) -> Result<()> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.fail(at, "SETITEMS with an odd number of values"));
         }
         let added_depth = 1 + items.iter().map(Value::depth).max().unwrap_or(0);
@@ -259,7 +282,10 @@ impl<'a> Machine<'a> {
             map.entries.push((k, v));
         }
         if map.depth > MAX_NESTING {
-            return Err(self.fail(at, format!("values nested deeper than {MAX_NESTING} levels")));
+            return Err(self.fail(
+                at,
+                format!("values nested deeper than {MAX_NESTING} levels"),
+            ));
         }
         Ok(())
     }
@@ -275,25 +301,42 @@ impl<'a> Machine<'a> {
         list.depth = list.depth.max(added_depth);
         list.items.extend(items);
         if list.depth > MAX_NESTING {
-            return Err(self.fail(at, format!("values nested deeper than {MAX_NESTING} levels")));
+            return Err(self.fail(
+                at,
+                format!("values nested deeper than {MAX_NESTING} levels"),
+            ));
         }
         Ok(())
     }
 
     fn reduce(&mut self, callable: Value, args: Value, at: usize) -> Result<Value> {
         let Value::Global(class) = callable else {
-            return Err(self.fail(at, format!("REDUCE on {}, expected a global", callable.kind())));
+            return Err(self.fail(
+                at,
+                format!("REDUCE on {}, expected a global", callable.kind()),
+            ));
         };
         // An OrderedDict is filled by the SETITEMS that follow, so it must be a real dict.
         if class.module == "collections" && class.name == "OrderedDict" {
-            return Ok(Value::Dict(Rc::new(Map { entries: Vec::new(), depth: 1 })));
+            return Ok(Value::Dict(Rc::new(Map {
+                entries: Vec::new(),
+                depth: 1,
+            })));
         }
         let depth = 1 + args.depth();
-        Ok(Value::Object(Rc::new(Object { class: (*class).clone(), args, state: None, depth })))
+        Ok(Value::Object(Rc::new(Object {
+            class: (*class).clone(),
+            args,
+            state: None,
+            depth,
+        })))
     }
 
     fn memo_get(&self, key: u32, at: usize) -> Result<Value> {
-        self.memo.get(&key).cloned().ok_or_else(|| self.fail(at, format!("memo key {key} was never stored")))
+        self.memo
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| self.fail(at, format!("memo key {key} was never stored")))
     }
 
     fn memo_put(&mut self, key: u32, at: usize) -> Result<()> {
@@ -325,7 +368,9 @@ impl<'a> Machine<'a> {
                 }
                 b'(' => self.stack.push(Slot::Mark),
                 b'0' => {
-                    self.stack.pop().ok_or_else(|| self.fail(at, "POP on an empty stack"))?;
+                    self.stack
+                        .pop()
+                        .ok_or_else(|| self.fail(at, "POP on an empty stack"))?;
                 }
                 b'1' => {
                     self.pop_mark(at)?;
@@ -385,7 +430,11 @@ impl<'a> Machine<'a> {
                 }
                 // Python 2 byte strings: decoded leniently, they only ever hold ASCII names.
                 b'T' | b'U' => {
-                    let n = if op == b'T' { self.u32()? as usize } else { self.u8()? as usize };
+                    let n = if op == b'T' {
+                        self.u32()? as usize
+                    } else {
+                        self.u8()? as usize
+                    };
                     let s = self.take(n)?;
                     self.push(Value::Str(Rc::from(String::from_utf8_lossy(s).as_ref())))?
                 }
@@ -420,10 +469,16 @@ impl<'a> Machine<'a> {
                     let items = self.pop_mark(at)?;
                     self.append(items, at)?
                 }
-                b'}' => self.push(Value::Dict(Rc::new(Map { entries: Vec::new(), depth: 1 })))?,
+                b'}' => self.push(Value::Dict(Rc::new(Map {
+                    entries: Vec::new(),
+                    depth: 1,
+                })))?,
                 b'd' => {
                     let items = self.pop_mark(at)?;
-                    self.push(Value::Dict(Rc::new(Map { entries: Vec::new(), depth: 1 })))?;
+                    self.push(Value::Dict(Rc::new(Map {
+                        entries: Vec::new(),
+                        depth: 1,
+                    })))?;
                     self.set_items(items, at)?
                 }
                 b's' => {
@@ -445,7 +500,10 @@ impl<'a> Machine<'a> {
                     let (Some(module), Some(name)) = (module.as_str(), name.as_str()) else {
                         return Err(self.fail(at, "STACK_GLOBAL needs two strings"));
                     };
-                    let g = Global { module: module.to_string(), name: name.to_string() };
+                    let g = Global {
+                        module: module.to_string(),
+                        name: name.to_string(),
+                    };
                     self.push(Value::Global(Rc::new(g)))?
                 }
                 b'R' | 0x81 => {
@@ -529,11 +587,16 @@ mod tests {
     #[test]
     fn builds_ordered_dict_with_reduce_and_memo() {
         let mut p = PickleBuilder::new();
-        p.global("collections", "OrderedDict").empty_tuple().reduce().put(0);
+        p.global("collections", "OrderedDict")
+            .empty_tuple()
+            .reduce()
+            .put(0);
         p.mark().unicode("a").int(5).unicode("b").get(0).set_items();
         p.empty_dict().build().stop(); // `_metadata`-style attributes set on the dict
         let v = unpickle(Path::new("x.pkl"), &p.bytes).unwrap();
-        let Value::Dict(d) = v else { panic!("expected a dict") };
+        let Value::Dict(d) = v else {
+            panic!("expected a dict")
+        };
         assert_eq!(d.entries.len(), 2);
         assert_eq!(d.entries[0].1, Value::Int(5));
         // The memo holds the dict as it was when PUT ran (empty), which is all torch.save needs.
@@ -542,27 +605,41 @@ mod tests {
 
     #[test]
     fn integers_of_every_width() {
-        for (v, expect) in [(-1i64, -1i64), (300, 300), (70_000, 70_000), (-(1 << 40), -(1 << 40))] {
+        for (v, expect) in [
+            (-1i64, -1i64),
+            (300, 300),
+            (70_000, 70_000),
+            (-(1 << 40), -(1 << 40)),
+        ] {
             let mut p = PickleBuilder::new();
             p.int(v).stop();
-            assert_eq!(unpickle(Path::new("i"), &p.bytes).unwrap(), Value::Int(expect));
+            assert_eq!(
+                unpickle(Path::new("i"), &p.bytes).unwrap(),
+                Value::Int(expect)
+            );
         }
     }
 
     #[test]
     fn errors_name_file_and_position() {
-        let err = unpickle(Path::new("m.pkl"), &[0x80, 2, b'X', 10, 0, 0, 0, b'a']).unwrap_err().to_string();
+        let err = unpickle(Path::new("m.pkl"), &[0x80, 2, b'X', 10, 0, 0, 0, b'a'])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("m.pkl") && err.contains("truncated"), "{err}");
-        let err = unpickle(Path::new("m.pkl"), &[0x80, 2, 0xff]).unwrap_err().to_string();
+        let err = unpickle(Path::new("m.pkl"), &[0x80, 2, 0xff])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("opcode 0xff"), "{err}");
-        let err = unpickle(Path::new("m.pkl"), &[b'h', 3, b'.']).unwrap_err().to_string();
+        let err = unpickle(Path::new("m.pkl"), &[b'h', 3, b'.'])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("memo key 3"), "{err}");
     }
 
     #[test]
     fn deep_nesting_is_rejected_not_overflowing() {
         let mut bytes = vec![b')'];
-        bytes.extend(std::iter::repeat(0x85u8).take(100_000));
+        bytes.extend(std::iter::repeat_n(0x85u8, 100_000));
         bytes.push(b'.');
         let err = unpickle(Path::new("deep"), &bytes).unwrap_err().to_string();
         assert!(err.contains("nested deeper"), "{err}");

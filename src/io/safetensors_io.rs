@@ -25,32 +25,62 @@ pub fn read_safetensors(path: &Path) -> Result<TensorFile> {
 /// Parses safetensors bytes; `path` names the file in errors.
 pub fn parse_safetensors(path: &Path, bytes: &[u8]) -> Result<TensorFile> {
     let fail = |msg: String| HeparError::format(path, msg);
-    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| fail(format!("not a valid safetensors file: {e}")))?;
-    let file = SafeTensors::deserialize(bytes).map_err(|e| fail(format!("not a valid safetensors file: {e}")))?;
+    let (_, header) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| fail(format!("not a valid safetensors file: {e}")))?;
+    let file = SafeTensors::deserialize(bytes)
+        .map_err(|e| fail(format!("not a valid safetensors file: {e}")))?;
     let mut tensors = NamedTensors::new();
     for name in header.offset_keys() {
-        let view = file.tensor(&name).map_err(|e| fail(format!("tensor '{name}': {e}")))?;
-        let dtype = from_safetensors_dtype(view.dtype())
-            .ok_or_else(|| fail(format!("tensor '{name}': unsupported dtype {:?}", view.dtype())))?;
-        let data = HostData::from_le_bytes(dtype, view.data())
-            .ok_or_else(|| fail(format!("tensor '{name}': data is not a whole number of {dtype} elements")))?;
-        let tensor = HostTensor::new(view.shape().to_vec(), data).map_err(|e| fail(format!("tensor '{name}': {e}")))?;
-        tensors.insert(name.clone(), tensor).map_err(|e| fail(e.to_string()))?;
+        let view = file
+            .tensor(&name)
+            .map_err(|e| fail(format!("tensor '{name}': {e}")))?;
+        let dtype = from_safetensors_dtype(view.dtype()).ok_or_else(|| {
+            fail(format!(
+                "tensor '{name}': unsupported dtype {:?}",
+                view.dtype()
+            ))
+        })?;
+        let data = HostData::from_le_bytes(dtype, view.data()).ok_or_else(|| {
+            fail(format!(
+                "tensor '{name}': data is not a whole number of {dtype} elements"
+            ))
+        })?;
+        let tensor = HostTensor::new(view.shape().to_vec(), data)
+            .map_err(|e| fail(format!("tensor '{name}': {e}")))?;
+        tensors
+            .insert(name.clone(), tensor)
+            .map_err(|e| fail(e.to_string()))?;
     }
-    let metadata = header.metadata().clone().unwrap_or_default().into_iter().collect();
+    let metadata = header
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     Ok(TensorFile { tensors, metadata })
 }
 
 /// Writes `tensors` and `metadata` to `path` atomically (a crash leaves the old file intact).
-pub fn write_safetensors(path: &Path, tensors: &NamedTensors, metadata: &BTreeMap<String, String>) -> Result<()> {
-    let bytes = serialize_safetensors(tensors, metadata).map_err(|e| HeparError::format(path, e))?;
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &NamedTensors,
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    let bytes =
+        serialize_safetensors(tensors, metadata).map_err(|e| HeparError::format(path, e))?;
     write_atomic(path, &bytes)
 }
 
 /// The safetensors bytes of `tensors` and `metadata`.
-pub fn serialize_safetensors(tensors: &NamedTensors, metadata: &BTreeMap<String, String>) -> Result<Vec<u8>, String> {
+pub fn serialize_safetensors(
+    tensors: &NamedTensors,
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>, String> {
     let views = tensors.iter().map(|(name, t)| (name, HostView(t)));
-    let info: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let info: HashMap<String, String> = metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let info = if info.is_empty() { None } else { Some(info) };
     safetensors::serialize(views, info).map_err(|e| format!("cannot serialize to safetensors: {e}"))
 }
@@ -107,10 +137,30 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hepar-st-{}", std::process::id()));
         let path = dir.join("t.safetensors");
         let mut tensors = NamedTensors::new();
-        tensors.insert("b.weight", HostTensor::from_f32(vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]).unwrap()).unwrap();
-        tensors.insert("a.count", HostTensor::new(vec![], HostData::I64(vec![7])).unwrap()).unwrap();
-        tensors.insert("c.half", HostTensor::new(vec![1], HostData::BF16(vec![bf16::from_f32(0.5)])).unwrap()).unwrap();
-        tensors.insert("d.double", HostTensor::from_f64(vec![3], vec![1e-300, 2.0, -3.0]).unwrap()).unwrap();
+        tensors
+            .insert(
+                "b.weight",
+                HostTensor::from_f32(vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]).unwrap(),
+            )
+            .unwrap();
+        tensors
+            .insert(
+                "a.count",
+                HostTensor::new(vec![], HostData::I64(vec![7])).unwrap(),
+            )
+            .unwrap();
+        tensors
+            .insert(
+                "c.half",
+                HostTensor::new(vec![1], HostData::BF16(vec![bf16::from_f32(0.5)])).unwrap(),
+            )
+            .unwrap();
+        tensors
+            .insert(
+                "d.double",
+                HostTensor::from_f64(vec![3], vec![1e-300, 2.0, -3.0]).unwrap(),
+            )
+            .unwrap();
         let metadata = BTreeMap::from([("kind".to_string(), "test".to_string())]);
         write_safetensors(&path, &tensors, &metadata).unwrap();
         let back = read_safetensors(&path).unwrap();
@@ -125,7 +175,9 @@ mod tests {
     #[test]
     fn corrupt_bytes_are_errors_naming_the_file() {
         let mut tensors = NamedTensors::new();
-        tensors.insert("x", HostTensor::from_f32(vec![4], vec![0.0; 4]).unwrap()).unwrap();
+        tensors
+            .insert("x", HostTensor::from_f32(vec![4], vec![0.0; 4]).unwrap())
+            .unwrap();
         let bytes = serialize_safetensors(&tensors, &BTreeMap::new()).unwrap();
         for len in 0..bytes.len() {
             let err = parse_safetensors(Path::new("cut.safetensors"), &bytes[..len]).unwrap_err();

@@ -11,7 +11,11 @@ pub fn score(actual: &[f64], reference: &[f64], tolerance: Tolerance) -> Result<
     if actual.len() != reference.len() {
         return Err(HeparError::shape(
             "score",
-            format!("{} values compared with {} reference values", actual.len(), reference.len()),
+            format!(
+                "{} values compared with {} reference values",
+                actual.len(),
+                reference.len()
+            ),
         ));
     }
     let mut diff_sq = 0.0f64;
@@ -25,15 +29,30 @@ pub fn score(actual: &[f64], reference: &[f64], tolerance: Tolerance) -> Result<
         return Ok(f64::INFINITY);
     }
     let bound = tolerance.rtol * ref_sq.sqrt() + tolerance.atol * (actual.len() as f64).sqrt();
-    Ok(if diff == 0.0 { 0.0 } else if bound > 0.0 { diff / bound } else { f64::INFINITY })
+    Ok(if diff == 0.0 {
+        0.0
+    } else if bound > 0.0 {
+        diff / bound
+    } else {
+        f64::INFINITY
+    })
 }
 
 /// [`score`] of two tensors, which must have the same shape; `name` labels the error.
-pub fn score_tensors(name: &str, actual: &HostTensor, reference: &HostTensor, tolerance: Tolerance) -> Result<f64> {
+pub fn score_tensors(
+    name: &str,
+    actual: &HostTensor,
+    reference: &HostTensor,
+    tolerance: Tolerance,
+) -> Result<f64> {
     if actual.shape() != reference.shape() {
         return Err(HeparError::shape(
             "score",
-            format!("'{name}': computed shape {:?}, reference shape {:?}", actual.shape(), reference.shape()),
+            format!(
+                "'{name}': computed shape {:?}, reference shape {:?}",
+                actual.shape(),
+                reference.shape()
+            ),
         ));
     }
     score(&actual.to_f64_vec(), &reference.to_f64_vec(), tolerance)
@@ -43,7 +62,10 @@ pub fn score_tensors(name: &str, actual: &HostTensor, reference: &HostTensor, to
 mod tests {
     use super::*;
 
-    const TOL: Tolerance = Tolerance { rtol: 1e-3, atol: 1e-6 };
+    const TOL: Tolerance = Tolerance {
+        rtol: 1e-3,
+        atol: 1e-6,
+    };
 
     #[test]
     fn matches_the_formula() {
@@ -57,10 +79,16 @@ mod tests {
 
     #[test]
     fn non_finite_values_fail_and_lengths_must_match() {
-        assert_eq!(score(&[f64::NAN, 1.0], &[1.0, 1.0], TOL).unwrap(), f64::INFINITY);
+        assert_eq!(
+            score(&[f64::NAN, 1.0], &[1.0, 1.0], TOL).unwrap(),
+            f64::INFINITY
+        );
         assert_eq!(score(&[f64::INFINITY], &[1.0], TOL).unwrap(), f64::INFINITY);
         assert!(score(&[1.0], &[1.0, 2.0], TOL).is_err());
-        let zero = Tolerance { rtol: 0.0, atol: 0.0 };
+        let zero = Tolerance {
+            rtol: 0.0,
+            atol: 0.0,
+        };
         assert_eq!(score(&[1.0], &[1.5], zero).unwrap(), f64::INFINITY);
     }
 
@@ -68,7 +96,12 @@ mod tests {
     fn tensor_shapes_must_match() {
         let a = HostTensor::from_f32(vec![2, 2], vec![0.0; 4]).unwrap();
         let r = HostTensor::from_f64(vec![4], vec![0.0; 4]).unwrap();
-        let err = score_tensors("grad.x", &a, &r, TOL).unwrap_err().to_string();
-        assert!(err.contains("'grad.x'") && err.contains("[2, 2]") && err.contains("[4]"), "{err}");
+        let err = score_tensors("grad.x", &a, &r, TOL)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("'grad.x'") && err.contains("[2, 2]") && err.contains("[4]"),
+            "{err}"
+        );
     }
 }

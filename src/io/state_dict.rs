@@ -8,12 +8,18 @@ use std::collections::HashSet;
 /// True for BatchNorm's running statistics and its batch counter, which are buffers, not
 /// parameters.
 pub fn is_batchnorm_statistic(name: &str) -> bool {
-    name.ends_with(".running_mean") || name.ends_with(".running_var") || name.ends_with(".num_batches_tracked")
+    name.ends_with(".running_mean")
+        || name.ends_with(".running_var")
+        || name.ends_with(".num_batches_tracked")
 }
 
 /// The number of parameter elements in a state_dict (buffers excluded), as PyTorch counts them.
 pub fn parameter_count(state_dict: &NamedTensors) -> usize {
-    state_dict.iter().filter(|(n, _)| !is_batchnorm_statistic(n)).map(|(_, t)| t.numel()).sum()
+    state_dict
+        .iter()
+        .filter(|(n, _)| !is_batchnorm_statistic(n))
+        .map(|(_, t)| t.numel())
+        .sum()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +60,10 @@ impl StateDictReport {
                         expected: shape.clone(),
                         found: t.shape().to_vec(),
                     });
-                    format!("key '{name}' has shape {:?}, the model expects {shape:?}", t.shape())
+                    format!(
+                        "key '{name}' has shape {:?}, the model expects {shape:?}",
+                        t.shape()
+                    )
                 }
                 Some(_) => continue,
             };
@@ -67,7 +76,9 @@ impl StateDictReport {
             .map(str::to_string)
             .collect();
         if let Some(name) = report.unexpected.first() {
-            report.first_problem.get_or_insert(format!("key '{name}' is not a parameter of the model"));
+            report
+                .first_problem
+                .get_or_insert(format!("key '{name}' is not a parameter of the model"));
         }
         report
     }
@@ -91,7 +102,11 @@ impl std::fmt::Display for StateDictReport {
         if self.is_ok() {
             return f.write_str("state_dict matches the model");
         }
-        f.write_str(self.first_problem.as_deref().unwrap_or("state_dict differs from the model"))?;
+        f.write_str(
+            self.first_problem
+                .as_deref()
+                .unwrap_or("state_dict differs from the model"),
+        )?;
         write!(
             f,
             " ({} mis-shaped, {} missing, {} unexpected keys",
@@ -99,14 +114,15 @@ impl std::fmt::Display for StateDictReport {
             self.missing.len(),
             self.unexpected.len()
         )?;
-        let list = |f: &mut std::fmt::Formatter<'_>, label: &str, names: &[String]| -> std::fmt::Result {
-            if !names.is_empty() {
-                let shown: Vec<&str> = names.iter().take(5).map(String::as_str).collect();
-                let more = if names.len() > 5 { ", ..." } else { "" };
-                write!(f, "; {label}: {}{more}", shown.join(", "))?;
-            }
-            Ok(())
-        };
+        let list =
+            |f: &mut std::fmt::Formatter<'_>, label: &str, names: &[String]| -> std::fmt::Result {
+                if !names.is_empty() {
+                    let shown: Vec<&str> = names.iter().take(5).map(String::as_str).collect();
+                    let more = if names.len() > 5 { ", ..." } else { "" };
+                    write!(f, "; {label}: {}{more}", shown.join(", "))?;
+                }
+                Ok(())
+            };
         let mis: Vec<String> = self.mismatched.iter().map(|m| m.name.clone()).collect();
         list(f, "mis-shaped", &mis)?;
         list(f, "missing", &self.missing)?;
@@ -124,20 +140,31 @@ mod tests {
         let mut out = NamedTensors::new();
         for (name, shape) in entries {
             let n = shape.iter().product();
-            out.insert(*name, HostTensor::from_f32(shape.to_vec(), vec![0.0; n]).unwrap()).unwrap();
+            out.insert(
+                *name,
+                HostTensor::from_f32(shape.to_vec(), vec![0.0; n]).unwrap(),
+            )
+            .unwrap();
         }
         out
     }
 
     fn expected(entries: &[(&str, &[usize])]) -> Vec<(String, Vec<usize>)> {
-        entries.iter().map(|(n, s)| (n.to_string(), s.to_vec())).collect()
+        entries
+            .iter()
+            .map(|(n, s)| (n.to_string(), s.to_vec()))
+            .collect()
     }
 
     #[test]
     fn matching_state_dict_passes_and_ignores_batch_counters() {
         let model = expected(&[("a.weight", &[2, 3]), ("a.bias", &[2])]);
         let mut file = found(&[("a.weight", &[2, 3]), ("a.bias", &[2])]);
-        file.insert("bn.num_batches_tracked", HostTensor::new(vec![], HostData::I64(vec![3])).unwrap()).unwrap();
+        file.insert(
+            "bn.num_batches_tracked",
+            HostTensor::new(vec![], HostData::I64(vec![3])).unwrap(),
+        )
+        .unwrap();
         let report = StateDictReport::compare(&model, &file);
         assert!(report.is_ok(), "{report}");
         assert!(report.into_result("x.pth").is_ok());
@@ -145,38 +172,72 @@ mod tests {
 
     #[test]
     fn reports_each_kind_of_difference_by_name() {
-        let model = expected(&[("conv.weight", &[16, 1, 3, 3, 3]), ("gn.weight", &[16]), ("out.bias", &[1])]);
-        let file = found(&[("conv.weight", &[8, 1, 3, 3, 3]), ("out.bias", &[1]), ("extra.weight", &[4])]);
+        let model = expected(&[
+            ("conv.weight", &[16, 1, 3, 3, 3]),
+            ("gn.weight", &[16]),
+            ("out.bias", &[1]),
+        ]);
+        let file = found(&[
+            ("conv.weight", &[8, 1, 3, 3, 3]),
+            ("out.bias", &[1]),
+            ("extra.weight", &[4]),
+        ]);
         let report = StateDictReport::compare(&model, &file);
         assert_eq!(report.missing, vec!["gn.weight"]);
         assert_eq!(report.unexpected, vec!["extra.weight"]);
         assert_eq!(
             report.mismatched,
-            vec![ShapeMismatch { name: "conv.weight".into(), expected: vec![16, 1, 3, 3, 3], found: vec![8, 1, 3, 3, 3] }]
+            vec![ShapeMismatch {
+                name: "conv.weight".into(),
+                expected: vec![16, 1, 3, 3, 3],
+                found: vec![8, 1, 3, 3, 3]
+            }]
         );
-        let err = report.into_result("seed/liver3d.pth").unwrap_err().to_string();
+        let err = report
+            .into_result("seed/liver3d.pth")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("seed/liver3d.pth: key 'conv.weight' has shape [8, 1, 3, 3, 3], the model expects [16, 1, 3, 3, 3]"),
             "{err}"
         );
-        assert!(err.contains("missing: gn.weight") && err.contains("unexpected: extra.weight"), "{err}");
+        assert!(
+            err.contains("missing: gn.weight") && err.contains("unexpected: extra.weight"),
+            "{err}"
+        );
     }
 
     #[test]
     fn first_offending_key_follows_the_model_order() {
         let model = expected(&[("a", &[1]), ("b", &[2])]);
-        let err = StateDictReport::compare(&model, &found(&[("b", &[3])])).into_result("f").unwrap_err();
-        assert!(err.to_string().starts_with("checkpoint: f: key 'a' (shape [1]) is missing"), "{err}");
+        let err = StateDictReport::compare(&model, &found(&[("b", &[3])]))
+            .into_result("f")
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("checkpoint: f: key 'a' (shape [1]) is missing"),
+            "{err}"
+        );
     }
 
     #[test]
     fn missing_key_named_when_shapes_agree() {
         let model = expected(&[("a", &[1]), ("b", &[2])]);
-        let err = StateDictReport::compare(&model, &found(&[("a", &[1])])).into_result("f").unwrap_err();
-        assert!(err.to_string().contains("key 'b' (shape [2]) is missing"), "{err}");
-        let err = StateDictReport::compare(&model, &found(&[("a", &[1]), ("b", &[2]), ("c", &[1])]))
+        let err = StateDictReport::compare(&model, &found(&[("a", &[1])]))
             .into_result("f")
             .unwrap_err();
-        assert!(err.to_string().contains("key 'c' is not a parameter of the model"), "{err}");
+        assert!(
+            err.to_string().contains("key 'b' (shape [2]) is missing"),
+            "{err}"
+        );
+        let err =
+            StateDictReport::compare(&model, &found(&[("a", &[1]), ("b", &[2]), ("c", &[1])]))
+                .into_result("f")
+                .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("key 'c' is not a parameter of the model"),
+            "{err}"
+        );
     }
 }

@@ -7,7 +7,9 @@ pub struct PickleBuilder {
 
 impl PickleBuilder {
     pub fn new() -> PickleBuilder {
-        PickleBuilder { bytes: vec![0x80, 2] }
+        PickleBuilder {
+            bytes: vec![0x80, 2],
+        }
     }
     pub fn op(&mut self, op: u8) -> &mut Self {
         self.bytes.push(op);
@@ -95,16 +97,35 @@ pub struct TensorSpec<'a> {
 /// persistent storage ids tagged `cuda:0`, an empty `_metadata` set by BUILD).
 pub fn state_dict_pickle(tensors: &[TensorSpec]) -> Vec<u8> {
     let mut p = PickleBuilder::new();
-    p.global("collections", "OrderedDict").empty_tuple().reduce().mark();
+    p.global("collections", "OrderedDict")
+        .empty_tuple()
+        .reduce()
+        .mark();
     for t in tensors {
-        p.unicode(t.name).global("torch._utils", "_rebuild_tensor_v2").mark();
-        p.mark().unicode("storage").global("torch", t.storage_class).unicode(t.storage).unicode("cuda:0");
+        p.unicode(t.name)
+            .global("torch._utils", "_rebuild_tensor_v2")
+            .mark();
+        p.mark()
+            .unicode("storage")
+            .global("torch", t.storage_class)
+            .unicode(t.storage)
+            .unicode("cuda:0");
         p.int(t.storage_numel).tuple().op(b'Q');
-        p.int(t.offset).int_tuple(t.size).int_tuple(t.stride).op(0x89);
-        p.global("collections", "OrderedDict").empty_tuple().reduce().tuple().reduce();
+        p.int(t.offset)
+            .int_tuple(t.size)
+            .int_tuple(t.stride)
+            .op(0x89);
+        p.global("collections", "OrderedDict")
+            .empty_tuple()
+            .reduce()
+            .tuple()
+            .reduce();
     }
     p.set_items();
-    p.global("collections", "OrderedDict").empty_tuple().reduce().build();
+    p.global("collections", "OrderedDict")
+        .empty_tuple()
+        .reduce()
+        .build();
     p.stop();
     p.bytes
 }
@@ -117,7 +138,11 @@ pub struct ZipBuilder {
 
 impl ZipBuilder {
     pub fn new() -> ZipBuilder {
-        ZipBuilder { out: Vec::new(), central: Vec::new(), count: 0 }
+        ZipBuilder {
+            out: Vec::new(),
+            central: Vec::new(),
+            count: 0,
+        }
     }
 
     pub fn add_stored(&mut self, name: &str, content: &[u8]) {
@@ -126,7 +151,8 @@ impl ZipBuilder {
 
     pub fn add_deflated(&mut self, name: &str, content: &[u8]) {
         use std::io::Write;
-        let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        let mut enc =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
         enc.write_all(content).unwrap();
         self.add(name, content, enc.finish().unwrap(), 8);
     }

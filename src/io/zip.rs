@@ -55,7 +55,8 @@ impl<'a> Cursor<'a> {
         self.take(2).map(|s| u16::from_le_bytes([s[0], s[1]]))
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+        self.take(4)
+            .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
     }
     fn u64(&mut self) -> Option<u64> {
         self.take(8).map(|s| {
@@ -71,9 +72,11 @@ impl<'a> ZipArchive<'a> {
     pub fn parse(path: &Path, bytes: &'a [u8]) -> Result<ZipArchive<'a>> {
         let fail = |msg: String| HeparError::format(path, msg);
         let eocd = find_end_of_central_directory(bytes).ok_or_else(|| {
-            fail("not a zip archive (no end-of-central-directory record; the file is truncated, \
+            fail(
+                "not a zip archive (no end-of-central-directory record; the file is truncated, \
                   or is a legacy non-zip torch.save file)"
-                .into())
+                    .into(),
+            )
         })?;
         let mut c = Cursor::at(bytes, eocd + 4);
         let truncated = || fail("end-of-central-directory record is truncated".into());
@@ -85,8 +88,9 @@ impl<'a> ZipArchive<'a> {
         let mut cd_offset = c.u32().ok_or_else(truncated)? as u64;
 
         if entry_count == 0xFFFF || cd_size == 0xFFFF_FFFF || cd_offset == 0xFFFF_FFFF {
-            let (count, size, offset) = read_zip64_end(bytes, eocd)
-                .ok_or_else(|| fail("ZIP64 end-of-central-directory record is missing or corrupt".into()))?;
+            let (count, size, offset) = read_zip64_end(bytes, eocd).ok_or_else(|| {
+                fail("ZIP64 end-of-central-directory record is missing or corrupt".into())
+            })?;
             entry_count = count;
             cd_size = size;
             cd_offset = offset;
@@ -123,8 +127,11 @@ impl<'a> ZipArchive<'a> {
             let mut local_header_offset = f.u32().unwrap_or(0) as u64;
             let name = c.take(name_len).ok_or_else(|| bad("name truncated"))?;
             let name = String::from_utf8_lossy(name).into_owned();
-            let extra = c.take(extra_len).ok_or_else(|| bad("extra field truncated"))?;
-            c.take(comment_len).ok_or_else(|| bad("comment truncated"))?;
+            let extra = c
+                .take(extra_len)
+                .ok_or_else(|| bad("extra field truncated"))?;
+            c.take(comment_len)
+                .ok_or_else(|| bad("comment truncated"))?;
 
             // ZIP64: the 64-bit values replace, in this order, those stored as 0xFFFFFFFF.
             if let Some(mut z) = find_extra_field(extra, ZIP64_EXTRA_FIELD) {
@@ -147,11 +154,18 @@ impl<'a> ZipArchive<'a> {
                 encrypted: flags & 1 != 0,
             };
             if entries.insert(name.clone(), entry).is_some() {
-                return Err(fail(format!("entry '{name}' appears twice in the central directory")));
+                return Err(fail(format!(
+                    "entry '{name}' appears twice in the central directory"
+                )));
             }
             names.push(name);
         }
-        Ok(ZipArchive { path: path.to_path_buf(), bytes, names, entries })
+        Ok(ZipArchive {
+            path: path.to_path_buf(),
+            bytes,
+            names,
+            entries,
+        })
     }
 
     /// Entry names in central-directory order.
@@ -165,27 +179,46 @@ impl<'a> ZipArchive<'a> {
 
     /// The uncompressed content of `name`, checked against its CRC-32; borrowed when stored.
     pub fn read(&self, name: &str) -> Result<Cow<'a, [u8]>> {
-        let fail = |msg: String| HeparError::format(&self.path, format!("zip entry '{name}': {msg}"));
-        let entry = self.entries.get(name).ok_or_else(|| fail("not in the archive".into()))?;
+        let fail =
+            |msg: String| HeparError::format(&self.path, format!("zip entry '{name}': {msg}"));
+        let entry = self
+            .entries
+            .get(name)
+            .ok_or_else(|| fail("not in the archive".into()))?;
         if entry.encrypted {
             return Err(fail("is encrypted".into()));
         }
-        let mut c = Cursor::at(self.bytes, usize::try_from(entry.local_header_offset).unwrap_or(usize::MAX));
+        let mut c = Cursor::at(
+            self.bytes,
+            usize::try_from(entry.local_header_offset).unwrap_or(usize::MAX),
+        );
         if c.u32() != Some(LOCAL_FILE_HEADER) {
-            return Err(fail(format!("no local header at offset {}", entry.local_header_offset)));
+            return Err(fail(format!(
+                "no local header at offset {}",
+                entry.local_header_offset
+            )));
         }
-        let fixed = c.take(26).ok_or_else(|| fail("local header truncated".into()))?;
+        let fixed = c
+            .take(26)
+            .ok_or_else(|| fail("local header truncated".into()))?;
         let name_len = u16::from_le_bytes([fixed[22], fixed[23]]) as usize;
         let extra_len = u16::from_le_bytes([fixed[24], fixed[25]]) as usize;
-        c.take(name_len + extra_len).ok_or_else(|| fail("local header truncated".into()))?;
+        c.take(name_len + extra_len)
+            .ok_or_else(|| fail("local header truncated".into()))?;
         let size = usize::try_from(entry.compressed_size).unwrap_or(usize::MAX);
         let raw = c.take(size).ok_or_else(|| {
-            fail(format!("its {} bytes run past the end of the {}-byte file (truncated?)", size, self.bytes.len()))
+            fail(format!(
+                "its {} bytes run past the end of the {}-byte file (truncated?)",
+                size,
+                self.bytes.len()
+            ))
         })?;
         let content: Cow<'a, [u8]> = match entry.method {
             METHOD_STORED => {
                 if entry.compressed_size != entry.uncompressed_size {
-                    return Err(fail("stored entry with different compressed and uncompressed sizes".into()));
+                    return Err(fail(
+                        "stored entry with different compressed and uncompressed sizes".into(),
+                    ));
                 }
                 Cow::Borrowed(raw)
             }
@@ -228,7 +261,9 @@ fn find_end_of_central_directory(bytes: &[u8]) -> Option<usize> {
     }
     let last = bytes.len() - FIXED;
     let first = last.saturating_sub(u16::MAX as usize);
-    (first..=last).rev().find(|&p| bytes[p..p + 4] == END_OF_CENTRAL_DIRECTORY.to_le_bytes())
+    (first..=last)
+        .rev()
+        .find(|&p| bytes[p..p + 4] == END_OF_CENTRAL_DIRECTORY.to_le_bytes())
 }
 
 fn read_zip64_end(bytes: &[u8], eocd: usize) -> Option<(u64, u64, u64)> {
@@ -295,7 +330,10 @@ mod tests {
     fn truncations_and_flips_never_panic() {
         let mut zip = ZipBuilder::new();
         zip.add_stored("d/data.pkl", &[1, 2, 3, 4, 5, 6, 7, 8]);
-        zip.add_deflated("d/data/0", &(0..=255u8).cycle().take(3000).collect::<Vec<_>>());
+        zip.add_deflated(
+            "d/data/0",
+            &(0..=255u8).cycle().take(3000).collect::<Vec<_>>(),
+        );
         let bytes = zip.finish();
         for len in 0..bytes.len() {
             if let Ok(a) = ZipArchive::parse(Path::new("t"), &bytes[..len]) {

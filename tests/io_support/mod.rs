@@ -21,7 +21,11 @@ pub fn fixtures_dir() -> PathBuf {
 
 pub fn fixture(name: &str) -> PathBuf {
     let path = fixtures_dir().join(name);
-    assert!(path.is_file(), "fixture {} is missing from the shared fixtures folder", path.display());
+    assert!(
+        path.is_file(),
+        "fixture {} is missing from the shared fixtures folder",
+        path.display()
+    );
     path
 }
 
@@ -29,7 +33,14 @@ fn kernel(dims: usize, k: usize) -> Vec<usize> {
     vec![k; dims]
 }
 
-fn conv(out: &mut Vec<(String, Vec<usize>)>, name: &str, dims: usize, cout: usize, cin_per_group: usize, k: usize) {
+fn conv(
+    out: &mut Vec<(String, Vec<usize>)>,
+    name: &str,
+    dims: usize,
+    cout: usize,
+    cin_per_group: usize,
+    k: usize,
+) {
     let mut shape = vec![cout, cin_per_group];
     shape.extend(kernel(dims, k));
     out.push((format!("{name}.weight"), shape));
@@ -47,7 +58,13 @@ fn batch_norm(out: &mut Vec<(String, Vec<usize>)>, name: &str, c: usize) {
 }
 
 /// The keys and shapes of one Block (ResNeXt bottleneck with CoT attention) under `prefix`.
-pub fn block(out: &mut Vec<(String, Vec<usize>)>, prefix: &str, dims: usize, cin: usize, cout: usize) {
+pub fn block(
+    out: &mut Vec<(String, Vec<usize>)>,
+    prefix: &str,
+    dims: usize,
+    cin: usize,
+    cout: usize,
+) {
     let m = cout / 2;
     conv(out, &format!("{prefix}.conv1.0"), dims, m, cin, 1);
     group_norm(out, &format!("{prefix}.conv1.1"), m);
@@ -58,9 +75,23 @@ pub fn block(out: &mut Vec<(String, Vec<usize>)>, prefix: &str, dims: usize, cin
     batch_norm(out, &format!("{cot}.key_embed.1"), m);
     conv(out, &format!("{cot}.value_embed.0"), dims, m, m, 1);
     batch_norm(out, &format!("{cot}.value_embed.1"), m);
-    conv(out, &format!("{cot}.attention_embed.0"), dims, 2 * m / 4, 2 * m, 1);
+    conv(
+        out,
+        &format!("{cot}.attention_embed.0"),
+        dims,
+        2 * m / 4,
+        2 * m,
+        1,
+    );
     batch_norm(out, &format!("{cot}.attention_embed.1"), 2 * m / 4);
-    conv(out, &format!("{cot}.attention_embed.3"), dims, 9 * m, 2 * m / 4, 1);
+    conv(
+        out,
+        &format!("{cot}.attention_embed.3"),
+        dims,
+        9 * m,
+        2 * m / 4,
+        1,
+    );
     out.push((format!("{cot}.attention_embed.3.bias"), vec![9 * m]));
     group_norm(out, &format!("{prefix}.conv3.1"), m);
     conv(out, &format!("{prefix}.conv4.0"), dims, cout, m, 1);
@@ -72,7 +103,12 @@ pub fn block(out: &mut Vec<(String, Vec<usize>)>, prefix: &str, dims: usize, cin
 }
 
 /// Every parameter and BatchNorm running statistic of the CoTNeXt U-Net, in PyTorch's order.
-pub fn expected_state_dict(dims: usize, cin: usize, classes: usize, n: usize) -> Vec<(String, Vec<usize>)> {
+pub fn expected_state_dict(
+    dims: usize,
+    cin: usize,
+    classes: usize,
+    n: usize,
+) -> Vec<(String, Vec<usize>)> {
     let mut out = Vec::new();
     conv(&mut out, "conv.double_conv.0", dims, n, cin, 3);
     group_norm(&mut out, "conv.double_conv.1", n);
@@ -80,7 +116,13 @@ pub fn expected_state_dict(dims: usize, cin: usize, classes: usize, n: usize) ->
     group_norm(&mut out, "conv.double_conv.4", n);
     let encoders = [(n, 2 * n), (2 * n, 4 * n), (4 * n, 8 * n), (8 * n, 8 * n)];
     for (i, (cin, cout)) in encoders.into_iter().enumerate() {
-        block(&mut out, &format!("enc{}.encoder.1", i + 1), dims, cin, cout);
+        block(
+            &mut out,
+            &format!("enc{}.encoder.1", i + 1),
+            dims,
+            cin,
+            cout,
+        );
     }
     let decoders = [(16 * n, 4 * n), (8 * n, 2 * n), (4 * n, n), (2 * n, n)];
     for (i, (cin, cout)) in decoders.into_iter().enumerate() {
