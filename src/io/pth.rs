@@ -25,7 +25,7 @@ pub fn parse_pth(path: &Path, bytes: &[u8]) -> Result<NamedTensors> {
     let pickle_name = archive
         .names()
         .iter()
-        .find(|n| n.ends_with("data.pkl") && n.matches('/').count() <= 1)
+        .find(|n| is_top_level_pickle(n))
         .cloned()
         .ok_or_else(|| fail("no data.pkl in the archive: not a torch.save checkpoint".into()))?;
     let folder = &pickle_name[..pickle_name.len() - "data.pkl".len()];
@@ -69,6 +69,14 @@ pub fn parse_pth(path: &Path, bytes: &[u8]) -> Result<NamedTensors> {
             .map_err(|_| fail(format!("key '{name}' appears twice")))?;
     }
     Ok(out)
+}
+
+/// `data.pkl` at the root or in the archive's one top folder (its name varies by writer).
+fn is_top_level_pickle(name: &str) -> bool {
+    match name.split_once('/') {
+        None => name == "data.pkl",
+        Some((_, rest)) => rest == "data.pkl",
+    }
 }
 
 /// The (key, tensor) pairs: the top-level dict, or the dict under a `state_dict` /

@@ -134,6 +134,8 @@ pub struct ZipBuilder {
     out: Vec<u8>,
     central: Vec<u8>,
     count: u16,
+    /// Write sizes and offsets through ZIP64 fields, as writers do for archives over 4 GiB.
+    zip64: bool,
 }
 
 impl ZipBuilder {
@@ -142,6 +144,14 @@ impl ZipBuilder {
             out: Vec::new(),
             central: Vec::new(),
             count: 0,
+            zip64: false,
+        }
+    }
+
+    pub fn new_zip64() -> ZipBuilder {
+        ZipBuilder {
+            zip64: true,
+            ..ZipBuilder::new()
         }
     }
 
@@ -160,43 +170,83 @@ impl ZipBuilder {
     fn add(&mut self, name: &str, content: &[u8], stored: Vec<u8>, method: u16) {
         let mut crc = flate2::Crc::new();
         crc.update(content);
-        let offset = self.out.len() as u32;
-        let common = |v: &mut Vec<u8>| {
+        let offset = self.out.len() as u64;
+        let header = |v: &mut Vec<u8>, sizes: [u32; 2], extra_len: u16| {
             v.extend(20u16.to_le_bytes()); // version needed
             v.extend(0u16.to_le_bytes()); // flags
             v.extend(method.to_le_bytes());
             v.extend([0u8; 4]); // time, date
             v.extend(crc.sum().to_le_bytes());
-            v.extend((stored.len() as u32).to_le_bytes());
-            v.extend((content.len() as u32).to_le_bytes());
+            v.extend(sizes[0].to_le_bytes()); // compressed
+            v.extend(sizes[1].to_le_bytes()); // uncompressed
             v.extend((name.len() as u16).to_le_bytes());
-            v.extend(0u16.to_le_bytes()); // extra length
+            v.extend(extra_len.to_le_bytes());
         };
         self.out.extend(0x0403_4b50u32.to_le_bytes());
-        common(&mut self.out);
+        header(
+            &mut self.out,
+            [stored.len() as u32, content.len() as u32],
+            0,
+        );
         self.out.extend(name.bytes());
         self.out.extend(&stored);
 
         self.central.extend(0x0201_4b50u32.to_le_bytes());
-        self.central.extend(20u16.to_le_bytes()); // version made by
-        common(&mut self.central);
+        self.central.extend(45u16.to_le_bytes()); // version made by
+        if self.zip64 {
+            header(&mut self.central, [u32::MAX, u32::MAX], 28);
+        } else {
+            header(
+                &mut self.central,
+                [stored.len() as u32, content.len() as u32],
+                0,
+            );
+        }
         self.central.extend([0u8; 6]); // comment length, disk, internal attributes
         self.central.extend([0u8; 4]); // external attributes
-        self.central.extend(offset.to_le_bytes());
+        let offset_field = if self.zip64 { u32::MAX } else { offset as u32 };
+        self.central.extend(offset_field.to_le_bytes());
         self.central.extend(name.bytes());
+        if self.zip64 {
+            self.central.extend(1u16.to_le_bytes());
+            self.central.extend(24u16.to_le_bytes());
+            self.central.extend((content.len() as u64).to_le_bytes());
+            self.central.extend((stored.len() as u64).to_le_bytes());
+            self.central.extend(offset.to_le_bytes());
+        }
         self.count += 1;
     }
 
     pub fn finish(mut self) -> Vec<u8> {
-        let cd_offset = self.out.len() as u32;
-        let cd_size = self.central.len() as u32;
+        let cd_offset = self.out.len() as u64;
+        let cd_size = self.central.len() as u64;
         self.out.extend(&self.central);
+        if self.zip64 {
+            let record = self.out.len() as u64;
+            self.out.extend(0x0606_4b50u32.to_le_bytes());
+            self.out.extend(44u64.to_le_bytes());
+            self.out.extend([45u8, 0, 45, 0]); // versions
+            self.out.extend([0u8; 8]); // disks
+            self.out.extend((self.count as u64).to_le_bytes());
+            self.out.extend((self.count as u64).to_le_bytes());
+            self.out.extend(cd_size.to_le_bytes());
+            self.out.extend(cd_offset.to_le_bytes());
+            self.out.extend(0x0706_4b50u32.to_le_bytes());
+            self.out.extend(0u32.to_le_bytes());
+            self.out.extend(record.to_le_bytes());
+            self.out.extend(1u32.to_le_bytes());
+        }
+        let (count, size, offset) = if self.zip64 {
+            (u16::MAX, u32::MAX, u32::MAX)
+        } else {
+            (self.count, cd_size as u32, cd_offset as u32)
+        };
         self.out.extend(0x0605_4b50u32.to_le_bytes());
         self.out.extend([0u8; 4]);
-        self.out.extend(self.count.to_le_bytes());
-        self.out.extend(self.count.to_le_bytes());
-        self.out.extend(cd_size.to_le_bytes());
-        self.out.extend(cd_offset.to_le_bytes());
+        self.out.extend(count.to_le_bytes());
+        self.out.extend(count.to_le_bytes());
+        self.out.extend(size.to_le_bytes());
+        self.out.extend(offset.to_le_bytes());
         self.out.extend(0u16.to_le_bytes());
         self.out
     }

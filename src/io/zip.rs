@@ -315,6 +315,25 @@ mod tests {
     }
 
     #[test]
+    fn reads_zip64_directories() {
+        let mut zip = ZipBuilder::new_zip64();
+        zip.add_stored("big/data.pkl", b"pickle bytes");
+        zip.add_deflated("big/data/0", &[3u8; 5000]);
+        let bytes = zip.finish();
+        let archive = ZipArchive::parse(Path::new("z64.zip"), &bytes).unwrap();
+        assert_eq!(&*archive.read("big/data.pkl").unwrap(), b"pickle bytes");
+        assert_eq!(&*archive.read("big/data/0").unwrap(), &[3u8; 5000][..]);
+        for len in 0..bytes.len() {
+            if let Ok(a) = ZipArchive::parse(Path::new("t"), &bytes[..len]) {
+                assert!(
+                    a.read("big/data/0").is_err(),
+                    "truncated to {len} bytes and still read"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn detects_corrupt_content_by_crc() {
         let mut zip = ZipBuilder::new();
         zip.add_stored("x", b"payload");
