@@ -257,6 +257,14 @@ fn rebuild_tensor(
         )));
     }
     let numel = checked_numel(&shape).ok_or_else(|| fail(format!("size {shape:?} overflows")))?;
+    // Only broadcast views (stride 0) have more elements than their storage; a state_dict never
+    // holds one, and refusing them bounds every allocation by the file's size.
+    if numel > storage.numel {
+        return Err(fail(format!(
+            "size {shape:?} has {numel} elements, more than its storage's {} (broadcast views are not supported)",
+            storage.numel
+        )));
+    }
 
     let elem = storage.dtype.size_in_bytes();
     let bytes = storages.bytes(&storage.key)?;
@@ -492,6 +500,27 @@ mod tests {
             .to_string();
         assert!(
             err.contains("bad.pth") && err.contains("'enc1.weight'") && err.contains("reach past"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn broadcast_view_larger_than_its_storage_is_refused() {
+        let pickle = state_dict_pickle(&[TensorSpec {
+            name: "expanded",
+            storage_class: "FloatStorage",
+            storage: "0",
+            storage_numel: 1,
+            offset: 0,
+            size: &[1 << 40],
+            stride: &[0],
+        }]);
+        let bytes = archive("m", &pickle, &[("0", le(&[1f32]))], false);
+        let err = parse_pth(Path::new("b.pth"), &bytes)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("'expanded'") && err.contains("broadcast views are not supported"),
             "{err}"
         );
     }
