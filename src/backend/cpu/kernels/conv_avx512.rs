@@ -252,7 +252,7 @@ pub fn backward_weight(geom: &ConvGeometry, input: &[f32], grad_out: &[f32], gra
                 let gw_group = &mut acc[g * m * rows..(g + 1) * m * rows];
                 let mut co = 0;
                 while co < m {
-                    let mr = [8, 4, 2, 1].into_iter().find(|&mr| mr <= m - co).unwrap_or(1);
+                    let mr = [4, 2, 1].into_iter().find(|&mr| mr <= m - co).unwrap_or(1);
                     if pointwise {
                         // Width taps are input channels here: sources j are channel planes.
                         let mut c = 0;
@@ -384,19 +384,25 @@ unsafe fn weight_tile<const MR: usize, const J: usize>(
     gw_channel_stride: usize,
 ) {
     let mut acc = [[_mm512_setzero_ps(); J]; MR];
-    for &(dy_offset, src_offset) in row_pairs {
-        let dy_row = dy.offset(dy_offset);
-        let src_row = src.wrapping_offset(src_offset);
-        for x0 in (0..out_width).step_by(LANES) {
-            let tail = range_mask(x0 as isize, out_width);
+    // Positions outer, rows inner: the load masks are fixed for a whole pass over the rows.
+    for x0 in (0..out_width).step_by(LANES) {
+        let tail = range_mask(x0 as isize, out_width);
+        let mut masks = [0u16; J];
+        let mut offsets = [0isize; J];
+        for q in 0..J {
+            let (delta, shift) = deltas[q];
+            masks[q] = tail & range_mask(x0 as isize + shift, in_width);
+            offsets[q] = delta + x0 as isize;
+        }
+        for &(dy_offset, src_offset) in row_pairs {
+            let dy_row = dy.offset(dy_offset).add(x0);
+            let src_row = src.wrapping_offset(src_offset);
             let mut s = [_mm512_setzero_ps(); J];
             for q in 0..J {
-                let (delta, shift) = deltas[q];
-                let mask = tail & range_mask(x0 as isize + shift, in_width);
-                s[q] = _mm512_maskz_loadu_ps(mask, src_row.wrapping_offset(delta + x0 as isize));
+                s[q] = _mm512_maskz_loadu_ps(masks[q], src_row.wrapping_offset(offsets[q]));
             }
             for co in 0..MR {
-                let g = _mm512_maskz_loadu_ps(tail, dy_row.add(co * dy_channel_stride + x0));
+                let g = _mm512_maskz_loadu_ps(tail, dy_row.add(co * dy_channel_stride));
                 for q in 0..J {
                     acc[co][q] = _mm512_fmadd_ps(g, s[q], acc[co][q]);
                 }
