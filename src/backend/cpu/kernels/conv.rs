@@ -271,8 +271,10 @@ impl AxisMap {
                 let a = lo.clamp(o0, o1);
                 let b = hi.clamp(a, o1);
                 out[..a - o0].fill(T::zero());
-                let s0 = (a as isize + shift) as usize;
-                out[a - o0..b - o0].copy_from_slice(&row[s0..s0 + (b - a)]);
+                if b > a {
+                    let s0 = (a as isize + shift) as usize;
+                    out[a - o0..b - o0].copy_from_slice(&row[s0..s0 + (b - a)]);
+                }
                 out[b - o0..].fill(T::zero());
             }
             None => {
@@ -363,6 +365,32 @@ impl Gather {
             }
             p += seg;
         }
+    }
+}
+
+/// The slice as f32 when `T` is f32: the SIMD kernels are written for f32 only.
+fn as_f32<T: Float>(s: &[T]) -> Option<&[f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        // SAFETY: T is f32, so the reinterpretation is the identity.
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr() as *const f32, s.len()) })
+}
+
+fn as_f32_mut<T: Float>(s: &mut [T]) -> Option<&mut [f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        // SAFETY: T is f32, so the reinterpretation is the identity.
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr() as *mut f32, s.len()) })
+}
+
+/// Whether `conv_forward` would take the direct SIMD path for this geometry and element type.
+fn fast_forward_applies<T: Float>(geom: &ConvGeometry, sample: &[T]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        as_f32(sample).is_some() && super::conv_avx512::supports(geom)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (geom, sample);
+        false
     }
 }
 
@@ -457,6 +485,12 @@ pub fn conv_forward<T: Float>(geom: &ConvGeometry, input: &[T], weight: &[T], bi
     if out.is_empty() {
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(x), Some(w), Some(y)) = (as_f32(input), as_f32(weight), as_f32_mut(out)) {
+        if super::conv_avx512::supports(geom) {
+            return super::conv_avx512::forward(geom, x, w, bias.map(|b| as_f32(b).expect("bias has the input's type")), y);
+        }
+    }
     let gather = Gather::conv_forward(geom);
     let cig = geom.in_channels / geom.groups;
     let cog = geom.out_channels / geom.groups;
@@ -476,6 +510,38 @@ pub fn conv_backward_input<T: Float>(geom: &ConvGeometry, grad_out: &[T], weight
     let cig = geom.in_channels / geom.groups;
     let cog = geom.out_channels / geom.groups;
     let taps = geom.kernel.iter().product::<usize>();
+    // With unit strides the input gradient is a forward convolution of the output gradient with
+    // the kernel flipped and transposed, padded by dil (k - 1) - pad: the fast forward path applies.
+    let flipped_padding: [Option<usize>; 3] =
+        std::array::from_fn(|a| (geom.dilation[a] * (geom.kernel[a] - 1)).checked_sub(geom.padding[a]));
+    if geom.stride == [1, 1, 1] && flipped_padding.iter().all(Option::is_some) {
+        let adjoint = ConvGeometry {
+            batch: geom.batch,
+            in_channels: geom.out_channels,
+            out_channels: geom.in_channels,
+            groups: geom.groups,
+            input: geom.output(),
+            kernel: geom.kernel,
+            stride: [1, 1, 1],
+            padding: flipped_padding.map(|p| p.unwrap_or(0)),
+            dilation: geom.dilation,
+        };
+        if fast_forward_applies(&adjoint, grad_out) {
+            let mut flipped = vec![T::zero(); weight.len()];
+            for g in 0..geom.groups {
+                for co in 0..cog {
+                    for ci in 0..cig {
+                        let from = ((g * cog + co) * cig + ci) * taps;
+                        let to = ((g * cig + ci) * cog + co) * taps;
+                        for t in 0..taps {
+                            flipped[to + t] = weight[from + taps - 1 - t];
+                        }
+                    }
+                }
+            }
+            return conv_forward(&adjoint, grad_out, &flipped, None, grad_input);
+        }
+    }
     // Per group, weights as [in channel, (out channel, tap)]: the matrix the adjoint gather needs.
     let mut transposed = vec![T::zero(); weight.len()];
     for g in 0..geom.groups {
@@ -501,6 +567,12 @@ pub fn conv_backward_weight<T: Float>(geom: &ConvGeometry, input: &[T], grad_out
     grad_weight.fill(T::zero());
     if grad_out.is_empty() {
         return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(x), Some(dy), Some(dw)) = (as_f32(input), as_f32(grad_out), as_f32_mut(grad_weight)) {
+        if super::conv_avx512::supports(geom) {
+            return super::conv_avx512::backward_weight(geom, x, dy, dw);
+        }
     }
     let (batch, groups) = (geom.batch, geom.groups);
     let cig = geom.in_channels / groups;
@@ -708,6 +780,9 @@ mod tests {
             geometry(2, 5, 3, 1, [3, 4, 5], [1, 1, 1], [1, 1, 1], [0, 0, 0], [1, 1, 1]),
             geometry(1, 4, 4, 2, [3, 4, 5], [1, 1, 1], [2, 2, 2], [0, 1, 0], [1, 1, 1]),
             geometry(1, 2, 3, 1, [2, 40, 37], [2, 3, 3], [1, 1, 1], [1, 1, 1], [1, 1, 1]),
+            geometry(2, 4, 20, 2, [3, 5, 37], [3, 3, 5], [1, 1, 1], [1, 2, 3], [1, 2, 2]),
+            geometry(1, 6, 9, 1, [2, 3, 70], [1, 1, 1], [1, 1, 1], [1, 0, 1], [1, 1, 1]),
+            geometry(1, 10, 5, 1, [4, 6, 33], [3, 1, 2], [2, 1, 1], [0, 0, 1], [1, 1, 3]),
         ]
     }
 
@@ -862,6 +937,33 @@ mod tests {
         }
         let bad = ConvTransposeGeometry { output_padding: [2, 0, 0], ..cases[0] };
         assert!(bad.validate().is_err());
+    }
+
+    /// The f32 paths (direct SIMD kernels where the CPU has them) against the f64 loops.
+    #[test]
+    fn f32_forward_and_backward_match_naive_loops() {
+        let to32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+        let check = |got: &[f32], want: &[f64], what: &str| {
+            let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+            for (i, (a, b)) in got.iter().zip(want).enumerate() {
+                assert!((*a as f64 - b).abs() < 1e-5 * scale, "{what}: element {i}: {a} vs {b}");
+            }
+        };
+        for (seed, g) in geometries().iter().enumerate() {
+            let x = random(g.input_len(), seed as u64);
+            let w = random(g.weight_len(), 100 + seed as u64);
+            let b = random(g.out_channels, 200 + seed as u64);
+            let gy = random(g.output_len(), 300 + seed as u64);
+            let mut y = vec![f32::NAN; g.output_len()];
+            conv_forward(g, &to32(&x), &to32(&w), Some(&to32(&b)), &mut y);
+            check(&y, &naive_forward(g, &x, &w, Some(&b)), &format!("f32 forward {g:?}"));
+            let mut gx = vec![f32::NAN; g.input_len()];
+            conv_backward_input(g, &to32(&gy), &to32(&w), &mut gx);
+            check(&gx, &naive_backward_input(g, &gy, &w), &format!("f32 backward input {g:?}"));
+            let mut gw = vec![f32::NAN; g.weight_len()];
+            conv_backward_weight(g, &to32(&x), &to32(&gy), &mut gw);
+            check(&gw, &naive_backward_weight(g, &x, &gy), &format!("f32 backward weight {g:?}"));
+        }
     }
 
     #[test]

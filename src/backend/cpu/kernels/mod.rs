@@ -2,6 +2,8 @@
 //! autograd, so each can be tested against a naive loop and benchmarked on its own.
 
 pub mod conv;
+#[cfg(target_arch = "x86_64")]
+mod conv_avx512;
 pub mod gemm;
 pub mod scalar;
 pub mod elementwise;
