@@ -11,6 +11,7 @@ pub mod cli;
 pub mod error;
 pub mod io;
 pub mod ops;
+pub mod nn;
 pub mod optim;
 pub mod tensor;
 pub mod util;

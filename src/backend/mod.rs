@@ -12,6 +12,8 @@ use crate::tensor::dtype::DType;
 use crate::tensor::layout::Layout;
 pub use cpu::storage::CpuStorage;
 pub use cpu::kernels::conv::{ConvGeometry, ConvTransposeGeometry};
+pub use cpu::kernels::pool::PoolGeometry;
+pub use cpu::kernels::upsample::{UpsampleGeometry, UpsampleMode};
 pub use ops::{BinaryOp, ReduceOp, UnaryOp};
 
 /// Where a tensor lives.
@@ -77,6 +79,15 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
     fn conv_transpose(&self, weight: &Self, bias: Option<&Self>, g: &ConvTransposeGeometry) -> Result<Self>;
     fn conv_transpose_backward_input(&self, weight: &Self, g: &ConvTransposeGeometry) -> Result<Self>;
     fn conv_transpose_backward_weight(&self, grad_out: &Self, g: &ConvTransposeGeometry) -> Result<Self>;
+    fn max_pool(&self, g: &PoolGeometry) -> Result<Self>;
+    /// Gradient of `max_pool`; `self` is the dense input (the argmax is found again).
+    fn max_pool_backward(&self, grad_out: &Self, g: &PoolGeometry) -> Result<Self>;
+    fn avg_pool(&self, g: &PoolGeometry, count_include_pad: bool) -> Result<Self>;
+    /// Gradient of `avg_pool` from the dense output gradient `self`.
+    fn avg_pool_backward(&self, g: &PoolGeometry, count_include_pad: bool) -> Result<Self>;
+    fn upsample(&self, g: &UpsampleGeometry, mode: UpsampleMode) -> Result<Self>;
+    /// Gradient of `upsample` from the dense output gradient `self`.
+    fn upsample_backward(&self, g: &UpsampleGeometry, mode: UpsampleMode) -> Result<Self>;
 }
 
 /// Tensor data on one of the backends.
@@ -210,5 +221,24 @@ impl BackendStorage for Storage {
     fn conv_transpose_backward_weight(&self, grad_out: &Self, g: &ConvTransposeGeometry) -> Result<Self> {
         let (x, go) = on_backend!("conv_transpose_backward_weight", self, grad_out);
         x.conv_transpose_backward_weight(go, g).map(Storage::Cpu)
+    }
+    fn max_pool(&self, g: &PoolGeometry) -> Result<Self> {
+        on_backend!("max_pool", self).max_pool(g).map(Storage::Cpu)
+    }
+    fn max_pool_backward(&self, grad_out: &Self, g: &PoolGeometry) -> Result<Self> {
+        let (x, go) = on_backend!("max_pool_backward", self, grad_out);
+        x.max_pool_backward(go, g).map(Storage::Cpu)
+    }
+    fn avg_pool(&self, g: &PoolGeometry, count_include_pad: bool) -> Result<Self> {
+        on_backend!("avg_pool", self).avg_pool(g, count_include_pad).map(Storage::Cpu)
+    }
+    fn avg_pool_backward(&self, g: &PoolGeometry, count_include_pad: bool) -> Result<Self> {
+        on_backend!("avg_pool_backward", self).avg_pool_backward(g, count_include_pad).map(Storage::Cpu)
+    }
+    fn upsample(&self, g: &UpsampleGeometry, mode: UpsampleMode) -> Result<Self> {
+        on_backend!("upsample", self).upsample(g, mode).map(Storage::Cpu)
+    }
+    fn upsample_backward(&self, g: &UpsampleGeometry, mode: UpsampleMode) -> Result<Self> {
+        on_backend!("upsample_backward", self).upsample_backward(g, mode).map(Storage::Cpu)
     }
 }

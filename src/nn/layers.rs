@@ -3,7 +3,8 @@
 use super::{join, Init, Module, TensorKind};
 use crate::error::Result;
 use crate::ops::conv::ConvOptions;
-use crate::tensor::{DType, Device, Tensor};
+use crate::backend::Device;
+use crate::tensor::{DType, Tensor};
 
 /// A 2D or 3D convolution (the weight's rank decides).
 pub struct Conv {

@@ -6,9 +6,11 @@ pub mod elementwise;
 pub mod loss;
 pub mod matmul;
 pub mod norm;
+pub mod pool;
 pub mod random;
 pub mod reduce;
 pub mod shape;
+pub mod upsample;
 
 use crate::backend::Storage;
 use crate::error::Result;

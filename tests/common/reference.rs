@@ -99,3 +99,61 @@ pub fn batch_norm_train(x: &[f64], n: usize, c: usize, s: usize, w: &[f64], b: &
     }
     (y, means, vars)
 }
+
+/// Convolution geometry for the naive loops: spatial sizes as 3 axes (2D has depth 1).
+#[derive(Clone, Copy)]
+pub struct NaiveConv {
+    pub n: usize,
+    pub cin: usize,
+    pub cout: usize,
+    pub groups: usize,
+    pub input: [usize; 3],
+    pub kernel: [usize; 3],
+    pub stride: [usize; 3],
+    pub padding: [usize; 3],
+    pub dilation: [usize; 3],
+}
+
+impl NaiveConv {
+    pub fn output(&self) -> [usize; 3] {
+        std::array::from_fn(|a| (self.input[a] + 2 * self.padding[a] - self.dilation[a] * (self.kernel[a] - 1) - 1) / self.stride[a] + 1)
+    }
+
+    /// out[n, co, o] = bias[co] + sum over (ci in group, k) of x[n, ci, o*s - p + k*d] * w[co, ci, k]
+    pub fn forward(&self, x: &[f64], w: &[f64], bias: Option<&[f64]>) -> Vec<f64> {
+        let o = self.output();
+        let (cin_g, cout_g) = (self.cin / self.groups, self.cout / self.groups);
+        let mut out = vec![0.0; self.n * self.cout * o[0] * o[1] * o[2]];
+        for n in 0..self.n {
+            for co in 0..self.cout {
+                let g = co / cout_g;
+                for od in 0..o[0] {
+                    for oh in 0..o[1] {
+                        for ow in 0..o[2] {
+                            let mut acc = bias.map_or(0.0, |b| b[co]);
+                            for cig in 0..cin_g {
+                                let ci = g * cin_g + cig;
+                                for kd in 0..self.kernel[0] {
+                                    for kh in 0..self.kernel[1] {
+                                        for kw in 0..self.kernel[2] {
+                                            let pos = [od * self.stride[0] + kd * self.dilation[0], oh * self.stride[1] + kh * self.dilation[1], ow * self.stride[2] + kw * self.dilation[2]];
+                                            if (0..3).any(|a| pos[a] < self.padding[a] || pos[a] - self.padding[a] >= self.input[a]) {
+                                                continue;
+                                            }
+                                            let (id, ih, iw) = (pos[0] - self.padding[0], pos[1] - self.padding[1], pos[2] - self.padding[2]);
+                                            let xi = (((n * self.cin + ci) * self.input[0] + id) * self.input[1] + ih) * self.input[2] + iw;
+                                            let wi = (((co * cin_g + cig) * self.kernel[0] + kd) * self.kernel[1] + kh) * self.kernel[2] + kw;
+                                            acc += x[xi] * w[wi];
+                                        }
+                                    }
+                                }
+                            }
+                            out[(((n * self.cout + co) * o[0] + od) * o[1] + oh) * o[2] + ow] = acc;
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,8 +1,8 @@
 //! `CpuStorage`: tensor data in host memory, and the CPU implementation of the backend trait.
 
-use super::kernels::{conv, elementwise, gemm, norm, reduce};
+use super::kernels::{conv, elementwise, gemm, norm, pool, reduce, upsample};
 use crate::backend::ops::{BinaryOp, ReduceOp, UnaryOp};
-use crate::backend::{BackendStorage, ConvGeometry, ConvTransposeGeometry, NormStats};
+use crate::backend::{BackendStorage, ConvGeometry, ConvTransposeGeometry, NormStats, PoolGeometry, UpsampleGeometry, UpsampleMode};
 use crate::error::{HeparError, Result};
 use crate::tensor::dtype::DType;
 use crate::tensor::layout::Layout;
@@ -276,6 +276,57 @@ impl BackendStorage for CpuStorage {
             let mut gw = vec![Default::default(); g.weight_len()];
             conv::conv_transpose_backward_weight(g, x, go, &mut gw);
             gw
+        })
+    }
+    fn max_pool(&self, g: &PoolGeometry) -> Result<Self> {
+        let n_out = g.planes * g.output().iter().product::<usize>();
+        compute!("max_pool", self, |x| {
+            let mut out = vec![Default::default(); n_out];
+            pool::max_pool_forward(g, x, &mut out, &mut vec![0; n_out]);
+            out
+        })
+    }
+    fn max_pool_backward(&self, grad_out: &Self, g: &PoolGeometry) -> Result<Self> {
+        let n_out = g.planes * g.output().iter().product::<usize>();
+        let n_in = g.planes * g.input.iter().product::<usize>();
+        compute2!("max_pool_backward", self, grad_out, |x, go| {
+            let mut argmax = vec![0; n_out];
+            pool::max_pool_forward(g, x, &mut vec![Default::default(); n_out], &mut argmax);
+            let mut gi = vec![Default::default(); n_in];
+            pool::max_pool_backward(g, go, &argmax, &mut gi);
+            gi
+        })
+    }
+    fn avg_pool(&self, g: &PoolGeometry, count_include_pad: bool) -> Result<Self> {
+        let n_out = g.planes * g.output().iter().product::<usize>();
+        compute!("avg_pool", self, |x| {
+            let mut out = vec![Default::default(); n_out];
+            pool::avg_pool_forward(g, count_include_pad, x, &mut out);
+            out
+        })
+    }
+    fn avg_pool_backward(&self, g: &PoolGeometry, count_include_pad: bool) -> Result<Self> {
+        let n_in = g.planes * g.input.iter().product::<usize>();
+        compute!("avg_pool_backward", self, |go| {
+            let mut gi = vec![Default::default(); n_in];
+            pool::avg_pool_backward(g, count_include_pad, go, &mut gi);
+            gi
+        })
+    }
+    fn upsample(&self, g: &UpsampleGeometry, mode: UpsampleMode) -> Result<Self> {
+        let n_out = g.planes * g.output.iter().product::<usize>();
+        compute!("upsample", self, |x| {
+            let mut out = vec![Default::default(); n_out];
+            upsample::upsample_forward(g, mode, x, &mut out);
+            out
+        })
+    }
+    fn upsample_backward(&self, g: &UpsampleGeometry, mode: UpsampleMode) -> Result<Self> {
+        let n_in = g.planes * g.input.iter().product::<usize>();
+        compute!("upsample_backward", self, |go| {
+            let mut gi = vec![Default::default(); n_in];
+            upsample::upsample_backward(g, mode, go, &mut gi);
+            gi
         })
     }
 }

@@ -6,6 +6,8 @@ pub mod conv;
 mod conv_avx512;
 pub mod gemm;
 pub mod scalar;
+pub mod upsample;
 pub mod elementwise;
 pub mod norm;
+pub mod pool;
 pub mod reduce;
