@@ -15,6 +15,7 @@ pub mod nn;
 pub mod optim;
 pub mod tensor;
 pub mod util;
+pub mod verify;
 
 pub use autograd::{no_grad, NoGradGuard};
 pub use backend::Device;

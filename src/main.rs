@@ -13,6 +13,8 @@ struct Cli {
 enum Command {
     /// Print the build's version and backends.
     Version,
+    /// Compare this build with PyTorch's golden fixtures (forward logits, gradients, AdamW steps).
+    Verify(hepar::cli::verify::VerifyArgs),
 }
 
 fn main() {
@@ -22,6 +24,7 @@ fn main() {
             println!("hepar {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::Verify(args) => hepar::cli::verify::run(&args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -1,1 +1,2 @@
 //! The `hepar` subcommands, one module each. `main.rs` only parses arguments and dispatches here.
+pub mod verify;

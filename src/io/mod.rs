@@ -11,6 +11,7 @@ pub mod pth;
 pub mod safetensors_io;
 pub mod score;
 pub mod state_dict;
+pub mod tensor_bridge;
 pub mod zip;
 
 #[cfg(test)]

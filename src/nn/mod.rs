@@ -4,7 +4,8 @@
 pub mod cotnext;
 pub mod layers;
 
-use crate::error::{HeparError, Result};
+use crate::error::Result;
+use crate::io::{tensor_bridge, NamedTensors, StateDictReport};
 use crate::optim::Param;
 use crate::tensor::Tensor;
 use std::collections::BTreeMap;
@@ -52,46 +53,30 @@ pub fn state_dict(m: &dyn Module) -> BTreeMap<String, Tensor> {
     named_tensors(m).into_iter().map(|(n, t, _)| (n, t)).collect()
 }
 
-/// What a non-strict load left out.
-#[derive(Debug, Default, Clone)]
-pub struct LoadReport {
-    pub missing: Vec<String>,
-    pub unexpected: Vec<String>,
+/// Every named tensor as a host tensor, in the module's order (for checkpoints).
+pub fn to_named_tensors(m: &dyn Module) -> Result<NamedTensors> {
+    let mut out = NamedTensors::new();
+    for (name, t, _) in named_tensors(m) {
+        out.insert(name, tensor_bridge::to_host(&t)?)?;
+    }
+    Ok(out)
 }
 
-/// Copies values into the module's tensors by name. Shapes must match exactly; the first
-/// mismatch is an error naming the key with expected and found shapes. In strict mode, missing
-/// or unexpected keys are errors too (the first one is named).
-pub fn load_state_dict(m: &dyn Module, values: &BTreeMap<String, Tensor>, strict: bool) -> Result<LoadReport> {
+/// Loads a state_dict into the module. Every parameter and running statistic must be present
+/// with its exact shape; the error names the first offending key with expected and found
+/// shapes (`source` names the file). `num_batches_tracked` counters are loaded when present.
+pub fn load_state_dict(m: &dyn Module, values: &NamedTensors, source: &str) -> Result<()> {
     let targets = named_tensors(m);
-    let mut report = LoadReport::default();
-    for (name, target, _) in &targets {
-        match values.get(name) {
-            None => report.missing.push(name.clone()),
-            Some(v) => {
-                if v.shape() != target.shape() {
-                    return Err(HeparError::Checkpoint(format!("key `{name}`: expected shape {:?}, found {:?}", target.shape(), v.shape())));
-                }
-            }
-        }
-    }
-    let known: std::collections::HashSet<&str> = targets.iter().map(|(n, _, _)| n.as_str()).collect();
-    report.unexpected = values.keys().filter(|k| !known.contains(k.as_str())).cloned().collect();
-    if strict {
-        if let Some(k) = report.missing.first() {
-            let shape = targets.iter().find(|(n, _, _)| n == k).map(|(_, t, _)| t.shape().to_vec()).unwrap_or_default();
-            return Err(HeparError::Checkpoint(format!("missing key `{k}` (expected shape {shape:?}); {} missing in all", report.missing.len())));
-        }
-        if let Some(k) = report.unexpected.first() {
-            return Err(HeparError::Checkpoint(format!("unexpected key `{k}` (shape {:?}); {} unexpected in all", values[k].shape(), report.unexpected.len())));
-        }
-    }
+    let expected: Vec<(String, Vec<usize>)> =
+        targets.iter().filter(|(n, _, _)| !n.ends_with(".num_batches_tracked")).map(|(n, t, _)| (n.clone(), t.shape().to_vec())).collect();
+    StateDictReport::compare(&expected, values).into_result(source)?;
     for (name, target, _) in &targets {
         if let Some(v) = values.get(name) {
-            target.assign(&v.to_dtype(target.dtype())?)?;
+            let value = tensor_bridge::to_tensor(v)?.reshape(target.shape())?.to_dtype(target.dtype())?;
+            target.assign(&value)?;
         }
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Weight initialisation matching PyTorch's defaults for conv layers (Kaiming uniform with
