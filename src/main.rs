@@ -2,6 +2,9 @@
 
 use clap::{Parser, Subcommand};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "hepar", version, about = "Liver and liver-tumour segmentation engine")]
 struct Cli {
@@ -15,6 +18,8 @@ enum Command {
     Version,
     /// Compare this build with PyTorch's golden fixtures (forward logits, gradients, AdamW steps).
     Verify(hepar::cli::verify::VerifyArgs),
+    /// Time the seed networks' workloads and compare with PyTorch on this machine kind.
+    Bench(hepar::cli::bench::BenchArgs),
 }
 
 fn main() {
@@ -25,6 +30,7 @@ fn main() {
             Ok(())
         }
         Command::Verify(args) => hepar::cli::verify::run(&args),
+        Command::Bench(args) => hepar::cli::bench::run(&args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

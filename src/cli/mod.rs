@@ -1,2 +1,3 @@
 //! The `hepar` subcommands, one module each. `main.rs` only parses arguments and dispatches here.
 pub mod verify;
+pub mod bench;

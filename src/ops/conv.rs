@@ -1,6 +1,7 @@
 //! Convolution and transposed convolution, 2D ([N, C, H, W]) and 3D ([N, C, D, H, W]).
 
-use crate::backend::{BackendStorage, ConvGeometry, ConvTransposeGeometry};
+use super::with_dense;
+use crate::backend::{BackendStorage, ConvGeometry, ConvTransposeGeometry, Storage};
 use crate::error::{HeparError, Result};
 use crate::tensor::layout::Layout;
 use crate::tensor::Tensor;
@@ -67,8 +68,14 @@ fn check_bias(op: &'static str, bias: Option<&Tensor>, channels: usize, x: &Tens
     Ok(())
 }
 
-fn dense(t: &Tensor) -> Result<crate::backend::Storage> {
-    t.storage().copy_strided(t.layout())
+/// Runs a backend conv primitive on dense views of (a, b) and an optional dense bias.
+fn dense3<R>(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, f: impl FnOnce(&Storage, &Storage, Option<&Storage>) -> Result<R>) -> Result<R> {
+    with_dense(a, |sa| {
+        with_dense(b, |sb| match bias {
+            Some(bias) => with_dense(bias, |sc| f(sa, sb, Some(sc))),
+            None => f(sa, sb, None),
+        })
+    })
 }
 
 impl Tensor {
@@ -93,9 +100,8 @@ impl Tensor {
         geom.validate().map_err(|e| HeparError::invalid(op, format!("input {:?}, weight {:?}: {e}", self.shape(), weight.shape())))?;
         check_bias(op, bias, geom.out_channels, self)?;
         let out_shape = with_spatial(geom.batch, geom.out_channels, dims, geom.output());
-        let (x_dense, w_dense) = (dense(self)?, dense(weight)?);
-        let b_dense = bias.map(dense).transpose()?;
-        let out = x_dense.conv(&w_dense, b_dense.as_ref(), &geom)?;
+        let out = dense3(self, weight, bias, |x, w, b| x.conv(w, b, &geom))?;
+        let (x_saved, w_saved) = (self.clone(), weight.clone());
         let mut inputs = vec![self, weight];
         inputs.extend(bias);
         let has_bias = bias.is_some();
@@ -106,9 +112,8 @@ impl Tensor {
             op,
             &inputs,
             Box::new(move |g| {
-                let g_dense = dense(g)?;
-                let gx = g_dense.conv_backward_input(&w_dense, &geom)?;
-                let gw = x_dense.conv_backward_weight(&g_dense, &geom)?;
+                let gx = dense3(g, &w_saved, None, |g, w, _| g.conv_backward_input(w, &geom))?;
+                let gw = dense3(&x_saved, g, None, |x, g, _| x.conv_backward_weight(g, &geom))?;
                 let mut grads = vec![Some(Tensor::from_storage(gx, Layout::contiguous(&x_shape))), Some(Tensor::from_storage(gw, Layout::contiguous(&w_shape)))];
                 if has_bias {
                     let axes: Vec<usize> = (0..g.rank()).filter(|&a| a != 1).collect();
@@ -141,9 +146,8 @@ impl Tensor {
         geom.validate().map_err(|e| HeparError::invalid(op, format!("input {:?}, weight {:?}: {e}", self.shape(), weight.shape())))?;
         check_bias(op, bias, geom.out_channels, self)?;
         let out_shape = with_spatial(geom.batch, geom.out_channels, dims, geom.output());
-        let (x_dense, w_dense) = (dense(self)?, dense(weight)?);
-        let b_dense = bias.map(dense).transpose()?;
-        let out = x_dense.conv_transpose(&w_dense, b_dense.as_ref(), &geom)?;
+        let out = dense3(self, weight, bias, |x, w, b| x.conv_transpose(w, b, &geom))?;
+        let (x_saved, w_saved) = (self.clone(), weight.clone());
         let mut inputs = vec![self, weight];
         inputs.extend(bias);
         let has_bias = bias.is_some();
@@ -154,9 +158,8 @@ impl Tensor {
             op,
             &inputs,
             Box::new(move |g| {
-                let g_dense = dense(g)?;
-                let gx = g_dense.conv_transpose_backward_input(&w_dense, &geom)?;
-                let gw = x_dense.conv_transpose_backward_weight(&g_dense, &geom)?;
+                let gx = dense3(g, &w_saved, None, |g, w, _| g.conv_transpose_backward_input(w, &geom))?;
+                let gw = dense3(&x_saved, g, None, |x, g, _| x.conv_transpose_backward_weight(g, &geom))?;
                 let mut grads = vec![Some(Tensor::from_storage(gx, Layout::contiguous(&x_shape))), Some(Tensor::from_storage(gw, Layout::contiguous(&w_shape)))];
                 if has_bias {
                     let axes: Vec<usize> = (0..g.rank()).filter(|&a| a != 1).collect();

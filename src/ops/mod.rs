@@ -28,3 +28,17 @@ pub(crate) fn with_storages<R>(a: &Tensor, b: &Tensor, f: impl FnOnce(&Storage, 
     let sb = b.storage();
     f(&sa, a.layout(), &sb, b.layout())
 }
+
+/// Runs `f` on a tensor's values as a dense storage starting at element 0: the storage itself
+/// when it already is (no copy), else a dense copy.
+pub(crate) fn with_dense<R>(t: &Tensor, f: impl FnOnce(&Storage) -> Result<R>) -> Result<R> {
+    use crate::backend::BackendStorage;
+    let s = t.storage();
+    if t.layout().is_contiguous() && t.layout().offset() == 0 && s.len() == t.numel() {
+        f(&s)
+    } else {
+        let copy = s.copy_strided(t.layout())?;
+        drop(s);
+        f(&copy)
+    }
+}

@@ -1,6 +1,7 @@
 //! Max and average pooling, 2D ([N, C, H, W]) and 3D ([N, C, D, H, W]).
 
 use super::conv::{spatial3, spatial_of};
+use super::with_dense;
 use crate::backend::{BackendStorage, PoolGeometry};
 use crate::error::{HeparError, Result};
 use crate::tensor::layout::Layout;
@@ -54,8 +55,8 @@ impl Tensor {
     /// Max pooling; the gradient goes to the (first) maximum of each window.
     pub fn max_pool(&self, o: &PoolOptions) -> Result<Tensor> {
         let g = geometry("max_pool", self, o)?;
-        let x = self.storage().copy_strided(self.layout())?;
-        let out = x.max_pool(&g)?;
+        let out = with_dense(self, |x| x.max_pool(&g))?;
+        let x = self.clone();
         let x_shape = self.shape().to_vec();
         Ok(Tensor::from_op(
             out,
@@ -63,8 +64,8 @@ impl Tensor {
             "max_pool",
             &[self],
             Box::new(move |grad| {
-                let gs = grad.storage().copy_strided(grad.layout())?;
-                Ok(vec![Some(Tensor::from_storage(x.max_pool_backward(&gs, &g)?, Layout::contiguous(&x_shape)))])
+                let gx = with_dense(&x, |xs| with_dense(grad, |gs| xs.max_pool_backward(gs, &g)))?;
+                Ok(vec![Some(Tensor::from_storage(gx, Layout::contiguous(&x_shape)))])
             }),
         ))
     }
@@ -72,7 +73,7 @@ impl Tensor {
     /// Average pooling; `count_include_pad` divides by the padded window size, as PyTorch's default.
     pub fn avg_pool(&self, o: &PoolOptions, count_include_pad: bool) -> Result<Tensor> {
         let g = geometry("avg_pool", self, o)?;
-        let out = self.storage().copy_strided(self.layout())?.avg_pool(&g, count_include_pad)?;
+        let out = with_dense(self, |x| x.avg_pool(&g, count_include_pad))?;
         let x_shape = self.shape().to_vec();
         Ok(Tensor::from_op(
             out,
@@ -80,8 +81,8 @@ impl Tensor {
             "avg_pool",
             &[self],
             Box::new(move |grad| {
-                let gs = grad.storage().copy_strided(grad.layout())?;
-                Ok(vec![Some(Tensor::from_storage(gs.avg_pool_backward(&g, count_include_pad)?, Layout::contiguous(&x_shape)))])
+                let gx = with_dense(grad, |gs| gs.avg_pool_backward(&g, count_include_pad))?;
+                Ok(vec![Some(Tensor::from_storage(gx, Layout::contiguous(&x_shape)))])
             }),
         ))
     }

@@ -1,6 +1,7 @@
 //! Resampling to a new spatial size: nearest and (bi/tri)linear, with `align_corners` as PyTorch.
 
 use super::conv::spatial_of;
+use super::with_dense;
 use crate::backend::{BackendStorage, UpsampleGeometry, UpsampleMode};
 use crate::error::{HeparError, Result};
 use crate::tensor::layout::Layout;
@@ -15,7 +16,7 @@ impl Tensor {
         let mut out_shape = self.shape()[..2].to_vec();
         out_shape.extend_from_slice(size);
         let g = UpsampleGeometry { planes: self.shape()[0] * self.shape()[1], input: spatial_of(self.shape()), output: spatial_of(&out_shape) };
-        let out = self.storage().copy_strided(self.layout())?.upsample(&g, mode)?;
+        let out = with_dense(self, |x| x.upsample(&g, mode))?;
         let x_shape = self.shape().to_vec();
         Ok(Tensor::from_op(
             out,
@@ -23,8 +24,8 @@ impl Tensor {
             op,
             &[self],
             Box::new(move |grad| {
-                let gs = grad.storage().copy_strided(grad.layout())?;
-                Ok(vec![Some(Tensor::from_storage(gs.upsample_backward(&g, mode)?, Layout::contiguous(&x_shape)))])
+                let gx = with_dense(grad, |gs| gs.upsample_backward(&g, mode))?;
+                Ok(vec![Some(Tensor::from_storage(gx, Layout::contiguous(&x_shape)))])
             }),
         ))
     }

@@ -172,31 +172,28 @@ impl BackendStorage for CpuStorage {
 
     fn group_norm(&self, l: &Layout, groups: usize, weight: Option<&Self>, bias: Option<&Self>, eps: f64) -> Result<(Self, NormStats<Self>)> {
         let (n, c, s) = ncs(l);
-        let x = self.copy_strided(l)?;
         macro_rules! run {
             ($x:expr, $w:expr, $b:expr, $wrap:path) => {{
-                let (y, mean, rstd) = norm::group_norm_forward($x, n, c, s, groups, $w, $b, eps);
+                let (y, mean, rstd) = norm::group_norm_forward(&dense($x, l), n, c, s, groups, $w, $b, eps);
                 Ok(($wrap(y), NormStats { mean: $wrap(mean), rstd: $wrap(rstd) }))
             }};
         }
-        match (&x, weight, bias) {
-            (CpuStorage::F32(x), w, b) => run!(x, w.and_then(|w| w.as_f32()), b.and_then(|b| b.as_f32()), CpuStorage::F32),
-            (CpuStorage::F64(x), w, b) => run!(x, w.and_then(|w| w.as_f64()), b.and_then(|b| b.as_f64()), CpuStorage::F64),
-            (other, _, _) => Err(HeparError::dtype("group_norm", format!("{} is storage only", other.dtype()))),
+        match self {
+            CpuStorage::F32(x) => run!(x, weight.and_then(|w| w.as_f32()), bias.and_then(|b| b.as_f32()), CpuStorage::F32),
+            CpuStorage::F64(x) => run!(x, weight.and_then(|w| w.as_f64()), bias.and_then(|b| b.as_f64()), CpuStorage::F64),
+            other => Err(HeparError::dtype("group_norm", format!("{} is storage only", other.dtype()))),
         }
     }
 
     fn group_norm_backward(&self, l: &Layout, grad: &Self, gl: &Layout, groups: usize, weight: Option<&Self>, stats: &NormStats<Self>) -> Result<(Self, Self, Self)> {
         let (n, c, s) = ncs(l);
-        let x = self.copy_strided(l)?;
-        let g = grad.copy_strided(gl)?;
-        match (&x, &g, &stats.mean, &stats.rstd) {
+        match (self, grad, &stats.mean, &stats.rstd) {
             (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(m), CpuStorage::F32(r)) => {
-                let (a, b, cc) = norm::group_norm_backward(x, g, m, r, n, c, s, groups, weight.and_then(|w| w.as_f32()));
+                let (a, b, cc) = norm::group_norm_backward(&dense(x, l), &dense(g, gl), m, r, n, c, s, groups, weight.and_then(|w| w.as_f32()));
                 Ok((CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(cc)))
             }
             (CpuStorage::F64(x), CpuStorage::F64(g), CpuStorage::F64(m), CpuStorage::F64(r)) => {
-                let (a, b, cc) = norm::group_norm_backward(x, g, m, r, n, c, s, groups, weight.and_then(|w| w.as_f64()));
+                let (a, b, cc) = norm::group_norm_backward(&dense(x, l), &dense(g, gl), m, r, n, c, s, groups, weight.and_then(|w| w.as_f64()));
                 Ok((CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(cc)))
             }
             _ => Err(HeparError::dtype("group_norm_backward", "operands must all be f32 or all f64")),
@@ -205,36 +202,37 @@ impl BackendStorage for CpuStorage {
 
     fn batch_norm_stats(&self, l: &Layout) -> Result<(Vec<f64>, Vec<f64>)> {
         let (n, c, s) = ncs(l);
-        match self.copy_strided(l)? {
-            CpuStorage::F32(x) => Ok(norm::channel_stats(&x, n, c, s)),
-            CpuStorage::F64(x) => Ok(norm::channel_stats(&x, n, c, s)),
+        match self {
+            CpuStorage::F32(x) => Ok(norm::channel_stats(&dense(x, l), n, c, s)),
+            CpuStorage::F64(x) => Ok(norm::channel_stats(&dense(x, l), n, c, s)),
             other => Err(HeparError::dtype("batch_norm", format!("{} is storage only", other.dtype()))),
         }
     }
 
     fn batch_norm_apply(&self, l: &Layout, mean: &[f64], rstd: &[f64], weight: Option<&Self>, bias: Option<&Self>) -> Result<Self> {
         let (n, c, s) = ncs(l);
-        match self.copy_strided(l)? {
-            CpuStorage::F32(x) => Ok(CpuStorage::F32(norm::channel_affine(&x, n, c, s, mean, rstd, weight.and_then(|w| w.as_f32()), bias.and_then(|b| b.as_f32())))),
-            CpuStorage::F64(x) => Ok(CpuStorage::F64(norm::channel_affine(&x, n, c, s, mean, rstd, weight.and_then(|w| w.as_f64()), bias.and_then(|b| b.as_f64())))),
+        match self {
+            CpuStorage::F32(x) => Ok(CpuStorage::F32(norm::channel_affine(&dense(x, l), n, c, s, mean, rstd, weight.and_then(|w| w.as_f32()), bias.and_then(|b| b.as_f32())))),
+            CpuStorage::F64(x) => Ok(CpuStorage::F64(norm::channel_affine(&dense(x, l), n, c, s, mean, rstd, weight.and_then(|w| w.as_f64()), bias.and_then(|b| b.as_f64())))),
             other => Err(HeparError::dtype("batch_norm", format!("{} is storage only", other.dtype()))),
         }
     }
 
     fn batch_norm_train_backward(&self, l: &Layout, grad: &Self, gl: &Layout, mean: &[f64], rstd: &[f64], weight: Option<&Self>) -> Result<(Self, Self, Self)> {
         let (n, c, s) = ncs(l);
-        match (self.copy_strided(l)?, grad.copy_strided(gl)?) {
+        match (self, grad) {
             (CpuStorage::F32(x), CpuStorage::F32(g)) => {
-                let (a, b, cc) = norm::batch_norm_train_backward(&x, &g, n, c, s, mean, rstd, weight.and_then(|w| w.as_f32()));
+                let (a, b, cc) = norm::batch_norm_train_backward(&dense(x, l), &dense(g, gl), n, c, s, mean, rstd, weight.and_then(|w| w.as_f32()));
                 Ok((CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(cc)))
             }
             (CpuStorage::F64(x), CpuStorage::F64(g)) => {
-                let (a, b, cc) = norm::batch_norm_train_backward(&x, &g, n, c, s, mean, rstd, weight.and_then(|w| w.as_f64()));
+                let (a, b, cc) = norm::batch_norm_train_backward(&dense(x, l), &dense(g, gl), n, c, s, mean, rstd, weight.and_then(|w| w.as_f64()));
                 Ok((CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(cc)))
             }
             _ => Err(HeparError::dtype("batch_norm_backward", "operands must all be f32 or all f64")),
         }
     }
+
     fn conv(&self, weight: &Self, bias: Option<&Self>, g: &ConvGeometry) -> Result<Self> {
         let n_out = g.batch * g.out_channels * g.output().iter().product::<usize>();
         compute2!("conv", self, weight, |x, w| {
@@ -339,6 +337,14 @@ fn typed_bias<'a, T: 'static>(bias: Option<&'a CpuStorage>, _like: &[T]) -> Opti
         _ => return None,
     };
     any.downcast_ref::<Vec<T>>().map(|v| v.as_slice())
+}
+
+/// A view's values as one dense slice: borrowed when the view is contiguous, else gathered.
+fn dense<'a, T: super::kernels::scalar::Float>(v: &'a [T], l: &Layout) -> std::borrow::Cow<'a, [T]> {
+    match l.contiguous_range() {
+        Some(r) => std::borrow::Cow::Borrowed(&v[r]),
+        None => std::borrow::Cow::Owned(elementwise::copy_strided(v, l)),
+    }
 }
 
 /// (batch, channels, spatial product) of an [N, C, ...] layout.

@@ -89,15 +89,10 @@ pub fn scatter_into<T: Float>(src: &[T], dst: &mut [T], dst_layout: &Layout) {
     }
 }
 
+/// Branch-free so loops vectorise; exp saturates instead of overflowing, so no NaN arises.
 #[inline(always)]
 fn sigmoid<T: Float>(x: T) -> T {
-    // Split by sign so exp never overflows.
-    if x >= T::zero() {
-        T::one() / (T::one() + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (T::one() + e)
-    }
+    T::one() / (T::one() + (-x).exp_fast())
 }
 
 #[inline(always)]
@@ -115,13 +110,13 @@ fn libm_erf(x: f64) -> f64 {
         let mut term = ax;
         let mut sum = ax;
         let x2 = ax * ax;
-        let mut n = 0.0;
-        loop {
-            n += 1.0;
+        // For |x| < 2.5 the terms fall below 1e-17 of the sum well within 80 iterations.
+        for n in 1..80 {
+            let n = n as f64;
             term *= -x2 / n;
             let add = term / (2.0 * n + 1.0);
             sum += add;
-            if add.abs() < 1e-17 * sum.abs() {
+            if add.abs() <= 1e-17 * sum.abs() {
                 break;
             }
         }
@@ -147,7 +142,7 @@ pub fn unary_value<T: Float>(op: UnaryOp, x: T) -> T {
     let zero = T::zero();
     match op {
         UnaryOp::Neg => -x,
-        UnaryOp::Exp => x.exp(),
+        UnaryOp::Exp => x.exp_fast(),
         UnaryOp::Log => x.ln(),
         UnaryOp::Sqrt => x.sqrt(),
         UnaryOp::Abs => x.abs(),
@@ -190,7 +185,7 @@ pub fn unary_derivative<T: Float>(op: UnaryOp, x: T) -> T {
     let one = T::one();
     match op {
         UnaryOp::Neg => -one,
-        UnaryOp::Exp => x.exp(),
+        UnaryOp::Exp => x.exp_fast(),
         UnaryOp::Log => one / x,
         UnaryOp::Sqrt => T::from_f64_lossy(0.5) / x.sqrt(),
         UnaryOp::Abs => {
@@ -281,16 +276,59 @@ pub fn binary_value<T: Float>(op: BinaryOp, a: T, b: T) -> T {
     }
 }
 
+/// `out[i] = f(src[i])`: one tight loop per op, so each vectorises on its own.
+#[inline(always)]
+fn map_into<T: Float>(src: &[T], out: &mut [T], f: impl Fn(T) -> T) {
+    for (o, &v) in out.iter_mut().zip(src) {
+        *o = f(v);
+    }
+}
+
+/// Applies `op` to a dense run, choosing the loop once per run rather than per element.
+fn unary_dense<T: Float>(op: UnaryOp, src: &[T], out: &mut [T]) {
+    match op {
+        UnaryOp::Exp => map_into(src, out, |x| x.exp_fast()),
+        UnaryOp::Sigmoid => map_into(src, out, sigmoid),
+        UnaryOp::Silu => map_into(src, out, |x| x * sigmoid(x)),
+        UnaryOp::Relu => map_into(src, out, |x| x.max(T::zero())),
+        UnaryOp::Square => map_into(src, out, |x| x * x),
+        UnaryOp::Affine { mul, add } => {
+            let (m, a) = (T::from_f64_lossy(mul), T::from_f64_lossy(add));
+            map_into(src, out, |x| x * m + a)
+        }
+        _ => map_into(src, out, |x| unary_value(op, x)),
+    }
+}
+
+/// `out[i] = g[i] * op'(x[i])` on dense runs, one tight loop per common op.
+fn unary_grad_dense<T: Float>(op: UnaryOp, x: &[T], g: &[T], out: &mut [T]) {
+    #[inline(always)]
+    fn zip_into<T: Float>(x: &[T], g: &[T], out: &mut [T], f: impl Fn(T, T) -> T) {
+        for ((o, &xv), &gv) in out.iter_mut().zip(x).zip(g) {
+            *o = f(xv, gv);
+        }
+    }
+    let one = T::one();
+    match op {
+        UnaryOp::Sigmoid => zip_into(x, g, out, |x, g| {
+            let s = sigmoid(x);
+            g * s * (one - s)
+        }),
+        UnaryOp::Silu => zip_into(x, g, out, |x, g| {
+            let s = sigmoid(x);
+            g * s * (one + x * (one - s))
+        }),
+        UnaryOp::Exp => zip_into(x, g, out, |x, g| g * x.exp_fast()),
+        UnaryOp::Relu => zip_into(x, g, out, |x, g| if x > T::zero() { g } else { T::zero() }),
+        _ => zip_into(x, g, out, |x, g| g * unary_derivative(op, x)),
+    }
+}
+
 pub fn unary<T: Float>(x: &[T], layout: &Layout, op: UnaryOp) -> Vec<T> {
     let mut out = vec![T::zero(); layout.numel()];
     let contiguous = layout.contiguous_range();
     fill_chunks(&mut out, |start, chunk| match &contiguous {
-        Some(r) => {
-            let src = &x[r.start + start..r.start + start + chunk.len()];
-            for (o, &v) in chunk.iter_mut().zip(src) {
-                *o = unary_value(op, v);
-            }
-        }
+        Some(r) => unary_dense(op, &x[r.start + start..r.start + start + chunk.len()], chunk),
         None => {
             let mut cur = StridedCursor::new(layout, start);
             for o in chunk.iter_mut() {
@@ -304,11 +342,18 @@ pub fn unary<T: Float>(x: &[T], layout: &Layout, op: UnaryOp) -> Vec<T> {
 /// `grad * f'(x)` for a unary op, the backward of [`unary`] in one pass.
 pub fn unary_grad<T: Float>(x: &[T], xl: &Layout, grad: &[T], gl: &Layout, op: UnaryOp) -> Vec<T> {
     let mut out = vec![T::zero(); xl.numel()];
-    fill_chunks(&mut out, |start, chunk| {
-        let mut cx = StridedCursor::new(xl, start);
-        let mut cg = StridedCursor::new(gl, start);
-        for o in chunk.iter_mut() {
-            *o = grad[cg.next_index()] * unary_derivative(op, x[cx.next_index()]);
+    let (cx, cg) = (xl.contiguous_range(), gl.contiguous_range());
+    fill_chunks(&mut out, |start, chunk| match (&cx, &cg) {
+        (Some(rx), Some(rg)) => {
+            let n = chunk.len();
+            unary_grad_dense(op, &x[rx.start + start..rx.start + start + n], &grad[rg.start + start..rg.start + start + n], chunk)
+        }
+        _ => {
+            let mut cur_x = StridedCursor::new(xl, start);
+            let mut cur_g = StridedCursor::new(gl, start);
+            for o in chunk.iter_mut() {
+                *o = grad[cur_g.next_index()] * unary_derivative(op, x[cur_x.next_index()]);
+            }
         }
     });
     out
@@ -322,8 +367,18 @@ pub fn binary<T: Float>(a: &[T], al: &Layout, b: &[T], bl: &Layout, op: BinaryOp
         (Some(ra), Some(rb)) => {
             let sa = &a[ra.start + start..ra.start + start + chunk.len()];
             let sb = &b[rb.start + start..rb.start + start + chunk.len()];
-            for ((o, &x), &y) in chunk.iter_mut().zip(sa).zip(sb) {
-                *o = binary_value(op, x, y);
+            #[inline(always)]
+            fn zip_into<T: Float>(a: &[T], b: &[T], out: &mut [T], f: impl Fn(T, T) -> T) {
+                for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+                    *o = f(x, y);
+                }
+            }
+            match op {
+                BinaryOp::Add => zip_into(sa, sb, chunk, |x, y| x + y),
+                BinaryOp::Sub => zip_into(sa, sb, chunk, |x, y| x - y),
+                BinaryOp::Mul => zip_into(sa, sb, chunk, |x, y| x * y),
+                BinaryOp::Div => zip_into(sa, sb, chunk, |x, y| x / y),
+                _ => zip_into(sa, sb, chunk, |x, y| binary_value(op, x, y)),
             }
         }
         _ => {

@@ -1,0 +1,105 @@
+//! `hepar bench`: times the seed networks' workloads on this machine and compares them with the
+//! PyTorch anchors measured on the same machine kind (2 cores, PyTorch 2.15 CPU, median).
+
+use crate::error::{HeparError, Result};
+use crate::nn::cotnext::{CotNextConfig, CotNextUnet};
+use crate::nn::parameters;
+use crate::ops::loss;
+use crate::optim::{Adam, AdamConfig, Optimizer};
+use crate::tensor::{DType, Tensor};
+use std::time::Instant;
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Workloads to time (all when none is named).
+    #[arg(value_enum)]
+    pub workloads: Vec<Workload>,
+    /// Timed repetitions per workload (after one warm-up run); the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// 3D network (n 16) eval forward on [1, 1, 128, 128, 128].
+    Liver3dForward,
+    /// 3D network (n 16) AdamW training step on [1, 1, 64, 64, 64].
+    Liver3dStep,
+    /// 2D network (n 32) AdamW training step on [16, 3, 256, 256].
+    Tumor2dStep,
+}
+
+impl Workload {
+    /// PyTorch 2.15 CPU, 2 threads, median seconds on this machine kind.
+    pub fn pytorch_seconds(self) -> f64 {
+        match self {
+            Workload::Liver3dForward => 5.4,
+            Workload::Liver3dStep => 0.89,
+            Workload::Tumor2dStep => 18.9,
+        }
+    }
+
+    fn setup(self) -> Result<(CotNextUnet, Tensor, bool)> {
+        let (config, shape, train) = match self {
+            Workload::Liver3dForward => (CotNextConfig { dims: 3, in_channels: 1, classes: 1, width: 16 }, vec![1, 1, 128, 128, 128], false),
+            Workload::Liver3dStep => (CotNextConfig { dims: 3, in_channels: 1, classes: 1, width: 16 }, vec![1, 1, 64, 64, 64], true),
+            Workload::Tumor2dStep => (CotNextConfig { dims: 2, in_channels: 3, classes: 1, width: 32 }, vec![16, 3, 256, 256], true),
+        };
+        Ok((CotNextUnet::new(config, 1)?, Tensor::randn(&shape, DType::F32, 2), train))
+    }
+}
+
+/// Peak resident memory of this process so far, in bytes (Linux), if known.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Median seconds of one workload over `repeats` runs after a warm-up.
+pub fn time_workload(w: Workload, repeats: usize) -> Result<f64> {
+    let (model, input, train) = w.setup()?;
+    let target = if train { Some(input.narrow(1, 0, 1)?.affine(1.0, 0.0)?.unary(crate::backend::UnaryOp::Positive)?) } else { None };
+    let mut optimizer = Adam::new(parameters(&model), AdamConfig::adamw(1e-3, 1e-5));
+    let mut run = || -> Result<()> {
+        match &target {
+            None => {
+                crate::no_grad(|| model.forward(&input, false))?;
+            }
+            Some(t) => {
+                optimizer.zero_grad();
+                let logits = model.forward(&input, true)?;
+                loss::dice_bce(&logits, t, 0.7, 0.3, 1e-5)?.backward()?;
+                optimizer.step()?;
+            }
+        }
+        Ok(())
+    };
+    run()?;
+    let mut times = Vec::with_capacity(repeats);
+    for _ in 0..repeats.max(1) {
+        let start = Instant::now();
+        run()?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.repeats == 0 {
+        return Err(HeparError::Config("--repeats must be at least 1".into()));
+    }
+    let workloads = if args.workloads.is_empty() { vec![Workload::Liver3dStep, Workload::Liver3dForward, Workload::Tumor2dStep] } else { args.workloads.clone() };
+    println!("{:<18} {:>10} {:>10} {:>14}", "workload", "hepar s", "pytorch s", "speed vs torch");
+    for w in workloads {
+        let seconds = time_workload(w, args.repeats)?;
+        let name = format!("{w:?}");
+        println!("{:<18} {:>10.3} {:>10.3} {:>13.0}%", name, seconds, w.pytorch_seconds(), 100.0 * w.pytorch_seconds() / seconds);
+    }
+    if let Some(peak) = peak_rss_bytes() {
+        println!("peak resident memory: {:.2} GiB", peak as f64 / (1u64 << 30) as f64);
+    }
+    Ok(())
+}
