@@ -4,10 +4,12 @@
 //! (N, C, D, H, W or N, C, H, W); turning them into tensors is the trainer's job.
 
 pub mod augment;
+pub mod cache;
 pub mod config;
 pub mod dataset;
 pub mod loader;
 pub mod nifti;
+pub mod prepare;
 pub mod preprocess;
 pub mod resize;
 pub mod rng;
