@@ -13,6 +13,10 @@ struct Cli {
 enum Command {
     /// Print the build's version and backends.
     Version,
+    /// Show a NIfTI file's shape, datatype, spacing, affine, orientation and value statistics.
+    Inspect(hepar::cli::inspect::InspectArgs),
+    /// Write synthetic abdominal CT phantoms in the LiTS layout.
+    Synth(hepar::cli::synth::SynthArgs),
 }
 
 fn main() {
@@ -22,6 +26,8 @@ fn main() {
             println!("hepar {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::Inspect(args) => hepar::cli::inspect::run(args),
+        Command::Synth(args) => hepar::cli::synth::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

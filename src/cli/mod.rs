@@ -1,1 +1,4 @@
 //! The `hepar` subcommands, one module each. `main.rs` only parses arguments and dispatches here.
+
+pub mod inspect;
+pub mod synth;
