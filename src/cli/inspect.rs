@@ -28,7 +28,7 @@ pub struct Inspection {
     pub affine: [[f64; 4]; 4],
     /// Three letters such as "RAS" or "LPS".
     pub orientation: String,
-    /// Statistics of the scaled voxel values.
+    /// Statistics of the scaled voxel values (NaN, written as JSON null, when any voxel is NaN).
     pub min: f64,
     pub max: f64,
     pub mean: f64,
@@ -38,11 +38,12 @@ impl Inspection {
     pub fn of(image: &NiftiImage) -> Self {
         let h = &image.header;
         let affine = h.best_affine();
+        // NaN anywhere makes every statistic NaN, as numpy's min/max/mean (and so nibabel) do.
         let (min, max, sum) = image
             .data
             .par_chunks(1 << 16)
-            .map(|c| c.iter().fold((f64::INFINITY, f64::NEG_INFINITY, 0f64), |(lo, hi, s), &v| (lo.min(v as f64), hi.max(v as f64), s + v as f64)))
-            .reduce(|| (f64::INFINITY, f64::NEG_INFINITY, 0.0), |a, b| (a.0.min(b.0), a.1.max(b.1), a.2 + b.2));
+            .map(|c| c.iter().fold((f64::INFINITY, f64::NEG_INFINITY, 0f64), |(lo, hi, s), &v| (nan_min(lo, v as f64), nan_max(hi, v as f64), s + v as f64)))
+            .reduce(|| (f64::INFINITY, f64::NEG_INFINITY, 0.0), |a, b| (nan_min(a.0, b.0), nan_max(a.1, b.1), a.2 + b.2));
         let n = image.data.len().max(1) as f64;
         Inspection {
             shape: h.shape(),
@@ -55,6 +56,14 @@ impl Inspection {
             mean: sum / n,
         }
     }
+}
+
+fn nan_min(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() { f64::NAN } else { a.min(b) }
+}
+
+fn nan_max(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() { f64::NAN } else { a.max(b) }
 }
 
 pub fn run(args: InspectArgs) -> Result<()> {
