@@ -12,6 +12,7 @@ pub mod nifti;
 pub mod prepare;
 pub mod preprocess;
 pub mod resize;
+pub mod restore;
 pub mod rng;
 pub mod sampling;
 pub mod synth;
