@@ -25,7 +25,13 @@ fn input_files() -> (PathBuf, PathBuf) {
             let (z, y, x) = (i / (h * w), (i / w) % h, i % w);
             let (dy, dx) = ((y as f32 - 256.0) / 200.0, (x as f32 - 256.0) / 240.0);
             let r = dy * dy + dx * dx;
-            if r > 1.0 { -1000.0 } else if r < 0.02 { 700.0 } else { 40.0 + ((x * 7 + y * 3 + z) % 50) as f32 }
+            if r > 1.0 {
+                -1000.0
+            } else if r < 0.02 {
+                700.0
+            } else {
+                40.0 + ((x * 7 + y * 3 + z) % 50) as f32
+            }
         })
         .collect();
     let mut header = NiftiHeader::new(&[w, h, d], NiftiDataType::I16);
@@ -54,7 +60,15 @@ fn bench(c: &mut Criterion) {
     });
     let volume = Volume::read(&nii).unwrap();
     group.bench_function("resize_only", |b| {
-        b.iter(|| resize_zyx(&volume.data, SHAPE_ZYX, [128, 128, 128], Interpolation::Linear).unwrap())
+        b.iter(|| {
+            resize_zyx(
+                &volume.data,
+                SHAPE_ZYX,
+                [128, 128, 128],
+                Interpolation::Linear,
+            )
+            .unwrap()
+        })
     });
     group.finish();
 }

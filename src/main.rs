@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "hepar", version, about = "Liver and liver-tumour segmentation engine")]
+#[command(
+    name = "hepar",
+    version,
+    about = "Liver and liver-tumour segmentation engine"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

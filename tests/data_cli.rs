@@ -17,14 +17,51 @@ fn temp_dir(tag: &str) -> PathBuf {
 fn synth_is_deterministic_and_inspect_reports_it() {
     let (a, b) = (temp_dir("synth-a"), temp_dir("synth-b"));
     for dir in [&a, &b] {
-        let out = hepar().args(["synth", "--out", dir.to_str().unwrap(), "--cases", "2", "--seed", "5", "--shape", "10,24,20"]).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = hepar()
+            .args([
+                "synth",
+                "--out",
+                dir.to_str().unwrap(),
+                "--cases",
+                "2",
+                "--seed",
+                "5",
+                "--shape",
+                "10,24,20",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    for name in ["volume-0.nii.gz", "segmentation-0.nii.gz", "volume-1.nii.gz", "segmentation-1.nii.gz"] {
-        assert_eq!(std::fs::read(a.join(name)).unwrap(), std::fs::read(b.join(name)).unwrap(), "{name} differs between runs");
+    for name in [
+        "volume-0.nii.gz",
+        "segmentation-0.nii.gz",
+        "volume-1.nii.gz",
+        "segmentation-1.nii.gz",
+    ] {
+        assert_eq!(
+            std::fs::read(a.join(name)).unwrap(),
+            std::fs::read(b.join(name)).unwrap(),
+            "{name} differs between runs"
+        );
     }
-    let out = hepar().args(["inspect", "--json", a.join("volume-1.nii.gz").to_str().unwrap()]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = hepar()
+        .args([
+            "inspect",
+            "--json",
+            a.join("volume-1.nii.gz").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(report["shape"], serde_json::json!([20, 24, 10]));
     assert_eq!(report["datatype"], "int16");
@@ -36,7 +73,10 @@ fn synth_is_deterministic_and_inspect_reports_it() {
     let keys: Vec<&String> = report.as_object().unwrap().keys().collect();
     assert_eq!(keys.len(), 8, "{keys:?}");
 
-    let seg = hepar().args(["inspect", a.join("segmentation-1.nii.gz").to_str().unwrap()]).output().unwrap();
+    let seg = hepar()
+        .args(["inspect", a.join("segmentation-1.nii.gz").to_str().unwrap()])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&seg.stdout);
     assert!(text.contains("uint8") && text.contains("LPS"), "{text}");
     std::fs::remove_dir_all(&a).unwrap();
@@ -49,12 +89,21 @@ fn bad_arguments_and_files_fail_with_clear_messages() {
     std::fs::create_dir_all(&dir).unwrap();
     let junk = dir.join("junk.nii");
     std::fs::write(&junk, vec![7u8; 400]).unwrap();
-    let out = hepar().args(["inspect", junk.to_str().unwrap()]).output().unwrap();
+    let out = hepar()
+        .args(["inspect", junk.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("junk.nii") && err.contains("not a NIfTI file"), "{err}");
+    assert!(
+        err.contains("junk.nii") && err.contains("not a NIfTI file"),
+        "{err}"
+    );
 
-    let out = hepar().args(["synth", "--out", dir.to_str().unwrap(), "--shape", "10,20"]).output().unwrap();
+    let out = hepar()
+        .args(["synth", "--out", dir.to_str().unwrap(), "--shape", "10,20"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Z,Y,X"));
     std::fs::remove_dir_all(&dir).unwrap();

@@ -19,7 +19,10 @@ fn temp_dir(tag: &str) -> PathBuf {
 }
 
 fn small_stage1() -> Stage1Config {
-    Stage1Config { shape_zyx: [8, 16, 16], ..Default::default() }
+    Stage1Config {
+        shape_zyx: [8, 16, 16],
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -29,9 +32,15 @@ fn lits_layout_in_nested_folders_with_a_missing_label() {
     let batch2 = root.join("Training Batch 2");
     std::fs::create_dir_all(&batch2).unwrap();
     let (image, label) = phantom(1, 7, SHAPE).unwrap();
-    image.write(&batch2.join("volume-10.nii"), NiftiDataType::I16).unwrap();
-    label.write(&batch2.join("segmentation-10.nii"), NiftiDataType::U8).unwrap();
-    image.write(&batch2.join("volume-11.nii.gz"), NiftiDataType::I16).unwrap(); // no label
+    image
+        .write(&batch2.join("volume-10.nii"), NiftiDataType::I16)
+        .unwrap();
+    label
+        .write(&batch2.join("segmentation-10.nii"), NiftiDataType::U8)
+        .unwrap();
+    image
+        .write(&batch2.join("volume-11.nii.gz"), NiftiDataType::I16)
+        .unwrap(); // no label
     std::fs::write(root.join("notes.txt"), "not a case").unwrap();
 
     let ds = Dataset::discover(&root).unwrap();
@@ -55,13 +64,23 @@ fn msd_layout_with_and_without_manifest() {
     std::fs::create_dir_all(&labels).unwrap();
     for n in [3, 1] {
         let (image, label) = phantom(2, n, SHAPE).unwrap();
-        image.write(&images.join(format!("liver_{n}.nii.gz")), NiftiDataType::I16).unwrap();
-        label.write(&labels.join(format!("liver_{n}.nii.gz")), NiftiDataType::U8).unwrap();
+        image
+            .write(
+                &images.join(format!("liver_{n}.nii.gz")),
+                NiftiDataType::I16,
+            )
+            .unwrap();
+        label
+            .write(&labels.join(format!("liver_{n}.nii.gz")), NiftiDataType::U8)
+            .unwrap();
     }
     std::fs::write(images.join("._liver_1.nii.gz"), b"resource fork").unwrap();
     let ds = Dataset::discover(&root).unwrap();
     assert_eq!(ds.layout, Layout::MsdLiver);
-    assert_eq!(ds.cases.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["msd-1", "msd-3"]);
+    assert_eq!(
+        ds.cases.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        ["msd-1", "msd-3"]
+    );
     assert!(ds.problems.is_empty());
 
     std::fs::write(
@@ -82,10 +101,16 @@ fn msd_layout_with_and_without_manifest() {
 fn empty_or_missing_folder_is_an_error_naming_it() {
     let root = temp_dir("empty");
     let err = Dataset::discover(&root).unwrap_err().to_string();
-    assert!(err.contains(&root.display().to_string()) && err.contains("no cases found"), "{err}");
+    assert!(
+        err.contains(&root.display().to_string()) && err.contains("no cases found"),
+        "{err}"
+    );
     let missing = root.join("nope");
     let err = Dataset::discover(&missing).unwrap_err().to_string();
-    assert!(err.contains("nope") && err.contains("does not exist"), "{err}");
+    assert!(
+        err.contains("nope") && err.contains("does not exist"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&root).unwrap();
 }
 
@@ -121,22 +146,53 @@ fn bad_cases_are_reported_and_the_rest_prepared_then_cached() {
     // Case 3: label shape differs from its image. Case 4: truncated image.
     let (image, _) = phantom(5, 3, SHAPE).unwrap();
     let (_, other_label) = phantom(5, 3, [12, 32, 30]).unwrap();
-    image.write(&root.join("volume-3.nii.gz"), NiftiDataType::I16).unwrap();
-    other_label.write(&root.join("segmentation-3.nii.gz"), NiftiDataType::U8).unwrap();
+    image
+        .write(&root.join("volume-3.nii.gz"), NiftiDataType::I16)
+        .unwrap();
+    other_label
+        .write(&root.join("segmentation-3.nii.gz"), NiftiDataType::U8)
+        .unwrap();
     corrupt_copy(&root.join("volume-0.nii.gz"), &root.join("volume-4.nii.gz"));
-    std::fs::copy(root.join("segmentation-0.nii.gz"), root.join("segmentation-4.nii.gz")).unwrap();
+    std::fs::copy(
+        root.join("segmentation-0.nii.gz"),
+        root.join("segmentation-4.nii.gz"),
+    )
+    .unwrap();
 
     let ds = Dataset::discover(&root).unwrap();
     assert_eq!(ds.cases.len(), 5);
     let cache = root.join("cache");
     let cfg = small_stage1();
     let first = prepare_stage1(&ds.cases, &cfg, Some(&cache), false).unwrap();
-    assert_eq!(first.items.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["lits-0", "lits-1", "lits-2"]);
+    assert_eq!(
+        first
+            .items
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect::<Vec<_>>(),
+        ["lits-0", "lits-1", "lits-2"]
+    );
     assert_eq!(first.failures.len(), 2);
-    let shape_problem = first.failures.iter().find(|p| p.reason.contains("segmentation-3")).expect("shape mismatch reported");
-    assert!(shape_problem.reason.contains("differs"), "{}", shape_problem.reason);
-    let truncated = first.failures.iter().find(|p| p.reason.contains("volume-4")).expect("truncated file reported");
-    assert!(truncated.reason.contains("gzip") || truncated.reason.contains("truncated"), "{}", truncated.reason);
+    let shape_problem = first
+        .failures
+        .iter()
+        .find(|p| p.reason.contains("segmentation-3"))
+        .expect("shape mismatch reported");
+    assert!(
+        shape_problem.reason.contains("differs"),
+        "{}",
+        shape_problem.reason
+    );
+    let truncated = first
+        .failures
+        .iter()
+        .find(|p| p.reason.contains("volume-4"))
+        .expect("truncated file reported");
+    assert!(
+        truncated.reason.contains("gzip") || truncated.reason.contains("truncated"),
+        "{}",
+        truncated.reason
+    );
     assert_eq!(first.cache_hits, 0);
     for s in &first.items {
         assert_eq!(s.shape_zyx, [8, 16, 16]);
@@ -149,16 +205,39 @@ fn bad_cases_are_reported_and_the_rest_prepared_then_cached() {
     assert_eq!(second.items, first.items);
 
     // Other settings: another cache folder, no hits.
-    let other = Stage1Config { hu_clip: [-100.0, 200.0], ..cfg.clone() };
-    assert_eq!(prepare_stage1(&ds.cases, &other, Some(&cache), false).unwrap().cache_hits, 0);
+    let other = Stage1Config {
+        hu_clip: [-100.0, 200.0],
+        ..cfg.clone()
+    };
+    assert_eq!(
+        prepare_stage1(&ds.cases, &other, Some(&cache), false)
+            .unwrap()
+            .cache_hits,
+        0
+    );
     // A corrupt cache entry is rebuilt, not fatal.
-    let entry = std::fs::read_dir(std::fs::read_dir(&cache).unwrap().next().unwrap().unwrap().path()).unwrap().next().unwrap().unwrap().path();
+    let entry = std::fs::read_dir(
+        std::fs::read_dir(&cache)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path(),
+    )
+    .unwrap()
+    .next()
+    .unwrap()
+    .unwrap()
+    .path();
     std::fs::write(&entry, b"garbage").unwrap();
     let third = prepare_stage1(&ds.cases, &cfg, Some(&cache), false).unwrap();
     assert_eq!(third.items.len(), 3);
     assert!(third.failures.len() == 2);
 
-    let s2cfg = Stage2Config { slice_shape_yx: [24, 24], ..Default::default() };
+    let s2cfg = Stage2Config {
+        slice_shape_yx: [24, 24],
+        ..Default::default()
+    };
     let stage2 = prepare_stage2(&ds.cases, &s2cfg, Some(&cache), false).unwrap();
     assert_eq!(stage2.items.len(), 3);
     let again = prepare_stage2(&ds.cases, &s2cfg, Some(&cache), false).unwrap();
@@ -166,8 +245,16 @@ fn bad_cases_are_reported_and_the_rest_prepared_then_cached() {
     assert_eq!(again.items, stage2.items);
     for s in &stage2.items {
         assert!(!s.case.stacks.is_empty());
-        assert!(s.case.stacks.iter().any(|st| st.kind != StackKind::Background));
-        assert!(s.case.stacks.iter().all(|st| st.image.len() == 3 * 24 * 24 && st.label.len() == 24 * 24));
+        assert!(s
+            .case
+            .stacks
+            .iter()
+            .any(|st| st.kind != StackKind::Background));
+        assert!(s
+            .case
+            .stacks
+            .iter()
+            .all(|st| st.image.len() == 3 * 24 * 24 && st.label.len() == 24 * 24));
     }
     std::fs::remove_dir_all(&root).unwrap();
 }

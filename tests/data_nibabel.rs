@@ -20,7 +20,9 @@ fn python(args: &[&str]) -> String {
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         if err.contains("No module named") {
-            panic!("python3 has no nibabel: install it with `python3 -m pip install nibabel`\n{err}");
+            panic!(
+                "python3 has no nibabel: install it with `python3 -m pip install nibabel`\n{err}"
+            );
         }
         panic!("nibabel helper failed: {err}");
     }
@@ -44,38 +46,86 @@ fn close(a: f64, b: f64, rel: f64) -> bool {
 /// Compares Hepar's reading of `reference["file"]` with nibabel's.
 fn check_against(reference: &Value) {
     let path = PathBuf::from(reference["file"].as_str().unwrap());
-    let image = read_nifti(&path).unwrap_or_else(|e| panic!("hepar cannot read {}: {e}", path.display()));
+    let image =
+        read_nifti(&path).unwrap_or_else(|e| panic!("hepar cannot read {}: {e}", path.display()));
     let ours = Inspection::of(&image);
     let name = path.display();
-    let shape: Vec<usize> = reference["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    let shape: Vec<usize> = reference["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
     assert_eq!(ours.shape, shape, "{name}: shape");
-    assert_eq!(ours.datatype, reference["datatype"].as_str().unwrap(), "{name}: datatype");
-    let spacing: Vec<f64> = reference["spacing"].as_array().unwrap().iter().map(number).collect();
+    assert_eq!(
+        ours.datatype,
+        reference["datatype"].as_str().unwrap(),
+        "{name}: datatype"
+    );
+    let spacing: Vec<f64> = reference["spacing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(number)
+        .collect();
     assert_eq!(ours.spacing.len(), spacing.len(), "{name}: spacing");
     for (a, b) in ours.spacing.iter().zip(&spacing) {
-        assert!(close(*a, *b, 1e-12), "{name}: spacing {:?} vs nibabel {spacing:?}", ours.spacing);
+        assert!(
+            close(*a, *b, 1e-12),
+            "{name}: spacing {:?} vs nibabel {spacing:?}",
+            ours.spacing
+        );
     }
     for r in 0..4 {
         for c in 0..4 {
             let b = number(&reference["affine"][r][c]);
-            assert!(close(ours.affine[r][c], b, 1e-9), "{name}: affine[{r}][{c}] {} vs nibabel {b}", ours.affine[r][c]);
+            assert!(
+                close(ours.affine[r][c], b, 1e-9),
+                "{name}: affine[{r}][{c}] {} vs nibabel {b}",
+                ours.affine[r][c]
+            );
         }
     }
-    assert_eq!(ours.orientation, reference["orientation"].as_str().unwrap(), "{name}: orientation");
+    assert_eq!(
+        ours.orientation,
+        reference["orientation"].as_str().unwrap(),
+        "{name}: orientation"
+    );
     // Values are f32 in Hepar, f64 in nibabel: agree to f32 precision.
-    assert!(close(ours.min, number(&reference["min"]), 1e-6), "{name}: min {} vs {}", ours.min, reference["min"]);
-    assert!(close(ours.max, number(&reference["max"]), 1e-6), "{name}: max {} vs {}", ours.max, reference["max"]);
+    assert!(
+        close(ours.min, number(&reference["min"]), 1e-6),
+        "{name}: min {} vs {}",
+        ours.min,
+        reference["min"]
+    );
+    assert!(
+        close(ours.max, number(&reference["max"]), 1e-6),
+        "{name}: max {} vs {}",
+        ours.max,
+        reference["max"]
+    );
     // The mean can cancel to far below the values' size: compare it at the values' scale.
-    let scale = number(&reference["min"]).abs().max(number(&reference["max"]).abs()).max(1.0);
+    let scale = number(&reference["min"])
+        .abs()
+        .max(number(&reference["max"]).abs())
+        .max(1.0);
     let mean = number(&reference["mean"]);
-    assert!((ours.mean.is_nan() && mean.is_nan()) || (ours.mean - mean).abs() <= 1e-6 * scale, "{name}: mean {} vs {mean}", ours.mean);
+    assert!(
+        (ours.mean.is_nan() && mean.is_nan()) || (ours.mean - mean).abs() <= 1e-6 * scale,
+        "{name}: mean {} vs {mean}",
+        ours.mean
+    );
     let indices = reference["sample_index"].as_array().unwrap();
     let values = reference["sample_value"].as_array().unwrap();
     assert!(!indices.is_empty());
     for (i, v) in indices.iter().zip(values) {
         let i = i.as_u64().unwrap() as usize;
         let expected = number(v);
-        assert!(close(image.data[i] as f64, expected, 1e-6), "{name}: voxel {i}: {} vs nibabel {expected}", image.data[i]);
+        assert!(
+            close(image.data[i] as f64, expected, 1e-6),
+            "{name}: voxel {i}: {} vs nibabel {expected}",
+            image.data[i]
+        );
     }
 }
 
@@ -83,7 +133,10 @@ fn describe(paths: &[PathBuf]) -> Vec<Value> {
     let mut args = vec!["describe".to_string()];
     args.extend(paths.iter().map(|p| p.display().to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    python(&args).lines().map(|l| serde_json::from_str(l).expect("helper JSON")).collect()
+    python(&args)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("helper JSON"))
+        .collect()
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -97,18 +150,22 @@ fn temp_dir(tag: &str) -> PathBuf {
 fn nibabel_test_data_reads_as_nibabel_reads_it() {
     let dir = PathBuf::from(python(&["datadir"]).trim());
     let names = [
-        "anatomical.nii",          // big endian int16
-        "example4d.nii.gz",        // 4D, rotated qform/sform
-        "example_nifti2.nii.gz",   // NIfTI-2
-        "functional.nii",          // scaled int16, 4D
+        "anatomical.nii",        // big endian int16
+        "example4d.nii.gz",      // 4D, rotated qform/sform
+        "example_nifti2.nii.gz", // NIfTI-2
+        "functional.nii",        // scaled int16, 4D
         "reoriented_anat_moved.nii",
         "resampled_anat_moved.nii", // float32 with NaN
-        "standard.nii.gz",         // uint8
-        "row_major.dconn.nii",     // CIFTI-2: NIfTI-2 with an extension, 6D
+        "standard.nii.gz",          // uint8
+        "row_major.dconn.nii",      // CIFTI-2: NIfTI-2 with an extension, 6D
     ];
     let paths: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
     for p in &paths {
-        assert!(p.is_file(), "nibabel test file {} missing: reinstall with `python3 -m pip install nibabel`", p.display());
+        assert!(
+            p.is_file(),
+            "nibabel test file {} missing: reinstall with `python3 -m pip install nibabel`",
+            p.display()
+        );
     }
     let references = describe(&paths);
     assert_eq!(references.len(), paths.len());
@@ -118,13 +175,25 @@ fn nibabel_test_data_reads_as_nibabel_reads_it() {
 #[test]
 fn files_written_by_nibabel_for_every_datatype_order_and_version() {
     let dir = temp_dir("nibabel-written");
-    let files: Vec<PathBuf> = python(&["write", dir.to_str().unwrap()]).lines().map(PathBuf::from).collect();
+    let files: Vec<PathBuf> = python(&["write", dir.to_str().unwrap()])
+        .lines()
+        .map(PathBuf::from)
+        .collect();
     assert!(files.len() >= 28, "helper wrote {} files", files.len());
     let references = describe(&files);
     references.iter().for_each(check_against);
     // Spot-check that every kind of file was covered.
-    let names: Vec<String> = files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
-    for needle in ["v2-be-float64", "v1-be-uint16", "v2-le-int8", "int16-none", "int16-qform"] {
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for needle in [
+        "v2-be-float64",
+        "v1-be-uint16",
+        "v2-le-int8",
+        "int16-none",
+        "int16-qform",
+    ] {
         assert!(names.iter().any(|n| n.contains(needle)), "no file {needle}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
@@ -137,7 +206,9 @@ fn files_written_by_hepar_carry_the_source_geometry_for_nibabel() {
     let image_path = dir.join("image.nii.gz");
     let mask_path = dir.join("mask.nii");
     image.write(&image_path, NiftiDataType::I16).unwrap();
-    image.write_data(&mask_path, &label.data, NiftiDataType::U8).unwrap();
+    image
+        .write_data(&mask_path, &label.data, NiftiDataType::U8)
+        .unwrap();
     // A NIfTI-2 big-endian float64 copy of the same geometry.
     let mut header: NiftiHeader = image.header.clone();
     header.version = NiftiVersion::Nifti2;
@@ -155,10 +226,20 @@ fn files_written_by_hepar_carry_the_source_geometry_for_nibabel() {
             for c in 0..4 {
                 let theirs = number(&reference["affine"][r][c]);
                 // NIfTI-1 stores the forms as float32.
-                assert!(close(theirs, ours[r][c], 1e-6), "{}: affine[{r}][{c}] {theirs} vs source {}", path.display(), ours[r][c]);
+                assert!(
+                    close(theirs, ours[r][c], 1e-6),
+                    "{}: affine[{r}][{c}] {theirs} vs source {}",
+                    path.display(),
+                    ours[r][c]
+                );
             }
         }
-        assert_eq!(reference["shape"], serde_json::json!([9, 12, 10]), "{}", path.display());
+        assert_eq!(
+            reference["shape"],
+            serde_json::json!([9, 12, 10]),
+            "{}",
+            path.display()
+        );
         assert_eq!(reference["orientation"], "LPS");
     }
     assert_eq!(references[1]["datatype"], "uint8");

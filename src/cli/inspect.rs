@@ -42,8 +42,16 @@ impl Inspection {
         let (min, max, sum) = image
             .data
             .par_chunks(1 << 16)
-            .map(|c| c.iter().fold((f64::INFINITY, f64::NEG_INFINITY, 0f64), |(lo, hi, s), &v| (nan_min(lo, v as f64), nan_max(hi, v as f64), s + v as f64)))
-            .reduce(|| (f64::INFINITY, f64::NEG_INFINITY, 0.0), |a, b| (nan_min(a.0, b.0), nan_max(a.1, b.1), a.2 + b.2));
+            .map(|c| {
+                c.iter().fold(
+                    (f64::INFINITY, f64::NEG_INFINITY, 0f64),
+                    |(lo, hi, s), &v| (nan_min(lo, v as f64), nan_max(hi, v as f64), s + v as f64),
+                )
+            })
+            .reduce(
+                || (f64::INFINITY, f64::NEG_INFINITY, 0.0),
+                |a, b| (nan_min(a.0, b.0), nan_max(a.1, b.1), a.2 + b.2),
+            );
         let n = image.data.len().max(1) as f64;
         Inspection {
             shape: h.shape(),
@@ -59,18 +67,27 @@ impl Inspection {
 }
 
 fn nan_min(a: f64, b: f64) -> f64 {
-    if a.is_nan() || b.is_nan() { f64::NAN } else { a.min(b) }
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.min(b)
+    }
 }
 
 fn nan_max(a: f64, b: f64) -> f64 {
-    if a.is_nan() || b.is_nan() { f64::NAN } else { a.max(b) }
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
 }
 
 pub fn run(args: InspectArgs) -> Result<()> {
     let image = read_nifti(&args.file)?;
     let report = Inspection::of(&image);
     if args.json {
-        let text = serde_json::to_string(&report).map_err(|e| crate::HeparError::format(&args.file, e.to_string()))?;
+        let text = serde_json::to_string(&report)
+            .map_err(|e| crate::HeparError::format(&args.file, e.to_string()))?;
         println!("{text}");
         return Ok(());
     }
@@ -83,11 +100,17 @@ pub fn run(args: InspectArgs) -> Result<()> {
     println!("orientation: {}", report.orientation);
     println!("affine:");
     for row in &report.affine {
-        println!("  [{:>12.5} {:>12.5} {:>12.5} {:>12.5}]", row[0], row[1], row[2], row[3]);
+        println!(
+            "  [{:>12.5} {:>12.5} {:>12.5} {:>12.5}]",
+            row[0], row[1], row[2], row[3]
+        );
     }
     if let Some((slope, inter)) = h.scaling() {
         println!("scaling:     value * {slope} + {inter}");
     }
-    println!("min / max / mean: {} / {} / {}", report.min, report.max, report.mean);
+    println!(
+        "min / max / mean: {} / {} / {}",
+        report.min, report.max, report.mean
+    );
     Ok(())
 }

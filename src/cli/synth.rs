@@ -24,7 +24,12 @@ pub struct SynthArgs {
 /// Parses "Z,Y,X".
 pub fn parse_shape(text: &str) -> Result<[usize; 3]> {
     let parts: Vec<&str> = text.split(',').map(str::trim).collect();
-    let bad = || HeparError::invalid("synth --shape", format!("{text:?}: expected three positive integers Z,Y,X such as 64,128,128"));
+    let bad = || {
+        HeparError::invalid(
+            "synth --shape",
+            format!("{text:?}: expected three positive integers Z,Y,X such as 64,128,128"),
+        )
+    };
     if parts.len() != 3 {
         return Err(bad());
     }

@@ -22,7 +22,12 @@ pub struct Example {
 }
 
 impl Example {
-    pub fn new(image: Vec<f32>, label: Vec<f32>, channels: usize, shape_zyx: [usize; 3]) -> Result<Self> {
+    pub fn new(
+        image: Vec<f32>,
+        label: Vec<f32>,
+        channels: usize,
+        shape_zyx: [usize; 3],
+    ) -> Result<Self> {
         let n: usize = shape_zyx.iter().product();
         if image.len() != channels * n || label.len() != n {
             return Err(HeparError::shape(
@@ -30,7 +35,12 @@ impl Example {
                 format!("image {} and label {} values for {channels} channels of (z, y, x) {shape_zyx:?}", image.len(), label.len()),
             ));
         }
-        Ok(Example { image, label, channels, shape_zyx })
+        Ok(Example {
+            image,
+            label,
+            channels,
+            shape_zyx,
+        })
     }
 
     fn voxels(&self) -> usize {
@@ -75,9 +85,15 @@ pub fn augment(example: &mut Example, cfg: &AugmentConfig, rng: &mut Rng) {
     }
     if rng.chance(cfg.p_rotate) {
         // Rotation planes: (y, x) always; (z, y) and (z, x) only for volumes.
-        let planes: &[(usize, usize)] = if axes.contains(&0) { &[(1, 2), (0, 1), (0, 2)] } else { &[(1, 2)] };
+        let planes: &[(usize, usize)] = if axes.contains(&0) {
+            &[(1, 2), (0, 1), (0, 2)]
+        } else {
+            &[(1, 2)]
+        };
         for &(a, b) in planes {
-            let angle = rng.range(cfg.rotation_degrees[0], cfg.rotation_degrees[1]).to_radians();
+            let angle = rng
+                .range(cfg.rotation_degrees[0], cfg.rotation_degrees[1])
+                .to_radians();
             matrix = matmul3(&matrix, &rotation3(a, b, angle));
         }
         transformed = true;
@@ -90,7 +106,9 @@ pub fn augment(example: &mut Example, cfg: &AugmentConfig, rng: &mut Rng) {
         gaussian_blur(example, sigma);
     }
     if rng.chance(cfg.p_bias_field) {
-        let coefficients: Vec<f64> = (0..9).map(|_| rng.range(-cfg.bias_field_strength, cfg.bias_field_strength)).collect();
+        let coefficients: Vec<f64> = (0..9)
+            .map(|_| rng.range(-cfg.bias_field_strength, cfg.bias_field_strength))
+            .collect();
         bias_field(example, &coefficients);
     }
     if rng.chance(cfg.p_intensity_shift) {
@@ -121,7 +139,7 @@ pub fn flip(example: &mut Example, axis: usize) {
             }
         }
     };
-    example.image.par_chunks_mut(n).for_each(|c| flip_one(c));
+    example.image.par_chunks_mut(n).for_each(flip_one);
     flip_one(&mut example.label);
 }
 
@@ -157,13 +175,22 @@ fn matmul3(x: &Mat3, y: &Mat3) -> Mat3 {
 pub fn resample_affine(example: &mut Example, matrix: &[[f64; 3]; 3]) {
     let [d, h, w] = example.shape_zyx;
     let n = d * h * w;
-    let centre = [(d as f64 - 1.0) / 2.0, (h as f64 - 1.0) / 2.0, (w as f64 - 1.0) / 2.0];
+    let centre = [
+        (d as f64 - 1.0) / 2.0,
+        (h as f64 - 1.0) / 2.0,
+        (w as f64 - 1.0) / 2.0,
+    ];
     let limit = [d as f64 - 1.0, h as f64 - 1.0, w as f64 - 1.0];
     let source = |z: usize, y: usize, x: usize| -> [f64; 3] {
-        let p = [z as f64 - centre[0], y as f64 - centre[1], x as f64 - centre[2]];
+        let p = [
+            z as f64 - centre[0],
+            y as f64 - centre[1],
+            x as f64 - centre[2],
+        ];
         let mut q = [0.0; 3];
         for i in 0..3 {
-            q[i] = (matrix[i][0] * p[0] + matrix[i][1] * p[1] + matrix[i][2] * p[2] + centre[i]).clamp(0.0, limit[i]);
+            q[i] = (matrix[i][0] * p[0] + matrix[i][1] * p[1] + matrix[i][2] * p[2] + centre[i])
+                .clamp(0.0, limit[i]);
         }
         q
     };
@@ -176,7 +203,8 @@ pub fn resample_affine(example: &mut Example, matrix: &[[f64; 3]; 3]) {
         let (z, y) = (row / h, row % h);
         for (x, o) in out.iter_mut().enumerate() {
             let q = source(z, y, x);
-            let idx = (q[0].round() as usize * h + q[1].round() as usize) * w + q[2].round() as usize;
+            let idx =
+                (q[0].round() as usize * h + q[1].round() as usize) * w + q[2].round() as usize;
             *o = src_label[idx];
         }
     });
@@ -212,7 +240,9 @@ pub fn gaussian_blur(example: &mut Example, sigma: f64) {
         return;
     }
     let radius = (3.0 * sigma).ceil() as isize;
-    let mut kernel: Vec<f32> = (-radius..=radius).map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp() as f32).collect();
+    let mut kernel: Vec<f32> = (-radius..=radius)
+        .map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp() as f32)
+        .collect();
     let total: f32 = kernel.iter().sum();
     kernel.iter_mut().for_each(|k| *k /= total);
     let shape = example.shape_zyx;
@@ -228,7 +258,8 @@ pub fn gaussian_blur(example: &mut Example, sigma: f64) {
                     for k in 0..inner {
                         let mut acc = 0f32;
                         for (t, &kv) in kernel.iter().enumerate() {
-                            let j = (i as isize + t as isize - radius).clamp(0, len as isize - 1) as usize;
+                            let j = (i as isize + t as isize - radius).clamp(0, len as isize - 1)
+                                as usize;
                             acc += kv * src[(o * len + j) * inner + k];
                         }
                         channel[(o * len + i) * inner + k] = acc;
@@ -243,28 +274,51 @@ pub fn gaussian_blur(example: &mut Example, sigma: f64) {
 /// coordinates in [-1, 1]: terms z, y, x, z^2, y^2, x^2, zy, zx, yx (9 coefficients).
 pub fn bias_field(example: &mut Example, coefficients: &[f64]) {
     let [d, h, w] = example.shape_zyx;
-    let norm = |i: usize, n: usize| if n > 1 { 2.0 * i as f64 / (n - 1) as f64 - 1.0 } else { 0.0 };
+    let norm = |i: usize, n: usize| {
+        if n > 1 {
+            2.0 * i as f64 / (n - 1) as f64 - 1.0
+        } else {
+            0.0
+        }
+    };
     let n = example.voxels();
     let c = |i: usize| coefficients.get(i).copied().unwrap_or(0.0);
     let field: Vec<f32> = (0..n)
         .into_par_iter()
         .map(|i| {
             let (z, y, x) = (norm(i / (h * w), d), norm((i / w) % h, h), norm(i % w, w));
-            let f = c(0) * z + c(1) * y + c(2) * x + c(3) * z * z + c(4) * y * y + c(5) * x * x + c(6) * z * y + c(7) * z * x + c(8) * y * x;
+            let f = c(0) * z
+                + c(1) * y
+                + c(2) * x
+                + c(3) * z * z
+                + c(4) * y * y
+                + c(5) * x * x
+                + c(6) * z * y
+                + c(7) * z * x
+                + c(8) * y * x;
             f.exp() as f32
         })
         .collect();
-    example.image.par_chunks_mut(n).for_each(|channel| channel.iter_mut().zip(&field).for_each(|(v, f)| *v *= f));
+    example
+        .image
+        .par_chunks_mut(n)
+        .for_each(|channel| channel.iter_mut().zip(&field).for_each(|(v, f)| *v *= f));
 }
 
 /// Adds Gaussian noise; each row of voxels has its own derived stream, so the result does not
 /// depend on thread scheduling.
 pub fn add_noise(example: &mut Example, std: f64, seed: u64) {
     let w = example.shape_zyx[2];
-    example.image.par_chunks_mut(w).enumerate().for_each(|(row, chunk)| {
-        let mut rng = Rng::derive(seed, &[row as u64]);
-        chunk.iter_mut().for_each(|v| *v += (rng.normal() * std) as f32);
-    });
+    example
+        .image
+        .par_chunks_mut(w)
+        .enumerate()
+        .for_each(|(row, chunk)| {
+            let mut rng = Rng::derive(seed, &[row as u64]);
+            chunk
+                .iter_mut()
+                .for_each(|v| *v += (rng.normal() * std) as f32);
+        });
 }
 
 #[cfg(test)]
@@ -304,10 +358,21 @@ mod tests {
 
     #[test]
     fn quarter_turn_in_plane_moves_values_exactly() {
-        let mut e = Example::new((0..9).map(|v| v as f32).collect(), vec![0.0; 9], 1, [1, 3, 3]).unwrap();
+        let mut e = Example::new(
+            (0..9).map(|v| v as f32).collect(),
+            vec![0.0; 9],
+            1,
+            [1, 3, 3],
+        )
+        .unwrap();
         resample_affine(&mut e, &rotation3(1, 2, std::f64::consts::FRAC_PI_2));
         // output (y, x) reads input (y', x') = (-(x-1)+1, (y-1)+1) = (2-x, y)
-        let expected: Vec<f32> = (0..9).map(|i| { let (y, x) = (i / 3, i % 3); ((2 - x) * 3 + y) as f32 }).collect();
+        let expected: Vec<f32> = (0..9)
+            .map(|i| {
+                let (y, x) = (i / 3, i % 3);
+                ((2 - x) * 3 + y) as f32
+            })
+            .collect();
         for (a, b) in e.image.iter().zip(&expected) {
             assert!((a - b).abs() < 1e-5, "{:?}", e.image);
         }
@@ -315,7 +380,17 @@ mod tests {
 
     #[test]
     fn full_augmentation_keeps_labels_in_set_and_is_seeded() {
-        let cfg = AugmentConfig { p_flip: 1.0, p_zoom: 1.0, p_rotate: 1.0, p_scale: 1.0, p_blur: 1.0, p_bias_field: 1.0, p_noise: 1.0, p_intensity_shift: 1.0, ..Default::default() };
+        let cfg = AugmentConfig {
+            p_flip: 1.0,
+            p_zoom: 1.0,
+            p_rotate: 1.0,
+            p_scale: 1.0,
+            p_blur: 1.0,
+            p_bias_field: 1.0,
+            p_noise: 1.0,
+            p_intensity_shift: 1.0,
+            ..Default::default()
+        };
         let original = ramp(3, [1, 16, 16]);
         let mut a = original.clone();
         let mut b = original.clone();
@@ -335,8 +410,11 @@ mod tests {
         let mut e = Example::new(vec![2.0; 27], vec![0.0; 27], 1, [3, 3, 3]).unwrap();
         gaussian_blur(&mut e, 1.0);
         assert!(e.image.iter().all(|v| (v - 2.0).abs() < 1e-5));
-        let mut s = Example::new(vec![0.0, 0.0, 1.0, 0.0, 0.0], vec![0.0; 5], 1, [1, 1, 5]).unwrap();
+        let mut s =
+            Example::new(vec![0.0, 0.0, 1.0, 0.0, 0.0], vec![0.0; 5], 1, [1, 1, 5]).unwrap();
         gaussian_blur(&mut s, 1.0);
-        assert!(s.image[2] < 1.0 && s.image[1] > 0.0 && (s.image.iter().sum::<f32>() - 1.0).abs() < 0.1);
+        assert!(
+            s.image[2] < 1.0 && s.image[1] > 0.0 && (s.image.iter().sum::<f32>() - 1.0).abs() < 0.1
+        );
     }
 }

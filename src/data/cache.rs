@@ -28,6 +28,9 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
+/// An entry as read back: its metadata and its arrays in stored order.
+pub type CacheEntry = (serde_json::Value, Vec<(ArrayInfo, Vec<f32>)>);
+
 /// A named f32 array with its shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ArrayInfo {
@@ -51,7 +54,8 @@ pub struct PreprocessCache {
 impl PreprocessCache {
     /// `settings` is anything serialisable that fully determines the stage's output.
     pub fn new(cache_dir: &Path, stage: &str, settings: &impl Serialize) -> Result<Self> {
-        let json = serde_json::to_vec(settings).map_err(|e| HeparError::Config(format!("cache settings: {e}")))?;
+        let json = serde_json::to_vec(settings)
+            .map_err(|e| HeparError::Config(format!("cache settings: {e}")))?;
         let dir = cache_dir.join(format!("{stage}-v{FORMAT_VERSION}-{:016x}", fnv1a(&json)));
         Ok(PreprocessCache { dir })
     }
@@ -75,21 +79,44 @@ impl PreprocessCache {
             key.extend_from_slice(&meta.len().to_le_bytes());
             key.extend_from_slice(&modified.to_le_bytes());
         }
-        let safe_id: String = case_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+        let safe_id: String = case_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         Ok(self.dir.join(format!("{safe_id}-{:016x}.bin", fnv1a(&key))))
     }
 
-    pub fn write(path: &Path, meta: serde_json::Value, arrays: &[(&str, &[usize], &[f32])]) -> Result<()> {
+    pub fn write(
+        path: &Path,
+        meta: serde_json::Value,
+        arrays: &[(&str, &[usize], &[f32])],
+    ) -> Result<()> {
         for (name, shape, data) in arrays {
             if shape.iter().product::<usize>() != data.len() {
-                return Err(HeparError::shape("cache write", format!("array {name}: shape {shape:?} vs {} values", data.len())));
+                return Err(HeparError::shape(
+                    "cache write",
+                    format!("array {name}: shape {shape:?} vs {} values", data.len()),
+                ));
             }
         }
         let description = EntryDescription {
-            arrays: arrays.iter().map(|(n, s, _)| ArrayInfo { name: n.to_string(), shape: s.to_vec() }).collect(),
+            arrays: arrays
+                .iter()
+                .map(|(n, s, _)| ArrayInfo {
+                    name: n.to_string(),
+                    shape: s.to_vec(),
+                })
+                .collect(),
             meta,
         };
-        let json = serde_json::to_vec(&description).map_err(|e| HeparError::format(path, e.to_string()))?;
+        let json = serde_json::to_vec(&description)
+            .map_err(|e| HeparError::format(path, e.to_string()))?;
         write_atomic_with(path, |w| {
             w.write_all(MAGIC)?;
             w.write_all(&(json.len() as u32).to_le_bytes())?;
@@ -102,21 +129,30 @@ impl PreprocessCache {
     }
 
     /// Reads an entry: its metadata and arrays by name order.
-    pub fn read(path: &Path) -> Result<(serde_json::Value, Vec<(ArrayInfo, Vec<f32>)>)> {
+    pub fn read(path: &Path) -> Result<CacheEntry> {
         let bytes = std::fs::read(path).map_err(|e| HeparError::io(path, e))?;
         let corrupt = |msg: &str| HeparError::format(path, format!("corrupt cache entry: {msg}"));
         if bytes.len() < 12 || &bytes[..8] != MAGIC {
             return Err(corrupt("bad magic"));
         }
-        let json_len = u32::from_le_bytes(bytes[8..12].try_into().map_err(|_| corrupt("header"))?) as usize;
-        let json = bytes.get(12..12 + json_len).ok_or_else(|| corrupt("truncated description"))?;
-        let description: EntryDescription = serde_json::from_slice(json).map_err(|e| corrupt(&e.to_string()))?;
+        let json_len =
+            u32::from_le_bytes(bytes[8..12].try_into().map_err(|_| corrupt("header"))?) as usize;
+        let json = bytes
+            .get(12..12 + json_len)
+            .ok_or_else(|| corrupt("truncated description"))?;
+        let description: EntryDescription =
+            serde_json::from_slice(json).map_err(|e| corrupt(&e.to_string()))?;
         let mut offset = 12 + json_len;
         let mut arrays = Vec::with_capacity(description.arrays.len());
         for info in description.arrays {
             let n: usize = info.shape.iter().product();
-            let raw = bytes.get(offset..offset + 4 * n).ok_or_else(|| corrupt(&format!("array {} truncated", info.name)))?;
-            let data: Vec<f32> = raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let raw = bytes
+                .get(offset..offset + 4 * n)
+                .ok_or_else(|| corrupt(&format!("array {} truncated", info.name)))?;
+            let data: Vec<f32> = raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
             offset += 4 * n;
             arrays.push((info, data));
         }
@@ -139,7 +175,12 @@ mod tests {
         assert_ne!(cache.dir(), other.dir());
         let path = cache.dir().join("case.bin");
         let a = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
-        PreprocessCache::write(&path, serde_json::json!({"k": 3}), &[("a", &[2, 3], &a), ("b", &[1], &[9.0])]).unwrap();
+        PreprocessCache::write(
+            &path,
+            serde_json::json!({"k": 3}),
+            &[("a", &[2, 3], &a), ("b", &[1], &[9.0])],
+        )
+        .unwrap();
         let (meta, arrays) = PreprocessCache::read(&path).unwrap();
         assert_eq!(meta["k"], 3);
         assert_eq!(arrays[0].1, a.to_vec());

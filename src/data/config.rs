@@ -55,7 +55,11 @@ pub struct Stage1Config {
 
 impl Default for Stage1Config {
     fn default() -> Self {
-        Stage1Config { hu_clip: [-200.0, 250.0], zscore_nonzero_only: true, shape_zyx: [128, 128, 128] }
+        Stage1Config {
+            hu_clip: [-200.0, 250.0],
+            zscore_nonzero_only: true,
+            shape_zyx: [128, 128, 128],
+        }
     }
 }
 
@@ -166,7 +170,11 @@ pub struct PatchProbabilities {
 
 impl Default for PatchProbabilities {
     fn default() -> Self {
-        PatchProbabilities { background: 0.2, liver: 0.3, tumour: 0.5 }
+        PatchProbabilities {
+            background: 0.2,
+            liver: 0.3,
+            tumour: 0.5,
+        }
     }
 }
 
@@ -212,14 +220,16 @@ pub struct DataParameters {
 
 impl DataParameters {
     pub fn from_toml_str(text: &str) -> Result<Self> {
-        let params: DataParameters = toml::from_str(text).map_err(|e| HeparError::Config(e.to_string()))?;
+        let params: DataParameters =
+            toml::from_str(text).map_err(|e| HeparError::Config(e.to_string()))?;
         params.validate()?;
         Ok(params)
     }
 
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| HeparError::io(path, e))?;
-        Self::from_toml_str(&text).map_err(|e| HeparError::Config(format!("{}: {e}", path.display())))
+        Self::from_toml_str(&text)
+            .map_err(|e| HeparError::Config(format!("{}: {e}", path.display())))
     }
 
     /// Range and consistency checks that serde cannot express.
@@ -230,19 +240,31 @@ impl DataParameters {
             return bad("data.folds", format!("{} (need at least 2)", d.folds));
         }
         if d.fold >= d.folds {
-            return bad("data.fold", format!("{} (must be below data.folds = {})", d.fold, d.folds));
+            return bad(
+                "data.fold",
+                format!("{} (must be below data.folds = {})", d.fold, d.folds),
+            );
         }
-        for (key, clip) in [("preprocess.stage1.hu_clip", self.preprocess.stage1.hu_clip), ("preprocess.stage2.hu_clip", self.preprocess.stage2.hu_clip)] {
-            if !(clip[0] < clip[1]) {
+        for (key, clip) in [
+            ("preprocess.stage1.hu_clip", self.preprocess.stage1.hu_clip),
+            ("preprocess.stage2.hu_clip", self.preprocess.stage2.hu_clip),
+        ] {
+            if clip[0].partial_cmp(&clip[1]) != Some(std::cmp::Ordering::Less) {
                 return bad(key, format!("{clip:?} (low must be below high)"));
             }
         }
         if self.preprocess.stage1.shape_zyx.contains(&0) {
-            return bad("preprocess.stage1.shape_zyx", format!("{:?} has a zero", self.preprocess.stage1.shape_zyx));
+            return bad(
+                "preprocess.stage1.shape_zyx",
+                format!("{:?} has a zero", self.preprocess.stage1.shape_zyx),
+            );
         }
         let s2 = &self.preprocess.stage2;
         if s2.stack_slices == 0 || s2.stack_stride == 0 || s2.slice_shape_yx.contains(&0) {
-            return bad("preprocess.stage2", "stack_slices, stack_stride and slice_shape_yx must be positive".into());
+            return bad(
+                "preprocess.stage2",
+                "stack_slices, stack_stride and slice_shape_yx must be positive".into(),
+            );
         }
         let a = &self.augment;
         for (key, p) in [
@@ -254,7 +276,10 @@ impl DataParameters {
             ("augment.p_noise", a.p_noise),
             ("augment.p_bias_field", a.p_bias_field),
             ("augment.p_blur", a.p_blur),
-            ("sampling.background_keep_fraction", self.sampling.background_keep_fraction),
+            (
+                "sampling.background_keep_fraction",
+                self.sampling.background_keep_fraction,
+            ),
         ] {
             if !(0.0..=1.0).contains(&p) {
                 return bad(key, format!("{p} (a probability, between 0 and 1)"));
@@ -268,23 +293,42 @@ impl DataParameters {
             ("augment.noise_std_range", a.noise_std_range),
             ("augment.blur_sigma_range", a.blur_sigma_range),
         ] {
-            if !(r[0] <= r[1]) {
+            if !matches!(
+                r[0].partial_cmp(&r[1]),
+                Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+            ) {
                 return bad(key, format!("{r:?} (low must not exceed high)"));
             }
         }
         if a.zoom_range[0] <= 0.0 || a.scale_range[0] <= 0.0 {
-            return bad("augment.zoom_range / scale_range", "factors must be positive".into());
+            return bad(
+                "augment.zoom_range / scale_range",
+                "factors must be positive".into(),
+            );
         }
         let s = &self.sampling;
         if !(s.tumour_weight > 0.0 && s.other_weight > 0.0) {
-            return bad("sampling.tumour_weight / other_weight", "weights must be positive".into());
+            return bad(
+                "sampling.tumour_weight / other_weight",
+                "weights must be positive".into(),
+            );
         }
         let pp = &s.patch_probabilities;
-        if [pp.background, pp.liver, pp.tumour].iter().any(|&p| p < 0.0) || pp.background + pp.liver + pp.tumour <= 0.0 {
-            return bad("sampling.patch_probabilities", "must be non-negative with a positive sum".into());
+        if [pp.background, pp.liver, pp.tumour]
+            .iter()
+            .any(|&p| p < 0.0)
+            || pp.background + pp.liver + pp.tumour <= 0.0
+        {
+            return bad(
+                "sampling.patch_probabilities",
+                "must be non-negative with a positive sum".into(),
+            );
         }
         if s.patch_shape_zyx.contains(&0) {
-            return bad("sampling.patch_shape_zyx", format!("{:?} has a zero", s.patch_shape_zyx));
+            return bad(
+                "sampling.patch_shape_zyx",
+                format!("{:?} has a zero", s.patch_shape_zyx),
+            );
         }
         Ok(())
     }

@@ -56,7 +56,9 @@ pub struct Dataset {
 /// `stem-N.nii` or `stem-N.nii.gz` -> N.
 fn numbered(name: &str, prefix: &str) -> Option<u64> {
     let rest = name.strip_prefix(prefix)?;
-    let digits = rest.strip_suffix(".nii.gz").or_else(|| rest.strip_suffix(".nii"))?;
+    let digits = rest
+        .strip_suffix(".nii.gz")
+        .or_else(|| rest.strip_suffix(".nii"))?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -74,23 +76,47 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 impl Dataset {
     /// Detects the layout of `root` and lists its cases. A folder with no case is an error.
     pub fn discover(root: &Path) -> Result<Self> {
         if !root.is_dir() {
-            return Err(HeparError::format(root, "dataset folder does not exist or is not a folder"));
+            return Err(HeparError::format(
+                root,
+                "dataset folder does not exist or is not a folder",
+            ));
         }
         let is_msd = root.join("dataset.json").is_file() || root.join("imagesTr").is_dir();
-        let mut dataset = if is_msd { Self::discover_msd(root)? } else { Self::discover_lits(root)? };
-        dataset.cases.sort_by(|a, b| (a.number, &a.id).cmp(&(b.number, &b.id)));
+        let mut dataset = if is_msd {
+            Self::discover_msd(root)?
+        } else {
+            Self::discover_lits(root)?
+        };
+        dataset
+            .cases
+            .sort_by(|a, b| (a.number, &a.id).cmp(&(b.number, &b.id)));
         if dataset.cases.is_empty() {
-            let layout = if is_msd { "MSD Task03_Liver (imagesTr/ + labelsTr/)" } else { "LiTS (volume-N.nii[.gz] + segmentation-N.nii[.gz])" };
+            let layout = if is_msd {
+                "MSD Task03_Liver (imagesTr/ + labelsTr/)"
+            } else {
+                "LiTS (volume-N.nii[.gz] + segmentation-N.nii[.gz])"
+            };
             let mut msg = format!("no cases found in the {layout} layout");
             if !dataset.problems.is_empty() {
-                msg += &format!("; {} left out: {}", dataset.problems.len(), dataset.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "));
+                msg += &format!(
+                    "; {} left out: {}",
+                    dataset.problems.len(),
+                    dataset
+                        .problems
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                );
             }
             return Err(HeparError::format(root, msg));
         }
@@ -109,11 +135,24 @@ impl Dataset {
                     continue;
                 }
                 let name = file_name(path);
-                let Some(n) = numbered(&name, "volume-") else { continue };
-                let label = ["nii.gz", "nii"].iter().map(|ext| dir.join(format!("segmentation-{n}.{ext}"))).find(|p| p.is_file());
+                let Some(n) = numbered(&name, "volume-") else {
+                    continue;
+                };
+                let label = ["nii.gz", "nii"]
+                    .iter()
+                    .map(|ext| dir.join(format!("segmentation-{n}.{ext}")))
+                    .find(|p| p.is_file());
                 match label {
-                    Some(label) => cases.push(CaseFiles { id: format!("lits-{n}"), number: n, image: path.clone(), label }),
-                    None => problems.push(CaseProblem { path: path.clone(), reason: format!("no segmentation-{n}.nii[.gz] beside it") }),
+                    Some(label) => cases.push(CaseFiles {
+                        id: format!("lits-{n}"),
+                        number: n,
+                        image: path.clone(),
+                        label,
+                    }),
+                    None => problems.push(CaseProblem {
+                        path: path.clone(),
+                        reason: format!("no segmentation-{n}.nii[.gz] beside it"),
+                    }),
                 }
             }
         }
@@ -121,11 +160,19 @@ impl Dataset {
         cases.retain(|c: &CaseFiles| {
             let fresh = seen.insert(c.number);
             if !fresh {
-                problems.push(CaseProblem { path: c.image.clone(), reason: format!("case number {} appears twice; first kept", c.number) });
+                problems.push(CaseProblem {
+                    path: c.image.clone(),
+                    reason: format!("case number {} appears twice; first kept", c.number),
+                });
             }
             fresh
         });
-        Ok(Dataset { root: root.to_path_buf(), layout: Layout::Lits, cases, problems })
+        Ok(Dataset {
+            root: root.to_path_buf(),
+            layout: Layout::Lits,
+            cases,
+            problems,
+        })
     }
 
     fn discover_msd(root: &Path) -> Result<Self> {
@@ -133,24 +180,35 @@ impl Dataset {
         let mut pairs: Vec<(PathBuf, PathBuf)> = Vec::new();
         let manifest = root.join("dataset.json");
         if manifest.is_file() {
-            let text = std::fs::read_to_string(&manifest).map_err(|e| HeparError::io(&manifest, e))?;
-            let json: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| HeparError::format(&manifest, format!("invalid JSON: {e}")))?;
+            let text =
+                std::fs::read_to_string(&manifest).map_err(|e| HeparError::io(&manifest, e))?;
+            let json: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| HeparError::format(&manifest, format!("invalid JSON: {e}")))?;
             let training = json
                 .get("training")
                 .and_then(|t| t.as_array())
                 .ok_or_else(|| HeparError::format(&manifest, "no \"training\" list"))?;
             for item in training {
-                let (Some(img), Some(lab)) = (item.get("image").and_then(|v| v.as_str()), item.get("label").and_then(|v| v.as_str())) else {
-                    problems.push(CaseProblem { path: manifest.clone(), reason: format!("training entry without image/label: {item}") });
+                let (Some(img), Some(lab)) = (
+                    item.get("image").and_then(|v| v.as_str()),
+                    item.get("label").and_then(|v| v.as_str()),
+                ) else {
+                    problems.push(CaseProblem {
+                        path: manifest.clone(),
+                        reason: format!("training entry without image/label: {item}"),
+                    });
                     continue;
                 };
-                pairs.push((root.join(img.trim_start_matches("./")), root.join(lab.trim_start_matches("./"))));
+                pairs.push((
+                    root.join(img.trim_start_matches("./")),
+                    root.join(lab.trim_start_matches("./")),
+                ));
             }
         } else {
             for path in list_dir(&root.join("imagesTr"))? {
                 let name = file_name(&path);
-                if name.starts_with("._") || !(name.ends_with(".nii.gz") || name.ends_with(".nii")) {
+                if name.starts_with("._") || !(name.ends_with(".nii.gz") || name.ends_with(".nii"))
+                {
                     continue; // macOS resource forks ship inside the MSD archives
                 }
                 pairs.push((path.clone(), root.join("labelsTr").join(&name)));
@@ -160,30 +218,61 @@ impl Dataset {
         for (image, label) in pairs {
             let name = file_name(&image);
             let Some(n) = numbered(&name, "liver_") else {
-                problems.push(CaseProblem { path: image, reason: "name is not liver_N.nii[.gz]".into() });
+                problems.push(CaseProblem {
+                    path: image,
+                    reason: "name is not liver_N.nii[.gz]".into(),
+                });
                 continue;
             };
             if !image.is_file() {
-                problems.push(CaseProblem { path: image, reason: "image file missing".into() });
+                problems.push(CaseProblem {
+                    path: image,
+                    reason: "image file missing".into(),
+                });
             } else if !label.is_file() {
-                problems.push(CaseProblem { path: label, reason: "label file missing".into() });
+                problems.push(CaseProblem {
+                    path: label,
+                    reason: "label file missing".into(),
+                });
             } else {
-                cases.push(CaseFiles { id: format!("msd-{n}"), number: n, image, label });
+                cases.push(CaseFiles {
+                    id: format!("msd-{n}"),
+                    number: n,
+                    image,
+                    label,
+                });
             }
         }
-        Ok(Dataset { root: root.to_path_buf(), layout: Layout::MsdLiver, cases, problems })
+        Ok(Dataset {
+            root: root.to_path_buf(),
+            layout: Layout::MsdLiver,
+            cases,
+            problems,
+        })
     }
 
     /// Seeded k-fold split: returns (training, validation) cases for `fold`.
-    pub fn split(&self, folds: usize, fold: usize, seed: u64) -> Result<(Vec<CaseFiles>, Vec<CaseFiles>)> {
+    pub fn split(
+        &self,
+        folds: usize,
+        fold: usize,
+        seed: u64,
+    ) -> Result<(Vec<CaseFiles>, Vec<CaseFiles>)> {
         let assignment = fold_assignment(self.cases.len(), folds, seed)?;
         if fold >= folds {
-            return Err(HeparError::invalid("Dataset::split", format!("fold {fold} with {folds} folds")));
+            return Err(HeparError::invalid(
+                "Dataset::split",
+                format!("fold {fold} with {folds} folds"),
+            ));
         }
         let mut train = Vec::new();
         let mut val = Vec::new();
         for (case, f) in self.cases.iter().zip(assignment) {
-            if f == fold { val.push(case.clone()) } else { train.push(case.clone()) }
+            if f == fold {
+                val.push(case.clone())
+            } else {
+                train.push(case.clone())
+            }
         }
         Ok((train, val))
     }
@@ -193,7 +282,10 @@ impl Dataset {
 /// fold sizes differ by at most one.
 pub fn fold_assignment(n: usize, folds: usize, seed: u64) -> Result<Vec<usize>> {
     if folds < 2 {
-        return Err(HeparError::invalid("fold_assignment", format!("{folds} folds (need at least 2)")));
+        return Err(HeparError::invalid(
+            "fold_assignment",
+            format!("{folds} folds (need at least 2)"),
+        ));
     }
     let mut order: Vec<usize> = (0..n).collect();
     Rng::new(seed).shuffle(&mut order);
@@ -211,11 +303,23 @@ pub fn load_case(case: &CaseFiles) -> Result<(Volume, Volume)> {
     if image.shape_zyx != label.shape_zyx {
         return Err(HeparError::format(
             &case.label,
-            format!("label shape (z, y, x) {:?} differs from its image {} {:?}", label.shape_zyx, case.image.display(), image.shape_zyx),
+            format!(
+                "label shape (z, y, x) {:?} differs from its image {} {:?}",
+                label.shape_zyx,
+                case.image.display(),
+                image.shape_zyx
+            ),
         ));
     }
-    if let Some(bad) = label.data.iter().find(|&&v| v != 0.0 && v != 1.0 && v != 2.0) {
-        return Err(HeparError::format(&case.label, format!("label value {bad} outside {{0, 1, 2}}")));
+    if let Some(bad) = label
+        .data
+        .iter()
+        .find(|&&v| v != 0.0 && v != 1.0 && v != 2.0)
+    {
+        return Err(HeparError::format(
+            &case.label,
+            format!("label value {bad} outside {{0, 1, 2}}"),
+        ));
     }
     Ok((image, label))
 }

@@ -50,7 +50,12 @@ impl Prefetcher {
         let stop = Arc::new(AtomicBool::new(false));
         let handles = (0..workers.max(1))
             .map(|_| {
-                let (source, sender, counter, stop) = (source.clone(), sender.clone(), counter.clone(), stop.clone());
+                let (source, sender, counter, stop) = (
+                    source.clone(),
+                    sender.clone(),
+                    counter.clone(),
+                    stop.clone(),
+                );
                 std::thread::spawn(move || loop {
                     if stop.load(Ordering::Relaxed) {
                         break;
@@ -66,7 +71,14 @@ impl Prefetcher {
                 })
             })
             .collect();
-        Prefetcher { receiver: Some(receiver), workers: handles, stop, next: 0, count, pending: BTreeMap::new() }
+        Prefetcher {
+            receiver: Some(receiver),
+            workers: handles,
+            stop,
+            next: 0,
+            count,
+            pending: BTreeMap::new(),
+        }
     }
 }
 
@@ -88,7 +100,10 @@ impl Iterator for Prefetcher {
                 }
                 Err(_) => {
                     self.next = self.count;
-                    return Some(Err(HeparError::invalid("Prefetcher", "a loader worker stopped before its batch was ready")));
+                    return Some(Err(HeparError::invalid(
+                        "Prefetcher",
+                        "a loader worker stopped before its batch was ready",
+                    )));
                 }
             }
         }
@@ -120,18 +135,41 @@ pub struct VolumeBatches {
 }
 
 impl VolumeBatches {
-    pub fn new(samples: Arc<Vec<Stage1Sample>>, batch_size: usize, augment: AugmentConfig, seed: u64, epoch: u64, shuffle: bool) -> Result<Self> {
+    pub fn new(
+        samples: Arc<Vec<Stage1Sample>>,
+        batch_size: usize,
+        augment: AugmentConfig,
+        seed: u64,
+        epoch: u64,
+        shuffle: bool,
+    ) -> Result<Self> {
         if samples.is_empty() || batch_size == 0 {
-            return Err(HeparError::invalid("VolumeBatches", format!("{} samples, batch size {batch_size}", samples.len())));
+            return Err(HeparError::invalid(
+                "VolumeBatches",
+                format!("{} samples, batch size {batch_size}", samples.len()),
+            ));
         }
         if let Some(s) = samples.iter().find(|s| s.shape_zyx != samples[0].shape_zyx) {
-            return Err(HeparError::shape("VolumeBatches", format!("case {} has shape {:?}, the first {:?}", s.id, s.shape_zyx, samples[0].shape_zyx)));
+            return Err(HeparError::shape(
+                "VolumeBatches",
+                format!(
+                    "case {} has shape {:?}, the first {:?}",
+                    s.id, s.shape_zyx, samples[0].shape_zyx
+                ),
+            ));
         }
         let mut order: Vec<usize> = (0..samples.len()).collect();
         if shuffle {
             Rng::derive(seed, &[epoch, u64::MAX]).shuffle(&mut order);
         }
-        Ok(VolumeBatches { samples, order, batch_size, augment, seed, epoch })
+        Ok(VolumeBatches {
+            samples,
+            order,
+            batch_size,
+            augment,
+            seed,
+            epoch,
+        })
     }
 }
 
@@ -141,13 +179,18 @@ impl BatchSource for VolumeBatches {
     }
 
     fn make_batch(&self, index: usize) -> Result<Batch> {
-        let members = &self.order[index * self.batch_size..((index + 1) * self.batch_size).min(self.order.len())];
+        let members = &self.order
+            [index * self.batch_size..((index + 1) * self.batch_size).min(self.order.len())];
         let shape = self.samples[0].shape_zyx;
         let mut batch = empty_batch(members.len(), 1, &shape);
         for (item, &i) in members.iter().enumerate() {
             let s = &self.samples[i];
             let mut example = Example::new(s.image.clone(), s.label.clone(), 1, shape)?;
-            augment(&mut example, &self.augment, &mut augment_rng(self.seed, self.epoch, index, item));
+            augment(
+                &mut example,
+                &self.augment,
+                &mut augment_rng(self.seed, self.epoch, index, item),
+            );
             batch.images.extend_from_slice(&example.image);
             batch.labels.extend_from_slice(&example.label);
         }
@@ -161,7 +204,12 @@ fn empty_batch(n: usize, channels: usize, spatial: &[usize]) -> Batch {
     let mut label_shape = vec![n, 1];
     label_shape.extend_from_slice(spatial);
     let per: usize = spatial.iter().product();
-    Batch { images: Vec::with_capacity(n * channels * per), image_shape, labels: Vec::with_capacity(n * per), label_shape }
+    Batch {
+        images: Vec::with_capacity(n * channels * per),
+        image_shape,
+        labels: Vec::with_capacity(n * per),
+        label_shape,
+    }
 }
 
 /// Stage-2 stacks drawn by [`StackSampler`] weights: `batches` batches of `batch_size` per epoch.
@@ -186,17 +234,44 @@ impl StackBatches {
         augment: AugmentConfig,
         epoch: u64,
     ) -> Result<Self> {
-        let index: Vec<(usize, usize)> = samples.iter().enumerate().flat_map(|(i, s)| (0..s.case.stacks.len()).map(move |j| (i, j))).collect();
-        let first = samples.first().ok_or_else(|| HeparError::invalid("StackBatches", "no stage-2 samples"))?;
-        if let Some(s) = samples.iter().find(|s| s.case.slices != first.case.slices || s.case.shape_yx != first.case.shape_yx) {
-            return Err(HeparError::shape("StackBatches", format!("case {} stacks differ in shape from case {}", s.id, first.id)));
+        let index: Vec<(usize, usize)> = samples
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| (0..s.case.stacks.len()).map(move |j| (i, j)))
+            .collect();
+        let first = samples
+            .first()
+            .ok_or_else(|| HeparError::invalid("StackBatches", "no stage-2 samples"))?;
+        if let Some(s) = samples
+            .iter()
+            .find(|s| s.case.slices != first.case.slices || s.case.shape_yx != first.case.shape_yx)
+        {
+            return Err(HeparError::shape(
+                "StackBatches",
+                format!(
+                    "case {} stacks differ in shape from case {}",
+                    s.id, first.id
+                ),
+            ));
         }
-        let kinds: Vec<_> = index.iter().map(|&(i, j)| samples[i].case.stacks[j].kind).collect();
+        let kinds: Vec<_> = index
+            .iter()
+            .map(|&(i, j)| samples[i].case.stacks[j].kind)
+            .collect();
         let sampler = StackSampler::new(&kinds, sampling)?;
         if batch_size == 0 {
             return Err(HeparError::invalid("StackBatches", "batch size 0"));
         }
-        Ok(StackBatches { samples, index, sampler, batches, batch_size, augment, seed: sampling.seed, epoch })
+        Ok(StackBatches {
+            samples,
+            index,
+            sampler,
+            batches,
+            batch_size,
+            augment,
+            seed: sampling.seed,
+            epoch,
+        })
     }
 
     /// How many stacks the sampler keeps.
@@ -219,7 +294,11 @@ impl BatchSource for StackBatches {
             let (i, j) = self.index[self.sampler.draw(&mut draw_rng)];
             let stack = &self.samples[i].case.stacks[j];
             let mut example = Example::new(stack.image.clone(), stack.label.clone(), c, [1, h, w])?;
-            augment(&mut example, &self.augment, &mut augment_rng(self.seed, self.epoch, index, item));
+            augment(
+                &mut example,
+                &self.augment,
+                &mut augment_rng(self.seed, self.epoch, index, item),
+            );
             batch.images.extend_from_slice(&example.image);
             batch.labels.extend_from_slice(&example.label);
         }
@@ -252,10 +331,25 @@ impl PatchBatches {
         epoch: u64,
     ) -> Result<Self> {
         if samples.is_empty() || batch_size == 0 {
-            return Err(HeparError::invalid("PatchBatches", format!("{} samples, batch size {batch_size}", samples.len())));
+            return Err(HeparError::invalid(
+                "PatchBatches",
+                format!("{} samples, batch size {batch_size}", samples.len()),
+            ));
         }
-        let samplers = samples.iter().map(|s| PatchSampler::new(&s.label, s.shape_zyx, probabilities)).collect::<Result<_>>()?;
-        Ok(PatchBatches { samples, samplers, patch_zyx, batches, batch_size, augment, seed, epoch })
+        let samplers = samples
+            .iter()
+            .map(|s| PatchSampler::new(&s.label, s.shape_zyx, probabilities))
+            .collect::<Result<_>>()?;
+        Ok(PatchBatches {
+            samples,
+            samplers,
+            patch_zyx,
+            batches,
+            batch_size,
+            augment,
+            seed,
+            epoch,
+        })
     }
 }
 
@@ -277,7 +371,11 @@ impl BatchSource for PatchBatches {
             let image = extract_patch(&s.image, s.shape_zyx, start, self.patch_zyx, fill);
             let label = extract_patch(&s.label, s.shape_zyx, start, self.patch_zyx, 0.0);
             let mut example = Example::new(image, label, 1, self.patch_zyx)?;
-            augment(&mut example, &self.augment, &mut augment_rng(self.seed, self.epoch, index, item));
+            augment(
+                &mut example,
+                &self.augment,
+                &mut augment_rng(self.seed, self.epoch, index, item),
+            );
             batch.images.extend_from_slice(&example.image);
             batch.labels.extend_from_slice(&example.label);
         }

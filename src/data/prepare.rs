@@ -5,7 +5,7 @@
 use super::cache::PreprocessCache;
 use super::config::{Stage1Config, Stage2Config};
 use super::dataset::{load_case, CaseFiles, CaseProblem};
-use super::preprocess::{self, CropBox, Stack, Stage2Case, StackKind};
+use super::preprocess::{self, CropBox, Stack, StackKind, Stage2Case};
 use crate::error::{HeparError, Result};
 use std::path::Path;
 
@@ -32,7 +32,9 @@ fn progress_bar(len: usize, show: bool, what: &str) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(len as u64);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({eta})") {
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({eta})")
+    {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_message(what.to_string());
@@ -42,8 +44,17 @@ fn progress_bar(len: usize, show: bool, what: &str) -> indicatif::ProgressBar {
 fn problem(case: &CaseFiles, e: &HeparError) -> CaseProblem {
     // Io and Format errors name their file already; other errors get the case id for context.
     let text = e.to_string();
-    let names_a_file = [&case.image, &case.label].iter().any(|p| text.contains(&p.display().to_string()));
-    CaseProblem { path: case.image.clone(), reason: if names_a_file { text } else { format!("case {}: {text}", case.id) } }
+    let names_a_file = [&case.image, &case.label]
+        .iter()
+        .any(|p| text.contains(&p.display().to_string()));
+    CaseProblem {
+        path: case.image.clone(),
+        reason: if names_a_file {
+            text
+        } else {
+            format!("case {}: {text}", case.id)
+        },
+    }
 }
 
 /// Runs `make` on each case through the cache, collecting failures.
@@ -57,9 +68,15 @@ fn prepare_all<T>(
     make: impl Fn(&CaseFiles) -> Result<T>,
 ) -> Prepared<T> {
     let bar = progress_bar(cases.len(), show_progress, what);
-    let mut prepared = Prepared { items: Vec::new(), failures: Vec::new(), cache_hits: 0 };
+    let mut prepared = Prepared {
+        items: Vec::new(),
+        failures: Vec::new(),
+        cache_hits: 0,
+    };
     for case in cases {
-        let entry = cache.map(|c| c.entry_path(&case.id, &[&case.image, &case.label])).transpose();
+        let entry = cache
+            .map(|c| c.entry_path(&case.id, &[&case.image, &case.label]))
+            .transpose();
         let result = entry.and_then(|entry| {
             if let Some(path) = entry.as_deref().filter(|p| p.is_file()) {
                 match load(path) {
@@ -91,8 +108,15 @@ fn prepare_all<T>(
 }
 
 /// Stage 1 for every case (`cache_dir` None: no cache).
-pub fn prepare_stage1(cases: &[CaseFiles], cfg: &Stage1Config, cache_dir: Option<&Path>, show_progress: bool) -> Result<Prepared<Stage1Sample>> {
-    let cache = cache_dir.map(|d| PreprocessCache::new(d, "stage1", cfg)).transpose()?;
+pub fn prepare_stage1(
+    cases: &[CaseFiles],
+    cfg: &Stage1Config,
+    cache_dir: Option<&Path>,
+    show_progress: bool,
+) -> Result<Prepared<Stage1Sample>> {
+    let cache = cache_dir
+        .map(|d| PreprocessCache::new(d, "stage1", cfg))
+        .transpose()?;
     Ok(prepare_all(
         cases,
         cache.as_ref(),
@@ -101,19 +125,46 @@ pub fn prepare_stage1(cases: &[CaseFiles], cfg: &Stage1Config, cache_dir: Option
         |path| {
             let (meta, mut arrays) = PreprocessCache::read(path)?;
             let id = meta["id"].as_str().unwrap_or_default().to_string();
-            if arrays.len() != 2 || arrays[0].0.shape.len() != 3 || arrays[0].0.shape != arrays[1].0.shape {
-                return Err(HeparError::format(path, "corrupt cache entry: expected image and label of one 3D shape"));
+            if arrays.len() != 2
+                || arrays[0].0.shape.len() != 3
+                || arrays[0].0.shape != arrays[1].0.shape
+            {
+                return Err(HeparError::format(
+                    path,
+                    "corrupt cache entry: expected image and label of one 3D shape",
+                ));
             }
             let label = arrays.pop().map(|a| a.1).unwrap_or_default();
-            let (info, image) = arrays.pop().ok_or_else(|| HeparError::format(path, "corrupt cache entry"))?;
-            Ok(Stage1Sample { id, shape_zyx: [info.shape[0], info.shape[1], info.shape[2]], image, label })
+            let (info, image) = arrays
+                .pop()
+                .ok_or_else(|| HeparError::format(path, "corrupt cache entry"))?;
+            Ok(Stage1Sample {
+                id,
+                shape_zyx: [info.shape[0], info.shape[1], info.shape[2]],
+                image,
+                label,
+            })
         },
-        |path, s| PreprocessCache::write(path, serde_json::json!({ "id": s.id }), &[("image", &s.shape_zyx, &s.image), ("label", &s.shape_zyx, &s.label)]),
+        |path, s| {
+            PreprocessCache::write(
+                path,
+                serde_json::json!({ "id": s.id }),
+                &[
+                    ("image", &s.shape_zyx, &s.image),
+                    ("label", &s.shape_zyx, &s.label),
+                ],
+            )
+        },
         |case| {
             let (image, label) = load_case(case)?;
             let (image, label) = preprocess::stage1(image, Some(&label), cfg)?;
             let label = label.map(|l| l.data).unwrap_or_default();
-            Ok(Stage1Sample { id: case.id.clone(), shape_zyx: image.shape_zyx, image: image.data, label })
+            Ok(Stage1Sample {
+                id: case.id.clone(),
+                shape_zyx: image.shape_zyx,
+                image: image.data,
+                label,
+            })
         },
     ))
 }
@@ -126,19 +177,29 @@ pub struct Stage2Sample {
 }
 
 /// Stage 2 for every case, the liver region given by each case's label.
-pub fn prepare_stage2(cases: &[CaseFiles], cfg: &Stage2Config, cache_dir: Option<&Path>, show_progress: bool) -> Result<Prepared<Stage2Sample>> {
-    let cache = cache_dir.map(|d| PreprocessCache::new(d, "stage2", cfg)).transpose()?;
+pub fn prepare_stage2(
+    cases: &[CaseFiles],
+    cfg: &Stage2Config,
+    cache_dir: Option<&Path>,
+    show_progress: bool,
+) -> Result<Prepared<Stage2Sample>> {
+    let cache = cache_dir
+        .map(|d| PreprocessCache::new(d, "stage2", cfg))
+        .transpose()?;
     Ok(prepare_all(
         cases,
         cache.as_ref(),
         show_progress,
         "preprocessing (stage 2)",
-        |path| read_stage2_entry(path),
-        |path, s| write_stage2_entry(path, s),
+        read_stage2_entry,
+        write_stage2_entry,
         |case| {
             let (image, label) = load_case(case)?;
             let stage2 = preprocess::stage2(image, Some(&label), &label, cfg)?;
-            Ok(Stage2Sample { id: case.id.clone(), case: stage2 })
+            Ok(Stage2Sample {
+                id: case.id.clone(),
+                case: stage2,
+            })
         },
     ))
 }
@@ -165,25 +226,48 @@ fn write_stage2_entry(path: &Path, s: &Stage2Sample) -> Result<()> {
         centres: c.stacks.iter().map(|st| st.centre_z).collect(),
         kinds: c.stacks.iter().map(|st| st.kind).collect(),
     };
-    let images: Vec<f32> = c.stacks.iter().flat_map(|st| st.image.iter().copied()).collect();
-    let labels: Vec<f32> = c.stacks.iter().flat_map(|st| st.label.iter().copied()).collect();
+    let images: Vec<f32> = c
+        .stacks
+        .iter()
+        .flat_map(|st| st.image.iter().copied())
+        .collect();
+    let labels: Vec<f32> = c
+        .stacks
+        .iter()
+        .flat_map(|st| st.label.iter().copied())
+        .collect();
     let n = c.stacks.len();
     let meta = serde_json::to_value(meta).map_err(|e| HeparError::format(path, e.to_string()))?;
     PreprocessCache::write(
         path,
         meta,
-        &[("images", &[n, c.slices, c.shape_yx[0], c.shape_yx[1]], &images), ("labels", &[n, c.shape_yx[0], c.shape_yx[1]], &labels)],
+        &[
+            (
+                "images",
+                &[n, c.slices, c.shape_yx[0], c.shape_yx[1]],
+                &images,
+            ),
+            ("labels", &[n, c.shape_yx[0], c.shape_yx[1]], &labels),
+        ],
     )
 }
 
 fn read_stage2_entry(path: &Path) -> Result<Stage2Sample> {
     let (meta, arrays) = PreprocessCache::read(path)?;
-    let meta: Stage2Meta = serde_json::from_value(meta).map_err(|e| HeparError::format(path, format!("corrupt cache entry: {e}")))?;
+    let meta: Stage2Meta = serde_json::from_value(meta)
+        .map_err(|e| HeparError::format(path, format!("corrupt cache entry: {e}")))?;
     let n = meta.centres.len();
     let image_len = meta.slices * meta.shape_yx[0] * meta.shape_yx[1];
     let label_len = meta.shape_yx[0] * meta.shape_yx[1];
-    if arrays.len() != 2 || meta.kinds.len() != n || arrays[0].1.len() != n * image_len || arrays[1].1.len() != n * label_len {
-        return Err(HeparError::format(path, "corrupt cache entry: stack arrays do not match their description"));
+    if arrays.len() != 2
+        || meta.kinds.len() != n
+        || arrays[0].1.len() != n * image_len
+        || arrays[1].1.len() != n * label_len
+    {
+        return Err(HeparError::format(
+            path,
+            "corrupt cache entry: stack arrays do not match their description",
+        ));
     }
     let stacks = (0..n)
         .map(|i| Stack {
@@ -195,6 +279,12 @@ fn read_stage2_entry(path: &Path) -> Result<Stage2Sample> {
         .collect();
     Ok(Stage2Sample {
         id: meta.id,
-        case: Stage2Case { stacks, slices: meta.slices, shape_yx: meta.shape_yx, crop: meta.crop, source_shape_zyx: meta.source_shape_zyx },
+        case: Stage2Case {
+            stacks,
+            slices: meta.slices,
+            shape_yx: meta.shape_yx,
+            crop: meta.crop,
+            source_shape_zyx: meta.source_shape_zyx,
+        },
     })
 }

@@ -46,12 +46,18 @@ pub fn clip_and_stats(data: &mut [f32], clip: [f32; 2], nonzero_only: bool) -> Z
         })
         .reduce(|| (0, 0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
     if count == 0 {
-        return ZScore { mean: 0.0, std: 1.0 };
+        return ZScore {
+            mean: 0.0,
+            std: 1.0,
+        };
     }
     let mean = sum / count as f64;
     let var = (sum_sq / count as f64 - mean * mean).max(0.0);
     let std = var.sqrt();
-    ZScore { mean, std: if std > 1e-6 { std } else { 1.0 } }
+    ZScore {
+        mean,
+        std: if std > 1e-6 { std } else { 1.0 },
+    }
 }
 
 /// `(v - mean) / std` for every voxel.
@@ -68,13 +74,19 @@ pub fn clip_and_normalise(data: &mut [f32], clip: [f32; 2], nonzero_only: bool) 
 }
 
 /// Stage 1: returns the normalised, resized image and the label resized by nearest neighbour.
-pub fn stage1(mut image: Volume, label: Option<&Volume>, cfg: &Stage1Config) -> Result<(Volume, Option<Volume>)> {
+pub fn stage1(
+    mut image: Volume,
+    label: Option<&Volume>,
+    cfg: &Stage1Config,
+) -> Result<(Volume, Option<Volume>)> {
     if let Some(l) = label {
         check_same_shape(&image, l)?;
     }
     clip_and_normalise(&mut image.data, cfg.hu_clip, cfg.zscore_nonzero_only);
     let resized = image.resized(cfg.shape_zyx, Interpolation::Linear)?;
-    let label = label.map(|l| l.resized(cfg.shape_zyx, Interpolation::Nearest)).transpose()?;
+    let label = label
+        .map(|l| l.resized(cfg.shape_zyx, Interpolation::Nearest))
+        .transpose()?;
     Ok((resized, label))
 }
 
@@ -82,7 +94,10 @@ pub fn check_same_shape(image: &Volume, label: &Volume) -> Result<()> {
     if image.shape_zyx != label.shape_zyx {
         return Err(HeparError::shape(
             "case",
-            format!("label shape (z, y, x) {:?} differs from image shape {:?}", label.shape_zyx, image.shape_zyx),
+            format!(
+                "label shape (z, y, x) {:?} differs from image shape {:?}",
+                label.shape_zyx, image.shape_zyx
+            ),
         ));
     }
     Ok(())
@@ -140,7 +155,10 @@ pub fn foreground_box(mask: &Volume, margin_zyx: [usize; 3]) -> Option<CropBox> 
     let dims = [d, h, w];
     let start = [0, 1, 2].map(|a| lo[a].saturating_sub(margin_zyx[a]));
     let end = [0, 1, 2].map(|a| (hi[a] + margin_zyx[a] + 1).min(dims[a]));
-    Some(CropBox { start_zyx: start, shape_zyx: [0, 1, 2].map(|a| end[a] - start[a]) })
+    Some(CropBox {
+        start_zyx: start,
+        shape_zyx: [0, 1, 2].map(|a| end[a] - start[a]),
+    })
 }
 
 /// One 2.5D training or inference sample.
@@ -167,13 +185,22 @@ pub struct Stage2Case {
 
 /// Stage 2. `region` gives the liver (voxels > 0): the label in training, the stage-1 prediction
 /// (at full resolution) at inference; `label` is optional and gives the stacks' labels.
-pub fn stage2(mut image: Volume, label: Option<&Volume>, region: &Volume, cfg: &Stage2Config) -> Result<Stage2Case> {
+pub fn stage2(
+    mut image: Volume,
+    label: Option<&Volume>,
+    region: &Volume,
+    cfg: &Stage2Config,
+) -> Result<Stage2Case> {
     check_same_shape(&image, region)?;
     if let Some(l) = label {
         check_same_shape(&image, l)?;
     }
-    let crop = foreground_box(region, cfg.crop_margin_zyx)
-        .ok_or_else(|| HeparError::invalid("preprocess::stage2", "the liver region is empty: nothing to crop"))?;
+    let crop = foreground_box(region, cfg.crop_margin_zyx).ok_or_else(|| {
+        HeparError::invalid(
+            "preprocess::stage2",
+            "the liver region is empty: nothing to crop",
+        )
+    })?;
     clip_and_normalise(&mut image.data, cfg.hu_clip, cfg.zscore_nonzero_only);
 
     let [_, h, w] = image.shape_zyx;
@@ -189,7 +216,11 @@ pub fn stage2(mut image: Volume, label: Option<&Volume>, region: &Volume, cfg: &
         s
     };
     // Stack starts cover the crop; a crop thinner than a stack repeats its edge slices.
-    let n_stacks = if cd <= cfg.stack_slices { 1 } else { (cd - cfg.stack_slices) / cfg.stack_stride + 1 };
+    let n_stacks = if cd <= cfg.stack_slices {
+        1
+    } else {
+        (cd - cfg.stack_slices) / cfg.stack_stride + 1
+    };
     let stacks: Result<Vec<Stack>> = (0..n_stacks)
         .into_par_iter()
         .map(|s| {
@@ -198,21 +229,42 @@ pub fn stage2(mut image: Volume, label: Option<&Volume>, region: &Volume, cfg: &
             let mut img = Vec::with_capacity(cfg.stack_slices * out_yx[0] * out_yx[1]);
             for k in 0..cfg.stack_slices {
                 let z = (first + k).min(last_z);
-                img.extend(resize_yx(&crop_slice(&image, z), [ch, cw], out_yx, Interpolation::Linear)?);
+                img.extend(resize_yx(
+                    &crop_slice(&image, z),
+                    [ch, cw],
+                    out_yx,
+                    Interpolation::Linear,
+                )?);
             }
             let centre_z = (first + cfg.stack_slices / 2).min(last_z);
             let (lab, kind) = match label {
                 Some(l) => {
-                    let lab = resize_yx(&crop_slice(l, centre_z), [ch, cw], out_yx, Interpolation::Nearest)?;
+                    let lab = resize_yx(
+                        &crop_slice(l, centre_z),
+                        [ch, cw],
+                        out_yx,
+                        Interpolation::Nearest,
+                    )?;
                     let kind = stack_kind(&crop_slice(l, centre_z));
                     (lab, kind)
                 }
                 None => (vec![0.0; out_yx[0] * out_yx[1]], StackKind::Background),
             };
-            Ok(Stack { image: img, label: lab, centre_z, kind })
+            Ok(Stack {
+                image: img,
+                label: lab,
+                centre_z,
+                kind,
+            })
         })
         .collect();
-    Ok(Stage2Case { stacks: stacks?, slices: cfg.stack_slices, shape_yx: out_yx, crop, source_shape_zyx: image.shape_zyx })
+    Ok(Stage2Case {
+        stacks: stacks?,
+        slices: cfg.stack_slices,
+        shape_yx: out_yx,
+        crop,
+        source_shape_zyx: image.shape_zyx,
+    })
 }
 
 /// Classifies a label slice at full resolution (so small tumours are not lost by resizing).
@@ -239,7 +291,8 @@ mod tests {
         let mut d = vec![-50.0, 0.0, 100.0, 200.0, 900.0];
         let z = clip_and_normalise(&mut d, [0.0, 200.0], true);
         let mean = 500.0 / 3.0;
-        let std = ((100.0f64 - mean).powi(2) + 2.0 * (200.0f64 - mean).powi(2)).sqrt() / 3f64.sqrt();
+        let std =
+            ((100.0f64 - mean).powi(2) + 2.0 * (200.0f64 - mean).powi(2)).sqrt() / 3f64.sqrt();
         assert!((z.mean - mean).abs() < 1e-9 && (z.std - std).abs() < 1e-6);
         assert!((d[0] as f64 - (-mean / std)).abs() < 1e-5);
         assert!((d[4] as f64 - ((200.0 - mean) / std)).abs() < 1e-5);
@@ -262,6 +315,10 @@ mod tests {
         let b = foreground_box(&v, [1, 1, 1]).unwrap();
         assert_eq!(b.start_zyx, [0, 1, 4]);
         assert_eq!(b.shape_zyx, [5, 5, 3]);
-        assert!(foreground_box(&Volume::new(vec![0.0; 8], [2, 2, 2], [1.0; 3]).unwrap(), [0; 3]).is_none());
+        assert!(foreground_box(
+            &Volume::new(vec![0.0; 8], [2, 2, 2], [1.0; 3]).unwrap(),
+            [0; 3]
+        )
+        .is_none());
     }
 }

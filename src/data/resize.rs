@@ -18,13 +18,27 @@ pub enum Interpolation {
 }
 
 /// Resizes a C-order (z, y, x) array of shape `src_zyx` to `dst_zyx`.
-pub fn resize_zyx(data: &[f32], src_zyx: [usize; 3], dst_zyx: [usize; 3], interp: Interpolation) -> Result<Vec<f32>> {
+pub fn resize_zyx(
+    data: &[f32],
+    src_zyx: [usize; 3],
+    dst_zyx: [usize; 3],
+    interp: Interpolation,
+) -> Result<Vec<f32>> {
     let n: usize = src_zyx.iter().product();
     if data.len() != n {
-        return Err(HeparError::shape("resize_zyx", format!("data has {} values, shape {src_zyx:?} needs {n}", data.len())));
+        return Err(HeparError::shape(
+            "resize_zyx",
+            format!(
+                "data has {} values, shape {src_zyx:?} needs {n}",
+                data.len()
+            ),
+        ));
     }
     if src_zyx.contains(&0) || dst_zyx.contains(&0) {
-        return Err(HeparError::invalid("resize_zyx", format!("empty shape: {src_zyx:?} -> {dst_zyx:?}")));
+        return Err(HeparError::invalid(
+            "resize_zyx",
+            format!("empty shape: {src_zyx:?} -> {dst_zyx:?}"),
+        ));
     }
     // Pass order: the axis with the smallest out/in ratio first.
     let mut order = [0usize, 1, 2];
@@ -50,12 +64,26 @@ pub fn resize_zyx(data: &[f32], src_zyx: [usize; 3], dst_zyx: [usize; 3], interp
 }
 
 /// Resizes a C-order (y, x) image.
-pub fn resize_yx(data: &[f32], src_yx: [usize; 2], dst_yx: [usize; 2], interp: Interpolation) -> Result<Vec<f32>> {
-    resize_zyx(data, [1, src_yx[0], src_yx[1]], [1, dst_yx[0], dst_yx[1]], interp)
+pub fn resize_yx(
+    data: &[f32],
+    src_yx: [usize; 2],
+    dst_yx: [usize; 2],
+    interp: Interpolation,
+) -> Result<Vec<f32>> {
+    resize_zyx(
+        data,
+        [1, src_yx[0], src_yx[1]],
+        [1, dst_yx[0], dst_yx[1]],
+        interp,
+    )
 }
 
 /// For each output index along an axis: the two input indices and the weight of the second.
-pub(crate) fn axis_taps(n_in: usize, n_out: usize, interp: Interpolation) -> Vec<(usize, usize, f32)> {
+pub(crate) fn axis_taps(
+    n_in: usize,
+    n_out: usize,
+    interp: Interpolation,
+) -> Vec<(usize, usize, f32)> {
     let scale = n_in as f64 / n_out as f64;
     (0..n_out)
         .map(|i| match interp {
@@ -67,7 +95,11 @@ pub(crate) fn axis_taps(n_in: usize, n_out: usize, interp: Interpolation) -> Vec
                 let pos = ((i as f64 + 0.5) * scale - 0.5).max(0.0);
                 let i0 = (pos.floor() as usize).min(n_in - 1);
                 let i1 = (i0 + 1).min(n_in - 1);
-                let w = if i1 == i0 { 0.0 } else { (pos - i0 as f64) as f32 };
+                let w = if i1 == i0 {
+                    0.0
+                } else {
+                    (pos - i0 as f64) as f32
+                };
                 (i0, i1, w)
             }
         })
@@ -75,31 +107,42 @@ pub(crate) fn axis_taps(n_in: usize, n_out: usize, interp: Interpolation) -> Vec
 }
 
 /// Resizes the middle axis of an (outer, n_in, inner) array to n_out.
-fn resize_axis(data: &[f32], outer: usize, n_in: usize, inner: usize, n_out: usize, interp: Interpolation) -> Vec<f32> {
+fn resize_axis(
+    data: &[f32],
+    outer: usize,
+    n_in: usize,
+    inner: usize,
+    n_out: usize,
+    interp: Interpolation,
+) -> Vec<f32> {
     let taps = axis_taps(n_in, n_out, interp);
     let mut out = vec![0f32; outer * n_out * inner];
     if inner == 1 {
         // Resizing the fastest axis: one output row per input row.
-        out.par_chunks_mut(n_out).zip(data.par_chunks(n_in)).for_each(|(dst, src)| {
-            for (d, &(i0, i1, w)) in dst.iter_mut().zip(&taps) {
-                *d = src[i0] + w * (src[i1] - src[i0]);
-            }
-        });
-    } else {
-        out.par_chunks_mut(inner).enumerate().for_each(|(row, dst)| {
-            let (o, i) = (row / n_out, row % n_out);
-            let (i0, i1, w) = taps[i];
-            let base = o * n_in * inner;
-            let a = &data[base + i0 * inner..base + (i0 + 1) * inner];
-            if w == 0.0 {
-                dst.copy_from_slice(a);
-            } else {
-                let b = &data[base + i1 * inner..base + (i1 + 1) * inner];
-                for ((d, &x), &y) in dst.iter_mut().zip(a).zip(b) {
-                    *d = x + w * (y - x);
+        out.par_chunks_mut(n_out)
+            .zip(data.par_chunks(n_in))
+            .for_each(|(dst, src)| {
+                for (d, &(i0, i1, w)) in dst.iter_mut().zip(&taps) {
+                    *d = src[i0] + w * (src[i1] - src[i0]);
                 }
-            }
-        });
+            });
+    } else {
+        out.par_chunks_mut(inner)
+            .enumerate()
+            .for_each(|(row, dst)| {
+                let (o, i) = (row / n_out, row % n_out);
+                let (i0, i1, w) = taps[i];
+                let base = o * n_in * inner;
+                let a = &data[base + i0 * inner..base + (i0 + 1) * inner];
+                if w == 0.0 {
+                    dst.copy_from_slice(a);
+                } else {
+                    let b = &data[base + i1 * inner..base + (i1 + 1) * inner];
+                    for ((d, &x), &y) in dst.iter_mut().zip(a).zip(b) {
+                        *d = x + w * (y - x);
+                    }
+                }
+            });
     }
     out
 }
@@ -111,7 +154,10 @@ mod tests {
     #[test]
     fn same_shape_is_identity() {
         let data: Vec<f32> = (0..24).map(|v| v as f32).collect();
-        assert_eq!(resize_zyx(&data, [2, 3, 4], [2, 3, 4], Interpolation::Linear).unwrap(), data);
+        assert_eq!(
+            resize_zyx(&data, [2, 3, 4], [2, 3, 4], Interpolation::Linear).unwrap(),
+            data
+        );
     }
 
     #[test]

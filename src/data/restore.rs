@@ -8,7 +8,12 @@ use crate::error::{HeparError, Result};
 
 /// A stage-1 output of shape `prediction_zyx` resampled onto `source`'s grid (linear for
 /// probabilities, nearest for masks).
-pub fn stage1_to_source(prediction: &[f32], prediction_zyx: [usize; 3], source: &Volume, interp: Interpolation) -> Result<Volume> {
+pub fn stage1_to_source(
+    prediction: &[f32],
+    prediction_zyx: [usize; 3],
+    source: &Volume,
+    interp: Interpolation,
+) -> Result<Volume> {
     let data = resize_zyx(prediction, prediction_zyx, source.shape_zyx, interp)?;
     source.with_data(data)
 }
@@ -16,14 +21,29 @@ pub fn stage1_to_source(prediction: &[f32], prediction_zyx: [usize; 3], source: 
 /// Stage-2 outputs (one (y, x) map of `case.shape_yx` per stack, for its middle slice) pasted into
 /// the crop box on `source`'s grid. Crop slices between stack centres take the nearest centre's
 /// map; everything outside the crop is 0.
-pub fn stage2_to_source(case: &Stage2Case, predictions: &[Vec<f32>], source: &Volume, interp: Interpolation) -> Result<Volume> {
+pub fn stage2_to_source(
+    case: &Stage2Case,
+    predictions: &[Vec<f32>],
+    source: &Volume,
+    interp: Interpolation,
+) -> Result<Volume> {
     if predictions.len() != case.stacks.len() {
-        return Err(HeparError::shape("stage2_to_source", format!("{} predictions for {} stacks", predictions.len(), case.stacks.len())));
+        return Err(HeparError::shape(
+            "stage2_to_source",
+            format!(
+                "{} predictions for {} stacks",
+                predictions.len(),
+                case.stacks.len()
+            ),
+        ));
     }
     if source.shape_zyx != case.source_shape_zyx {
         return Err(HeparError::shape(
             "stage2_to_source",
-            format!("source shape {:?}, the stacks were cut from {:?}", source.shape_zyx, case.source_shape_zyx),
+            format!(
+                "source shape {:?}, the stacks were cut from {:?}",
+                source.shape_zyx, case.source_shape_zyx
+            ),
         ));
     }
     let [_, h, w] = source.shape_zyx;
@@ -32,7 +52,14 @@ pub fn stage2_to_source(case: &Stage2Case, predictions: &[Vec<f32>], source: &Vo
     let mut slices = Vec::with_capacity(predictions.len());
     for (i, p) in predictions.iter().enumerate() {
         if p.len() != case.shape_yx[0] * case.shape_yx[1] {
-            return Err(HeparError::shape("stage2_to_source", format!("prediction {i} has {} values, expected {:?}", p.len(), case.shape_yx)));
+            return Err(HeparError::shape(
+                "stage2_to_source",
+                format!(
+                    "prediction {i} has {} values, expected {:?}",
+                    p.len(),
+                    case.shape_yx
+                ),
+            ));
         }
         slices.push(resize_yx(p, case.shape_yx, [ch, cw], interp)?);
     }
@@ -41,7 +68,9 @@ pub fn stage2_to_source(case: &Stage2Case, predictions: &[Vec<f32>], source: &Vo
         return source.with_data(out);
     }
     for z in z0..z0 + cd {
-        let nearest = (0..case.stacks.len()).min_by_key(|&i| (case.stacks[i].centre_z as isize - z as isize).unsigned_abs()).unwrap_or(0);
+        let nearest = (0..case.stacks.len())
+            .min_by_key(|&i| (case.stacks[i].centre_z as isize - z as isize).unsigned_abs())
+            .unwrap_or(0);
         let slice = &slices[nearest];
         for y in 0..ch {
             let dst = (z * h + y0 + y) * w + x0;
@@ -70,12 +99,20 @@ mod tests {
         }
         let source = Volume::new(vec![50.0; d * h * w], [d, h, w], [2.0, 1.0, 1.0]).unwrap();
         let label = source.with_data(label).unwrap();
-        let cfg = Stage2Config { crop_margin_zyx: [0, 0, 0], slice_shape_yx: [4, 4], stack_stride: 1, ..Default::default() };
+        let cfg = Stage2Config {
+            crop_margin_zyx: [0, 0, 0],
+            slice_shape_yx: [4, 4],
+            stack_stride: 1,
+            ..Default::default()
+        };
         let case = stage2(source.clone(), Some(&label), &label, &cfg).unwrap();
         let predictions: Vec<Vec<f32>> = case.stacks.iter().map(|s| s.label.clone()).collect();
-        let restored = stage2_to_source(&case, &predictions, &source, Interpolation::Nearest).unwrap();
+        let restored =
+            stage2_to_source(&case, &predictions, &source, Interpolation::Nearest).unwrap();
         assert_eq!(restored.data, label.data);
-        assert!(stage2_to_source(&case, &predictions[1..], &source, Interpolation::Nearest).is_err());
+        assert!(
+            stage2_to_source(&case, &predictions[1..], &source, Interpolation::Nearest).is_err()
+        );
     }
 
     #[test]

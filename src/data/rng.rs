@@ -18,7 +18,12 @@ fn splitmix64(x: &mut u64) -> u64 {
 impl Rng {
     pub fn new(seed: u64) -> Self {
         let mut s = seed;
-        let state = [splitmix64(&mut s), splitmix64(&mut s), splitmix64(&mut s), splitmix64(&mut s)];
+        let state = [
+            splitmix64(&mut s),
+            splitmix64(&mut s),
+            splitmix64(&mut s),
+            splitmix64(&mut s),
+        ];
         Rng { state }
     }
 
@@ -92,15 +97,23 @@ mod tests {
 
     #[test]
     fn same_seed_same_stream_and_derive_is_stable() {
-        let a: Vec<u64> = (0..5).map({
-            let mut r = Rng::new(7);
-            move |_| r.next_u64()
-        }).collect();
+        let a: Vec<u64> = (0..5)
+            .map({
+                let mut r = Rng::new(7);
+                move |_| r.next_u64()
+            })
+            .collect();
         let mut r = Rng::new(7);
         let b: Vec<u64> = (0..5).map(|_| r.next_u64()).collect();
         assert_eq!(a, b);
-        assert_ne!(Rng::derive(7, &[1, 2]).next_u64(), Rng::derive(7, &[2, 1]).next_u64());
-        assert_eq!(Rng::derive(7, &[1, 2]).next_u64(), Rng::derive(7, &[1, 2]).next_u64());
+        assert_ne!(
+            Rng::derive(7, &[1, 2]).next_u64(),
+            Rng::derive(7, &[2, 1]).next_u64()
+        );
+        assert_eq!(
+            Rng::derive(7, &[1, 2]).next_u64(),
+            Rng::derive(7, &[1, 2]).next_u64()
+        );
     }
 
     #[test]
@@ -119,6 +132,8 @@ mod tests {
             c[r.below(3)] += 1;
             c
         });
-        assert!(counts.iter().all(|&c| (c as f64 / n as f64 - 1.0 / 3.0).abs() < 0.02));
+        assert!(counts
+            .iter()
+            .all(|&c| (c as f64 / n as f64 - 1.0 / 3.0).abs() < 0.02));
     }
 }

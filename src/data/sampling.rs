@@ -22,9 +22,15 @@ impl StackSampler {
     /// `kinds[i]` is the kind of stack i; the background subset is chosen with `cfg.seed`.
     pub fn new(kinds: &[StackKind], cfg: &SamplingConfig) -> Result<Self> {
         let mut rng = Rng::derive(cfg.seed, &[0x5354_4143_4b53]);
-        let mut background: Vec<usize> = kinds.iter().enumerate().filter(|(_, k)| **k == StackKind::Background).map(|(i, _)| i).collect();
+        let mut background: Vec<usize> = kinds
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| **k == StackKind::Background)
+            .map(|(i, _)| i)
+            .collect();
         rng.shuffle(&mut background);
-        let keep_background = (background.len() as f64 * cfg.background_keep_fraction).round() as usize;
+        let keep_background =
+            (background.len() as f64 * cfg.background_keep_fraction).round() as usize;
         let mut keep = vec![false; kinds.len()];
         for (i, k) in kinds.iter().enumerate() {
             keep[i] = *k != StackKind::Background;
@@ -34,13 +40,20 @@ impl StackSampler {
         }
         let kept: Vec<usize> = (0..kinds.len()).filter(|&i| keep[i]).collect();
         if kept.is_empty() {
-            return Err(HeparError::invalid("StackSampler", format!("no stack kept out of {}", kinds.len())));
+            return Err(HeparError::invalid(
+                "StackSampler",
+                format!("no stack kept out of {}", kinds.len()),
+            ));
         }
         let mut total = 0.0;
         let cumulative = kept
             .iter()
             .map(|&i| {
-                total += if kinds[i] == StackKind::Tumour { cfg.tumour_weight } else { cfg.other_weight };
+                total += if kinds[i] == StackKind::Tumour {
+                    cfg.tumour_weight
+                } else {
+                    cfg.other_weight
+                };
                 total
             })
             .collect();
@@ -51,7 +64,10 @@ impl StackSampler {
     pub fn draw(&self, rng: &mut Rng) -> usize {
         let total = *self.cumulative.last().unwrap_or(&0.0);
         let target = rng.uniform() * total;
-        let pos = self.cumulative.partition_point(|&c| c <= target).min(self.kept.len() - 1);
+        let pos = self
+            .cumulative
+            .partition_point(|&c| c <= target)
+            .min(self.kept.len() - 1);
         self.kept[pos]
     }
 }
@@ -65,16 +81,27 @@ pub struct PatchSampler {
 }
 
 impl PatchSampler {
-    pub fn new(label: &[f32], shape_zyx: [usize; 3], probabilities: &PatchProbabilities) -> Result<Self> {
+    pub fn new(
+        label: &[f32],
+        shape_zyx: [usize; 3],
+        probabilities: &PatchProbabilities,
+    ) -> Result<Self> {
         if label.len() != shape_zyx.iter().product::<usize>() {
-            return Err(HeparError::shape("PatchSampler", format!("{} labels for shape {shape_zyx:?}", label.len())));
+            return Err(HeparError::shape(
+                "PatchSampler",
+                format!("{} labels for shape {shape_zyx:?}", label.len()),
+            ));
         }
         let mut by_label: [Vec<usize>; 3] = Default::default();
         for (i, &v) in label.iter().enumerate() {
             let class = v.round().clamp(0.0, 2.0) as usize;
             by_label[class].push(i);
         }
-        let mut p = [probabilities.background, probabilities.liver, probabilities.tumour];
+        let mut p = [
+            probabilities.background,
+            probabilities.liver,
+            probabilities.tumour,
+        ];
         for c in 0..3 {
             if by_label[c].is_empty() {
                 p[c] = 0.0;
@@ -82,9 +109,16 @@ impl PatchSampler {
         }
         let total: f64 = p.iter().sum();
         if total <= 0.0 {
-            return Err(HeparError::invalid("PatchSampler", "no label present has a positive probability"));
+            return Err(HeparError::invalid(
+                "PatchSampler",
+                "no label present has a positive probability",
+            ));
         }
-        Ok(PatchSampler { by_label, probabilities: p.map(|v| v / total), shape_zyx })
+        Ok(PatchSampler {
+            by_label,
+            probabilities: p.map(|v| v / total),
+            shape_zyx,
+        })
     }
 
     /// The effective class probabilities after dropping absent classes.
@@ -120,14 +154,24 @@ impl PatchSampler {
             let n = self.shape_zyx[a] as isize;
             let p = patch_zyx[a] as isize;
             let start = centre[a] as isize - p / 2;
-            if p >= n { (n - p) / 2 } else { start.clamp(0, n - p) }
+            if p >= n {
+                (n - p) / 2
+            } else {
+                start.clamp(0, n - p)
+            }
         })
     }
 }
 
 /// Copies a patch starting at `start` (may be negative or run past the end: those voxels get
 /// `fill`) out of a (z, y, x) array.
-pub fn extract_patch(data: &[f32], shape_zyx: [usize; 3], start: [isize; 3], patch_zyx: [usize; 3], fill: f32) -> Vec<f32> {
+pub fn extract_patch(
+    data: &[f32],
+    shape_zyx: [usize; 3],
+    start: [isize; 3],
+    patch_zyx: [usize; 3],
+    fill: f32,
+) -> Vec<f32> {
     let [d, h, w] = shape_zyx.map(|v| v as isize);
     let mut out = vec![fill; patch_zyx.iter().product()];
     for pz in 0..patch_zyx[0] {
@@ -148,7 +192,8 @@ pub fn extract_patch(data: &[f32], shape_zyx: [usize; 3], start: [isize; 3], pat
             let src = ((z * h + y) * w) as usize;
             let dst = (pz * patch_zyx[1] + py) * patch_zyx[2];
             let off = (x0 - start[2]) as usize;
-            out[dst + off..dst + off + (x1 - x0) as usize].copy_from_slice(&data[src + x0 as usize..src + x1 as usize]);
+            out[dst + off..dst + off + (x1 - x0) as usize]
+                .copy_from_slice(&data[src + x0 as usize..src + x1 as usize]);
         }
     }
     out

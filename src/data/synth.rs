@@ -29,14 +29,32 @@ struct Blob {
 }
 
 impl Blob {
-    fn random(centre: [f64; 3], radii: [f64; 3], bumpiness: f64, lobes: usize, rng: &mut Rng) -> Self {
+    fn random(
+        centre: [f64; 3],
+        radii: [f64; 3],
+        bumpiness: f64,
+        lobes: usize,
+        rng: &mut Rng,
+    ) -> Self {
         let lobes = (0..lobes)
             .map(|_| {
-                let dir = [rng.range(-3.0, 3.0), rng.range(-3.0, 3.0), rng.range(-3.0, 3.0)];
-                (dir, rng.range(0.0, std::f64::consts::TAU), rng.range(0.3, 1.0) * bumpiness)
+                let dir = [
+                    rng.range(-3.0, 3.0),
+                    rng.range(-3.0, 3.0),
+                    rng.range(-3.0, 3.0),
+                ];
+                (
+                    dir,
+                    rng.range(0.0, std::f64::consts::TAU),
+                    rng.range(0.3, 1.0) * bumpiness,
+                )
             })
             .collect();
-        Blob { centre, radii, lobes }
+        Blob {
+            centre,
+            radii,
+            lobes,
+        }
     }
 
     /// Below 1 inside, 1 on the surface.
@@ -47,7 +65,11 @@ impl Blob {
             return 0.0;
         }
         let u = d.map(|v| v / r);
-        let bump: f64 = self.lobes.iter().map(|(w, ph, amp)| amp * (w[0] * u[0] + w[1] * u[1] + w[2] * u[2] + ph).sin()).sum();
+        let bump: f64 = self
+            .lobes
+            .iter()
+            .map(|(w, ph, amp)| amp * (w[0] * u[0] + w[1] * u[1] + w[2] * u[2] + ph).sin())
+            .sum();
         r / (1.0 + bump).max(0.3)
     }
 }
@@ -114,22 +136,41 @@ impl Anatomy {
         let slice = (extent_z / nz).max(pixel * 1.2); // always thicker slices than pixels
         let spacing_xyz = [pixel, pixel, slice];
         let (w, h, depth) = (nx * pixel, ny * pixel, nz * slice);
-        let body_centre = [w / 2.0 + rng.range(-8.0, 8.0), h / 2.0 + rng.range(-5.0, 8.0)];
+        let body_centre = [
+            w / 2.0 + rng.range(-8.0, 8.0),
+            h / 2.0 + rng.range(-5.0, 8.0),
+        ];
         let body_radii = [w * rng.range(0.42, 0.47), h * rng.range(0.32, 0.38)];
         let [cx, cy] = body_centre;
         let [ax, ay] = body_radii;
         let spine_centre = [cx + rng.range(-4.0, 4.0), cy + ay * 0.62];
         let liver_z = depth * rng.range(0.58, 0.68);
         let liver_main = Blob::random(
-            [cx - ax * rng.range(0.32, 0.42), cy - ay * rng.range(0.0, 0.12), liver_z],
-            [ax * rng.range(0.42, 0.5), ay * rng.range(0.62, 0.75), depth * rng.range(0.22, 0.28)],
+            [
+                cx - ax * rng.range(0.32, 0.42),
+                cy - ay * rng.range(0.0, 0.12),
+                liver_z,
+            ],
+            [
+                ax * rng.range(0.42, 0.5),
+                ay * rng.range(0.62, 0.75),
+                depth * rng.range(0.22, 0.28),
+            ],
             0.12,
             4,
             rng,
         );
         let liver_left_lobe = Blob::random(
-            [cx + ax * rng.range(0.0, 0.12), cy - ay * rng.range(0.35, 0.45), liver_z + depth * rng.range(0.0, 0.08)],
-            [ax * rng.range(0.25, 0.32), ay * rng.range(0.25, 0.32), depth * rng.range(0.12, 0.16)],
+            [
+                cx + ax * rng.range(0.0, 0.12),
+                cy - ay * rng.range(0.35, 0.45),
+                liver_z + depth * rng.range(0.0, 0.08),
+            ],
+            [
+                ax * rng.range(0.25, 0.32),
+                ay * rng.range(0.25, 0.32),
+                depth * rng.range(0.12, 0.16),
+            ],
             0.10,
             3,
             rng,
@@ -137,14 +178,26 @@ impl Anatomy {
         let liver_hu = rng.range(55.0, 68.0);
         let liver = [liver_main, liver_left_lobe];
         // Vessels: branches from the hilum (medial, lower part of the liver) towards the periphery.
-        let hilum = [liver[0].centre[0] + liver[0].radii[0] * 0.35, liver[0].centre[1] + liver[0].radii[1] * 0.15, liver[0].centre[2] - liver[0].radii[2] * 0.3];
+        let hilum = [
+            liver[0].centre[0] + liver[0].radii[0] * 0.35,
+            liver[0].centre[1] + liver[0].radii[1] * 0.15,
+            liver[0].centre[2] - liver[0].radii[2] * 0.3,
+        ];
         let mut vessels = Vec::new();
         for _ in 0..rng.below(4) + 4 {
             let target = random_point_in(rng, &liver[0], 0.85);
             let radius = rng.range(2.0, 4.5);
-            vessels.push(Tube { a: hilum, b: target, radius });
+            vessels.push(Tube {
+                a: hilum,
+                b: target,
+                radius,
+            });
             let twig = random_point_in(rng, &liver[0], 0.95);
-            vessels.push(Tube { a: target, b: twig, radius: radius * 0.6 });
+            vessels.push(Tube {
+                a: target,
+                b: twig,
+                radius: radius * 0.6,
+            });
         }
         let n_tumours = rng.below(5);
         let tumours = (0..n_tumours)
@@ -153,15 +206,30 @@ impl Anatomy {
                 let centre = random_point_in(rng, &liver[which], 0.8);
                 // Log-uniform radius: many small lesions, some large ones, as in LiTS.
                 let r = (rng.range(4.0f64.ln(), 28.0f64.ln())).exp();
-                let radii = [r * rng.range(0.8, 1.2), r * rng.range(0.8, 1.2), r * rng.range(0.8, 1.2)];
+                let radii = [
+                    r * rng.range(0.8, 1.2),
+                    r * rng.range(0.8, 1.2),
+                    r * rng.range(0.8, 1.2),
+                ];
                 let blob = Blob::random(centre, radii, 0.15, 3, rng);
-                Tumour { blob, hu: liver_hu - rng.range(18.0, 50.0) }
+                Tumour {
+                    blob,
+                    hu: liver_hu - rng.range(18.0, 50.0),
+                }
             })
             .collect();
         let kidney = |rng: &mut Rng, side: f64| {
             Blob::random(
-                [cx + side * ax * rng.range(0.38, 0.46), cy + ay * rng.range(0.35, 0.45), depth * rng.range(0.3, 0.4)],
-                [rng.range(25.0, 32.0), rng.range(22.0, 28.0), rng.range(45.0, 55.0)],
+                [
+                    cx + side * ax * rng.range(0.38, 0.46),
+                    cy + ay * rng.range(0.35, 0.45),
+                    depth * rng.range(0.3, 0.4),
+                ],
+                [
+                    rng.range(25.0, 32.0),
+                    rng.range(22.0, 28.0),
+                    rng.range(45.0, 55.0),
+                ],
                 0.08,
                 2,
                 rng,
@@ -169,15 +237,31 @@ impl Anatomy {
         };
         let kidneys = [kidney(rng, -1.0), kidney(rng, 1.0)];
         let spleen = Blob::random(
-            [cx + ax * rng.range(0.55, 0.65), cy + ay * rng.range(0.2, 0.35), depth * rng.range(0.62, 0.72)],
-            [rng.range(22.0, 30.0), rng.range(40.0, 55.0), rng.range(40.0, 55.0)],
+            [
+                cx + ax * rng.range(0.55, 0.65),
+                cy + ay * rng.range(0.2, 0.35),
+                depth * rng.range(0.62, 0.72),
+            ],
+            [
+                rng.range(22.0, 30.0),
+                rng.range(40.0, 55.0),
+                rng.range(40.0, 55.0),
+            ],
             0.1,
             3,
             rng,
         );
         let stomach = Blob::random(
-            [cx + ax * rng.range(0.25, 0.4), cy - ay * rng.range(0.25, 0.4), depth * rng.range(0.6, 0.75)],
-            [rng.range(30.0, 45.0), rng.range(25.0, 35.0), rng.range(35.0, 50.0)],
+            [
+                cx + ax * rng.range(0.25, 0.4),
+                cy - ay * rng.range(0.25, 0.4),
+                depth * rng.range(0.6, 0.75),
+            ],
+            [
+                rng.range(30.0, 45.0),
+                rng.range(25.0, 35.0),
+                rng.range(35.0, 50.0),
+            ],
             0.15,
             3,
             rng,
@@ -192,11 +276,25 @@ impl Anatomy {
             vertebra_radius: rng.range(16.0, 21.0),
             disc_period: rng.range(28.0, 34.0),
             disc_phase: rng.range(0.0, 30.0),
-            rib_angles: (0..9).map(|k| -0.9 * std::f64::consts::PI + k as f64 * 0.225 * std::f64::consts::PI + rng.range(-0.05, 0.05)).collect(),
+            rib_angles: (0..9)
+                .map(|k| {
+                    -0.9 * std::f64::consts::PI
+                        + k as f64 * 0.225 * std::f64::consts::PI
+                        + rng.range(-0.05, 0.05)
+                })
+                .collect(),
             rib_period: rng.range(22.0, 28.0),
             rib_top_z: depth * rng.range(0.35, 0.5),
-            aorta: [spine_centre[0] + rng.range(8.0, 16.0), spine_centre[1] - 30.0, rng.range(10.0, 13.0)],
-            cava: [spine_centre[0] - rng.range(18.0, 26.0), spine_centre[1] - 28.0, rng.range(9.0, 12.0)],
+            aorta: [
+                spine_centre[0] + rng.range(8.0, 16.0),
+                spine_centre[1] - 30.0,
+                rng.range(10.0, 13.0),
+            ],
+            cava: [
+                spine_centre[0] - rng.range(18.0, 26.0),
+                spine_centre[1] - 28.0,
+                rng.range(9.0, 12.0),
+            ],
             kidneys,
             spleen,
             stomach,
@@ -207,9 +305,19 @@ impl Anatomy {
             bowel_phase: [0.0; 6].map(|_| rng.range(0.0, std::f64::consts::TAU)),
             bowel_waves: (0..6)
                 .map(|_| {
-                    let (theta, phi) = (rng.range(0.0, std::f64::consts::TAU), rng.range(-1.0, 1.0f64).acos());
+                    let (theta, phi) = (
+                        rng.range(0.0, std::f64::consts::TAU),
+                        rng.range(-1.0, 1.0f64).acos(),
+                    );
                     let k = std::f64::consts::TAU / rng.range(18.0, 45.0);
-                    ([k * phi.sin() * theta.cos(), k * phi.sin() * theta.sin(), k * phi.cos()], rng.range(0.0, std::f64::consts::TAU))
+                    (
+                        [
+                            k * phi.sin() * theta.cos(),
+                            k * phi.sin() * theta.sin(),
+                            k * phi.cos(),
+                        ],
+                        rng.range(0.0, std::f64::consts::TAU),
+                    )
                 })
                 .collect(),
             noise_std: rng.range(8.0, 18.0),
@@ -238,10 +346,18 @@ impl Anatomy {
             // Ribs sit in the wall of the upper abdomen, crossing slices obliquely.
             if z > self.rib_top_z {
                 for (k, &a) in self.rib_angles.iter().enumerate() {
-                    let da = (angle - a + std::f64::consts::PI).rem_euclid(std::f64::consts::TAU) - std::f64::consts::PI;
+                    let da = (angle - a + std::f64::consts::PI).rem_euclid(std::f64::consts::TAU)
+                        - std::f64::consts::PI;
                     let phase = (z + k as f64 * 7.0 + da * 40.0).rem_euclid(self.rib_period);
                     if da.abs() < 0.12 && phase < 9.0 {
-                        return (if phase < 2.0 || phase > 7.0 { 800.0 } else { 450.0 }, 0);
+                        return (
+                            if !(2.0..=7.0).contains(&phase) {
+                                800.0
+                            } else {
+                                450.0
+                            },
+                            0,
+                        );
                     }
                 }
             }
@@ -255,7 +371,14 @@ impl Anatomy {
             if disc {
                 return (80.0, 0);
             }
-            return (if ds > self.vertebra_radius - 2.5 { 750.0 } else { 260.0 }, 0);
+            return (
+                if ds > self.vertebra_radius - 2.5 {
+                    750.0
+                } else {
+                    260.0
+                },
+                0,
+            );
         }
         let canal_y = sy + self.vertebra_radius + 9.0;
         let dc = ((x - sx).powi(2) + (y - canal_y).powi(2)).sqrt();
@@ -279,14 +402,19 @@ impl Anatomy {
                 let l = t.blob.level(p);
                 if l < 1.0 {
                     // A faint enhancing rim on the larger lesions.
-                    let rim = if t.blob.radii[0] > 12.0 && l > 0.85 { 25.0 } else { 0.0 };
+                    let rim = if t.blob.radii[0] > 12.0 && l > 0.85 {
+                        25.0
+                    } else {
+                        0.0
+                    };
                     return (t.hu + rim, 2);
                 }
             }
             if self.vessels.iter().any(|v| v.contains(p)) {
                 return (160.0, 1);
             }
-            let texture = 4.0 * ((x * 0.21 + self.bowel_phase[0]).sin() * (y * 0.17 + self.bowel_phase[1]).sin());
+            let texture = 4.0
+                * ((x * 0.21 + self.bowel_phase[0]).sin() * (y * 0.17 + self.bowel_phase[1]).sin());
             return (self.liver_hu + texture, 1);
         }
         for k in &self.kidneys {
@@ -301,14 +429,37 @@ impl Anatomy {
         let st = self.stomach.level(p);
         if st < 1.0 {
             // Gas rises anteriorly (smaller y); fluid below, wall around.
-            return (if st > 0.9 { 45.0 } else if y < self.stomach.centre[1] - self.stomach.radii[1] * 0.4 { -950.0 } else { 12.0 }, 0);
+            return (
+                if st > 0.9 {
+                    45.0
+                } else if y < self.stomach.centre[1] - self.stomach.radii[1] * 0.4 {
+                    -950.0
+                } else {
+                    12.0
+                },
+                0,
+            );
         }
         // Bowel and mesenteric fat: a smooth mix of soft tissue, fat and a few gas pockets.
-        let mix: f64 = self.bowel_waves.iter().map(|(k, ph)| (k[0] * x + k[1] * y + k[2] * z + ph).sin()).sum::<f64>() / 2.0;
+        let mix: f64 = self
+            .bowel_waves
+            .iter()
+            .map(|(k, ph)| (k[0] * x + k[1] * y + k[2] * z + ph).sin())
+            .sum::<f64>()
+            / 2.0;
         if mix > 1.3 {
             return (-900.0, 0);
         }
-        (if mix > 0.0 { 35.0 } else if mix > -0.6 { -20.0 } else { -90.0 }, 0)
+        (
+            if mix > 0.0 {
+                35.0
+            } else if mix > -0.6 {
+                -20.0
+            } else {
+                -90.0
+            },
+            0,
+        )
     }
 }
 
@@ -325,7 +476,10 @@ fn random_point_in(rng: &mut Rng, blob: &Blob, max_level: f64) -> [f64; 3] {
 /// One phantom: (image in HU, label) with LiTS-like geometry (axes L, P, S).
 pub fn phantom(seed: u64, case: u64, shape_zyx: [usize; 3]) -> Result<(Volume, Volume)> {
     if shape_zyx.iter().any(|&d| d < 8) {
-        return Err(HeparError::invalid("synth::phantom", format!("shape (z, y, x) {shape_zyx:?}: every side must be at least 8")));
+        return Err(HeparError::invalid(
+            "synth::phantom",
+            format!("shape (z, y, x) {shape_zyx:?}: every side must be at least 8"),
+        ));
     }
     let mut rng = Rng::derive(seed, &[case]);
     let anatomy = Anatomy::draw(&mut rng, shape_zyx);
@@ -335,17 +489,29 @@ pub fn phantom(seed: u64, case: u64, shape_zyx: [usize; 3]) -> Result<(Volume, V
     let n = nz * ny * nx;
     let mut image = vec![0f32; n];
     let mut label = vec![0f32; n];
-    image.par_chunks_mut(nx).zip(label.par_chunks_mut(nx)).enumerate().for_each(|(row, (img, lab))| {
-        let (k, j) = (row / ny, row % ny);
-        let mut noise = Rng::derive(noise_seed, &[row as u64]);
-        for i in 0..nx {
-            let p = [(i as f64 + 0.5) * px, (j as f64 + 0.5) * py, (k as f64 + 0.5) * pz];
-            let (hu, l) = anatomy.voxel(p);
-            let noisy = if hu <= -999.0 { hu + noise.normal() * 3.0 } else { hu + noise.normal() * anatomy.noise_std };
-            img[i] = noisy.round().clamp(-1024.0, 3071.0) as f32;
-            lab[i] = l as f32;
-        }
-    });
+    image
+        .par_chunks_mut(nx)
+        .zip(label.par_chunks_mut(nx))
+        .enumerate()
+        .for_each(|(row, (img, lab))| {
+            let (k, j) = (row / ny, row % ny);
+            let mut noise = Rng::derive(noise_seed, &[row as u64]);
+            for i in 0..nx {
+                let p = [
+                    (i as f64 + 0.5) * px,
+                    (j as f64 + 0.5) * py,
+                    (k as f64 + 0.5) * pz,
+                ];
+                let (hu, l) = anatomy.voxel(p);
+                let noisy = if hu <= -999.0 {
+                    hu + noise.normal() * 3.0
+                } else {
+                    hu + noise.normal() * anatomy.noise_std
+                };
+                img[i] = noisy.round().clamp(-1024.0, 3071.0) as f32;
+                lab[i] = l as f32;
+            }
+        });
     let mut image = Volume::new(image, shape_zyx, [pz, py, px])?;
     set_lps_geometry(&mut image, [nz, ny, nx], [pz, py, px]);
     let label = image.with_data(label)?;
@@ -357,8 +523,16 @@ pub fn phantom(seed: u64, case: u64, shape_zyx: [usize; 3]) -> Result<(Volume, V
 fn set_lps_geometry(volume: &mut Volume, shape_zyx: [usize; 3], spacing_zyx: [f64; 3]) {
     let h = &mut volume.header;
     let [sz, sy, sx] = spacing_zyx;
-    let origin = [(shape_zyx[2] as f64 - 1.0) / 2.0 * sx, (shape_zyx[1] as f64 - 1.0) / 2.0 * sy, -(shape_zyx[0] as f64 - 1.0) / 2.0 * sz];
-    h.srow = [[-sx, 0.0, 0.0, origin[0]], [0.0, -sy, 0.0, origin[1]], [0.0, 0.0, sz, origin[2]]];
+    let origin = [
+        (shape_zyx[2] as f64 - 1.0) / 2.0 * sx,
+        (shape_zyx[1] as f64 - 1.0) / 2.0 * sy,
+        -(shape_zyx[0] as f64 - 1.0) / 2.0 * sz,
+    ];
+    h.srow = [
+        [-sx, 0.0, 0.0, origin[0]],
+        [0.0, -sy, 0.0, origin[1]],
+        [0.0, 0.0, sz, origin[2]],
+    ];
     // Rotation by 180 degrees about z: quaternion (0, 0, 0, 1).
     h.quatern_bcd = [0.0, 0.0, 1.0];
     h.qoffset = origin;
@@ -370,7 +544,12 @@ fn set_lps_geometry(volume: &mut Volume, shape_zyx: [usize; 3], spacing_zyx: [f6
 
 /// Writes `cases` phantoms as `volume-K.nii.gz` (int16 HU) and `segmentation-K.nii.gz` (uint8)
 /// into `out`; returns the files written.
-pub fn write_dataset(out: &Path, cases: usize, seed: u64, shape_zyx: [usize; 3]) -> Result<Vec<PathBuf>> {
+pub fn write_dataset(
+    out: &Path,
+    cases: usize,
+    seed: u64,
+    shape_zyx: [usize; 3],
+) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out).map_err(|e| HeparError::io(out, e))?;
     let mut written = Vec::new();
     for case in 0..cases {

@@ -23,9 +23,15 @@ impl Volume {
     pub fn new(data: Vec<f32>, shape_zyx: [usize; 3], spacing_zyx: [f64; 3]) -> Result<Self> {
         let n: usize = shape_zyx.iter().product();
         if data.len() != n {
-            return Err(HeparError::shape("Volume::new", format!("{} values for shape (z, y, x) {shape_zyx:?}", data.len())));
+            return Err(HeparError::shape(
+                "Volume::new",
+                format!("{} values for shape (z, y, x) {shape_zyx:?}", data.len()),
+            ));
         }
-        let mut header = NiftiHeader::new(&[shape_zyx[2], shape_zyx[1], shape_zyx[0]], NiftiDataType::F32);
+        let mut header = NiftiHeader::new(
+            &[shape_zyx[2], shape_zyx[1], shape_zyx[0]],
+            NiftiDataType::F32,
+        );
         header.pixdim[1] = spacing_zyx[2];
         header.pixdim[2] = spacing_zyx[1];
         header.pixdim[3] = spacing_zyx[0];
@@ -36,17 +42,31 @@ impl Volume {
             [0.0, spacing_zyx[1], 0.0, 0.0],
             [0.0, 0.0, spacing_zyx[0], 0.0],
         ];
-        Ok(Volume { data, shape_zyx, spacing_zyx, header })
+        Ok(Volume {
+            data,
+            shape_zyx,
+            spacing_zyx,
+            header,
+        })
     }
 
     /// Wraps a decoded NIfTI image; it must be 3D (or 2D, or 4D+ with trailing sizes of 1).
     pub fn from_nifti(image: nifti::NiftiImage, path: &Path) -> Result<Self> {
         let shape = image.header.shape();
         if shape.len() > 3 && shape[3..].iter().any(|&d| d != 1) {
-            return Err(HeparError::format(path, format!("expected a 3D volume, the header lists shape {shape:?}")));
+            return Err(HeparError::format(
+                path,
+                format!("expected a 3D volume, the header lists shape {shape:?}"),
+            ));
         }
         let dim = |i: usize| shape.get(i).copied().unwrap_or(1);
-        let pix = |i: usize| if i < shape.len() { image.header.pixdim[i + 1] } else { 1.0 };
+        let pix = |i: usize| {
+            if i < shape.len() {
+                image.header.pixdim[i + 1]
+            } else {
+                1.0
+            }
+        };
         Ok(Volume {
             data: image.data,
             shape_zyx: [dim(2), dim(1), dim(0)],
@@ -84,9 +104,17 @@ impl Volume {
     /// A volume with the same geometry and other voxels.
     pub fn with_data(&self, data: Vec<f32>) -> Result<Self> {
         if data.len() != self.data.len() {
-            return Err(HeparError::shape("Volume::with_data", format!("{} values for shape {:?}", data.len(), self.shape_zyx)));
+            return Err(HeparError::shape(
+                "Volume::with_data",
+                format!("{} values for shape {:?}", data.len(), self.shape_zyx),
+            ));
         }
-        Ok(Volume { data, shape_zyx: self.shape_zyx, spacing_zyx: self.spacing_zyx, header: self.header.clone() })
+        Ok(Volume {
+            data,
+            shape_zyx: self.shape_zyx,
+            spacing_zyx: self.spacing_zyx,
+            header: self.header.clone(),
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -126,7 +154,10 @@ impl Volume {
             if shape_zyx[a] == 0 || start_zyx[a] + shape_zyx[a] > self.shape_zyx[a] {
                 return Err(HeparError::invalid(
                     "Volume::cropped",
-                    format!("box start {start_zyx:?} shape {shape_zyx:?} outside volume {:?}", self.shape_zyx),
+                    format!(
+                        "box start {start_zyx:?} shape {shape_zyx:?} outside volume {:?}",
+                        self.shape_zyx
+                    ),
                 ));
             }
         }
@@ -137,16 +168,26 @@ impl Volume {
                 data.extend_from_slice(&self.data[i..i + shape_zyx[2]]);
             }
         }
-        let offset_xyz = [start_zyx[2] as f64, start_zyx[1] as f64, start_zyx[0] as f64];
+        let offset_xyz = [
+            start_zyx[2] as f64,
+            start_zyx[1] as f64,
+            start_zyx[0] as f64,
+        ];
         let mut header = self.header.clone();
         shift_forms(&mut header, offset_xyz);
         header.dim[1] = shape_zyx[2] as i64;
         header.dim[2] = shape_zyx[1] as i64;
         header.dim[3] = shape_zyx[0] as i64;
-        Ok(Volume { data, shape_zyx, spacing_zyx: self.spacing_zyx, header })
+        Ok(Volume {
+            data,
+            shape_zyx,
+            spacing_zyx: self.spacing_zyx,
+            header,
+        })
     }
 }
 
+#[allow(clippy::needless_range_loop)] // matrix-vector products over fixed 3x3 indices
 /// Moves the origin of both forms to the old voxel coordinate `offset_xyz`.
 fn shift_forms(header: &mut NiftiHeader, offset_xyz: [f64; 3]) {
     let q = header.qform_affine();
@@ -158,9 +199,14 @@ fn shift_forms(header: &mut NiftiHeader, offset_xyz: [f64; 3]) {
     }
 }
 
+#[allow(clippy::needless_range_loop)]
 /// The header of a resampled volume: voxel sizes times `scale`, origin moved to the centre of the
 /// new first voxel (half-voxel-centre convention of [`resize_zyx`]).
-fn rescaled_header(header: &NiftiHeader, shape_zyx: [usize; 3], scale_zyx: [f64; 3]) -> NiftiHeader {
+fn rescaled_header(
+    header: &NiftiHeader,
+    shape_zyx: [usize; 3],
+    scale_zyx: [f64; 3],
+) -> NiftiHeader {
     let mut out = header.clone();
     let scale_xyz = [scale_zyx[2], scale_zyx[1], scale_zyx[0]];
     let offset_xyz = scale_xyz.map(|s| 0.5 * s - 0.5);

@@ -178,7 +178,11 @@ impl NiftiHeader {
             sform_code: 0,
             quatern_bcd: [0.0; 3],
             qoffset: [0.0; 3],
-            srow: [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]],
+            srow: [
+                [1.0, 0.0, 0.0, 0.0],
+                [0.0, 1.0, 0.0, 0.0],
+                [0.0, 0.0, 1.0, 0.0],
+            ],
             descrip: String::new(),
         }
     }
@@ -207,7 +211,11 @@ impl NiftiHeader {
         if self.scl_slope == 0.0 || !self.scl_slope.is_finite() {
             return None;
         }
-        let inter = if self.scl_inter.is_finite() { self.scl_inter } else { 0.0 };
+        let inter = if self.scl_inter.is_finite() {
+            self.scl_inter
+        } else {
+            0.0
+        };
         Some((self.scl_slope, inter))
     }
 
@@ -216,7 +224,11 @@ impl NiftiHeader {
         let [b, c, d] = self.quatern_bcd;
         let w2 = 1.0 - (b * b + c * c + d * d);
         // Stored as float32 in NIfTI-1, so a slightly negative w^2 is rounding, not an error.
-        let a = if w2.abs() < 3.0 * f32::EPSILON as f64 || w2 < 0.0 { 0.0 } else { w2.sqrt() };
+        let a = if w2.abs() < 3.0 * f32::EPSILON as f64 || w2 < 0.0 {
+            0.0
+        } else {
+            w2.sqrt()
+        };
         let rotation = quaternion_to_matrix([a, b, c, d]);
         let qfac = if self.pixdim[0] == -1.0 { -1.0 } else { 1.0 };
         let voxel = [self.pixdim[1], self.pixdim[2], self.pixdim[3] * qfac];
@@ -283,7 +295,10 @@ impl NiftiHeader {
     /// Decodes a header from the start of a file's bytes (at least 348 or 540 bytes).
     pub fn parse(bytes: &[u8], path: &Path) -> Result<Self> {
         if bytes.len() < 4 {
-            return Err(HeparError::format(path, "file too short for a NIfTI header"));
+            return Err(HeparError::format(
+                path,
+                "file too short for a NIfTI header",
+            ));
         }
         let size_le = i32::from_le_bytes(bytes[0..4].try_into().unwrap_or([0; 4]));
         let size_be = i32::from_be_bytes(bytes[0..4].try_into().unwrap_or([0; 4]));
@@ -295,7 +310,9 @@ impl NiftiHeader {
             _ => {
                 return Err(HeparError::format(
                     path,
-                    format!("not a NIfTI file: header size field is {size_le}, expected 348 or 540"),
+                    format!(
+                        "not a NIfTI file: header size field is {size_le}, expected 348 or 540"
+                    ),
                 ))
             }
         };
@@ -306,7 +323,10 @@ impl NiftiHeader {
         if bytes.len() < needed {
             return Err(HeparError::format(
                 path,
-                format!("truncated header: {} bytes, a {version:?} header needs {needed}", bytes.len()),
+                format!(
+                    "truncated header: {} bytes, a {version:?} header needs {needed}",
+                    bytes.len()
+                ),
             ));
         }
         let r = FieldReader { bytes, endianness };
@@ -323,13 +343,19 @@ impl NiftiHeader {
     fn validate(&self, path: &Path) -> Result<()> {
         let n = self.dim[0];
         if !(1..=7).contains(&n) {
-            return Err(HeparError::format(path, format!("dim[0] = {n}, must be between 1 and 7")));
+            return Err(HeparError::format(
+                path,
+                format!("dim[0] = {n}, must be between 1 and 7"),
+            ));
         }
         for i in 1..=n as usize {
             if self.dim[i] < 1 {
                 return Err(HeparError::format(
                     path,
-                    format!("dim[{i}] = {}, every listed dimension must be at least 1", self.dim[i]),
+                    format!(
+                        "dim[{i}] = {}, every listed dimension must be at least 1",
+                        self.dim[i]
+                    ),
                 ));
             }
         }
@@ -339,14 +365,20 @@ impl NiftiHeader {
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))
             .and_then(|c| c.checked_mul(self.datatype.size_bytes()));
         if count.is_none() {
-            return Err(HeparError::format(path, "dimensions overflow the addressable size"));
+            return Err(HeparError::format(
+                path,
+                "dimensions overflow the addressable size",
+            ));
         }
         Ok(())
     }
 
     /// Encodes the header (and the 4-byte empty extension block) as it goes on disk.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut w = FieldWriter { bytes: Vec::new(), endianness: self.endianness };
+        let mut w = FieldWriter {
+            bytes: Vec::new(),
+            endianness: self.endianness,
+        };
         match self.version {
             NiftiVersion::Nifti1 => self.write_nifti1(&mut w),
             NiftiVersion::Nifti2 => self.write_nifti2(&mut w),
@@ -364,7 +396,10 @@ impl NiftiHeader {
         w.i32(0, 348);
         w.u8(38, b'r');
         for i in 0..8 {
-            w.i16(40 + 2 * i, self.dim[i].clamp(i16::MIN as i64, i16::MAX as i64) as i16);
+            w.i16(
+                40 + 2 * i,
+                self.dim[i].clamp(i16::MIN as i64, i16::MAX as i64) as i16,
+            );
         }
         w.i16(70, self.datatype.code());
         w.i16(72, self.bitpix);
@@ -430,7 +465,10 @@ fn parse_nifti1(r: &FieldReader, path: &Path) -> Result<NiftiHeader> {
         ));
     }
     if magic != b"n+1\0" {
-        return Err(HeparError::format(path, format!("bad NIfTI-1 magic {magic:?}, expected \"n+1\"")));
+        return Err(HeparError::format(
+            path,
+            format!("bad NIfTI-1 magic {magic:?}, expected \"n+1\""),
+        ));
     }
     let mut dim = [0i64; 8];
     for (i, d) in dim.iter_mut().enumerate() {
@@ -443,7 +481,10 @@ fn parse_nifti1(r: &FieldReader, path: &Path) -> Result<NiftiHeader> {
     let code = r.i16(70);
     let vox_offset = r.f32(108);
     if !(vox_offset.is_finite() && vox_offset >= 0.0) {
-        return Err(HeparError::format(path, format!("invalid vox_offset {vox_offset}")));
+        return Err(HeparError::format(
+            path,
+            format!("invalid vox_offset {vox_offset}"),
+        ));
     }
     let mut srow = [[0f64; 4]; 3];
     for (row, out) in srow.iter_mut().enumerate() {
@@ -481,7 +522,10 @@ fn parse_nifti2(r: &FieldReader, path: &Path) -> Result<NiftiHeader> {
         ));
     }
     if magic[..4] != NIFTI2_MAGIC[..4] {
-        return Err(HeparError::format(path, format!("bad NIfTI-2 magic {magic:?}, expected \"n+2\"")));
+        return Err(HeparError::format(
+            path,
+            format!("bad NIfTI-2 magic {magic:?}, expected \"n+2\""),
+        ));
     }
     let mut dim = [0i64; 8];
     for (i, d) in dim.iter_mut().enumerate() {
@@ -494,7 +538,10 @@ fn parse_nifti2(r: &FieldReader, path: &Path) -> Result<NiftiHeader> {
     let code = r.i16(12);
     let vox_offset = r.i64(168);
     if vox_offset < 0 {
-        return Err(HeparError::format(path, format!("invalid vox_offset {vox_offset}")));
+        return Err(HeparError::format(
+            path,
+            format!("invalid vox_offset {vox_offset}"),
+        ));
     }
     let mut srow = [[0f64; 4]; 3];
     for (row, out) in srow.iter_mut().enumerate() {
@@ -524,7 +571,10 @@ fn parse_nifti2(r: &FieldReader, path: &Path) -> Result<NiftiHeader> {
 
 fn datatype_from_code(code: i16, path: &Path) -> Result<NiftiDataType> {
     NiftiDataType::from_code(code).ok_or_else(|| match NiftiDataType::unsupported_name(code) {
-        Some(name) => HeparError::format(path, format!("unsupported NIfTI datatype {name} (code {code})")),
+        Some(name) => HeparError::format(
+            path,
+            format!("unsupported NIfTI datatype {name} (code {code})"),
+        ),
         None => HeparError::format(path, format!("unknown NIfTI datatype code {code}")),
     })
 }
@@ -562,7 +612,10 @@ fn quaternion_to_matrix(q: [f64; 4]) -> [[f64; 3]; 3] {
 pub fn orientation_codes(affine: &Affine) -> [char; 3] {
     let mut rs = [[0.0f64; 3]; 3];
     for col in 0..3 {
-        let norm = (0..3).map(|r| affine[r][col] * affine[r][col]).sum::<f64>().sqrt();
+        let norm = (0..3)
+            .map(|r| affine[r][col] * affine[r][col])
+            .sum::<f64>()
+            .sqrt();
         let norm = if norm == 0.0 { 1.0 } else { norm };
         for r in 0..3 {
             rs[r][col] = affine[r][col] / norm;
@@ -577,9 +630,18 @@ pub fn orientation_codes(affine: &Affine) -> [char; 3] {
             continue;
         }
         let out_axis = (0..3)
-            .max_by(|&a, &b| column[a].abs().partial_cmp(&column[b].abs()).unwrap_or(std::cmp::Ordering::Equal))
+            .max_by(|&a, &b| {
+                column[a]
+                    .abs()
+                    .partial_cmp(&column[b].abs())
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
             .unwrap_or(0);
-        *code = if column[out_axis] < 0.0 { labels[out_axis].0 } else { labels[out_axis].1 };
+        *code = if column[out_axis] < 0.0 {
+            labels[out_axis].0
+        } else {
+            labels[out_axis].1
+        };
         rot[out_axis] = [0.0; 3];
     }
     codes
@@ -607,8 +669,10 @@ fn nearest_orthogonal(m: [[f64; 3]; 3]) -> [[f64; 3]; 3] {
     r
 }
 
+#[allow(clippy::needless_range_loop)] // cofactor indices read best as indices
 pub(crate) fn invert3(m: &[[f64; 3]; 3]) -> Option<[[f64; 3]; 3]> {
-    let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+    let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
         + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
     if det.abs() < 1e-12 || !det.is_finite() {
         return None;
@@ -714,7 +778,12 @@ mod tests {
     #[test]
     fn orientation_of_permuted_axes() {
         // voxel i runs along world z, j along -x, k along y
-        let a = [[0.0, -2.0, 0.0, 0.0], [0.0, 0.0, 3.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]];
+        let a = [
+            [0.0, -2.0, 0.0, 0.0],
+            [0.0, 0.0, 3.0, 0.0],
+            [1.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
         assert_eq!(orientation_codes(&a), ['S', 'L', 'A']);
     }
 

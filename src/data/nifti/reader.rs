@@ -31,7 +31,9 @@ pub fn read_file_bytes(path: &Path) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(hint.min(1 << 32));
         flate2::read::MultiGzDecoder::new(&raw[..])
             .read_to_end(&mut out)
-            .map_err(|e| HeparError::format(path, format!("corrupt or truncated gzip stream: {e}")))?;
+            .map_err(|e| {
+                HeparError::format(path, format!("corrupt or truncated gzip stream: {e}"))
+            })?;
         Ok(out)
     } else {
         Ok(raw)
@@ -43,7 +45,9 @@ pub fn read_nifti_header(path: &Path) -> Result<NiftiHeader> {
     let file = std::fs::File::open(path).map_err(|e| HeparError::io(path, e))?;
     let mut reader = std::io::BufReader::new(file);
     let mut magic = [0u8; 2];
-    reader.read_exact(&mut magic).map_err(|_| HeparError::format(path, "file too short for a NIfTI header"))?;
+    reader
+        .read_exact(&mut magic)
+        .map_err(|_| HeparError::format(path, "file too short for a NIfTI header"))?;
     let chained = std::io::Cursor::new(magic.to_vec()).chain(reader);
     let mut stream: Box<dyn Read> = if magic == GZIP_MAGIC {
         Box::new(flate2::read::MultiGzDecoder::new(chained))
@@ -57,7 +61,10 @@ pub fn read_nifti_header(path: &Path) -> Result<NiftiHeader> {
         .read_to_end(&mut bytes)
         .map_err(|e| HeparError::format(path, format!("corrupt or truncated gzip stream: {e}")))?;
     if bytes.len() < NIFTI1_HEADER_SIZE.min(bytes.len().max(4)) {
-        return Err(HeparError::format(path, "file too short for a NIfTI header"));
+        return Err(HeparError::format(
+            path,
+            "file too short for a NIfTI header",
+        ));
     }
     NiftiHeader::parse(&bytes, path)
 }
@@ -94,14 +101,20 @@ pub fn decode_voxels(header: &NiftiHeader, bytes: &[u8], path: &Path) -> Result<
     macro_rules! convert {
         ($t:ty, $n:expr) => {{
             const CHUNK: usize = 1 << 16;
-            out.par_chunks_mut(CHUNK).zip(raw.par_chunks(CHUNK * $n)).for_each(|(dst, src)| {
-                for (d, s) in dst.iter_mut().zip(src.chunks_exact($n)) {
-                    let mut b = [0u8; $n];
-                    b.copy_from_slice(s);
-                    let v = if big { <$t>::from_be_bytes(b) } else { <$t>::from_le_bytes(b) };
-                    *d = v as f32;
-                }
-            });
+            out.par_chunks_mut(CHUNK)
+                .zip(raw.par_chunks(CHUNK * $n))
+                .for_each(|(dst, src)| {
+                    for (d, s) in dst.iter_mut().zip(src.chunks_exact($n)) {
+                        let mut b = [0u8; $n];
+                        b.copy_from_slice(s);
+                        let v = if big {
+                            <$t>::from_be_bytes(b)
+                        } else {
+                            <$t>::from_le_bytes(b)
+                        };
+                        *d = v as f32;
+                    }
+                });
         }};
     }
     match header.datatype {
@@ -118,7 +131,8 @@ pub fn decode_voxels(header: &NiftiHeader, bytes: &[u8], path: &Path) -> Result<
     }
     if let Some((slope, inter)) = header.scaling() {
         if slope != 1.0 || inter != 0.0 {
-            out.par_iter_mut().for_each(|v| *v = (*v as f64 * slope + inter) as f32);
+            out.par_iter_mut()
+                .for_each(|v| *v = (*v as f64 * slope + inter) as f32);
         }
     }
     Ok(out)

@@ -15,7 +15,12 @@ pub fn write_nifti(path: &Path, header: &NiftiHeader, data: &[f32]) -> Result<()
     if data.len() != expected {
         return Err(HeparError::shape(
             "write_nifti",
-            format!("{}: header shape {:?} needs {expected} voxels, got {}", path.display(), header.shape(), data.len()),
+            format!(
+                "{}: header shape {:?} needs {expected} voxels, got {}",
+                path.display(),
+                header.shape(),
+                data.len()
+            ),
         ));
     }
     let mut header = header.clone();
@@ -26,8 +31,16 @@ pub fn write_nifti(path: &Path, header: &NiftiHeader, data: &[f32]) -> Result<()
     header.bitpix = (header.datatype.size_bytes() * 8) as i16;
     let (slope, inter) = header.scaling().unwrap_or((1.0, 0.0));
     let mut bytes = header.to_bytes();
-    bytes.extend_from_slice(&encode_voxels(data, header.datatype, header.endianness, slope, inter));
-    let gzip = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"));
+    bytes.extend_from_slice(&encode_voxels(
+        data,
+        header.datatype,
+        header.endianness,
+        slope,
+        inter,
+    ));
+    let gzip = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
     write_atomic_with(path, |w| {
         if gzip {
             // Fast level: masks compress well at any level and large volumes are written often.
@@ -41,7 +54,13 @@ pub fn write_nifti(path: &Path, header: &NiftiHeader, data: &[f32]) -> Result<()
     })
 }
 
-fn encode_voxels(data: &[f32], datatype: NiftiDataType, endianness: Endianness, slope: f64, inter: f64) -> Vec<u8> {
+fn encode_voxels(
+    data: &[f32],
+    datatype: NiftiDataType,
+    endianness: Endianness,
+    slope: f64,
+    inter: f64,
+) -> Vec<u8> {
     let elem = datatype.size_bytes();
     let mut out = vec![0u8; data.len() * elem];
     let big = endianness == Endianness::Big;
@@ -49,15 +68,29 @@ fn encode_voxels(data: &[f32], datatype: NiftiDataType, endianness: Endianness, 
     macro_rules! encode {
         ($t:ty, $integer:expr) => {{
             const CHUNK: usize = 1 << 16;
-            out.par_chunks_mut(CHUNK * elem).zip(data.par_chunks(CHUNK)).for_each(|(dst, src)| {
-                for (d, &v) in dst.chunks_exact_mut(elem).zip(src) {
-                    let stored = if identity { v as f64 } else { (v as f64 - inter) / slope };
-                    // `as` saturates float-to-int casts and maps NaN to 0.
-                    let value = if $integer { stored.round() as $t } else { stored as $t };
-                    let b = if big { value.to_be_bytes() } else { value.to_le_bytes() };
-                    d.copy_from_slice(&b);
-                }
-            });
+            out.par_chunks_mut(CHUNK * elem)
+                .zip(data.par_chunks(CHUNK))
+                .for_each(|(dst, src)| {
+                    for (d, &v) in dst.chunks_exact_mut(elem).zip(src) {
+                        let stored = if identity {
+                            v as f64
+                        } else {
+                            (v as f64 - inter) / slope
+                        };
+                        // `as` saturates float-to-int casts and maps NaN to 0.
+                        let value = if $integer {
+                            stored.round() as $t
+                        } else {
+                            stored as $t
+                        };
+                        let b = if big {
+                            value.to_be_bytes()
+                        } else {
+                            value.to_le_bytes()
+                        };
+                        d.copy_from_slice(&b);
+                    }
+                });
         }};
     }
     match datatype {
