@@ -29,7 +29,7 @@ impl Example {
         shape_zyx: [usize; 3],
     ) -> Result<Self> {
         let n: usize = shape_zyx.iter().product();
-        if image.len() != channels * n || label.len() != n {
+        if n == 0 || channels == 0 || image.len() != channels * n || label.len() != n {
             return Err(HeparError::shape(
                 "augment::Example",
                 format!("image {} and label {} values for {channels} channels of (z, y, x) {shape_zyx:?}", image.len(), label.len()),
@@ -123,6 +123,9 @@ pub fn augment(example: &mut Example, cfg: &AugmentConfig, rng: &mut Rng) {
 
 /// Reverses the example along one axis (0 = z, 1 = y, 2 = x), image and label alike.
 pub fn flip(example: &mut Example, axis: usize) {
+    if example.voxels() == 0 || axis > 2 {
+        return;
+    }
     let shape = example.shape_zyx;
     let n = example.voxels();
     let flip_one = |data: &mut [f32]| {
@@ -173,6 +176,9 @@ fn matmul3(x: &Mat3, y: &Mat3) -> Mat3 {
 /// Resamples about the volume centre: output voxel p reads input `matrix * (p - c) + c`, with
 /// coordinates clamped to the volume (border padding). Image: trilinear; label: nearest.
 pub fn resample_affine(example: &mut Example, matrix: &[[f64; 3]; 3]) {
+    if example.voxels() == 0 {
+        return; // nothing to move; also keeps chunk sizes non-zero
+    }
     let [d, h, w] = example.shape_zyx;
     let n = d * h * w;
     let centre = [
@@ -236,6 +242,9 @@ fn trilinear(data: &[f32], shape: [usize; 3], q: [f64; 3]) -> f32 {
 
 /// Separable Gaussian blur of the image along every spatial axis of size > 1 (edges replicated).
 pub fn gaussian_blur(example: &mut Example, sigma: f64) {
+    if example.voxels() == 0 {
+        return;
+    }
     if sigma <= 0.0 {
         return;
     }
@@ -273,6 +282,9 @@ pub fn gaussian_blur(example: &mut Example, sigma: f64) {
 /// Multiplies the image by `exp(field)`, `field` a quadratic polynomial of the normalised
 /// coordinates in [-1, 1]: terms z, y, x, z^2, y^2, x^2, zy, zx, yx (9 coefficients).
 pub fn bias_field(example: &mut Example, coefficients: &[f64]) {
+    if example.voxels() == 0 {
+        return;
+    }
     let [d, h, w] = example.shape_zyx;
     let norm = |i: usize, n: usize| {
         if n > 1 {
@@ -308,6 +320,9 @@ pub fn bias_field(example: &mut Example, coefficients: &[f64]) {
 /// Adds Gaussian noise; each row of voxels has its own derived stream, so the result does not
 /// depend on thread scheduling.
 pub fn add_noise(example: &mut Example, std: f64, seed: u64) {
+    if example.voxels() == 0 {
+        return; // nothing to move; also keeps chunk sizes non-zero
+    }
     let w = example.shape_zyx[2];
     example
         .image

@@ -179,6 +179,7 @@ impl BatchSource for VolumeBatches {
     }
 
     fn make_batch(&self, index: usize) -> Result<Batch> {
+        check_index(index, self.batch_count())?;
         let members = &self.order
             [index * self.batch_size..((index + 1) * self.batch_size).min(self.order.len())];
         let shape = self.samples[0].shape_zyx;
@@ -196,6 +197,16 @@ impl BatchSource for VolumeBatches {
         }
         Ok(batch)
     }
+}
+
+fn check_index(index: usize, count: usize) -> Result<()> {
+    if index >= count {
+        return Err(HeparError::invalid(
+            "make_batch",
+            format!("batch {index} of an epoch of {count}"),
+        ));
+    }
+    Ok(())
 }
 
 fn empty_batch(n: usize, channels: usize, spatial: &[usize]) -> Batch {
@@ -286,6 +297,7 @@ impl BatchSource for StackBatches {
     }
 
     fn make_batch(&self, index: usize) -> Result<Batch> {
+        check_index(index, self.batch_count())?;
         let first = &self.samples[0].case;
         let (c, [h, w]) = (first.slices, first.shape_yx);
         let mut batch = empty_batch(self.batch_size, c, &[h, w]);
@@ -359,6 +371,7 @@ impl BatchSource for PatchBatches {
     }
 
     fn make_batch(&self, index: usize) -> Result<Batch> {
+        check_index(index, self.batch_count())?;
         let mut batch = empty_batch(self.batch_size, 1, &self.patch_zyx);
         let mut rng = Rng::derive(self.seed, &[self.epoch, index as u64, 0x5041_5443]);
         for item in 0..self.batch_size {

@@ -2,7 +2,7 @@
 //! scaling applied. Voxels stay in file order (dim[1] fastest), which for a 3D CT volume is the
 //! C-order (z, y, x) array that [`crate::data::volume::Volume`] holds.
 
-use super::header::{Endianness, NiftiDataType, NiftiHeader, NIFTI1_HEADER_SIZE};
+use super::header::{Endianness, NiftiDataType, NiftiHeader};
 use crate::error::{HeparError, Result};
 use rayon::prelude::*;
 use std::io::Read;
@@ -60,12 +60,6 @@ pub fn read_nifti_header(path: &Path) -> Result<NiftiHeader> {
         .take(544)
         .read_to_end(&mut bytes)
         .map_err(|e| HeparError::format(path, format!("corrupt or truncated gzip stream: {e}")))?;
-    if bytes.len() < NIFTI1_HEADER_SIZE.min(bytes.len().max(4)) {
-        return Err(HeparError::format(
-            path,
-            "file too short for a NIfTI header",
-        ));
-    }
     NiftiHeader::parse(&bytes, path)
 }
 
@@ -81,10 +75,10 @@ pub fn read_nifti(path: &Path) -> Result<NiftiImage> {
 pub fn decode_voxels(header: &NiftiHeader, bytes: &[u8], path: &Path) -> Result<Vec<f32>> {
     let count = header.num_voxels();
     let elem = header.datatype.size_bytes();
-    let start = header.vox_offset as usize;
-    let needed = count * elem;
+    let start = usize::try_from(header.vox_offset).unwrap_or(usize::MAX);
+    let needed = count * elem; // cannot overflow: NiftiHeader::parse checked it
     let available = bytes.len().saturating_sub(start);
-    if available < needed {
+    if available < needed || start.checked_add(needed).is_none() {
         return Err(HeparError::format(
             path,
             format!(
