@@ -258,3 +258,30 @@ fn bad_cases_are_reported_and_the_rest_prepared_then_cached() {
     }
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn split_preparation_from_parameters() {
+    let root = temp_dir("split-prepare");
+    write_dataset(&root.join("cases"), 4, 8, SHAPE).unwrap();
+    let mut params = hepar::data::config::DataParameters::default();
+    params.data.root = root.join("cases");
+    params.data.cache_dir = root.join("cache");
+    params.data.folds = 2;
+    params.preprocess.stage1 = small_stage1();
+    params.preprocess.stage2.slice_shape_yx = [16, 16];
+    let split = hepar::data::prepare::stage1_split(&params, false).unwrap();
+    assert_eq!(split.train.len() + split.validation.len(), 4);
+    assert_eq!(split.train.len(), 2);
+    assert!(split.problems.is_empty());
+    assert!(split
+        .train
+        .iter()
+        .all(|t| split.validation.iter().all(|v| v.id != t.id)));
+    let again = hepar::data::prepare::stage1_split(&params, false).unwrap();
+    assert_eq!(again.cache_hits, 4);
+    let stage2 = hepar::data::prepare::stage2_split(&params, false).unwrap();
+    assert_eq!(stage2.train.len(), 2);
+    params.data.root = root.join("nothing-here");
+    assert!(hepar::data::prepare::stage1_split(&params, false).is_err());
+    std::fs::remove_dir_all(&root).unwrap();
+}

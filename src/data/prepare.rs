@@ -3,8 +3,8 @@
 //! others go on. A progress bar shows the work when asked for.
 
 use super::cache::PreprocessCache;
-use super::config::{Stage1Config, Stage2Config};
-use super::dataset::{load_case, CaseFiles, CaseProblem};
+use super::config::{DataParameters, Stage1Config, Stage2Config};
+use super::dataset::{load_case, CaseFiles, CaseProblem, Dataset};
 use super::preprocess::{self, CropBox, Stack, StackKind, Stage2Case};
 use crate::error::{HeparError, Result};
 use std::path::Path;
@@ -286,5 +286,76 @@ fn read_stage2_entry(path: &Path) -> Result<Stage2Sample> {
             crop: meta.crop,
             source_shape_zyx: meta.source_shape_zyx,
         },
+    })
+}
+
+/// A dataset prepared and split for training: the fold in `[data]` is the validation set.
+#[derive(Debug, Clone)]
+pub struct PreparedSplit<T> {
+    pub train: Vec<T>,
+    pub validation: Vec<T>,
+    /// Cases left out at discovery or preprocessing, with the reason.
+    pub problems: Vec<CaseProblem>,
+    pub cache_hits: usize,
+}
+
+fn prepare_split<T>(
+    params: &DataParameters,
+    prepare: impl Fn(&[CaseFiles]) -> Result<Prepared<T>>,
+) -> Result<PreparedSplit<T>> {
+    let d = &params.data;
+    let dataset = Dataset::discover(&d.root)?;
+    let (train_cases, validation_cases) = dataset.split(d.folds, d.fold, d.split_seed)?;
+    let train = prepare(&train_cases)?;
+    let validation = prepare(&validation_cases)?;
+    let mut problems = dataset.problems;
+    problems.extend(train.failures);
+    problems.extend(validation.failures);
+    if train.items.is_empty() {
+        return Err(HeparError::format(
+            &d.root,
+            format!(
+                "no usable training case in fold {} of {} ({} problems)",
+                d.fold,
+                d.folds,
+                problems.len()
+            ),
+        ));
+    }
+    Ok(PreparedSplit {
+        train: train.items,
+        validation: validation.items,
+        problems,
+        cache_hits: train.cache_hits + validation.cache_hits,
+    })
+}
+
+/// Discovers `[data] root`, splits it and prepares both sides for stage 1 (cached).
+pub fn stage1_split(
+    params: &DataParameters,
+    show_progress: bool,
+) -> Result<PreparedSplit<Stage1Sample>> {
+    prepare_split(params, |cases| {
+        prepare_stage1(
+            cases,
+            &params.preprocess.stage1,
+            Some(&params.data.cache_dir),
+            show_progress,
+        )
+    })
+}
+
+/// Discovers `[data] root`, splits it and prepares both sides for stage 2 (cached).
+pub fn stage2_split(
+    params: &DataParameters,
+    show_progress: bool,
+) -> Result<PreparedSplit<Stage2Sample>> {
+    prepare_split(params, |cases| {
+        prepare_stage2(
+            cases,
+            &params.preprocess.stage2,
+            Some(&params.data.cache_dir),
+            show_progress,
+        )
     })
 }
