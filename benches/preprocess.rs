@@ -14,7 +14,7 @@ const SHAPE_ZYX: [usize; 3] = [200, 512, 512];
 
 /// A CT-like int16 volume (air, a body ellipse of soft tissue, some bone), written once.
 fn input_files() -> (PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join("hepar-bench-preprocess");
+    let dir = std::env::temp_dir().join("hepar-bench-preprocess-v2");
     let (nii, gz) = (dir.join("ct.nii"), dir.join("ct.nii.gz"));
     if nii.is_file() && gz.is_file() {
         return (nii, gz);
@@ -25,12 +25,14 @@ fn input_files() -> (PathBuf, PathBuf) {
             let (z, y, x) = (i / (h * w), (i / w) % h, i % w);
             let (dy, dx) = ((y as f32 - 256.0) / 200.0, (x as f32 - 256.0) / 240.0);
             let r = dy * dy + dx * dx;
+            // Scanner-like noise (a hash of the index) so gzip compresses as poorly as on real CT.
+            let noise = ((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as f32 - 32.0;
             if r > 1.0 {
-                -1000.0
+                -1000.0 + noise * 0.2
             } else if r < 0.02 {
-                700.0
+                700.0 + noise
             } else {
-                40.0 + ((x * 7 + y * 3 + z) % 50) as f32
+                40.0 + noise
             }
         })
         .collect();

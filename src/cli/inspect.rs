@@ -105,7 +105,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
             row[0], row[1], row[2], row[3]
         );
     }
-    if let Some((slope, inter)) = h.scaling() {
+    if let Some((slope, inter)) = h.scaling().filter(|&s| s != (1.0, 0.0)) {
         println!("scaling:     value * {slope} + {inter}");
     }
     println!(

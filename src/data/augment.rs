@@ -106,8 +106,13 @@ pub fn augment(example: &mut Example, cfg: &AugmentConfig, rng: &mut Rng) {
         gaussian_blur(example, sigma);
     }
     if rng.chance(cfg.p_bias_field) {
-        let coefficients: Vec<f64> = (0..9)
-            .map(|_| rng.range(-cfg.bias_field_strength, cfg.bias_field_strength))
+        // Every term lies in [-1, 1], so scaling the coefficients to an absolute sum of
+        // `strength` bounds the field by it: the image is multiplied by exp(+-strength) at most.
+        let raw: Vec<f64> = (0..9).map(|_| rng.range(-1.0, 1.0)).collect();
+        let total: f64 = raw.iter().map(|c| c.abs()).sum::<f64>().max(1e-12);
+        let coefficients: Vec<f64> = raw
+            .iter()
+            .map(|c| c * cfg.bias_field_strength / total)
             .collect();
         bias_field(example, &coefficients);
     }
@@ -431,5 +436,39 @@ mod tests {
         assert!(
             s.image[2] < 1.0 && s.image[1] > 0.0 && (s.image.iter().sum::<f32>() - 1.0).abs() < 0.1
         );
+    }
+
+    #[test]
+    fn bias_field_stays_within_its_strength() {
+        let cfg = AugmentConfig {
+            p_bias_field: 1.0,
+            bias_field_strength: 0.3,
+            ..no_other_transforms()
+        };
+        for seed in 0..10 {
+            let mut e = Example::new(vec![1.0; 4 * 6 * 5], vec![0.0; 120], 1, [4, 6, 5]).unwrap();
+            augment(&mut e, &cfg, &mut Rng::new(seed));
+            let (lo, hi) = ((-0.3f32).exp(), 0.3f32.exp());
+            assert!(
+                e.image.iter().all(|&v| v >= lo - 1e-5 && v <= hi + 1e-5),
+                "{:?}",
+                e.image
+            );
+            assert!(e.image.iter().any(|&v| (v - 1.0).abs() > 1e-3));
+        }
+    }
+
+    fn no_other_transforms() -> AugmentConfig {
+        AugmentConfig {
+            p_flip: 0.0,
+            p_zoom: 0.0,
+            p_rotate: 0.0,
+            p_scale: 0.0,
+            p_intensity_shift: 0.0,
+            p_noise: 0.0,
+            p_bias_field: 0.0,
+            p_blur: 0.0,
+            ..Default::default()
+        }
     }
 }

@@ -127,8 +127,8 @@ pub struct AugmentConfig {
     /// Probability of Gaussian noise with standard deviation from `noise_std_range`.
     pub p_noise: f64,
     pub noise_std_range: [f64; 2],
-    /// Probability of a smooth multiplicative bias field `exp(polynomial)`, coefficients up to
-    /// `bias_field_strength` in magnitude.
+    /// Probability of a smooth multiplicative bias field `exp(field)`, `field` a quadratic
+    /// polynomial of the coordinates bounded by `bias_field_strength` in magnitude.
     pub p_bias_field: f64,
     pub bias_field_strength: f64,
     /// Probability of a Gaussian blur with sigma (voxels) from `blur_sigma_range`.
