@@ -22,7 +22,7 @@ fn input_files() -> (PathBuf, PathBuf) {
     let [d, h, w] = SHAPE_ZYX;
     let data: Vec<f32> = (0..d * h * w)
         .map(|i| {
-            let (z, y, x) = (i / (h * w), (i / w) % h, i % w);
+            let (y, x) = ((i / w) % h, i % w);
             let (dy, dx) = ((y as f32 - 256.0) / 200.0, (x as f32 - 256.0) / 240.0);
             let r = dy * dy + dx * dx;
             // Scanner-like noise (a hash of the index) so gzip compresses as poorly as on real CT.
