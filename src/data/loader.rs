@@ -25,6 +25,14 @@ pub struct Batch {
     pub label_shape: Vec<usize>,
 }
 
+impl Batch {
+    /// A 0/1 target from the labels: 1 where the label is at least `min_label` (1 for the
+    /// stage-1 liver target, tumour included; 2 for the stage-2 tumour target).
+    pub fn mask_at_least(&self, min_label: f32) -> Vec<f32> {
+        self.labels.iter().map(|&l| if l >= min_label { 1.0 } else { 0.0 }).collect()
+    }
+}
+
 /// Something that can build batch `index` of an epoch on any thread.
 pub trait BatchSource: Send + Sync {
     fn batch_count(&self) -> usize;
