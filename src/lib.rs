@@ -2,13 +2,23 @@
 //!
 //! Layout: `tensor` (n-d arrays, views, dtypes) and `autograd` (the reverse-mode tape) sit on a
 //! `backend` trait with a CPU implementation; `ops` builds every differentiable op from backend
-//! primitives; `nn`, `optim` and `losses` are built from ops. `data` reads and prepares CT volumes,
-//! `io` reads and writes checkpoints, `ptx` is the PTX virtual machine the CUDA kernels are tested on.
+//! primitives; `nn` and `optim` are built from ops. `data` reads and prepares CT volumes, `io`
+//! reads and writes checkpoints, `ptx` is the PTX virtual machine the CUDA kernels are tested on.
 
+pub mod autograd;
 pub mod backend;
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod io;
+pub mod ops;
+pub mod nn;
+pub mod optim;
+pub mod tensor;
 pub mod util;
+pub mod verify;
 
+pub use autograd::{no_grad, NoGradGuard};
+pub use backend::Device;
 pub use error::{HeparError, Result};
+pub use tensor::{DType, Tensor};

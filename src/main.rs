@@ -17,6 +17,8 @@ struct Cli {
 enum Command {
     /// Print the build's version and backends.
     Version,
+    /// Compare this build with PyTorch's golden fixtures (forward logits, gradients, AdamW steps).
+    Verify(hepar::cli::verify::VerifyArgs),
     /// Show a NIfTI file's shape, datatype, spacing, affine, orientation and value statistics.
     Inspect(hepar::cli::inspect::InspectArgs),
     /// Write synthetic abdominal CT phantoms in the LiTS layout.
@@ -30,6 +32,7 @@ fn main() {
             println!("hepar {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::Verify(args) => hepar::cli::verify::run(&args),
         Command::Inspect(args) => hepar::cli::inspect::run(args),
         Command::Synth(args) => hepar::cli::synth::run(args),
     };

@@ -2,3 +2,4 @@
 //! train on a laptop.
 
 pub mod kernels;
+pub mod storage;

@@ -49,6 +49,31 @@ pub fn gemm<T: Float>(
     assert_eq!(b_layout.rows, k, "gemm: inner dimensions differ");
     assert_eq!((c_layout.rows, c_layout.cols), (m, n), "gemm: output shape");
     assert!(span(a_layout) <= a.len() && span(b_layout) <= b.len() && span(c_layout) <= c.len());
+    // SAFETY: the asserts above keep every index the views can form inside the slices, and the
+    // output view addresses distinct elements (callers pass dense or transposed-dense outputs).
+    unsafe { gemm_raw(a.as_ptr(), a_layout, b.as_ptr(), b_layout, c.as_mut_ptr(), c_layout, accumulate) }
+}
+
+/// [`gemm`] on raw pointers, for kernels whose parallel tasks write disjoint parts of one output
+/// (forming overlapping `&mut` slices for them would be undefined behaviour).
+///
+/// # Safety
+/// Every element the three views address must be valid (reads for `a`, `b`; reads and writes for
+/// `c`), `c` must address distinct elements, and no other thread may touch the elements of `c`
+/// during the call.
+pub unsafe fn gemm_raw<T: Float>(
+    a: *const T,
+    a_layout: MatLayout,
+    b: *const T,
+    b_layout: MatLayout,
+    c: *mut T,
+    c_layout: MatLayout,
+    accumulate: bool,
+) {
+    let (m, k) = (a_layout.rows, a_layout.cols);
+    let n = b_layout.cols;
+    debug_assert_eq!(b_layout.rows, k, "gemm: inner dimensions differ");
+    debug_assert_eq!((c_layout.rows, c_layout.cols), (m, n), "gemm: output shape");
     if m == 0 || n == 0 {
         return;
     }
@@ -56,37 +81,33 @@ pub fn gemm<T: Float>(
         if !accumulate {
             for r in 0..m {
                 for col in 0..n {
-                    c[(r as isize * c_layout.row_stride + col as isize * c_layout.col_stride) as usize] = T::zero();
+                    *c.offset(r as isize * c_layout.row_stride + col as isize * c_layout.col_stride) = T::zero();
                 }
             }
         }
         return;
     }
-    // SAFETY: the asserts above keep every index the views can form inside the slices, and the
-    // output view addresses distinct elements (callers pass dense or transposed-dense outputs).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            c_layout.col_stride,
-            c_layout.row_stride,
-            accumulate,
-            a.as_ptr(),
-            a_layout.col_stride,
-            a_layout.row_stride,
-            b.as_ptr(),
-            b_layout.col_stride,
-            b_layout.row_stride,
-            T::one(),
-            T::one(),
-            false,
-            false,
-            false,
-            parallelism(m, n, k),
-        );
-    }
+    gemm::gemm(
+        m,
+        n,
+        k,
+        c,
+        c_layout.col_stride,
+        c_layout.row_stride,
+        accumulate,
+        a,
+        a_layout.col_stride,
+        a_layout.row_stride,
+        b,
+        b_layout.col_stride,
+        b_layout.row_stride,
+        T::one(),
+        T::one(),
+        false,
+        false,
+        false,
+        parallelism(m, n, k),
+    );
 }
 
 /// One past the largest index a view touches (views here have non-negative strides).

@@ -1,5 +1,13 @@
 //! CPU compute kernels as plain functions over contiguous slices. They know nothing of tensors or
 //! autograd, so each can be tested against a naive loop and benchmarked on its own.
 
+pub mod conv;
+#[cfg(target_arch = "x86_64")]
+mod conv_avx512;
 pub mod gemm;
 pub mod scalar;
+pub mod upsample;
+pub mod elementwise;
+pub mod norm;
+pub mod pool;
+pub mod reduce;

@@ -1,0 +1,54 @@
+//! CPU convolution kernels on the shapes the segmentation networks use: the 3D convs are the
+//! figures the engine is held to (PyTorch on the same 2-core machine: 40 ms and 65 ms forward).
+//! Throughput is reported in elements of the output so criterion prints a rate; GFLOP/s is
+//! `ConvGeometry::flops() / time` (printed once per benchmark).
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use hepar::backend::cpu::kernels::conv::{conv_backward_input, conv_backward_weight, conv_forward, ConvGeometry};
+use std::hint::black_box;
+
+fn conv3d(channels: usize, groups: usize, kernel: usize, size: usize) -> ConvGeometry {
+    let pad = kernel / 2;
+    ConvGeometry {
+        batch: 1,
+        in_channels: channels,
+        out_channels: channels,
+        groups,
+        input: [size; 3],
+        kernel: [kernel; 3],
+        stride: [1; 3],
+        padding: [pad; 3],
+        dilation: [1; 3],
+    }
+}
+
+fn filled(len: usize) -> Vec<f32> {
+    (0..len).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect()
+}
+
+fn bench_geometry(c: &mut Criterion, name: &str, g: ConvGeometry) {
+    let x = filled(g.input_len());
+    let w = filled(g.weight_len());
+    let b = filled(g.out_channels);
+    let gy = filled(g.output_len());
+    let mut y = vec![0f32; g.output_len()];
+    let mut gx = vec![0f32; g.input_len()];
+    let mut gw = vec![0f32; g.weight_len()];
+    eprintln!("{name}: {:.2} GFLOP per pass", g.flops() * 1e-9);
+    let mut group = c.benchmark_group(name);
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(g.output_len() as u64));
+    group.bench_function("forward", |bch| bch.iter(|| conv_forward(&g, black_box(&x), &w, Some(&b), &mut y)));
+    group.bench_function("backward_input", |bch| bch.iter(|| conv_backward_input(&g, black_box(&gy), &w, &mut gx)));
+    group.bench_function("backward_weight", |bch| bch.iter(|| conv_backward_weight(&g, black_box(&x), &gy, &mut gw)));
+    group.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    bench_geometry(c, "conv3d_16to16_k3_64cubed", conv3d(16, 1, 3, 64));
+    bench_geometry(c, "conv3d_32to32_g4_k3_64cubed", conv3d(32, 4, 3, 64));
+    bench_geometry(c, "conv3d_32to32_k1_64cubed", conv3d(32, 1, 1, 64));
+}
+
+criterion_group!(conv_benches, benches);
+criterion_main!(conv_benches);

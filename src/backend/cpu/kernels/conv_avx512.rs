@@ -1,0 +1,417 @@
+//! Direct f32 convolution kernels for AVX-512, used when the width stride is 1 (every 3D U-Net
+//! convolution but the downsampling ones). No im2col: a register tile of output channels x output
+//! positions accumulates straight from shifted input rows, masked loads implement the zero padding
+//! at the row ends, and rows that fall into the padding are skipped. Grouped convolutions with 8
+//! output channels per group, which give GEMM far too thin a matrix, run at full vector width.
+//!
+//! The callers in `conv` check the CPU feature and the geometry; these functions trust both.
+
+use std::arch::x86_64::*;
+
+use rayon::prelude::*;
+
+use super::conv::ConvGeometry;
+
+/// Lanes of one vector.
+const LANES: usize = 16;
+/// Widest kernel the forward tile handles (taps along the width, each needing its own load mask).
+pub const MAX_KERNEL_WIDTH: usize = 16;
+
+/// Whether the direct kernels can run this geometry on this CPU.
+pub fn supports(geom: &ConvGeometry) -> bool {
+    geom.stride[2] == 1 && geom.kernel[2] <= MAX_KERNEL_WIDTH && is_x86_feature_detected!("avx512f")
+}
+
+/// An output buffer parallel tasks write disjoint parts of.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: every task writes only its own (channel range, rows) block of the output.
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+/// Lanes `l` of a vector starting at coordinate `start` with `0 <= start + l < len`.
+#[inline(always)]
+fn range_mask(start: isize, len: usize) -> u16 {
+    let lo = (-start).clamp(0, LANES as isize) as u32;
+    let hi = (len as isize - start).clamp(0, LANES as isize) as u32;
+    if hi <= lo {
+        0
+    } else {
+        (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16
+    }
+}
+
+/// One input row the output row reads: its offset in the group's input, and the weight row of
+/// its first width tap.
+#[derive(Clone, Copy)]
+struct RowTap {
+    offset: isize,
+    weight_row: usize,
+}
+
+/// Rows within one (batch item, group) handled by one task: enough tasks for every thread, each
+/// long enough to amortise its setup.
+fn rows_per_task(rows: usize, outer: usize) -> usize {
+    let wanted = 8 * rayon::current_num_threads();
+    let per_outer = wanted.div_ceil(outer.max(1));
+    rows.div_ceil(per_outer).max(1)
+}
+
+/// Convolution forward (width stride 1): `out = conv(input, weight) + bias`.
+pub fn forward(geom: &ConvGeometry, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+    let m = geom.out_channels / geom.groups;
+    // Output channels per register tile, and vectors along the width: about 16 accumulators.
+    match m {
+        8.. => forward_tiled::<8, 2>(geom, input, weight, bias, out),
+        4..=7 => forward_tiled::<4, 4>(geom, input, weight, bias, out),
+        2..=3 => forward_tiled::<2, 4>(geom, input, weight, bias, out),
+        _ => forward_tiled::<1, 4>(geom, input, weight, bias, out),
+    }
+}
+
+fn forward_tiled<const MR: usize, const NV: usize>(
+    geom: &ConvGeometry,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let groups = geom.groups;
+    let (cig, m) = (geom.in_channels / groups, geom.out_channels / groups);
+    let [kd, kh, kw] = geom.kernel;
+    let rows = cig * kd * kh * kw;
+    let chunks = m.div_ceil(MR);
+    // Weights per (group, chunk of MR output channels) as [weight row][MR], zero past the last
+    // channel so the tile never branches on a short chunk.
+    let mut packed = vec![0f32; groups * chunks * rows * MR];
+    for g in 0..groups {
+        for co in 0..m {
+            let (chunk, lane) = (co / MR, co % MR);
+            let base = (g * chunks + chunk) * rows * MR;
+            for r in 0..rows {
+                packed[base + r * MR + lane] = weight[(g * m + co) * rows + r];
+            }
+        }
+    }
+    let out_dims = geom.output();
+    let [od, oh, ow] = out_dims;
+    let positions = od * oh * ow;
+    let in_plane = geom.input.iter().product::<usize>();
+    let out_rows = od * oh;
+    let per_task = rows_per_task(out_rows, geom.batch * groups);
+    let tasks_per_group = out_rows.div_ceil(per_task);
+    let out_ptr = SharedMut(out.as_mut_ptr());
+    let shifts: Vec<isize> = (0..kw).map(|k| (k * geom.dilation[2]) as isize - geom.padding[2] as isize).collect();
+    (0..geom.batch * groups * tasks_per_group).into_par_iter().for_each_init(Vec::<RowTap>::new, |taps, task| {
+        let out_ptr = out_ptr;
+        let (ng, t) = (task / tasks_per_group, task % tasks_per_group);
+        let g = ng % groups;
+        let src = input[ng * cig * in_plane..(ng + 1) * cig * in_plane].as_ptr();
+        for row in t * per_task..((t + 1) * per_task).min(out_rows) {
+            let (d, h) = (row / oh, row % oh);
+            collect_row_taps(geom, d, h, taps);
+            for chunk in 0..chunks {
+                let w = packed[(g * chunks + chunk) * rows * MR..].as_ptr();
+                let live = MR.min(m - chunk * MR);
+                let mut init = [0f32; MR];
+                if let Some(b) = bias {
+                    init[..live].copy_from_slice(&b[g * m + chunk * MR..g * m + chunk * MR + live]);
+                }
+                let out_offset = (ng * m + chunk * MR) * positions + row * ow;
+                for x0 in (0..ow).step_by(LANES * NV) {
+                    // SAFETY: loads are masked to the input row (`collect_row_taps` keeps only rows
+                    // inside the input), stores to this task's rows and the `live` channels.
+                    unsafe {
+                        forward_tile::<MR, NV>(
+                            src,
+                            taps,
+                            &shifts,
+                            geom.input[2],
+                            x0,
+                            ow,
+                            w,
+                            &init,
+                            out_ptr.0.add(out_offset),
+                            positions,
+                            live,
+                        );
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// The input rows output row (d, h) reads, over all input channels of a group.
+fn collect_row_taps(geom: &ConvGeometry, d: usize, h: usize, taps: &mut Vec<RowTap>) {
+    taps.clear();
+    let cig = geom.in_channels / geom.groups;
+    let [kd, kh, kw] = geom.kernel;
+    let [id, ih, iw] = geom.input;
+    for c in 0..cig {
+        for a in 0..kd {
+            let sd = (d * geom.stride[0] + a * geom.dilation[0]) as isize - geom.padding[0] as isize;
+            if sd < 0 || sd >= id as isize {
+                continue;
+            }
+            for b in 0..kh {
+                let sh = (h * geom.stride[1] + b * geom.dilation[1]) as isize - geom.padding[1] as isize;
+                if sh < 0 || sh >= ih as isize {
+                    continue;
+                }
+                taps.push(RowTap {
+                    offset: (((c * id) as isize + sd) * ih as isize + sh) * iw as isize,
+                    weight_row: ((c * kd + a) * kh + b) * kw,
+                });
+            }
+        }
+    }
+}
+
+/// Output channels `MR` x positions `x0 .. x0 + 16 NV` of one output row, accumulated over every
+/// (row tap, width tap), then stored for the first `live` channels.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn forward_tile<const MR: usize, const NV: usize>(
+    src: *const f32,
+    taps: &[RowTap],
+    shifts: &[isize],
+    in_width: usize,
+    x0: usize,
+    out_width: usize,
+    weights: *const f32,
+    init: &[f32; MR],
+    out: *mut f32,
+    channel_stride: usize,
+    live: usize,
+) {
+    let kw = shifts.len();
+    let mut masks = [[0u16; NV]; MAX_KERNEL_WIDTH];
+    for (k, &shift) in shifts.iter().enumerate() {
+        for v in 0..NV {
+            let x = (x0 + v * LANES) as isize;
+            masks[k][v] = range_mask(x, out_width) & range_mask(x + shift, in_width);
+        }
+    }
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    for co in 0..MR {
+        for v in 0..NV {
+            acc[co][v] = _mm512_set1_ps(init[co]);
+        }
+    }
+    for tap in taps {
+        let row = src.wrapping_offset(tap.offset + x0 as isize);
+        let w_row = weights.add(tap.weight_row * MR);
+        for k in 0..kw {
+            let p = row.wrapping_offset(shifts[k]);
+            let mut x = [_mm512_setzero_ps(); NV];
+            for v in 0..NV {
+                // Masked-off lanes are never read, so `p` may point before or past the row.
+                x[v] = _mm512_maskz_loadu_ps(masks[k][v], p.wrapping_add(v * LANES));
+            }
+            let w_k = w_row.add(k * MR);
+            for co in 0..MR {
+                let w = _mm512_set1_ps(*w_k.add(co));
+                for v in 0..NV {
+                    acc[co][v] = _mm512_fmadd_ps(w, x[v], acc[co][v]);
+                }
+            }
+        }
+    }
+    for v in 0..NV {
+        let store = range_mask((x0 + v * LANES) as isize, out_width);
+        for co in 0..live.min(MR) {
+            _mm512_mask_storeu_ps(out.add(co * channel_stride + x0 + v * LANES), store, acc[co][v]);
+        }
+    }
+}
+
+/// Gradient of the weights (width stride 1), written into `grad_weight`.
+pub fn backward_weight(geom: &ConvGeometry, input: &[f32], grad_out: &[f32], grad_weight: &mut [f32]) {
+    let groups = geom.groups;
+    let (cig, m) = (geom.in_channels / groups, geom.out_channels / groups);
+    let [kd, kh, kw] = geom.kernel;
+    let rows = cig * kd * kh * kw;
+    let [od, oh, ow] = geom.output();
+    let positions = od * oh * ow;
+    let in_plane = geom.input.iter().product::<usize>();
+    let out_rows = od * oh;
+    let per_task = rows_per_task(out_rows, geom.batch * groups).min(16);
+    let tasks_per_group = out_rows.div_ceil(per_task);
+    let pointwise = geom.kernel == [1, 1, 1] && geom.padding == [0, 0, 0];
+    let partial = (0..geom.batch * groups * tasks_per_group)
+        .into_par_iter()
+        .fold(
+            || (vec![0f32; grad_weight.len()], Vec::<(isize, isize)>::new()),
+            |(mut acc, mut row_pairs), task| {
+                let (ng, t) = (task / tasks_per_group, task % tasks_per_group);
+                let g = ng % groups;
+                let src = input[ng * cig * in_plane..(ng + 1) * cig * in_plane].as_ptr();
+                let dy = grad_out[ng * m * positions..(ng + 1) * m * positions].as_ptr();
+                let row_range = t * per_task..((t + 1) * per_task).min(out_rows);
+                let gw_group = &mut acc[g * m * rows..(g + 1) * m * rows];
+                let mut co = 0;
+                while co < m {
+                    let mr = [4, 2, 1].into_iter().find(|&mr| mr <= m - co).unwrap_or(1);
+                    if pointwise {
+                        // Width taps are input channels here: sources j are channel planes.
+                        let mut c = 0;
+                        while c < cig {
+                            let j = 3.min(cig - c);
+                            row_pairs.clear();
+                            for row in row_range.clone() {
+                                let (d, h) = (row / oh, row % oh);
+                                let s = ((d * geom.stride[0]) * geom.input[1] + h * geom.stride[1]) * geom.input[2];
+                                row_pairs.push(((row * ow) as isize, (c * in_plane + s) as isize));
+                            }
+                            let deltas: Vec<(isize, isize)> = (0..j).map(|q| ((q * in_plane) as isize, 0)).collect();
+                            // SAFETY: every row pair and delta addresses rows inside this group's
+                            // input and output gradient; loads are masked to the rows.
+                            unsafe {
+                                weight_tile_dispatch(mr, j, dy.add(co * positions), &row_pairs, src, &deltas, positions, ow, geom.input[2], gw_group[co * rows + c..].as_mut_ptr(), rows);
+                            }
+                            c += j;
+                        }
+                    } else {
+                        let deltas: Vec<(isize, isize)> = (0..kw)
+                            .map(|k| {
+                                let s = (k * geom.dilation[2]) as isize - geom.padding[2] as isize;
+                                (s, s)
+                            })
+                            .collect();
+                        for c in 0..cig {
+                            for a in 0..kd {
+                                for b in 0..kh {
+                                    row_pairs.clear();
+                                    for row in row_range.clone() {
+                                        let (d, h) = (row / oh, row % oh);
+                                        let sd = (d * geom.stride[0] + a * geom.dilation[0]) as isize - geom.padding[0] as isize;
+                                        let sh = (h * geom.stride[1] + b * geom.dilation[1]) as isize - geom.padding[1] as isize;
+                                        if sd < 0 || sd >= geom.input[0] as isize || sh < 0 || sh >= geom.input[1] as isize {
+                                            continue;
+                                        }
+                                        let s = (((c * geom.input[0]) as isize + sd) * geom.input[1] as isize + sh) * geom.input[2] as isize;
+                                        row_pairs.push(((row * ow) as isize, s));
+                                    }
+                                    if row_pairs.is_empty() {
+                                        continue;
+                                    }
+                                    let r0 = ((c * kd + a) * kh + b) * kw;
+                                    // SAFETY: as above; width taps are masked to the input row.
+                                    unsafe {
+                                        weight_tile_dispatch(mr, kw, dy.add(co * positions), &row_pairs, src, &deltas, positions, ow, geom.input[2], gw_group[co * rows + r0..].as_mut_ptr(), rows);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    co += mr;
+                }
+                (acc, row_pairs)
+            },
+        )
+        .map(|(acc, _)| acc)
+        .reduce_with(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(x, y)| *x += *y);
+            a
+        });
+    match partial {
+        Some(sum) => grad_weight.copy_from_slice(&sum),
+        None => grad_weight.fill(0.0),
+    }
+}
+
+/// Picks the register tile for `mr` output channels x `j` sources.
+#[allow(clippy::too_many_arguments)]
+unsafe fn weight_tile_dispatch(
+    mr: usize,
+    j: usize,
+    dy: *const f32,
+    row_pairs: &[(isize, isize)],
+    src: *const f32,
+    deltas: &[(isize, isize)],
+    dy_channel_stride: usize,
+    out_width: usize,
+    in_width: usize,
+    gw: *mut f32,
+    gw_channel_stride: usize,
+) {
+    macro_rules! go {
+        ($mr:literal, $j:literal) => {
+            weight_tile::<$mr, $j>(dy, row_pairs, src, deltas, dy_channel_stride, out_width, in_width, gw, gw_channel_stride)
+        };
+    }
+    macro_rules! by_j {
+        ($mr:literal) => {
+            match j {
+                1 => go!($mr, 1),
+                2 => go!($mr, 2),
+                3 => go!($mr, 3),
+                _ => {
+                    // Wider kernels: three sources at a time.
+                    let mut q = 0;
+                    while q < j {
+                        let n = 3.min(j - q);
+                        weight_tile_dispatch(mr, n, dy, row_pairs, src, &deltas[q..q + n], dy_channel_stride, out_width, in_width, gw.add(q), gw_channel_stride);
+                        q += n;
+                    }
+                }
+            }
+        };
+    }
+    match mr {
+        8 => by_j!(8),
+        4 => by_j!(4),
+        2 => by_j!(2),
+        _ => by_j!(1),
+    }
+}
+
+/// `gw[co][j] += sum over rows and positions x of dy[co][row, x] * src[row + delta_j][x + shift_j]`
+/// for `MR` output channels and `J` sources; `deltas[j]` = (pointer offset, coordinate shift used
+/// to mask the row ends). Accumulates in registers across all rows, reduces once.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn weight_tile<const MR: usize, const J: usize>(
+    dy: *const f32,
+    row_pairs: &[(isize, isize)],
+    src: *const f32,
+    deltas: &[(isize, isize)],
+    dy_channel_stride: usize,
+    out_width: usize,
+    in_width: usize,
+    gw: *mut f32,
+    gw_channel_stride: usize,
+) {
+    let mut acc = [[_mm512_setzero_ps(); J]; MR];
+    // Positions outer, rows inner: the load masks are fixed for a whole pass over the rows.
+    for x0 in (0..out_width).step_by(LANES) {
+        let tail = range_mask(x0 as isize, out_width);
+        let mut masks = [0u16; J];
+        let mut offsets = [0isize; J];
+        for q in 0..J {
+            let (delta, shift) = deltas[q];
+            masks[q] = tail & range_mask(x0 as isize + shift, in_width);
+            offsets[q] = delta + x0 as isize;
+        }
+        for &(dy_offset, src_offset) in row_pairs {
+            let dy_row = dy.offset(dy_offset).add(x0);
+            let src_row = src.wrapping_offset(src_offset);
+            let mut s = [_mm512_setzero_ps(); J];
+            for q in 0..J {
+                s[q] = _mm512_maskz_loadu_ps(masks[q], src_row.wrapping_offset(offsets[q]));
+            }
+            for co in 0..MR {
+                let g = _mm512_maskz_loadu_ps(tail, dy_row.add(co * dy_channel_stride));
+                for q in 0..J {
+                    acc[co][q] = _mm512_fmadd_ps(g, s[q], acc[co][q]);
+                }
+            }
+        }
+    }
+    for co in 0..MR {
+        for q in 0..J {
+            *gw.add(co * gw_channel_stride + q) += _mm512_reduce_add_ps(acc[co][q]);
+        }
+    }
+}

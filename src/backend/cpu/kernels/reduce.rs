@@ -1,0 +1,130 @@
+//! Reductions over a set of axes, with the reduced axes kept as size 1 in the output.
+
+use super::elementwise::StridedCursor;
+use super::scalar::Float;
+use crate::backend::ops::ReduceOp;
+use crate::tensor::layout::Layout;
+use rayon::prelude::*;
+
+/// Splits a layout into (kept axes view, reduced axes view) so each output element reduces one
+/// contiguous run of the permuted view. Returns the output shape with reduced axes set to 1.
+fn split_axes(layout: &Layout, axes: &[usize]) -> (Layout, Vec<usize>, usize, usize) {
+    let rank = layout.rank();
+    let kept: Vec<usize> = (0..rank).filter(|a| !axes.contains(a)).collect();
+    let order: Vec<usize> = kept.iter().copied().chain(axes.iter().copied()).collect();
+    let permuted = layout.permute("reduce", &order).expect("axes validated by the caller");
+    let outer: usize = kept.iter().map(|&a| layout.shape()[a]).product();
+    let inner: usize = axes.iter().map(|&a| layout.shape()[a]).product();
+    let mut out_shape = layout.shape().to_vec();
+    for &a in axes {
+        out_shape[a] = 1;
+    }
+    (permuted, out_shape, outer, inner)
+}
+
+/// Reduces `x` over `axes` (sorted, unique, validated). f32 sums accumulate in f64.
+pub fn reduce<T: Float>(x: &[T], layout: &Layout, axes: &[usize], op: ReduceOp) -> (Vec<T>, Vec<usize>) {
+    let (permuted, out_shape, outer, inner) = split_axes(layout, axes);
+    let mut out = vec![T::zero(); outer];
+    let reduce_run = |o: usize, slot: &mut T| {
+        let mut cur = StridedCursor::new(&permuted, o * inner);
+        *slot = match op {
+            ReduceOp::Sum => {
+                let mut acc = 0.0f64;
+                for _ in 0..inner {
+                    acc += x[cur.next_index()].to_f64_lossless();
+                }
+                T::from_f64_lossy(acc)
+            }
+            ReduceOp::Max => {
+                let mut acc = T::neg_infinity();
+                for _ in 0..inner {
+                    let v = x[cur.next_index()];
+                    // NaN propagates, as in PyTorch.
+                    if v > acc || v.is_nan() {
+                        acc = v;
+                    }
+                }
+                acc
+            }
+            ReduceOp::Min => {
+                let mut acc = T::infinity();
+                for _ in 0..inner {
+                    let v = x[cur.next_index()];
+                    if v < acc || v.is_nan() {
+                        acc = v;
+                    }
+                }
+                acc
+            }
+        };
+    };
+    if outer * inner >= 1 << 15 && outer > 1 {
+        out.par_iter_mut().enumerate().for_each(|(o, slot)| reduce_run(o, slot));
+    } else if outer == 1 && inner >= 1 << 16 && op == ReduceOp::Sum && permuted.is_contiguous() {
+        // One long contiguous sum: split it across threads.
+        let start = permuted.offset();
+        let total: f64 = x[start..start + inner].par_chunks(1 << 14).map(|c| c.iter().map(|v| v.to_f64_lossless()).sum::<f64>()).sum();
+        out[0] = T::from_f64_lossy(total);
+    } else {
+        for (o, slot) in out.iter_mut().enumerate() {
+            reduce_run(o, slot);
+        }
+    }
+    (out, out_shape)
+}
+
+/// Softmax (or log-softmax) along one axis, written densely in the input's logical order.
+pub fn softmax<T: Float>(x: &[T], layout: &Layout, axis: usize, log: bool) -> Vec<T> {
+    let rank = layout.rank();
+    let order: Vec<usize> = (0..rank).filter(|&a| a != axis).chain(std::iter::once(axis)).collect();
+    let permuted = layout.permute("softmax", &order).expect("axis validated by the caller");
+    let len = layout.shape()[axis];
+    let rows = if len == 0 { 0 } else { layout.numel() / len };
+    // Results in permuted order, then scattered back to the logical order.
+    let mut out_perm = vec![T::zero(); layout.numel()];
+    let row_fn = |r: usize, row: &mut [T]| {
+        let mut cur = StridedCursor::new(&permuted, r * len);
+        for v in row.iter_mut() {
+            *v = x[cur.next_index()];
+        }
+        let max = row.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
+        let mut sum = 0.0f64;
+        for v in row.iter_mut() {
+            let e = (*v - max).exp();
+            sum += e.to_f64_lossless();
+            if !log {
+                *v = e;
+            }
+        }
+        if log {
+            let lse = max + T::from_f64_lossy(sum.ln());
+            for v in row.iter_mut() {
+                *v -= lse;
+            }
+        } else {
+            let inv = T::from_f64_lossy(1.0 / sum);
+            for v in row.iter_mut() {
+                *v *= inv;
+            }
+        }
+    };
+    if len > 0 {
+        if layout.numel() >= 1 << 15 && rows > 1 {
+            out_perm.par_chunks_mut(len).enumerate().for_each(|(r, row)| row_fn(r, row));
+        } else {
+            out_perm.chunks_mut(len).enumerate().for_each(|(r, row)| row_fn(r, row));
+        }
+    }
+    if axis == rank - 1 {
+        return out_perm;
+    }
+    // Undo the permutation: view the permuted-dense result with the inverse order.
+    let perm_shape: Vec<usize> = order.iter().map(|&a| layout.shape()[a]).collect();
+    let mut inverse = vec![0; rank];
+    for (i, &a) in order.iter().enumerate() {
+        inverse[a] = i;
+    }
+    let back = Layout::contiguous(&perm_shape).permute("softmax", &inverse).expect("inverse permutation");
+    super::elementwise::copy_strided(&out_perm, &back)
+}

@@ -1,0 +1,368 @@
+//! `CpuStorage`: tensor data in host memory, and the CPU implementation of the backend trait.
+
+use super::kernels::{conv, elementwise, gemm, norm, pool, reduce, upsample};
+use crate::backend::ops::{BinaryOp, ReduceOp, UnaryOp};
+use crate::backend::{BackendStorage, ConvGeometry, ConvTransposeGeometry, NormStats, PoolGeometry, UpsampleGeometry, UpsampleMode};
+use crate::error::{HeparError, Result};
+use crate::tensor::dtype::DType;
+use crate::tensor::layout::Layout;
+use half::{bf16, f16};
+
+#[derive(Clone, Debug)]
+pub enum CpuStorage {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    F16(Vec<f16>),
+    BF16(Vec<bf16>),
+}
+
+/// Runs a generic computation on the f32 or f64 data of one storage, re-wrapping the result;
+/// f16/bf16 storages are refused with an error naming the op.
+macro_rules! compute {
+    ($op:expr, $s:expr, |$v:ident| $body:expr) => {
+        match $s {
+            CpuStorage::F32($v) => Ok(CpuStorage::F32($body)),
+            CpuStorage::F64($v) => Ok(CpuStorage::F64($body)),
+            other => Err(HeparError::dtype($op, format!("{} tensors are storage only: convert to f32 first", other.dtype()))),
+        }
+    };
+}
+
+/// Like `compute!` for two storages that must share a dtype.
+macro_rules! compute2 {
+    ($op:expr, $a:expr, $b:expr, |$x:ident, $y:ident| $body:expr) => {
+        match ($a, $b) {
+            (CpuStorage::F32($x), CpuStorage::F32($y)) => Ok(CpuStorage::F32($body)),
+            (CpuStorage::F64($x), CpuStorage::F64($y)) => Ok(CpuStorage::F64($body)),
+            (a, b) => Err(HeparError::dtype($op, format!("operands are {} and {}", a.dtype(), b.dtype()))),
+        }
+    };
+}
+
+impl CpuStorage {
+    pub fn zeros(numel: usize, dtype: DType) -> Self {
+        Self::full(numel, dtype, 0.0)
+    }
+
+    pub fn full(numel: usize, dtype: DType, value: f64) -> Self {
+        match dtype {
+            DType::F32 => CpuStorage::F32(vec![value as f32; numel]),
+            DType::F64 => CpuStorage::F64(vec![value; numel]),
+            DType::F16 => CpuStorage::F16(vec![f16::from_f64(value); numel]),
+            DType::BF16 => CpuStorage::BF16(vec![bf16::from_f64(value); numel]),
+        }
+    }
+
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        match self {
+            CpuStorage::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+    pub fn as_f64(&self) -> Option<&[f64]> {
+        match self {
+            CpuStorage::F64(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Values of a view, converted to f64 (for tests, printing and I/O).
+    pub fn to_f64_vec(&self, l: &Layout) -> Vec<f64> {
+        let idx = |f: &mut dyn FnMut(usize)| l.for_each_index(f);
+        let mut out = Vec::with_capacity(l.numel());
+        match self {
+            CpuStorage::F32(v) => idx(&mut |i| out.push(v[i] as f64)),
+            CpuStorage::F64(v) => idx(&mut |i| out.push(v[i])),
+            CpuStorage::F16(v) => idx(&mut |i| out.push(v[i].to_f64())),
+            CpuStorage::BF16(v) => idx(&mut |i| out.push(v[i].to_f64())),
+        }
+        out
+    }
+}
+
+fn convert<S: Copy, D>(src: &[S], l: &Layout, f: impl Fn(S) -> D) -> Vec<D> {
+    let mut out = Vec::with_capacity(l.numel());
+    l.for_each_index(|i| out.push(f(src[i])));
+    out
+}
+
+impl BackendStorage for CpuStorage {
+    const BACKEND: &'static str = "cpu";
+
+    fn dtype(&self) -> DType {
+        match self {
+            CpuStorage::F32(_) => DType::F32,
+            CpuStorage::F64(_) => DType::F64,
+            CpuStorage::F16(_) => DType::F16,
+            CpuStorage::BF16(_) => DType::BF16,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            CpuStorage::F32(v) => v.len(),
+            CpuStorage::F64(v) => v.len(),
+            CpuStorage::F16(v) => v.len(),
+            CpuStorage::BF16(v) => v.len(),
+        }
+    }
+
+    fn to_dtype(&self, l: &Layout, dtype: DType) -> Result<Self> {
+        use CpuStorage::*;
+        Ok(match (self, dtype) {
+            (F32(v), DType::F32) => F32(convert(v, l, |x| x)),
+            (F32(v), DType::F64) => F64(convert(v, l, |x| x as f64)),
+            (F32(v), DType::F16) => F16(convert(v, l, f16::from_f32)),
+            (F32(v), DType::BF16) => BF16(convert(v, l, bf16::from_f32)),
+            (F64(v), DType::F32) => F32(convert(v, l, |x| x as f32)),
+            (F64(v), DType::F64) => F64(convert(v, l, |x| x)),
+            (F64(v), DType::F16) => F16(convert(v, l, f16::from_f64)),
+            (F64(v), DType::BF16) => BF16(convert(v, l, bf16::from_f64)),
+            (F16(v), DType::F32) => F32(convert(v, l, f16::to_f32)),
+            (F16(v), DType::F64) => F64(convert(v, l, f16::to_f64)),
+            (F16(v), DType::F16) => F16(convert(v, l, |x| x)),
+            (F16(v), DType::BF16) => BF16(convert(v, l, |x| bf16::from_f32(x.to_f32()))),
+            (BF16(v), DType::F32) => F32(convert(v, l, bf16::to_f32)),
+            (BF16(v), DType::F64) => F64(convert(v, l, bf16::to_f64)),
+            (BF16(v), DType::F16) => F16(convert(v, l, |x| f16::from_f32(x.to_f32()))),
+            (BF16(v), DType::BF16) => BF16(convert(v, l, |x| x)),
+        })
+    }
+
+    fn copy_strided(&self, l: &Layout) -> Result<Self> {
+        match self {
+            CpuStorage::F16(v) => Ok(CpuStorage::F16(convert(v, l, |x| x))),
+            CpuStorage::BF16(v) => Ok(CpuStorage::BF16(convert(v, l, |x| x))),
+            s => compute!("copy", s, |v| elementwise::copy_strided(v, l)),
+        }
+    }
+
+    fn write_strided(&mut self, dst: &Layout, src: &Self, src_layout: &Layout) -> Result<()> {
+        match (self, src) {
+            (CpuStorage::F32(d), CpuStorage::F32(s)) => elementwise::scatter_into(&elementwise::copy_strided(s, src_layout), d, dst),
+            (CpuStorage::F64(d), CpuStorage::F64(s)) => elementwise::scatter_into(&elementwise::copy_strided(s, src_layout), d, dst),
+            (d, s) => return Err(HeparError::dtype("write_strided", format!("destination {} vs source {}", d.dtype(), s.dtype()))),
+        }
+        Ok(())
+    }
+
+    fn unary(&self, l: &Layout, op: UnaryOp) -> Result<Self> {
+        compute!(op.name(), self, |v| elementwise::unary(v, l, op))
+    }
+
+    fn unary_grad(&self, l: &Layout, grad: &Self, gl: &Layout, op: UnaryOp) -> Result<Self> {
+        compute2!(op.name(), self, grad, |x, g| elementwise::unary_grad(x, l, g, gl, op))
+    }
+
+    fn binary(&self, l: &Layout, rhs: &Self, rl: &Layout, op: BinaryOp) -> Result<Self> {
+        compute2!(op.name(), self, rhs, |a, b| elementwise::binary(a, l, b, rl, op))
+    }
+
+    fn reduce(&self, l: &Layout, axes: &[usize], op: ReduceOp) -> Result<Self> {
+        compute!("reduce", self, |v| reduce::reduce(v, l, axes, op).0)
+    }
+
+    fn softmax(&self, l: &Layout, axis: usize, log: bool) -> Result<Self> {
+        compute!("softmax", self, |v| reduce::softmax(v, l, axis, log))
+    }
+
+    fn matmul(&self, l: &Layout, rhs: &Self, rl: &Layout) -> Result<Self> {
+        compute2!("matmul", self, rhs, |a, b| batched_matmul(a, l, b, rl))
+    }
+
+    fn group_norm(&self, l: &Layout, groups: usize, weight: Option<&Self>, bias: Option<&Self>, eps: f64) -> Result<(Self, NormStats<Self>)> {
+        let (n, c, s) = ncs(l);
+        let x = self.copy_strided(l)?;
+        macro_rules! run {
+            ($x:expr, $w:expr, $b:expr, $wrap:path) => {{
+                let (y, mean, rstd) = norm::group_norm_forward($x, n, c, s, groups, $w, $b, eps);
+                Ok(($wrap(y), NormStats { mean: $wrap(mean), rstd: $wrap(rstd) }))
+            }};
+        }
+        match (&x, weight, bias) {
+            (CpuStorage::F32(x), w, b) => run!(x, w.and_then(|w| w.as_f32()), b.and_then(|b| b.as_f32()), CpuStorage::F32),
+            (CpuStorage::F64(x), w, b) => run!(x, w.and_then(|w| w.as_f64()), b.and_then(|b| b.as_f64()), CpuStorage::F64),
+            (other, _, _) => Err(HeparError::dtype("group_norm", format!("{} is storage only", other.dtype()))),
+        }
+    }
+
+    fn group_norm_backward(&self, l: &Layout, grad: &Self, gl: &Layout, groups: usize, weight: Option<&Self>, stats: &NormStats<Self>) -> Result<(Self, Self, Self)> {
+        let (n, c, s) = ncs(l);
+        let x = self.copy_strided(l)?;
+        let g = grad.copy_strided(gl)?;
+        match (&x, &g, &stats.mean, &stats.rstd) {
+            (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(m), CpuStorage::F32(r)) => {
+                let (a, b, cc) = norm::group_norm_backward(x, g, m, r, n, c, s, groups, weight.and_then(|w| w.as_f32()));
+                Ok((CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(cc)))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(g), CpuStorage::F64(m), CpuStorage::F64(r)) => {
+                let (a, b, cc) = norm::group_norm_backward(x, g, m, r, n, c, s, groups, weight.and_then(|w| w.as_f64()));
+                Ok((CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(cc)))
+            }
+            _ => Err(HeparError::dtype("group_norm_backward", "operands must all be f32 or all f64")),
+        }
+    }
+
+    fn batch_norm_stats(&self, l: &Layout) -> Result<(Vec<f64>, Vec<f64>)> {
+        let (n, c, s) = ncs(l);
+        match self.copy_strided(l)? {
+            CpuStorage::F32(x) => Ok(norm::channel_stats(&x, n, c, s)),
+            CpuStorage::F64(x) => Ok(norm::channel_stats(&x, n, c, s)),
+            other => Err(HeparError::dtype("batch_norm", format!("{} is storage only", other.dtype()))),
+        }
+    }
+
+    fn batch_norm_apply(&self, l: &Layout, mean: &[f64], rstd: &[f64], weight: Option<&Self>, bias: Option<&Self>) -> Result<Self> {
+        let (n, c, s) = ncs(l);
+        match self.copy_strided(l)? {
+            CpuStorage::F32(x) => Ok(CpuStorage::F32(norm::channel_affine(&x, n, c, s, mean, rstd, weight.and_then(|w| w.as_f32()), bias.and_then(|b| b.as_f32())))),
+            CpuStorage::F64(x) => Ok(CpuStorage::F64(norm::channel_affine(&x, n, c, s, mean, rstd, weight.and_then(|w| w.as_f64()), bias.and_then(|b| b.as_f64())))),
+            other => Err(HeparError::dtype("batch_norm", format!("{} is storage only", other.dtype()))),
+        }
+    }
+
+    fn batch_norm_train_backward(&self, l: &Layout, grad: &Self, gl: &Layout, mean: &[f64], rstd: &[f64], weight: Option<&Self>) -> Result<(Self, Self, Self)> {
+        let (n, c, s) = ncs(l);
+        match (self.copy_strided(l)?, grad.copy_strided(gl)?) {
+            (CpuStorage::F32(x), CpuStorage::F32(g)) => {
+                let (a, b, cc) = norm::batch_norm_train_backward(&x, &g, n, c, s, mean, rstd, weight.and_then(|w| w.as_f32()));
+                Ok((CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(cc)))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(g)) => {
+                let (a, b, cc) = norm::batch_norm_train_backward(&x, &g, n, c, s, mean, rstd, weight.and_then(|w| w.as_f64()));
+                Ok((CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(cc)))
+            }
+            _ => Err(HeparError::dtype("batch_norm_backward", "operands must all be f32 or all f64")),
+        }
+    }
+    fn conv(&self, weight: &Self, bias: Option<&Self>, g: &ConvGeometry) -> Result<Self> {
+        let n_out = g.batch * g.out_channels * g.output().iter().product::<usize>();
+        compute2!("conv", self, weight, |x, w| {
+            let mut out = vec![Default::default(); n_out];
+            conv::conv_forward(g, x, w, typed_bias(bias, x), &mut out);
+            out
+        })
+    }
+    fn conv_backward_input(&self, weight: &Self, g: &ConvGeometry) -> Result<Self> {
+        compute2!("conv_backward_input", self, weight, |go, w| {
+            let mut gx = vec![Default::default(); g.input_len()];
+            conv::conv_backward_input(g, go, w, &mut gx);
+            gx
+        })
+    }
+    fn conv_backward_weight(&self, grad_out: &Self, g: &ConvGeometry) -> Result<Self> {
+        compute2!("conv_backward_weight", self, grad_out, |x, go| {
+            let mut gw = vec![Default::default(); g.weight_len()];
+            conv::conv_backward_weight(g, x, go, &mut gw);
+            gw
+        })
+    }
+    fn conv_transpose(&self, weight: &Self, bias: Option<&Self>, g: &ConvTransposeGeometry) -> Result<Self> {
+        compute2!("conv_transpose", self, weight, |x, w| {
+            let mut out = vec![Default::default(); g.output_len()];
+            conv::conv_transpose_forward(g, x, w, typed_bias(bias, x), &mut out);
+            out
+        })
+    }
+    fn conv_transpose_backward_input(&self, weight: &Self, g: &ConvTransposeGeometry) -> Result<Self> {
+        compute2!("conv_transpose_backward_input", self, weight, |go, w| {
+            let mut gx = vec![Default::default(); g.input_len()];
+            conv::conv_transpose_backward_input(g, go, w, &mut gx);
+            gx
+        })
+    }
+    fn conv_transpose_backward_weight(&self, grad_out: &Self, g: &ConvTransposeGeometry) -> Result<Self> {
+        compute2!("conv_transpose_backward_weight", self, grad_out, |x, go| {
+            let mut gw = vec![Default::default(); g.weight_len()];
+            conv::conv_transpose_backward_weight(g, x, go, &mut gw);
+            gw
+        })
+    }
+    fn max_pool(&self, g: &PoolGeometry) -> Result<Self> {
+        let n_out = g.planes * g.output().iter().product::<usize>();
+        compute!("max_pool", self, |x| {
+            let mut out = vec![Default::default(); n_out];
+            pool::max_pool_forward(g, x, &mut out, &mut vec![0; n_out]);
+            out
+        })
+    }
+    fn max_pool_backward(&self, grad_out: &Self, g: &PoolGeometry) -> Result<Self> {
+        let n_out = g.planes * g.output().iter().product::<usize>();
+        let n_in = g.planes * g.input.iter().product::<usize>();
+        compute2!("max_pool_backward", self, grad_out, |x, go| {
+            let mut argmax = vec![0; n_out];
+            pool::max_pool_forward(g, x, &mut vec![Default::default(); n_out], &mut argmax);
+            let mut gi = vec![Default::default(); n_in];
+            pool::max_pool_backward(g, go, &argmax, &mut gi);
+            gi
+        })
+    }
+    fn avg_pool(&self, g: &PoolGeometry, count_include_pad: bool) -> Result<Self> {
+        let n_out = g.planes * g.output().iter().product::<usize>();
+        compute!("avg_pool", self, |x| {
+            let mut out = vec![Default::default(); n_out];
+            pool::avg_pool_forward(g, count_include_pad, x, &mut out);
+            out
+        })
+    }
+    fn avg_pool_backward(&self, g: &PoolGeometry, count_include_pad: bool) -> Result<Self> {
+        let n_in = g.planes * g.input.iter().product::<usize>();
+        compute!("avg_pool_backward", self, |go| {
+            let mut gi = vec![Default::default(); n_in];
+            pool::avg_pool_backward(g, count_include_pad, go, &mut gi);
+            gi
+        })
+    }
+    fn upsample(&self, g: &UpsampleGeometry, mode: UpsampleMode) -> Result<Self> {
+        let n_out = g.planes * g.output.iter().product::<usize>();
+        compute!("upsample", self, |x| {
+            let mut out = vec![Default::default(); n_out];
+            upsample::upsample_forward(g, mode, x, &mut out);
+            out
+        })
+    }
+    fn upsample_backward(&self, g: &UpsampleGeometry, mode: UpsampleMode) -> Result<Self> {
+        let n_in = g.planes * g.input.iter().product::<usize>();
+        compute!("upsample_backward", self, |go| {
+            let mut gi = vec![Default::default(); n_in];
+            upsample::upsample_backward(g, mode, go, &mut gi);
+            gi
+        })
+    }
+}
+
+/// The bias slice of the same element type as `like`, if a bias of that dtype was given.
+fn typed_bias<'a, T: 'static>(bias: Option<&'a CpuStorage>, _like: &[T]) -> Option<&'a [T]> {
+    let any: &dyn std::any::Any = match bias? {
+        CpuStorage::F32(v) => v,
+        CpuStorage::F64(v) => v,
+        _ => return None,
+    };
+    any.downcast_ref::<Vec<T>>().map(|v| v.as_slice())
+}
+
+/// (batch, channels, spatial product) of an [N, C, ...] layout.
+fn ncs(l: &Layout) -> (usize, usize, usize) {
+    let sh = l.shape();
+    (sh[0], sh[1], sh[2..].iter().product())
+}
+
+/// [..., M, K] @ [..., K, N] with identical batch axes; strided views are read in place.
+fn batched_matmul<T: super::kernels::scalar::Float>(a: &[T], al: &Layout, b: &[T], bl: &Layout) -> Vec<T> {
+    let r = al.rank();
+    let (m, k, n) = (al.shape()[r - 2], al.shape()[r - 1], bl.shape()[r - 1]);
+    let batch_shape = &al.shape()[..r - 2];
+    let batch: usize = batch_shape.iter().product();
+    let mut out = vec![T::zero(); batch * m * n];
+    let mat = |l: &Layout, rows, cols| gemm::MatLayout { rows, cols, row_stride: l.strides()[r - 2] as isize, col_stride: l.strides()[r - 1] as isize };
+    let (a_mat, b_mat) = (mat(al, m, k), mat(bl, k, n));
+    let batch_offsets = |l: &Layout| -> Vec<usize> {
+        let bl = Layout::new(batch_shape.to_vec(), l.strides()[..r - 2].to_vec(), l.offset());
+        bl.indices()
+    };
+    let (ao, bo) = (batch_offsets(al), batch_offsets(bl));
+    for (i, chunk) in out.chunks_mut((m * n).max(1)).enumerate().take(batch) {
+        gemm::gemm(&a[ao[i]..], a_mat, &b[bo[i]..], b_mat, chunk, gemm::MatLayout::row_major(m, n), false);
+    }
+    out
+}

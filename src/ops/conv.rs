@@ -1,0 +1,169 @@
+//! Convolution and transposed convolution, 2D ([N, C, H, W]) and 3D ([N, C, D, H, W]).
+
+use crate::backend::{BackendStorage, ConvGeometry, ConvTransposeGeometry};
+use crate::error::{HeparError, Result};
+use crate::tensor::layout::Layout;
+use crate::tensor::Tensor;
+
+/// Stride, padding and dilation per spatial axis (one value applies to every axis), groups, and
+/// for transposed convolutions the extra output size on the high side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConvOptions {
+    pub stride: Vec<usize>,
+    pub padding: Vec<usize>,
+    pub dilation: Vec<usize>,
+    pub groups: usize,
+    pub output_padding: Vec<usize>,
+}
+
+impl Default for ConvOptions {
+    fn default() -> Self {
+        ConvOptions { stride: vec![1], padding: vec![0], dilation: vec![1], groups: 1, output_padding: vec![0] }
+    }
+}
+
+/// Expands a per-axis argument to 3 axes (depth first; 2D gets depth `fill`).
+pub(crate) fn spatial3(op: &'static str, what: &str, v: &[usize], dims: usize, fill: usize) -> Result<[usize; 3]> {
+    let full: Vec<usize> = match v.len() {
+        1 => vec![v[0]; dims],
+        n if n == dims => v.to_vec(),
+        _ => return Err(HeparError::invalid(op, format!("{what} {v:?} needs 1 or {dims} values"))),
+    };
+    let mut out = [fill; 3];
+    out[3 - dims..].copy_from_slice(&full);
+    Ok(out)
+}
+
+/// Spatial sizes of a [N, C, ...] tensor as 3 axes (2D gets depth 1).
+pub(crate) fn spatial_of(shape: &[usize]) -> [usize; 3] {
+    let mut out = [1; 3];
+    let dims = shape.len() - 2;
+    out[3 - dims..].copy_from_slice(&shape[2..]);
+    out
+}
+
+fn with_spatial(n: usize, c: usize, dims: usize, s: [usize; 3]) -> Vec<usize> {
+    let mut shape = vec![n, c];
+    shape.extend_from_slice(&s[3 - dims..]);
+    shape
+}
+
+fn dims_of(op: &'static str, x: &Tensor, w: &Tensor) -> Result<usize> {
+    if !(x.rank() == 4 || x.rank() == 5) || w.rank() != x.rank() {
+        return Err(HeparError::shape(op, format!("input {:?} and weight {:?}: expected both [N, C, H, W] or both [N, C, D, H, W]", x.shape(), w.shape())));
+    }
+    if x.dtype() != w.dtype() {
+        return Err(HeparError::dtype(op, format!("input {} vs weight {}", x.dtype(), w.dtype())));
+    }
+    Ok(x.rank() - 2)
+}
+
+fn check_bias(op: &'static str, bias: Option<&Tensor>, channels: usize, x: &Tensor) -> Result<()> {
+    if let Some(b) = bias {
+        if b.shape() != [channels] || b.dtype() != x.dtype() {
+            return Err(HeparError::shape(op, format!("bias {:?} {} for {channels} output channels of dtype {}", b.shape(), b.dtype(), x.dtype())));
+        }
+    }
+    Ok(())
+}
+
+fn dense(t: &Tensor) -> Result<crate::backend::Storage> {
+    t.storage().copy_strided(t.layout())
+}
+
+impl Tensor {
+    /// Convolution with weight [C_out, C_in / groups, k...] and optional bias [C_out].
+    pub fn conv(&self, weight: &Tensor, bias: Option<&Tensor>, opts: &ConvOptions) -> Result<Tensor> {
+        let op = "conv";
+        let dims = dims_of(op, self, weight)?;
+        let geom = ConvGeometry {
+            batch: self.shape()[0],
+            in_channels: self.shape()[1],
+            out_channels: weight.shape()[0],
+            groups: opts.groups,
+            input: spatial_of(self.shape()),
+            kernel: spatial_of(weight.shape()),
+            stride: spatial3(op, "stride", &opts.stride, dims, 1)?,
+            padding: spatial3(op, "padding", &opts.padding, dims, 0)?,
+            dilation: spatial3(op, "dilation", &opts.dilation, dims, 1)?,
+        };
+        if opts.groups == 0 || weight.shape()[1] * opts.groups != self.shape()[1] {
+            return Err(HeparError::shape(op, format!("input {:?} with weight {:?} and {} groups: weight axis 1 must be C_in / groups", self.shape(), weight.shape(), opts.groups)));
+        }
+        geom.validate().map_err(|e| HeparError::invalid(op, format!("input {:?}, weight {:?}: {e}", self.shape(), weight.shape())))?;
+        check_bias(op, bias, geom.out_channels, self)?;
+        let out_shape = with_spatial(geom.batch, geom.out_channels, dims, geom.output());
+        let (x_dense, w_dense) = (dense(self)?, dense(weight)?);
+        let b_dense = bias.map(dense).transpose()?;
+        let out = x_dense.conv(&w_dense, b_dense.as_ref(), &geom)?;
+        let mut inputs = vec![self, weight];
+        inputs.extend(bias);
+        let has_bias = bias.is_some();
+        let (x_shape, w_shape) = (self.shape().to_vec(), weight.shape().to_vec());
+        Ok(Tensor::from_op(
+            out,
+            Layout::contiguous(&out_shape),
+            op,
+            &inputs,
+            Box::new(move |g| {
+                let g_dense = dense(g)?;
+                let gx = g_dense.conv_backward_input(&w_dense, &geom)?;
+                let gw = x_dense.conv_backward_weight(&g_dense, &geom)?;
+                let mut grads = vec![Some(Tensor::from_storage(gx, Layout::contiguous(&x_shape))), Some(Tensor::from_storage(gw, Layout::contiguous(&w_shape)))];
+                if has_bias {
+                    let axes: Vec<usize> = (0..g.rank()).filter(|&a| a != 1).collect();
+                    grads.push(Some(g.sum_axes(&axes, false)?));
+                }
+                Ok(grads)
+            }),
+        ))
+    }
+
+    /// Transposed convolution with weight [C_in, C_out / groups, k...] and optional bias [C_out].
+    pub fn conv_transpose(&self, weight: &Tensor, bias: Option<&Tensor>, opts: &ConvOptions) -> Result<Tensor> {
+        let op = "conv_transpose";
+        let dims = dims_of(op, self, weight)?;
+        if weight.shape()[0] != self.shape()[1] {
+            return Err(HeparError::shape(op, format!("input {:?} with weight {:?}: weight axis 0 must be C_in", self.shape(), weight.shape())));
+        }
+        let geom = ConvTransposeGeometry {
+            batch: self.shape()[0],
+            in_channels: self.shape()[1],
+            out_channels: weight.shape()[1] * opts.groups,
+            groups: opts.groups,
+            input: spatial_of(self.shape()),
+            kernel: spatial_of(weight.shape()),
+            stride: spatial3(op, "stride", &opts.stride, dims, 1)?,
+            padding: spatial3(op, "padding", &opts.padding, dims, 0)?,
+            dilation: spatial3(op, "dilation", &opts.dilation, dims, 1)?,
+            output_padding: spatial3(op, "output_padding", &opts.output_padding, dims, 0)?,
+        };
+        geom.validate().map_err(|e| HeparError::invalid(op, format!("input {:?}, weight {:?}: {e}", self.shape(), weight.shape())))?;
+        check_bias(op, bias, geom.out_channels, self)?;
+        let out_shape = with_spatial(geom.batch, geom.out_channels, dims, geom.output());
+        let (x_dense, w_dense) = (dense(self)?, dense(weight)?);
+        let b_dense = bias.map(dense).transpose()?;
+        let out = x_dense.conv_transpose(&w_dense, b_dense.as_ref(), &geom)?;
+        let mut inputs = vec![self, weight];
+        inputs.extend(bias);
+        let has_bias = bias.is_some();
+        let (x_shape, w_shape) = (self.shape().to_vec(), weight.shape().to_vec());
+        Ok(Tensor::from_op(
+            out,
+            Layout::contiguous(&out_shape),
+            op,
+            &inputs,
+            Box::new(move |g| {
+                let g_dense = dense(g)?;
+                let gx = g_dense.conv_transpose_backward_input(&w_dense, &geom)?;
+                let gw = x_dense.conv_transpose_backward_weight(&g_dense, &geom)?;
+                let mut grads = vec![Some(Tensor::from_storage(gx, Layout::contiguous(&x_shape))), Some(Tensor::from_storage(gw, Layout::contiguous(&w_shape)))];
+                if has_bias {
+                    let axes: Vec<usize> = (0..g.rank()).filter(|&a| a != 1).collect();
+                    grads.push(Some(g.sum_axes(&axes, false)?));
+                }
+                Ok(grads)
+            }),
+        ))
+    }
+}

@@ -1,0 +1,156 @@
+//! Normalisation layers as ops: GroupNorm and BatchNorm (train and eval), each fused into one
+//! backend pass forward and one backward.
+
+use crate::backend::{BackendStorage, NormStats, Storage};
+use crate::error::{HeparError, Result};
+use crate::tensor::layout::Layout;
+use crate::tensor::Tensor;
+
+fn check_affine(op: &'static str, x: &Tensor, p: Option<&Tensor>, what: &str) -> Result<()> {
+    if let Some(p) = p {
+        if p.shape() != [x.shape()[1]] {
+            return Err(HeparError::shape(op, format!("{what} of shape {:?} for input {:?} (expected [{}])", p.shape(), x.shape(), x.shape()[1])));
+        }
+        if p.dtype() != x.dtype() {
+            return Err(HeparError::dtype(op, format!("{what} is {} but input is {}", p.dtype(), x.dtype())));
+        }
+    }
+    Ok(())
+}
+
+fn dense(t: Option<&Tensor>) -> Result<Option<Storage>> {
+    t.map(|t| t.storage().copy_strided(t.layout())).transpose()
+}
+
+/// Shape [1, C, 1, ...] for broadcasting a per-channel vector against `x`.
+fn channel_shape(x: &Tensor) -> Vec<usize> {
+    let mut s = vec![1; x.rank()];
+    s[1] = x.shape()[1];
+    s
+}
+
+impl Tensor {
+    /// GroupNorm over [N, C, ...] with `groups` groups, optional per-channel affine.
+    pub fn group_norm(&self, groups: usize, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+        if self.rank() < 2 || groups == 0 || self.shape()[1] % groups != 0 {
+            return Err(HeparError::invalid("group_norm", format!("{groups} groups for input {:?} (channels must divide evenly)", self.shape())));
+        }
+        check_affine("group_norm", self, weight, "weight")?;
+        check_affine("group_norm", self, bias, "bias")?;
+        let (w, b) = (dense(weight)?, dense(bias)?);
+        let (y, stats) = self.storage().group_norm(self.layout(), groups, w.as_ref(), b.as_ref(), eps)?;
+        let x = self.clone();
+        let mut inputs = vec![self];
+        inputs.extend(weight);
+        inputs.extend(bias);
+        let (has_w, has_b) = (weight.is_some(), bias.is_some());
+        Ok(Tensor::from_op(
+            y,
+            Layout::contiguous(self.shape()),
+            "group_norm",
+            &inputs,
+            Box::new(move |g| {
+                let stats: NormStats<Storage> = stats;
+                let (gx, gw, gb) = {
+                    let (xs, gs) = (x.storage(), g.storage());
+                    xs.group_norm_backward(x.layout(), &gs, g.layout(), groups, w.as_ref(), &stats)?
+                };
+                let c = x.shape()[1];
+                let mut grads = vec![Some(Tensor::from_storage(gx, Layout::contiguous(x.shape())))];
+                if has_w {
+                    grads.push(Some(Tensor::from_storage(gw, Layout::contiguous(&[c]))));
+                }
+                if has_b {
+                    grads.push(Some(Tensor::from_storage(gb, Layout::contiguous(&[c]))));
+                }
+                Ok(grads)
+            }),
+        ))
+    }
+
+    /// BatchNorm over [N, C, ...]. In training it normalises with the batch statistics and
+    /// updates the running ones (`momentum`, unbiased variance, as PyTorch); in eval it uses the
+    /// running statistics.
+    #[allow(clippy::too_many_arguments)]
+    pub fn batch_norm(
+        &self,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        training: bool,
+        momentum: f64,
+        eps: f64,
+    ) -> Result<Tensor> {
+        if self.rank() < 2 {
+            return Err(HeparError::shape("batch_norm", format!("input {:?} has no channel axis", self.shape())));
+        }
+        check_affine("batch_norm", self, weight, "weight")?;
+        check_affine("batch_norm", self, bias, "bias")?;
+        check_affine("batch_norm", self, Some(running_mean), "running_mean")?;
+        check_affine("batch_norm", self, Some(running_var), "running_var")?;
+        let per_channel = self.numel() / self.shape()[1].max(1);
+        let (mean, rstd) = if training {
+            if per_channel <= 1 {
+                return Err(HeparError::invalid("batch_norm", format!("training needs more than one value per channel, input {:?}", self.shape())));
+            }
+            let (mean, var) = self.storage().batch_norm_stats(self.layout())?;
+            // Running statistics use the unbiased variance.
+            let unbiased = per_channel as f64 / (per_channel as f64 - 1.0);
+            let old_mean = running_mean.to_vec_f64();
+            let old_var = running_var.to_vec_f64();
+            let new_mean: Vec<f64> = old_mean.iter().zip(&mean).map(|(r, m)| (1.0 - momentum) * r + momentum * m).collect();
+            let new_var: Vec<f64> = old_var.iter().zip(&var).map(|(r, v)| (1.0 - momentum) * r + momentum * v * unbiased).collect();
+            running_mean.assign(&Tensor::from_vec(new_mean, running_mean.shape())?.to_dtype(running_mean.dtype())?)?;
+            running_var.assign(&Tensor::from_vec(new_var, running_var.shape())?.to_dtype(running_var.dtype())?)?;
+            let rstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+            (mean, rstd)
+        } else {
+            let mean = running_mean.to_vec_f64();
+            let rstd = running_var.to_vec_f64().iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+            (mean, rstd)
+        };
+        let (w, b) = (dense(weight)?, dense(bias)?);
+        let y = self.storage().batch_norm_apply(self.layout(), &mean, &rstd, w.as_ref(), b.as_ref())?;
+        let x = self.clone();
+        let weight_t = weight.cloned();
+        let mut inputs = vec![self];
+        inputs.extend(weight);
+        inputs.extend(bias);
+        let (has_w, has_b) = (weight.is_some(), bias.is_some());
+        Ok(Tensor::from_op(
+            y,
+            Layout::contiguous(self.shape()),
+            "batch_norm",
+            &inputs,
+            Box::new(move |g| {
+                let c = x.shape()[1];
+                let (gx, gw, gb) = if training {
+                    let (xs, gs) = (x.storage(), g.storage());
+                    let (a, b, cc) = xs.batch_norm_train_backward(x.layout(), &gs, g.layout(), &mean, &rstd, w.as_ref())?;
+                    (Tensor::from_storage(a, Layout::contiguous(x.shape())), Tensor::from_storage(b, Layout::contiguous(&[c])), Tensor::from_storage(cc, Layout::contiguous(&[c])))
+                } else {
+                    // Eval mode is a per-channel affine map: compose its gradient from ops.
+                    let cs = channel_shape(&x);
+                    let rstd_t = Tensor::from_vec(rstd.clone(), &cs)?.to_dtype(x.dtype())?;
+                    let mean_t = Tensor::from_vec(mean.clone(), &cs)?.to_dtype(x.dtype())?;
+                    let scale = match &weight_t {
+                        Some(w) => rstd_t.mul(&w.reshape(&cs)?)?,
+                        None => rstd_t.clone(),
+                    };
+                    let xhat = x.sub(&mean_t)?.mul(&rstd_t)?;
+                    let reduce_axes: Vec<usize> = (0..x.rank()).filter(|&a| a != 1).collect();
+                    (g.mul(&scale)?, g.mul(&xhat)?.sum_axes(&reduce_axes, false)?, g.sum_axes(&reduce_axes, false)?)
+                };
+                let mut grads = vec![Some(gx)];
+                if has_w {
+                    grads.push(Some(gw));
+                }
+                if has_b {
+                    grads.push(Some(gb));
+                }
+                Ok(grads)
+            }),
+        ))
+    }
+}

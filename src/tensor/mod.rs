@@ -1,0 +1,316 @@
+//! The n-dimensional tensor: a shared storage, a strided layout over it, and (when gradients are
+//! recorded) the op that produced it.
+//!
+//! Tensors are cheap handles (`Arc`) and immutable from the outside; ops return new tensors. The
+//! one mutation is [`Tensor::assign`], which optimizers use to update parameters in place.
+
+pub mod dtype;
+pub mod layout;
+
+use crate::autograd::{self, GradFn};
+use crate::backend::{BackendStorage, CpuStorage, Device, Storage};
+use crate::error::{HeparError, Result};
+pub use dtype::{DType, WithDType};
+pub use layout::Layout;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TensorId(u64);
+
+impl TensorId {
+    fn fresh() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        TensorId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+pub(crate) struct TensorInner {
+    pub(crate) id: TensorId,
+    pub(crate) storage: Arc<RwLock<Storage>>,
+    pub(crate) layout: Layout,
+    pub(crate) dtype: DType,
+    pub(crate) device: Device,
+    pub(crate) requires_grad: bool,
+    pub(crate) is_leaf: bool,
+    /// How to backpropagate through the op that made this tensor; taken (and its saved tensors
+    /// freed) by the first backward pass through it.
+    pub(crate) grad_fn: Mutex<Option<GradFn>>,
+    /// Accumulated gradient of a leaf that requires grad.
+    pub(crate) grad: Mutex<Option<Tensor>>,
+}
+
+#[derive(Clone)]
+pub struct Tensor(pub(crate) Arc<TensorInner>);
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tensor({:?}, {}, {}{})", self.shape(), self.dtype(), self.device(), if self.requires_grad() { ", requires_grad" } else { "" })
+    }
+}
+
+impl Tensor {
+    // ----- construction -------------------------------------------------------------------------
+
+    pub(crate) fn from_storage(storage: Storage, layout: Layout) -> Tensor {
+        Self::build(Arc::new(RwLock::new(storage)), layout, false, true, None)
+    }
+
+    fn build(storage: Arc<RwLock<Storage>>, layout: Layout, requires_grad: bool, is_leaf: bool, grad_fn: Option<GradFn>) -> Tensor {
+        let (dtype, device) = {
+            let s = storage.read().unwrap_or_else(|e| e.into_inner());
+            (s.dtype(), s.device())
+        };
+        Tensor(Arc::new(TensorInner {
+            id: TensorId::fresh(),
+            storage,
+            layout,
+            dtype,
+            device,
+            requires_grad,
+            is_leaf,
+            grad_fn: Mutex::new(grad_fn),
+            grad: Mutex::new(None),
+        }))
+    }
+
+    /// The result of a differentiable op. The backward closure is kept only when gradients are
+    /// being recorded and some input requires them; otherwise it is dropped at once, freeing what
+    /// it saved.
+    pub(crate) fn from_op(storage: Storage, layout: Layout, name: &'static str, inputs: &[&Tensor], backward: autograd::BackwardFn) -> Tensor {
+        let record = autograd::is_grad_enabled() && inputs.iter().any(|t| t.requires_grad());
+        let grad_fn = record.then(|| GradFn { name, inputs: inputs.iter().map(|t| (*t).clone()).collect(), backward });
+        Self::build(Arc::new(RwLock::new(storage)), layout, record, !record, grad_fn)
+    }
+
+    /// A view sharing this tensor's storage with another layout; differentiable.
+    pub(crate) fn view_op(&self, layout: Layout, name: &'static str, backward: autograd::BackwardFn) -> Tensor {
+        let record = autograd::is_grad_enabled() && self.requires_grad();
+        let grad_fn = record.then(|| GradFn { name, inputs: vec![self.clone()], backward });
+        Self::build(self.0.storage.clone(), layout, record, !record, grad_fn)
+    }
+
+    pub fn from_vec<T: WithDType>(data: Vec<T>, shape: &[usize]) -> Result<Tensor> {
+        Self::from_vec_on(data, shape, Device::Cpu)
+    }
+
+    pub fn from_vec_on<T: WithDType>(data: Vec<T>, shape: &[usize], device: Device) -> Result<Tensor> {
+        let n = layout::numel(shape);
+        if data.len() != n {
+            return Err(HeparError::shape("from_vec", format!("{} values do not fill shape {shape:?} ({n} elements)", data.len())));
+        }
+        let cpu = cpu_storage_from_vec(data);
+        let storage = match device {
+            Device::Cpu => Storage::Cpu(cpu),
+        };
+        Ok(Self::from_storage(storage, Layout::contiguous(shape)))
+    }
+
+    pub fn from_slice<T: WithDType>(data: &[T], shape: &[usize]) -> Result<Tensor> {
+        Self::from_vec(data.to_vec(), shape)
+    }
+
+    pub fn full(shape: &[usize], value: f64, dtype: DType, device: Device) -> Tensor {
+        Self::from_storage(Storage::full(device, layout::numel(shape), dtype, value), Layout::contiguous(shape))
+    }
+    pub fn zeros(shape: &[usize], dtype: DType, device: Device) -> Tensor {
+        Self::full(shape, 0.0, dtype, device)
+    }
+    pub fn ones(shape: &[usize], dtype: DType, device: Device) -> Tensor {
+        Self::full(shape, 1.0, dtype, device)
+    }
+    pub fn zeros_like(&self) -> Tensor {
+        Self::zeros(self.shape(), self.dtype(), self.device())
+    }
+    pub fn ones_like(&self) -> Tensor {
+        Self::ones(self.shape(), self.dtype(), self.device())
+    }
+    pub fn full_like(&self, value: f64) -> Tensor {
+        Self::full(self.shape(), value, self.dtype(), self.device())
+    }
+    pub fn scalar(value: f64, dtype: DType) -> Tensor {
+        Self::full(&[], value, dtype, Device::Cpu)
+    }
+
+    /// Standard normal values from a seeded generator.
+    pub fn randn(shape: &[usize], dtype: DType, seed: u64) -> Tensor {
+        let mut rng = crate::util::rng::Rng::new(seed);
+        let v: Vec<f64> = (0..layout::numel(shape)).map(|_| rng.normal()).collect();
+        Self::from_vec(v, shape).and_then(|t| t.to_dtype(dtype)).expect("shape and length agree")
+    }
+
+    /// Uniform values in [low, high) from a seeded generator.
+    pub fn rand_uniform(shape: &[usize], low: f64, high: f64, dtype: DType, seed: u64) -> Tensor {
+        let mut rng = crate::util::rng::Rng::new(seed);
+        let v: Vec<f64> = (0..layout::numel(shape)).map(|_| rng.uniform_range(low, high)).collect();
+        Self::from_vec(v, shape).and_then(|t| t.to_dtype(dtype)).expect("shape and length agree")
+    }
+
+    // ----- accessors ----------------------------------------------------------------------------
+
+    pub fn id(&self) -> TensorId {
+        self.0.id
+    }
+    pub fn shape(&self) -> &[usize] {
+        self.0.layout.shape()
+    }
+    pub fn dims(&self) -> &[usize] {
+        self.shape()
+    }
+    pub fn rank(&self) -> usize {
+        self.0.layout.rank()
+    }
+    pub fn numel(&self) -> usize {
+        self.0.layout.numel()
+    }
+    pub fn dtype(&self) -> DType {
+        self.0.dtype
+    }
+    pub fn device(&self) -> Device {
+        self.0.device
+    }
+    pub fn layout(&self) -> &Layout {
+        &self.0.layout
+    }
+    pub fn is_contiguous(&self) -> bool {
+        self.0.layout.is_contiguous()
+    }
+    pub fn requires_grad(&self) -> bool {
+        self.0.requires_grad
+    }
+    pub fn is_leaf(&self) -> bool {
+        self.0.is_leaf
+    }
+
+    /// Read access to the underlying storage (shared with views).
+    pub fn storage(&self) -> RwLockReadGuard<'_, Storage> {
+        self.0.storage.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The axis size, with negative axes counting from the end.
+    /// The shared storage handle (e.g. to check with a `Weak` that memory was released).
+    pub fn storage_handle(&self) -> Arc<RwLock<Storage>> {
+        self.0.storage.clone()
+    }
+
+    pub fn dim(&self, axis: isize) -> Result<usize> {
+        Ok(self.shape()[layout::resolve_axis("dim", axis, self.rank())?])
+    }
+
+    // ----- data out -----------------------------------------------------------------------------
+
+    /// All values in logical order, converted to f64.
+    pub fn to_vec_f64(&self) -> Vec<f64> {
+        match &*self.storage() {
+            Storage::Cpu(s) => s.to_f64_vec(self.layout()),
+        }
+    }
+
+    /// All values in logical order, converted to f32.
+    pub fn to_vec_f32(&self) -> Vec<f32> {
+        if let (Storage::Cpu(CpuStorage::F32(v)), Some(r)) = (&*self.storage(), self.layout().contiguous_range()) {
+            return v[r].to_vec();
+        }
+        self.to_vec_f64().into_iter().map(|v| v as f32).collect()
+    }
+
+    /// The value of a one-element tensor.
+    pub fn to_scalar(&self) -> Result<f64> {
+        if self.numel() != 1 {
+            return Err(HeparError::shape("to_scalar", format!("tensor of shape {:?} is not a single value", self.shape())));
+        }
+        Ok(self.to_vec_f64()[0])
+    }
+
+    // ----- autograd handles ---------------------------------------------------------------------
+
+    /// A new leaf sharing this tensor's data, recording gradients into its own `grad()`.
+    pub fn requires_grad_leaf(&self) -> Tensor {
+        Self::build(self.0.storage.clone(), self.0.layout.clone(), true, true, None)
+    }
+
+    /// The same data, cut from the graph: no gradient flows through the result.
+    pub fn detach(&self) -> Tensor {
+        Self::build(self.0.storage.clone(), self.0.layout.clone(), false, true, None)
+    }
+
+    /// The gradient accumulated in this leaf by backward passes, if any.
+    pub fn grad(&self) -> Option<Tensor> {
+        self.0.grad.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn zero_grad(&self) {
+        *self.0.grad.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    pub(crate) fn accumulate_grad(&self, g: Tensor) -> Result<()> {
+        let mut slot = self.0.grad.lock().unwrap_or_else(|e| e.into_inner());
+        let new = match slot.take() {
+            Some(prev) => prev.add(&g)?,
+            None => g.contiguous()?,
+        };
+        *slot = Some(new.detach());
+        Ok(())
+    }
+
+    pub fn backward(&self) -> Result<()> {
+        autograd::backward(self)
+    }
+
+    /// Replaces this tensor's values in place (same shape and dtype); what optimizers use to
+    /// update parameters. Views of the same storage see the change.
+    pub fn assign(&self, value: &Tensor) -> Result<()> {
+        if value.shape() != self.shape() || value.dtype() != self.dtype() {
+            return Err(HeparError::shape(
+                "assign",
+                format!("target {:?} {} vs value {:?} {}", self.shape(), self.dtype(), value.shape(), value.dtype()),
+            ));
+        }
+        let src = {
+            let s = value.storage();
+            match &*s {
+                Storage::Cpu(c) => c.copy_strided(value.layout())?,
+            }
+        };
+        if Arc::ptr_eq(&self.0.storage, &value.0.storage) {
+            // Reading and writing one storage: the copy above already detached the source.
+        }
+        let mut dst = self.0.storage.write().unwrap_or_else(|e| e.into_inner());
+        match &mut *dst {
+            Storage::Cpu(d) => d.write_strided(self.layout(), &src, &Layout::contiguous(self.shape())),
+        }
+    }
+
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        if dtype == self.dtype() {
+            return Ok(self.clone());
+        }
+        let storage = match &*self.storage() {
+            Storage::Cpu(s) => Storage::Cpu(s.to_dtype(self.layout(), dtype)?),
+        };
+        let from = self.dtype();
+        Ok(Tensor::from_op(storage, Layout::contiguous(self.shape()), "to_dtype", &[self], Box::new(move |g| Ok(vec![Some(g.to_dtype(from)?)]))))
+    }
+
+    /// A dense row-major copy (or this tensor when already dense).
+    pub fn contiguous(&self) -> Result<Tensor> {
+        if self.is_contiguous() {
+            return Ok(self.clone());
+        }
+        let storage = match &*self.storage() {
+            Storage::Cpu(s) => Storage::Cpu(s.copy_strided(self.layout())?),
+        };
+        Ok(Tensor::from_op(storage, Layout::contiguous(self.shape()), "contiguous", &[self], Box::new(|g| Ok(vec![Some(g.clone())]))))
+    }
+}
+
+fn cpu_storage_from_vec<T: WithDType>(data: Vec<T>) -> CpuStorage {
+    // Each arm reinterprets a Vec<T> whose T is known from DTYPE; bytemuck-free via Any.
+    let any: Box<dyn std::any::Any> = Box::new(data);
+    match T::DTYPE {
+        DType::F32 => CpuStorage::F32(*any.downcast::<Vec<f32>>().expect("dtype tag matches type")),
+        DType::F64 => CpuStorage::F64(*any.downcast::<Vec<f64>>().expect("dtype tag matches type")),
+        DType::F16 => CpuStorage::F16(*any.downcast::<Vec<half::f16>>().expect("dtype tag matches type")),
+        DType::BF16 => CpuStorage::BF16(*any.downcast::<Vec<half::bf16>>().expect("dtype tag matches type")),
+    }
+}

@@ -1,0 +1,32 @@
+//! Shared test helpers: naive reference implementations written for clarity (index loops, f64),
+//! random inputs, and closeness checks.
+#![allow(dead_code)]
+
+pub mod reference;
+
+use hepar::tensor::{DType, Tensor};
+
+pub fn rand_f64(shape: &[usize], seed: u64) -> Tensor {
+    Tensor::randn(shape, DType::F64, seed)
+}
+
+pub fn assert_close(actual: &[f64], expected: &[f64], tol: f64, what: &str) {
+    assert_eq!(actual.len(), expected.len(), "{what}: lengths differ");
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        assert!((a - e).abs() <= tol * (1.0 + e.abs()), "{what}: element {i}: {a} vs expected {e}");
+    }
+}
+
+/// Row-major multi-index of a flat index.
+pub fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
+    let mut idx = vec![0; shape.len()];
+    for a in (0..shape.len()).rev() {
+        idx[a] = flat % shape[a];
+        flat /= shape[a];
+    }
+    idx
+}
+
+pub fn ravel(idx: &[usize], shape: &[usize]) -> usize {
+    idx.iter().zip(shape).fold(0, |acc, (&i, &d)| acc * d + i)
+}
