@@ -22,7 +22,7 @@ impl Volume {
     /// A volume with a plain geometry: axes along world x, y, z (RAS), origin 0, both forms set.
     pub fn new(data: Vec<f32>, shape_zyx: [usize; 3], spacing_zyx: [f64; 3]) -> Result<Self> {
         let n: usize = shape_zyx.iter().product();
-        if data.len() != n {
+        if n == 0 || data.len() != n {
             return Err(HeparError::shape(
                 "Volume::new",
                 format!("{} values for shape (z, y, x) {shape_zyx:?}", data.len()),
