@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "hepar", version, about = "Liver and liver-tumour segmentation engine")]
+#[command(
+    name = "hepar",
+    version,
+    about = "Liver and liver-tumour segmentation engine"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,6 +24,10 @@ enum Command {
     Verify(hepar::cli::verify::VerifyArgs),
     /// Time the seed networks' workloads and compare with PyTorch on this machine kind.
     Bench(hepar::cli::bench::BenchArgs),
+    /// Show a NIfTI file's shape, datatype, spacing, affine, orientation and value statistics.
+    Inspect(hepar::cli::inspect::InspectArgs),
+    /// Write synthetic abdominal CT phantoms in the LiTS layout.
+    Synth(hepar::cli::synth::SynthArgs),
 }
 
 fn main() {
@@ -31,6 +39,8 @@ fn main() {
         }
         Command::Verify(args) => hepar::cli::verify::run(&args),
         Command::Bench(args) => hepar::cli::bench::run(&args),
+        Command::Inspect(args) => hepar::cli::inspect::run(args),
+        Command::Synth(args) => hepar::cli::synth::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -1,3 +1,6 @@
 //! The `hepar` subcommands, one module each. `main.rs` only parses arguments and dispatches here.
+
+pub mod inspect;
+pub mod synth;
 pub mod verify;
 pub mod bench;

@@ -1,0 +1,21 @@
+//! Everything between a folder of CT scans and a batch of f32 arrays: NIfTI files, volumes,
+//! dataset layouts and splits, preprocessing with an on-disk cache, augmentation, sampling,
+//! synthetic phantoms and background loading. Batches are plain `Vec<f32>` plus a shape
+//! (N, C, D, H, W or N, C, H, W); turning them into tensors is the trainer's job.
+
+pub mod augment;
+pub mod cache;
+pub mod config;
+pub mod dataset;
+pub mod loader;
+pub mod nifti;
+pub mod prepare;
+pub mod preprocess;
+pub mod resize;
+pub mod restore;
+pub mod rng;
+pub mod sampling;
+pub mod synth;
+pub mod volume;
+
+pub use volume::Volume;
