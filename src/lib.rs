@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod cli;
 pub mod error;
+pub mod ptx;
 pub mod util;
 
 pub use error::{HeparError, Result};

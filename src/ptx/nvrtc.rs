@@ -1,0 +1,158 @@
+//! Finding NVRTC and compiling CUDA C to PTX through `cudarc::nvrtc`.
+//!
+//! cudarc opens `libnvrtc` by soname and panics when it is missing, so the library is located and
+//! opened here first: from `HEPAR_NVRTC_LIB`, the normal loader path, or the `nvidia-cuda-nvrtc-cu12`
+//! wheel of the local Python. Opening the wheel's file with `RTLD_GLOBAL` makes cudarc's later
+//! open-by-soname resolve to the already loaded library, so nobody has to set `LD_LIBRARY_PATH`.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use crate::error::{HeparError, Result};
+
+const INSTALL_HINT: &str = "NVRTC (libnvrtc.so.12) was not found; install it with \
+`pip install nvidia-cuda-nvrtc-cu12`, or set HEPAR_NVRTC_LIB to the path of libnvrtc.so.12";
+
+/// The GPU architecture PTX is generated for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    Sm80,
+    Sm90,
+}
+
+impl Arch {
+    fn compute_name(self) -> &'static str {
+        match self {
+            Arch::Sm80 => "compute_80",
+            Arch::Sm90 => "compute_90",
+        }
+    }
+}
+
+fn backend_error(msg: impl Into<String>) -> HeparError {
+    HeparError::Backend { backend: "nvrtc", msg: msg.into() }
+}
+
+/// Where the loaded NVRTC came from, or why none was found. Computed once per process.
+fn loaded_nvrtc() -> &'static std::result::Result<String, String> {
+    static LOADED: OnceLock<std::result::Result<String, String>> = OnceLock::new();
+    LOADED.get_or_init(load_nvrtc)
+}
+
+/// Ensures NVRTC is loaded (so cudarc will not panic) and returns a description of where from.
+pub fn ensure_nvrtc() -> Result<&'static str> {
+    match loaded_nvrtc() {
+        Ok(origin) => Ok(origin.as_str()),
+        Err(msg) => Err(backend_error(msg.clone())),
+    }
+}
+
+fn load_nvrtc() -> std::result::Result<String, String> {
+    let mut tried = Vec::new();
+    if let Some(explicit) = std::env::var_os("HEPAR_NVRTC_LIB") {
+        let path = PathBuf::from(explicit);
+        let file = if path.is_dir() { path.join("libnvrtc.so.12") } else { path };
+        return open_global(&file).map(|_| file.display().to_string()).map_err(|e| {
+            format!("HEPAR_NVRTC_LIB={}: cannot open NVRTC: {e}. {INSTALL_HINT}", file.display())
+        });
+    }
+    // The loader's own search path (LD_LIBRARY_PATH, system CUDA installs).
+    for soname in ["libnvrtc.so.12", "libnvrtc.so"] {
+        match open_global(Path::new(soname)) {
+            Ok(()) => return Ok(soname.to_string()),
+            Err(e) => tried.push(format!("{soname}: {e}")),
+        }
+    }
+    for dir in wheel_lib_dirs() {
+        let file = dir.join("libnvrtc.so.12");
+        if file.is_file() {
+            match open_global(&file) {
+                Ok(()) => return Ok(file.display().to_string()),
+                Err(e) => tried.push(format!("{}: {e}", file.display())),
+            }
+        }
+    }
+    Err(format!("{INSTALL_HINT} (tried: {})", tried.join("; ")))
+}
+
+/// Opens the library for the whole process and keeps it open: later opens by soname reuse it.
+fn open_global(file: &Path) -> std::result::Result<(), String> {
+    use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
+    // SAFETY: NVRTC's initialisers only set up its own state.
+    let lib = unsafe { Library::open(Some(file), RTLD_NOW | RTLD_GLOBAL) }.map_err(|e| e.to_string())?;
+    // SAFETY: only the presence of the symbol is checked; it is not called here.
+    unsafe { lib.get::<unsafe extern "C" fn()>(b"nvrtcVersion\0") }
+        .map_err(|e| format!("not an NVRTC library: {e}"))?;
+    std::mem::forget(lib);
+    Ok(())
+}
+
+/// `lib` folders of the `nvidia-cuda-nvrtc-cu12` wheel: the one the local Python imports, then the
+/// usual site-packages locations.
+fn wheel_lib_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    for python in ["python3", "python"] {
+        let probe = std::process::Command::new(python)
+            .args(["-c", "import nvidia.cuda_nvrtc as m; print(list(m.__path__)[0])"])
+            .stderr(std::process::Stdio::null())
+            .output();
+        if let Ok(out) = probe {
+            if out.status.success() {
+                let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                if !text.is_empty() {
+                    dirs.push(PathBuf::from(text).join("lib"));
+                }
+            }
+        }
+    }
+    let mut roots: Vec<PathBuf> = vec!["/usr/lib".into(), "/usr/local/lib".into()];
+    if let Some(home) = std::env::var_os("HOME") {
+        roots.push(Path::new(&home).join(".local/lib"));
+        let pyenv = Path::new(&home).join(".pyenv/versions");
+        for version in read_dir_sorted(&pyenv) {
+            roots.push(version.join("lib"));
+        }
+    }
+    for root in roots {
+        for python_dir in read_dir_sorted(&root) {
+            let is_python = python_dir.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("python3"));
+            if is_python {
+                for packages in ["site-packages", "dist-packages"] {
+                    dirs.push(python_dir.join(packages).join("nvidia/cuda_nvrtc/lib"));
+                }
+            }
+        }
+    }
+    dirs
+}
+
+fn read_dir_sorted(dir: &Path) -> Vec<PathBuf> {
+    let mut entries: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+        Err(_) => Vec::new(),
+    };
+    entries.sort();
+    entries
+}
+
+/// Compiles CUDA C source to PTX text for `arch`. `name` appears in compiler messages.
+pub fn compile_to_ptx(source: &str, name: &str, arch: Arch) -> Result<String> {
+    ensure_nvrtc()?;
+    if source.contains('\0') || name.contains('\0') {
+        return Err(backend_error(format!("{name}: source contains a NUL byte")));
+    }
+    let opts = cudarc::nvrtc::CompileOptions {
+        arch: Some(arch.compute_name()),
+        name: Some(name.to_string()),
+        options: vec!["--std=c++17".to_string()],
+        ..Default::default()
+    };
+    match cudarc::nvrtc::compile_ptx_with_opts(source, opts) {
+        Ok(ptx) => Ok(ptx.to_src()),
+        Err(cudarc::nvrtc::CompileError::CompileError { log, .. }) => Err(backend_error(format!(
+            "{name}: compilation failed:\n{}",
+            log.to_string_lossy()
+        ))),
+        Err(e) => Err(backend_error(format!("{name}: {e:?}"))),
+    }
+}

@@ -1,0 +1,383 @@
+//! The PTX virtual machine against CPU references, on kernels compiled by NVRTC from
+//! tests/ptx_kernels. Needs NVRTC: `pip install nvidia-cuda-nvrtc-cu12`.
+
+use half::{bf16, f16};
+use hepar::kernel_args;
+use hepar::ptx::program::InstrClass;
+use hepar::ptx::{Arch, DeviceApi, DevicePtr, LaunchConfig, VirtualGpu, VmModule};
+
+fn kernel_source(file: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ptx_kernels").join(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn load(gpu: &VirtualGpu, file: &str) -> VmModule {
+    gpu.compile_module(&kernel_source(file), file).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Deterministic pseudo-random floats in [-1, 1).
+fn test_data(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn zeros(gpu: &VirtualGpu, bytes: usize) -> DevicePtr {
+    gpu.upload(&vec![0u8; bytes]).unwrap()
+}
+
+#[test]
+fn saxpy_matches_cpu() {
+    let gpu = VirtualGpu::default();
+    let m = load(&gpu, "vector_ops.cu");
+    let k = gpu.kernel(&m, "saxpy").unwrap();
+    let n = 1000;
+    let (x, y) = (test_data(n, 1), test_data(n, 2));
+    let (dx, dy, dout) = (gpu.upload(&x).unwrap(), gpu.upload(&y).unwrap(), zeros(&gpu, n * 4));
+    gpu.launch(&k, &LaunchConfig::for_elements(n, 128), &kernel_args![1.5f32, dx, dy, dout, n as i32]).unwrap();
+    let out: Vec<f32> = gpu.download(dout, n).unwrap();
+    for i in 0..n {
+        assert_eq!(out[i], 1.5f32.mul_add(x[i], y[i]), "element {i}");
+    }
+}
+
+#[test]
+fn mixed_integer_float_and_double_ops_match_cpu() {
+    let gpu = VirtualGpu::default();
+    let m = load(&gpu, "vector_ops.cu");
+    let k = gpu.kernel(&m, "vector_mix").unwrap();
+    let n = 777;
+    let x: Vec<f32> = test_data(n, 3).iter().map(|v| v * 4.0).collect();
+    let keys: Vec<i32> = (0..n as i32).map(|i| (i * 37 % 101) - 50).collect();
+    let (dx, dk) = (gpu.upload(&x).unwrap(), gpu.upload(&keys).unwrap());
+    let (dout, d64) = (zeros(&gpu, n * 4), zeros(&gpu, n * 8));
+    gpu.launch(&k, &LaunchConfig::for_elements(n, 64), &kernel_args![dx, dk, dout, d64, n as i32]).unwrap();
+    let out: Vec<f32> = gpu.download(dout, n).unwrap();
+    let out64: Vec<f64> = gpu.download(d64, n).unwrap();
+    for i in 0..n {
+        let (v, mk) = (x[i], keys[i]);
+        let mut r = if mk % 3 == 0 { v.min(0.5) } else { (v * v).max((mk >> 1) as f32) };
+        r += v.abs().sqrt() + (-v * v).exp() + (mk / 7) as f32 + v.abs();
+        // expf is computed with ex2.approx on the GPU: allow a few ulps.
+        assert!((out[i] - r).abs() <= 1e-5 * r.abs().max(1.0), "element {i}: {} vs {r}", out[i]);
+        let expect64 = v as f64 * 3.0 - mk as f64 / 9.0;
+        assert_eq!(out64[i], expect64, "double element {i}");
+    }
+}
+
+#[test]
+fn block_reduction_with_shared_memory() {
+    let gpu = VirtualGpu::default();
+    gpu.set_racecheck(true);
+    let m = load(&gpu, "reductions.cu");
+    let k = gpu.kernel(&m, "block_sum_shared").unwrap();
+    let n = 1000;
+    let x = test_data(n, 4);
+    let cfg = LaunchConfig::for_elements(n, 256);
+    let blocks = cfg.grid_dim.0 as usize;
+    let (dx, dp) = (gpu.upload(&x).unwrap(), zeros(&gpu, blocks * 4));
+    gpu.launch(&k, &cfg, &kernel_args![dx, dp, n as i32]).unwrap();
+    let partial: Vec<f32> = gpu.download(dp, blocks).unwrap();
+    for b in 0..blocks {
+        let expect: f64 = x[b * 256..((b + 1) * 256).min(n)].iter().map(|&v| v as f64).sum();
+        assert!((partial[b] as f64 - expect).abs() < 1e-4, "block {b}: {} vs {expect}", partial[b]);
+    }
+    let report = gpu.last_report().unwrap();
+    assert_eq!(report.hazard_count, 0, "a correct reduction has no races: {:?}", report.hazards.first());
+}
+
+#[test]
+fn block_reduction_with_warp_shuffles() {
+    let gpu = VirtualGpu::default();
+    let m = load(&gpu, "reductions.cu");
+    let k = gpu.kernel(&m, "block_sum_shuffle").unwrap();
+    let n = 5003;
+    let x = test_data(n, 5);
+    let blocks = 7usize;
+    let cfg = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (96, 1, 1), shared_mem_bytes: 0 };
+    let (dx, dp) = (gpu.upload(&x).unwrap(), zeros(&gpu, blocks * 4));
+    gpu.launch(&k, &cfg, &kernel_args![dx, dp, n as i32]).unwrap();
+    let partial: Vec<f32> = gpu.download(dp, blocks).unwrap();
+    let total: f64 = partial.iter().map(|&v| v as f64).sum();
+    let expect: f64 = x.iter().map(|&v| v as f64).sum();
+    assert!((total - expect).abs() < 1e-3, "{total} vs {expect}");
+    // Each block covers a grid-strided subset: check block 3 on its own.
+    let b3: f64 = (0..n).filter(|i| (i % (96 * blocks)) / 96 == 3).map(|i| x[i] as f64).sum();
+    assert!((partial[3] as f64 - b3).abs() < 1e-4, "block 3: {} vs {b3}", partial[3]);
+}
+
+#[test]
+fn ballot_count_with_global_atomics() {
+    let gpu = VirtualGpu::default();
+    let m = load(&gpu, "reductions.cu");
+    let k = gpu.kernel(&m, "count_positive").unwrap();
+    let n = 1001;
+    let x = test_data(n, 6);
+    let (dx, dc) = (gpu.upload(&x).unwrap(), zeros(&gpu, 4));
+    gpu.launch(&k, &LaunchConfig::for_elements(n, 128), &kernel_args![dx, dc, n as i32]).unwrap();
+    let count: Vec<u32> = gpu.download(dc, 1).unwrap();
+    assert_eq!(count[0] as usize, x.iter().filter(|&&v| v > 0.0).count());
+}
+
+fn cpu_sgemm(a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+    let mut c = vec![0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+        }
+    }
+    c
+}
+
+fn run_sgemm(arch: Arch, m: usize, n: usize, k: usize) -> (Vec<f32>, Vec<f32>, hepar::ptx::LaunchCounters) {
+    let gpu = VirtualGpu::new(arch);
+    let module = load(&gpu, "sgemm.cu");
+    assert!(module.target().contains(if arch == Arch::Sm90 { "sm_90" } else { "sm_80" }), "{}", module.target());
+    let kernel = gpu.kernel(&module, "sgemm_tiled").unwrap();
+    let (a, b) = (test_data(m * k, 7), test_data(k * n, 8));
+    let (da, db, dc) = (gpu.upload(&a).unwrap(), gpu.upload(&b).unwrap(), zeros(&gpu, m * n * 4));
+    let cfg = LaunchConfig {
+        grid_dim: (n.div_ceil(16) as u32, m.div_ceil(16) as u32, 1),
+        block_dim: (16, 16, 1),
+        shared_mem_bytes: 0,
+    };
+    let report = gpu
+        .launch_with_report(&kernel, &cfg, &kernel_args![da, db, dc, m as i32, n as i32, k as i32])
+        .unwrap();
+    (gpu.download(dc, m * n).unwrap(), cpu_sgemm(&a, &b, m, n, k), report.counters)
+}
+
+#[test]
+fn tiled_sgemm_matches_cpu_and_counts_flops() {
+    let (m, n, k) = (70, 45, 33);
+    let (got, expect, counters) = run_sgemm(Arch::Sm80, m, n, k);
+    for i in 0..m * n {
+        assert!((got[i] - expect[i]).abs() < 1e-4, "element {i}: {} vs {}", got[i], expect[i]);
+    }
+    // Every thread of the padded grid does TILE fmas per k-tile: 2 flops each.
+    let threads = (n.div_ceil(16) * 16 * m.div_ceil(16) * 16) as u64;
+    assert_eq!(counters.fp32_flops, threads * k.div_ceil(16) as u64 * 16 * 2);
+    // As[ty][k] is a broadcast and Bs[k][tx] consecutive: no bank conflicts.
+    assert_eq!(counters.shared_bank_conflicts, 0);
+    assert!(counters.warp_instructions_of(InstrClass::Fp32) > 0);
+    let table = counters.to_string();
+    assert!(table.contains("global load sectors / request") && table.contains("fp32"), "{table}");
+}
+
+#[test]
+fn sm90_ptx_parses_and_runs() {
+    let (m, n, k) = (20, 17, 19);
+    let (got, expect, _) = run_sgemm(Arch::Sm90, m, n, k);
+    for i in 0..m * n {
+        assert!((got[i] - expect[i]).abs() < 1e-4, "element {i}: {} vs {}", got[i], expect[i]);
+    }
+}
+
+#[test]
+fn histogram_with_shared_and_global_atomics() {
+    let gpu = VirtualGpu::default();
+    let m = load(&gpu, "histogram.cu");
+    let k = gpu.kernel(&m, "histogram256").unwrap();
+    let n = 10007;
+    let data: Vec<u8> = (0..n).map(|i| ((i * 7919) % 251 + i % 5) as u8).collect();
+    let (dd, db) = (gpu.upload(&data).unwrap(), zeros(&gpu, 256 * 4));
+    let cfg = LaunchConfig { grid_dim: (8, 1, 1), block_dim: (192, 1, 1), shared_mem_bytes: 0 };
+    gpu.launch(&k, &cfg, &kernel_args![dd, db, n as i32]).unwrap();
+    let bins: Vec<u32> = gpu.download(db, 256).unwrap();
+    let mut expect = vec![0u32; 256];
+    for &d in &data {
+        expect[d as usize] += 1;
+    }
+    assert_eq!(bins, expect);
+}
+
+#[test]
+fn float_atomics_and_atomic_max() {
+    let gpu = VirtualGpu::default();
+    let m = load(&gpu, "histogram.cu");
+    let k = gpu.kernel(&m, "bucket_sums").unwrap();
+    let n = 999;
+    let x = test_data(n, 9);
+    let (dx, ds) = (gpu.upload(&x).unwrap(), zeros(&gpu, 5 * 4));
+    let dmax = gpu.upload(&[i32::MIN]).unwrap();
+    gpu.launch(&k, &LaunchConfig::for_elements(n, 100), &kernel_args![dx, ds, dmax, n as i32]).unwrap();
+    let sums: Vec<f32> = gpu.download(ds, 5).unwrap();
+    for (b, s) in sums.iter().enumerate() {
+        let expect: f64 = (0..n).filter(|i| i % 5 == b).map(|i| x[i] as f64).sum();
+        assert!((*s as f64 - expect).abs() < 1e-3, "bucket {b}: {s} vs {expect}");
+    }
+    let max: Vec<i32> = gpu.download(dmax, 1).unwrap();
+    assert_eq!(max[0], x.iter().map(|&v| (v * 1000.0) as i32).max().unwrap());
+}
+
+#[test]
+fn half_and_bfloat16_conversions() {
+    let gpu = VirtualGpu::default();
+    let m = load(&gpu, "half_types.cu");
+    let k = gpu.kernel(&m, "half_roundtrip").unwrap();
+    let n = 300;
+    let mut x: Vec<f32> = test_data(n, 10).iter().map(|v| v * 300.0).collect();
+    x[0] = 65519.0; // rounds to infinity in f16 under rn...
+    x[1] = 1.0e-6; // an f16 subnormal
+    x[2] = -2.5e-8; // below half the smallest f16 subnormal
+    let dx = gpu.upload(&x).unwrap();
+    let (dh, db, drz, dback) = (zeros(&gpu, n * 2), zeros(&gpu, n * 2), zeros(&gpu, n * 2), zeros(&gpu, n * 4));
+    gpu.launch(&k, &LaunchConfig::for_elements(n, 64), &kernel_args![dx, dh, db, drz, dback, n as i32]).unwrap();
+    let h: Vec<u16> = gpu.download(dh, n).unwrap();
+    let b: Vec<u16> = gpu.download(db, n).unwrap();
+    let rz: Vec<u16> = gpu.download(drz, n).unwrap();
+    let back: Vec<f32> = gpu.download(dback, n).unwrap();
+    for i in 0..n {
+        let hv = f16::from_f32(x[i]);
+        assert_eq!(h[i], hv.to_bits(), "f16 of {}", x[i]);
+        assert_eq!(b[i], bf16::from_f32(x[i]).to_bits(), "bf16 of {}", x[i]);
+        // Round toward zero: never larger in magnitude, and within one f16 step of rn.
+        let z = f16::from_bits(rz[i]).to_f32();
+        assert!(z.abs() <= x[i].abs() && (z.is_finite()), "rz of {} gave {z}", x[i]);
+        let step = (hv.to_f32() - f16::from_bits(hv.to_bits() ^ 1).to_f32()).abs();
+        assert!((z - x[i]).abs() <= step.max(1e-7) || !hv.is_finite(), "rz of {} gave {z}", x[i]);
+        let fused = f16::from_f64(hv.to_f64() * 2.0 + hv.to_f64()).to_f32();
+        let expect = fused + bf16::from_f32(x[i]).to_f32();
+        assert!(back[i] == expect || (back[i].is_infinite() && expect.is_infinite()), "element {i}: {} vs {expect}", back[i]);
+    }
+    assert_eq!(f16::from_bits(rz[0]).to_f32(), 65504.0, "rz saturates to the largest finite f16");
+}
+
+#[test]
+fn three_dimensional_grid() {
+    let gpu = VirtualGpu::default();
+    let m = load(&gpu, "grid3d.cu");
+    let k = gpu.kernel(&m, "volume_weight").unwrap();
+    let (nx, ny, nz) = (19usize, 11usize, 7usize);
+    let input = test_data(nx * ny * nz, 11);
+    let (din, dout) = (gpu.upload(&input).unwrap(), zeros(&gpu, input.len() * 4));
+    let block = (8u32, 4u32, 2u32);
+    let grid = (nx.div_ceil(8) as u32, ny.div_ceil(4) as u32, nz.div_ceil(2) as u32);
+    let cfg = LaunchConfig { grid_dim: grid, block_dim: block, shared_mem_bytes: 0 };
+    gpu.launch(&k, &cfg, &kernel_args![din, dout, nx as i32, ny as i32, nz as i32]).unwrap();
+    let out: Vec<f32> = gpu.download(dout, input.len()).unwrap();
+    let bias = (grid.0 * 100 + grid.1 * 10 + grid.2) as f32;
+    for z in 0..nz {
+        for y in 0..ny {
+            for x in 0..nx {
+                let i = (z * ny + y) * nx + x;
+                // NVRTC contracts the multiply-add into one fma.
+                let expect = input[i].mul_add((x + 2 * y + 3 * z) as f32, bias);
+                assert_eq!(out[i], expect, "voxel ({x}, {y}, {z})");
+            }
+        }
+    }
+}
+
+#[test]
+fn memcheck_catches_off_by_one_write() {
+    let gpu = VirtualGpu::default();
+    let m = load(&gpu, "broken.cu");
+    let k = gpu.kernel(&m, "off_by_one_write").unwrap();
+    let n = 100;
+    let out = zeros(&gpu, n * 4);
+    let err = gpu.launch(&k, &LaunchConfig::for_elements(n + 1, 64), &kernel_args![out, n as i32]).unwrap_err().to_string();
+    assert!(err.contains("memcheck") && err.contains("write of size 4"), "{err}");
+    assert!(err.contains("off_by_one_write") && err.contains("thread (36, 0, 0) in block (1, 0, 0)"), "{err}");
+    assert!(err.contains("0 bytes after the end of the 400-byte allocation"), "{err}");
+}
+
+#[test]
+fn memcheck_catches_misaligned_load() {
+    let gpu = VirtualGpu::default();
+    let m = load(&gpu, "broken.cu");
+    let k = gpu.kernel(&m, "misaligned_load").unwrap();
+    let (bytes, out) = (zeros(&gpu, 256), zeros(&gpu, 32 * 4));
+    let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (32, 1, 1), shared_mem_bytes: 0 };
+    let err = gpu.launch(&k, &cfg, &kernel_args![bytes, out]).unwrap_err().to_string();
+    assert!(err.contains("misaligned") && err.contains("misaligned_load"), "{err}");
+}
+
+#[test]
+fn racecheck_catches_missing_syncthreads() {
+    let gpu = VirtualGpu::default();
+    let m = load(&gpu, "broken.cu");
+    let k = gpu.kernel(&m, "missing_sync").unwrap();
+    let n = 200;
+    let (din, dout) = (gpu.upload(&test_data(n, 12)).unwrap(), zeros(&gpu, n * 4));
+    let cfg = LaunchConfig::for_elements(n, 128);
+    // Without the checker the launch completes...
+    gpu.launch(&k, &cfg, &kernel_args![din, dout, n as i32]).unwrap();
+    // ...with it, the read of the neighbour's slot is a read-after-write hazard across warps.
+    gpu.set_racecheck(true);
+    let report = gpu.launch_with_report(&k, &cfg, &kernel_args![din, dout, n as i32]).unwrap();
+    assert!(report.hazard_count > 0);
+    let first = report.hazards[0].to_string();
+    assert!(first.contains("missing_sync") && first.contains("hazard"), "{first}");
+    let err = gpu.launch(&k, &cfg, &kernel_args![din, dout, n as i32]).unwrap_err().to_string();
+    assert!(err.contains("racecheck"), "{err}");
+}
+
+#[test]
+fn uncoalesced_access_touches_more_sectors() {
+    let gpu = VirtualGpu::default();
+    let m = load(&gpu, "broken.cu");
+    let k = gpu.kernel(&m, "strided_copy").unwrap();
+    let n = 4099;
+    let (din, dout) = (gpu.upload(&test_data(n, 13)).unwrap(), zeros(&gpu, n * 4));
+    let cfg = LaunchConfig::for_elements(n, 128);
+    let mut sectors = Vec::new();
+    for stride in [1i32, 33] {
+        let report = gpu.launch_with_report(&k, &cfg, &kernel_args![din, dout, n as i32, stride]).unwrap();
+        sectors.push(report.counters.sectors_per_load_request());
+        // Stores are always coalesced.
+        assert!(report.counters.sectors_per_store_request() <= 5.0);
+    }
+    assert!(sectors[0] <= 5.0, "coalesced: {} sectors/request", sectors[0]);
+    assert!(sectors[1] >= 30.0, "stride 33: {} sectors/request", sectors[1]);
+}
+
+#[test]
+fn shared_bank_conflicts_are_counted() {
+    let gpu = VirtualGpu::default();
+    let m = load(&gpu, "broken.cu");
+    let k = gpu.kernel(&m, "shared_stride_read").unwrap();
+    let out = zeros(&gpu, 64 * 4);
+    let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (64, 1, 1), shared_mem_bytes: 0 };
+    let clean = gpu.launch_with_report(&k, &cfg, &kernel_args![out, 1i32]).unwrap().counters;
+    let conflicted = gpu.launch_with_report(&k, &cfg, &kernel_args![out, 32i32]).unwrap().counters;
+    assert_eq!(clean.shared_bank_conflicts, 0);
+    // Two warps, one read each, 32 distinct words in bank 0: 31 extra wavefronts per warp.
+    assert_eq!(conflicted.shared_bank_conflicts, 62);
+    let values: Vec<f32> = gpu.download(out, 64).unwrap();
+    assert_eq!(values[5], ((5 * 32) % 1024) as f32);
+}
+
+#[test]
+fn unknown_instruction_is_an_error_naming_it_and_the_kernel() {
+    let ptx = ".version 8.0\n.target sm_80\n.address_size 64\n\
+        .visible .entry weird(.param .u64 weird_param_0)\n{\n.reg .b32 %r<3>;\n\
+        mov.u32 %r1, 7;\nfrobnicate.sync.b32 %r2, %r1;\nret;\n}\n";
+    let gpu = VirtualGpu::default();
+    let err = gpu.load_ptx(ptx, "weird.ptx").err().expect("unknown instruction must fail").to_string();
+    assert!(err.contains("frobnicate.sync.b32") && err.contains("weird"), "{err}");
+}
+
+#[test]
+fn launch_validates_arguments_and_block_size() {
+    let gpu = VirtualGpu::default();
+    let m = load(&gpu, "vector_ops.cu");
+    let k = gpu.kernel(&m, "saxpy").unwrap();
+    let p = zeros(&gpu, 64);
+    // a double where a float is expected
+    let err = gpu.launch(&k, &LaunchConfig::for_elements(16, 16), &kernel_args![1.5f64, p, p, p, 16i32]).unwrap_err();
+    assert!(err.to_string().contains("argument 0"), "{err}");
+    let err = gpu.launch(&k, &LaunchConfig::for_elements(16, 16), &kernel_args![1.5f32, p, p, p]).unwrap_err();
+    assert!(err.to_string().contains("expects 5 arguments"), "{err}");
+    let too_big = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1025, 1, 1), shared_mem_bytes: 0 };
+    let err = gpu.launch(&k, &too_big, &kernel_args![1.5f32, p, p, p, 16i32]).unwrap_err();
+    assert!(err.to_string().contains("1025 threads"), "{err}");
+    let huge_shared = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (32, 1, 1), shared_mem_bytes: 1 << 20 };
+    let err = gpu.launch(&k, &huge_shared, &kernel_args![1.5f32, p, p, p, 16i32]).unwrap_err();
+    assert!(err.to_string().contains("shared memory"), "{err}");
+    assert!(gpu.kernel(&m, "no_such_kernel").is_err());
+}
