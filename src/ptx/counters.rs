@@ -113,17 +113,26 @@ impl fmt::Display for LaunchCounters {
 
 /// Distinct 32-byte sectors touched by one warp-level access (`addrs` of the active lanes).
 pub fn count_sectors(addrs: &mut [u64], size: usize) -> u64 {
-    let mut sectors: Vec<u64> = Vec::with_capacity(addrs.len() * 2);
+    // Accesses of up to 16 aligned bytes stay within one sector; wider ones are split per sector.
+    let mut sectors = [0u64; 128];
+    let mut n = 0;
     for &a in addrs.iter() {
         let first = a >> 5;
         let last = (a + size.max(1) as u64 - 1) >> 5;
-        for s in first..=last {
-            sectors.push(s);
+        for s in first..=last.min(first + 3) {
+            sectors[n] = s;
+            n += 1;
         }
     }
+    let sectors = &mut sectors[..n];
     sectors.sort_unstable();
-    sectors.dedup();
-    sectors.len() as u64
+    let mut distinct = 0;
+    for i in 0..n {
+        if i == 0 || sectors[i] != sectors[i - 1] {
+            distinct += 1;
+        }
+    }
+    distinct
 }
 
 /// Extra wavefronts of one warp-level shared access: lanes are served in phases (a full warp for
@@ -135,19 +144,25 @@ pub fn count_bank_conflicts(addrs: &[u64], size: usize) -> u64 {
         8 => 16,
         _ => 8,
     };
+    let words_per_lane = size.div_ceil(4).clamp(1, 4);
     let mut extra = 0;
     for phase in addrs.chunks(lanes_per_phase) {
-        let mut words: Vec<u64> = Vec::with_capacity(phase.len() * 4);
+        let mut words = [0u64; 128];
+        let mut n = 0;
         for &a in phase {
             let first = a >> 2;
-            let last = (a + size.max(1) as u64 - 1) >> 2;
-            words.extend(first..=last);
+            for w in 0..words_per_lane as u64 {
+                words[n] = first + w;
+                n += 1;
+            }
         }
+        let words = &mut words[..n];
         words.sort_unstable();
-        words.dedup();
         let mut per_bank = [0u32; 32];
-        for w in &words {
-            per_bank[(w & 31) as usize] += 1;
+        for i in 0..n {
+            if i == 0 || words[i] != words[i - 1] {
+                per_bank[(words[i] & 31) as usize] += 1;
+            }
         }
         let wavefronts = per_bank.iter().copied().max().unwrap_or(0).max(1);
         extra += u64::from(wavefronts - 1);

@@ -100,7 +100,6 @@ struct BlockRunner<'a> {
     hazards: Vec<RaceHazard>,
     hazard_count: u64,
     region_hint: usize,
-    addr_buf: Vec<u64>,
     steps: u64,
 }
 
@@ -129,7 +128,6 @@ impl<'a> BlockRunner<'a> {
             hazards: Vec::new(),
             hazard_count: 0,
             region_hint: 0,
-            addr_buf: Vec::with_capacity(32),
             steps: 0,
         }
     }
@@ -342,7 +340,7 @@ impl<'a> BlockRunner<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn val(&self, w: usize, lane: usize, op: &Operand) -> u64 {
         match op {
             Operand::Reg(r) => self.reg(w, *r, lane),
@@ -357,6 +355,7 @@ impl<'a> BlockRunner<'a> {
         }
     }
 
+    #[inline(always)]
     fn src(&self, w: usize, lane: usize, instr: &Instr, i: usize) -> u64 {
         instr.src.get(i).map_or(0, |op| self.val(w, lane, op))
     }
@@ -502,6 +501,21 @@ impl<'a> BlockRunner<'a> {
         let b = self.src(w, lane, instr, 1);
         let float = ty.is_float();
         let (rnd, ftz, sat) = (instr.rnd, instr.ftz, instr.sat);
+        // The common fp32 cases without modifiers skip the general float paths.
+        if ty == Ty::F32 && matches!(rnd, Rnd::Default | Rnd::Rn) && !ftz && !sat {
+            let (x, y) = (f32::from_bits(a as u32), f32::from_bits(b as u32));
+            let fast = match instr.op {
+                Op::Add => Some(x + y),
+                Op::Sub => Some(x - y),
+                Op::Mul(_) => Some(x * y),
+                Op::Fma | Op::Mad(_) => Some(x.mul_add(y, f32::from_bits(self.src(w, lane, instr, 2) as u32))),
+                _ => None,
+            };
+            if let Some(r) = fast {
+                self.write(w, lane, &instr.dst, u64::from(r.to_bits()));
+                return Ok(());
+            }
+        }
         let v = match &instr.op {
             Op::Add if float => float_binary(ty, rnd, ftz, sat, a, b, |x, y| x + y, |x, y| x + y),
             Op::Sub if float => float_binary(ty, rnd, ftz, sat, a, b, |x, y| x - y, |x, y| x - y),
@@ -759,23 +773,23 @@ impl<'a> BlockRunner<'a> {
         }
     }
 
+    #[inline]
     fn load(&self, place: &Place, size: usize) -> u64 {
-        let mut buf = [0u8; 8];
         match place {
             // SAFETY: `place` checked that `size` bytes lie inside a live allocation.
-            Place::Global(p) => unsafe { std::ptr::copy_nonoverlapping(*p, buf.as_mut_ptr(), size) },
-            Place::Shared(o) => buf[..size].copy_from_slice(&self.shared[*o..*o + size]),
-            Place::Local(o) => buf[..size].copy_from_slice(&self.local[*o..*o + size]),
-            Place::Param(o) => buf[..size].copy_from_slice(&self.env.params[*o..*o + size]),
+            Place::Global(p) => unsafe { read_host(*p, size) },
+            Place::Shared(o) => read_bytes(&self.shared[*o..*o + size]),
+            Place::Local(o) => read_bytes(&self.local[*o..*o + size]),
+            Place::Param(o) => read_bytes(&self.env.params[*o..*o + size]),
         }
-        u64::from_le_bytes(buf)
     }
 
+    #[inline]
     fn store(&mut self, place: &Place, size: usize, v: u64) {
         let bytes = v.to_le_bytes();
         match place {
             // SAFETY: `place` checked that `size` bytes lie inside a live allocation.
-            Place::Global(p) => unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), *p, size) },
+            Place::Global(p) => unsafe { write_host(*p, size, v) },
             Place::Shared(o) => self.shared[*o..*o + size].copy_from_slice(&bytes[..size]),
             Place::Local(o) => self.local[*o..*o + size].copy_from_slice(&bytes[..size]),
             Place::Param(_) => {}
@@ -803,14 +817,15 @@ impl<'a> BlockRunner<'a> {
     }
 
     /// Records coalescing / bank-conflict counters for one warp-level access.
-    fn record_request(&mut self, kind: Space, size: usize, write: bool) {
-        if self.addr_buf.is_empty() {
+    fn record_request(&mut self, kind: Space, addrs: &mut LaneAddrs, size: usize, write: bool) {
+        if addrs.len == 0 {
             return;
         }
-        let n = self.addr_buf.len() as u64;
+        let n = addrs.len as u64;
+        let addrs = &mut addrs.addrs[..addrs.len];
         match kind {
             Space::Global => {
-                let sectors = count_sectors(&mut self.addr_buf, size);
+                let sectors = count_sectors(addrs, size);
                 let c = &mut self.counters;
                 if write {
                     c.global_store_requests += 1;
@@ -823,7 +838,7 @@ impl<'a> BlockRunner<'a> {
                 }
             }
             Space::Shared => {
-                let conflicts = count_bank_conflicts(&self.addr_buf, size);
+                let conflicts = count_bank_conflicts(addrs, size);
                 let c = &mut self.counters;
                 if write {
                     c.shared_store_requests += 1;
@@ -839,9 +854,8 @@ impl<'a> BlockRunner<'a> {
     fn exec_ld(&mut self, w: usize, instr: &Instr, active: u32, space: Space) -> Result<()> {
         let size = instr.ty.bytes();
         let vec = instr.vec as usize;
-        let mut global_addrs = std::mem::take(&mut self.addr_buf);
-        global_addrs.clear();
-        let mut shared_addrs: Vec<u64> = Vec::new();
+        let mut global_addrs = LaneAddrs::default();
+        let mut shared_addrs = LaneAddrs::default();
         for lane in lanes(active) {
             let addr = self.src(w, lane, instr, 0);
             let place = self.place(w, lane, instr, space, addr, size * vec, false)?;
@@ -874,22 +888,16 @@ impl<'a> BlockRunner<'a> {
                 }
             }
         }
-        self.addr_buf = global_addrs;
-        self.record_request(Space::Global, size * vec, false);
-        if !shared_addrs.is_empty() {
-            self.addr_buf = shared_addrs;
-            self.record_request(Space::Shared, size * vec, false);
-        }
-        self.addr_buf.clear();
+        self.record_request(Space::Global, &mut global_addrs, size * vec, false);
+        self.record_request(Space::Shared, &mut shared_addrs, size * vec, false);
         Ok(())
     }
 
     fn exec_st(&mut self, w: usize, instr: &Instr, active: u32, space: Space) -> Result<()> {
         let size = instr.ty.bytes();
         let vec = instr.vec as usize;
-        let mut global_addrs = std::mem::take(&mut self.addr_buf);
-        global_addrs.clear();
-        let mut shared_addrs: Vec<u64> = Vec::new();
+        let mut global_addrs = LaneAddrs::default();
+        let mut shared_addrs = LaneAddrs::default();
         for lane in lanes(active) {
             let addr = self.val(w, lane, &instr.dst);
             let place = self.place(w, lane, instr, space, addr, size * vec, true)?;
@@ -916,13 +924,8 @@ impl<'a> BlockRunner<'a> {
                 self.store(&elem_place, size, v);
             }
         }
-        self.addr_buf = global_addrs;
-        self.record_request(Space::Global, size * vec, true);
-        if !shared_addrs.is_empty() {
-            self.addr_buf = shared_addrs;
-            self.record_request(Space::Shared, size * vec, true);
-        }
-        self.addr_buf.clear();
+        self.record_request(Space::Global, &mut global_addrs, size * vec, true);
+        self.record_request(Space::Shared, &mut shared_addrs, size * vec, true);
         Ok(())
     }
 
@@ -1041,11 +1044,59 @@ unsafe fn global_atomic(p: *mut u8, size: usize, update: impl Fn(u64) -> u64) ->
     }
 }
 
+#[inline]
+fn read_bytes(b: &[u8]) -> u64 {
+    match b.len() {
+        4 => u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        8 => u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+        2 => u64::from(u16::from_le_bytes([b[0], b[1]])),
+        _ => b.iter().rev().fold(0u64, |acc, &x| acc << 8 | u64::from(x)),
+    }
+}
+
+/// # Safety
+/// `p` must point to `size` readable bytes.
+#[inline]
+unsafe fn read_host(p: *const u8, size: usize) -> u64 {
+    match size {
+        4 => u64::from(u32::from_le(std::ptr::read_unaligned(p as *const u32))),
+        8 => u64::from_le(std::ptr::read_unaligned(p as *const u64)),
+        2 => u64::from(u16::from_le(std::ptr::read_unaligned(p as *const u16))),
+        _ => read_bytes(std::slice::from_raw_parts(p, size)),
+    }
+}
+
+/// # Safety
+/// `p` must point to `size` writable bytes.
+#[inline]
+unsafe fn write_host(p: *mut u8, size: usize, v: u64) {
+    match size {
+        4 => std::ptr::write_unaligned(p as *mut u32, (v as u32).to_le()),
+        8 => std::ptr::write_unaligned(p as *mut u64, v.to_le()),
+        _ => std::ptr::copy_nonoverlapping(v.to_le_bytes().as_ptr(), p, size),
+    }
+}
+
 /// Shared memory of one block: static, then the dynamic window at its alignment.
 pub fn shared_size(env: &LaunchEnv) -> usize {
     let k = env.kernel;
     let a = k.dynamic_shared_align.max(1);
     k.static_shared_bytes.div_ceil(a) * a + env.dynamic_shared_bytes
+}
+
+/// Addresses of one warp-level access, one per active lane.
+#[derive(Default)]
+struct LaneAddrs {
+    addrs: [u64; 32],
+    len: usize,
+}
+
+impl LaneAddrs {
+    #[inline]
+    fn push(&mut self, a: u64) {
+        self.addrs[self.len] = a;
+        self.len += 1;
+    }
 }
 
 /// Indices of the set bits of a lane mask.
