@@ -381,3 +381,171 @@ fn launch_validates_arguments_and_block_size() {
     assert!(err.to_string().contains("shared memory"), "{err}");
     assert!(gpu.kernel(&m, "no_such_kernel").is_err());
 }
+
+fn close(got: f32, expect: f64, rel: f64) -> bool {
+    let e = expect as f32;
+    got == e || (got.is_nan() && e.is_nan()) || ((got as f64) - expect).abs() <= rel * expect.abs().max(1e-3)
+}
+
+#[test]
+fn float_math_library_matches_cpu() {
+    let gpu = VirtualGpu::default();
+    let m = load(&gpu, "math_ops.cu");
+    let k = gpu.kernel(&m, "float_math").unwrap();
+    let n = 203;
+    let mut x: Vec<f32> = test_data(n, 14).iter().map(|v| v * 6.0).collect();
+    x[0] = 0.0;
+    x[1] = -0.0;
+    x[2] = 1.0;
+    let (dx, dout) = (gpu.upload(&x).unwrap(), zeros(&gpu, n * 32 * 4));
+    gpu.launch(&k, &LaunchConfig::for_elements(n, 64), &kernel_args![dx, dout, n as i32]).unwrap();
+    let out: Vec<f32> = gpu.download(dout, n * 32).unwrap();
+    for i in 0..n {
+        let v = x[i] as f64;
+        let a = (x[i].abs() + 0.1) as f64;
+        let sat = |t: f64| t.clamp(0.0, 1.0);
+        let v33 = (x[i] * 3.3) as f64;
+        let expect: [(f64, f64); 32] = [
+            (v.exp(), 1e-6),
+            (a.ln(), 1e-6),
+            (v.tanh(), 1e-6),
+            (libm::erf(v), 1e-6),
+            (a.powf(1.7), 1e-6),
+            (v.sin(), 1e-6),
+            (v.cos(), 1e-6),
+            (1.0 / a.sqrt(), 1e-6),
+            (v / a, 1e-6),
+            (v33.floor(), 0.0),
+            (v33.ceil(), 0.0),
+            (v33.round(), 0.0),
+            (v33.trunc(), 0.0),
+            (((x[i] * 10.0) % 3.0) as f64, 1e-6),
+            (((x[i] * 7.5) as f64).round_ties_even(), 0.0),
+            (v / a, 1e-7),
+            (a.sqrt(), 1e-7),
+            (1.0 / (1.0 + (-v).exp()), 1e-6),
+            (a.ln_1p(), 1e-6),
+            (v.exp2(), 1e-6),
+            (a.log2(), 1e-6),
+            (v.atan2(a), 1e-6),
+            (v.max(0.0) + v.min(0.0) * 0.01, 1e-6),
+            (v.exp(), 1e-7),
+            (a.ln(), 1e-7),
+            (a.sqrt(), 1e-7),
+            (a.copysign(v), 0.0),
+            (((x[i].abs() + 0.1) * 100.0) as u32 as f64, 0.0),
+            (if v == 0.0 { 1.0 } else { 2.0 }, 0.0),
+            (sat(v * 2.0), 0.0),
+            (((x[i] * 2.5) as f64).round_ties_even(), 0.0),
+            (v.hypot(a), 1e-6),
+        ];
+        for (c, (e, rel)) in expect.iter().enumerate() {
+            let got = out[i * 32 + c];
+            assert!(close(got, *e, rel.max(2e-7)), "x = {}, column {c}: got {got}, expected {e}", x[i]);
+        }
+    }
+}
+
+#[test]
+fn integer_and_bit_operations_match_cpu() {
+    let gpu = VirtualGpu::default();
+    let m = load(&gpu, "math_ops.cu");
+    let k = gpu.kernel(&m, "int_bits").unwrap();
+    let n = 517usize;
+    let mut x: Vec<u32> = (0..n as u32).map(|i| i.wrapping_mul(2654435761).rotate_left(i % 29) ^ (i << 3)).collect();
+    x[0] = 0;
+    x[1] = 1;
+    x[2] = 0x8000_0000;
+    x[3] = u32::MAX;
+    let (dx, dout) = (gpu.upload(&x).unwrap(), zeros(&gpu, n * 16 * 4));
+    gpu.launch(&k, &LaunchConfig::for_elements(n, 96), &kernel_args![dx, dout, n as i32]).unwrap();
+    let out: Vec<u32> = gpu.download(dout, n * 16).unwrap();
+    for i in 0..n {
+        let v = x[i];
+        let s = v as i32;
+        let w = (v as u64).wrapping_mul(2654435761).wrapping_add(12345);
+        let sel = 0x3210u32 ^ (i as u32 & 0x7777);
+        let pool = (v as u64) | (0x0123_4567u64 << 32);
+        let perm = (0..4).fold(0u32, |acc, b| acc | ((((pool >> (8 * ((sel >> (4 * b)) & 7))) & 0xff) as u32) << (8 * b)));
+        let hi = v ^ 0xdead_beef;
+        let funnel = ((((hi as u64) << 32 | v as u64) << (i & 31)) >> 32) as u32;
+        let divisor = i as i32 - 300 + (i == 300) as i32;
+        let expect: [u32; 16] = [
+            v.leading_zeros(),
+            v.count_ones(),
+            v.reverse_bits(),
+            if s == 0 { 0 } else { s.trailing_zeros() + 1 },
+            perm,
+            funnel,
+            s.wrapping_div(divisor) as u32,
+            s.wrapping_rem(97) as u32,
+            v / 13 + v % 13,
+            ((w >> 17) as u32) ^ ((w % 1_000_003) as u32),
+            (s.max(-12345) as u32).wrapping_add(v.min(777)),
+            (((v as u64 * 0x9e37_79b9u64) >> 32) as u32).wrapping_add(((s as i64 * -7) >> 32) as u32),
+            (((s as i64) * (s as i64)) >> 20) as u32,
+            (v >> (i & 31)) | ((s >> (i & 31)) as u32),
+            w.count_ones() + w.leading_zeros(),
+            (s.wrapping_abs() as u32) ^ (v << (i & 15)),
+        ];
+        for c in 0..16 {
+            assert_eq!(out[i * 16 + c], expect[c], "x = {v:#x}, i = {i}, column {c}");
+        }
+    }
+}
+
+#[test]
+fn local_arrays_and_dynamic_shared_memory() {
+    let gpu = VirtualGpu::default();
+    gpu.set_racecheck(true);
+    let m = load(&gpu, "math_ops.cu");
+    let k = gpu.kernel(&m, "local_and_dynamic_shared").unwrap();
+    let n = 150;
+    let idx: Vec<i32> = (0..n as i32).map(|i| (i * 7) % 31).collect();
+    let (didx, dout) = (gpu.upload(&idx).unwrap(), zeros(&gpu, n * 4));
+    let threads = 64usize;
+    let cfg = LaunchConfig { grid_dim: (n.div_ceil(threads) as u32, 1, 1), block_dim: (threads as u32, 1, 1), shared_mem_bytes: (threads * 4) as u32 };
+    gpu.launch(&k, &cfg, &kernel_args![didx, dout, n as i32]).unwrap();
+    let out: Vec<f32> = gpu.download(dout, n).unwrap();
+    let slot = |i: usize| -> f32 {
+        if i >= n {
+            return 0.0;
+        }
+        let t = (i % threads) as f32;
+        let k = (idx[i] % 12) as f32;
+        k * k + t
+    };
+    for i in 0..n {
+        let b = i / threads;
+        let next = b * threads + (i % threads + 1) % threads;
+        assert_eq!(out[i], slot(i) + slot(next), "element {i}");
+    }
+    // Too little dynamic shared memory for the block is an out-of-bounds shared access.
+    let small = LaunchConfig { shared_mem_bytes: 16, ..cfg };
+    let err = gpu.launch(&k, &small, &kernel_args![didx, dout, n as i32]).unwrap_err().to_string();
+    assert!(err.contains("__shared__"), "{err}");
+}
+
+#[test]
+fn constant_memory_and_device_globals() {
+    let gpu = VirtualGpu::default();
+    let m = load(&gpu, "math_ops.cu");
+    let k = gpu.kernel(&m, "constant_scale").unwrap();
+    let n = 1234;
+    let x = test_data(n, 15);
+    let (dx, dout) = (gpu.upload(&x).unwrap(), zeros(&gpu, n * 4));
+    let cfg = LaunchConfig { grid_dim: (3, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    gpu.launch(&k, &cfg, &kernel_args![dx, dout, n as i32]).unwrap();
+    let out: Vec<f32> = gpu.download(dout, n).unwrap();
+    for i in 0..n {
+        assert_eq!(out[i], x[i] * [0.5, 1.0, 2.0, 4.0][i & 3], "element {i}");
+    }
+    let (calls, size) = m.global("calls").unwrap();
+    assert_eq!(size, 4);
+    assert_eq!(gpu.download::<u32>(calls, 1).unwrap()[0], n as u32);
+    // Constant memory is writable from the host, as with cudaMemcpyToSymbol.
+    let (table, _) = m.global("scale_table").unwrap();
+    gpu.copy_to_device(table, bytemuck::cast_slice(&[1.0f32, 1.0, 1.0, 1.0])).unwrap();
+    gpu.launch(&k, &cfg, &kernel_args![dx, dout, n as i32]).unwrap();
+    assert_eq!(gpu.download::<f32>(dout, n).unwrap(), x);
+}
