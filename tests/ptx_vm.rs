@@ -182,7 +182,7 @@ fn histogram_with_shared_and_global_atomics() {
     let gpu = VirtualGpu::default();
     let m = load(&gpu, "histogram.cu");
     let k = gpu.kernel(&m, "histogram256").unwrap();
-    let n = 10007;
+    let n = 10007usize;
     let data: Vec<u8> = (0..n).map(|i| ((i * 7919) % 251 + i % 5) as u8).collect();
     let (dd, db) = (gpu.upload(&data).unwrap(), zeros(&gpu, 256 * 4));
     let cfg = LaunchConfig { grid_dim: (8, 1, 1), block_dim: (192, 1, 1), shared_mem_bytes: 0 };
@@ -349,7 +349,7 @@ fn shared_bank_conflicts_are_counted() {
     // Two warps, one read each, 32 distinct words in bank 0: 31 extra wavefronts per warp.
     assert_eq!(conflicted.shared_bank_conflicts, 62);
     let values: Vec<f32> = gpu.download(out, 64).unwrap();
-    assert_eq!(values[5], ((5 * 32) % 1024) as f32);
+    assert_eq!(values[5], 160.0, "lane 5 reads tile[5 * 32]");
 }
 
 #[test]
@@ -515,10 +515,10 @@ fn local_arrays_and_dynamic_shared_memory() {
         let k = (idx[i] % 12) as f32;
         k * k + t
     };
-    for i in 0..n {
+    for (i, &got) in out.iter().enumerate() {
         let b = i / threads;
         let next = b * threads + (i % threads + 1) % threads;
-        assert_eq!(out[i], slot(i) + slot(next), "element {i}");
+        assert_eq!(got, slot(i) + slot(next), "element {i}");
     }
     // Too little dynamic shared memory for the block is an out-of-bounds shared access.
     let small = LaunchConfig { shared_mem_bytes: 16, ..cfg };

@@ -134,6 +134,7 @@ pub fn round_to_float(x: f64, ty: Ty, rnd: Rnd) -> u64 {
 
 /// Applies a binary float op to scalar or packed (x2) float types. `f32_op` is used for f32 with
 /// round-to-nearest; the f64 path covers directed rounding and the other types.
+#[allow(clippy::too_many_arguments)] // the instruction's modifiers travel as plain values
 pub fn float_binary(ty: Ty, rnd: Rnd, ftz: bool, sat: bool, a: u64, b: u64, f32_op: fn(f32, f32) -> f32, f64_op: fn(f64, f64) -> f64) -> u64 {
     match ty {
         Ty::F32 => {

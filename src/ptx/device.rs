@@ -66,10 +66,10 @@ impl From<DevicePtr> for KernelArg {
     }
 }
 
-/// Builds a `Vec<KernelArg>` from values: `kernel_args![x_ptr, n as i32, 0.5f32]`.
+/// Builds an array of `KernelArg`s from values: `kernel_args![x_ptr, n as i32, 0.5f32]`.
 #[macro_export]
 macro_rules! kernel_args {
-    ($($a:expr),* $(,)?) => { vec![$($crate::ptx::KernelArg::from($a)),*] };
+    ($($a:expr),* $(,)?) => { [$($crate::ptx::KernelArg::from($a)),*] };
 }
 
 /// The operations the CUDA backend needs from a device.

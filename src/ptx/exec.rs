@@ -682,10 +682,10 @@ impl<'a> BlockRunner<'a> {
 
     fn exec_shfl(&mut self, w: usize, instr: &Instr, active: u32, mode: ShflMode) {
         let mut values = [0u64; 32];
-        for lane in 0..32 {
-            if self.warps[w].live >> lane & 1 == 1 || active >> lane & 1 == 1 {
-                values[lane] = self.src(w, lane, instr, 0);
-            }
+        // Lanes not taking part still supply their register (its value is undefined on a GPU).
+        let sources = self.warps[w].live | active;
+        for lane in lanes(sources) {
+            values[lane] = self.src(w, lane, instr, 0);
         }
         for lane in lanes(active) {
             let b = (self.src(w, lane, instr, 1) & 31) as i64;

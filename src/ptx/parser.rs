@@ -420,8 +420,7 @@ fn decode_kernel(
         };
         let mut rest = text.trim();
         // Peel labels.
-        loop {
-            let Some(colon) = rest.find(':') else { break };
+        while let Some(colon) = rest.find(':') {
             let head = &rest[..colon];
             let is_label = !head.is_empty()
                 && head.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$' || c == '.')
