@@ -549,3 +549,65 @@ fn constant_memory_and_device_globals() {
     gpu.launch(&k, &cfg, &kernel_args![dx, dout, n as i32]).unwrap();
     assert_eq!(gpu.download::<f32>(dout, n).unwrap(), x);
 }
+
+#[test]
+fn warp_primitives_match_cpu() {
+    let gpu = VirtualGpu::default();
+    let m = load(&gpu, "warp_ops.cu");
+    let k = gpu.kernel(&m, "warp_primitives").unwrap();
+    let n = 150usize;
+    let threads = 64usize;
+    let blocks = n.div_ceil(threads);
+    let x: Vec<i32> = (0..n as i32).map(|i| (i * 37 % 23) - 4 + (i == 77) as i32 * 1000).collect();
+    let (dx, dout) = (gpu.upload(&x).unwrap(), zeros(&gpu, blocks * threads * 10 * 4));
+    gpu.launch(&k, &LaunchConfig::for_elements(n, threads as u32), &kernel_args![dx, dout, n as i32]).unwrap();
+    let out: Vec<i32> = gpu.download(dout, n * 10).unwrap();
+    let v = |i: usize| if i < n { x[i] } else { -1 };
+    for i in 0..n {
+        let lane = i % 32;
+        let warp0 = i - lane;
+        let warp: Vec<i32> = (0..32).map(|l| v(warp0 + l)).collect();
+        let odd = |l: usize| if l & 1 == 1 { warp[l] * 3 } else { warp[l] - 5 };
+        let same = (0..32).filter(|&l| warp[l] & 3 == warp[lane] & 3).fold(0u32, |m, l| m | 1 << l);
+        let expect = [
+            warp[(lane * 7) & 31],
+            if lane >= 3 { warp[lane - 3] } else { warp[lane] },
+            warp[lane ^ 1],
+            warp.iter().any(|&w| w < 0) as i32,
+            warp.iter().all(|&w| w > 0) as i32,
+            same as i32,
+            warp.iter().sum::<i32>(),
+            *warp.iter().max().unwrap(),
+            if lane < 31 { odd(lane + 1) } else { odd(lane) },
+            -1,
+        ];
+        assert_eq!(&out[i * 10..i * 10 + 10], &expect, "thread {i}");
+    }
+}
+
+#[test]
+fn float4_vectors_and_packed_half2() {
+    let gpu = VirtualGpu::default();
+    let m = load(&gpu, "warp_ops.cu");
+    let k = gpu.kernel(&m, "float4_axpy_half2").unwrap();
+    let n4 = 77usize;
+    let (x, y) = (test_data(n4 * 4, 16), test_data(n4 * 4, 17));
+    let (dx, dy, dh) = (gpu.upload(&x).unwrap(), gpu.upload(&y).unwrap(), zeros(&gpu, n4 * 4));
+    let report = gpu.launch_with_report(&k, &LaunchConfig::for_elements(n4, 32), &kernel_args![dx, dy, dh, n4 as i32]).unwrap();
+    let out: Vec<f32> = gpu.download(dy, n4 * 4).unwrap();
+    for i in 0..n4 * 4 {
+        assert_eq!(out[i], 2.0f32.mul_add(x[i], y[i]), "element {i}");
+    }
+    let h: Vec<u32> = gpu.download(dh, n4).unwrap();
+    for i in 0..n4 {
+        let (hi, lo) = (f16::from_f32(x[4 * i]), f16::from_f32(x[4 * i + 1]));
+        let expect_hi = f16::from_f64(hi.to_f64() * 2.0 + hi.to_f64()).to_bits() as u32;
+        let expect_lo = f16::from_f64(lo.to_f64() * 0.5 + lo.to_f64()).to_bits() as u32;
+        assert_eq!(h[i], expect_hi << 16 | expect_lo, "pair {i}");
+    }
+    // Two float4 loads per warp: 32 lanes x 16 bytes = 16 sectors, the last warp's 13 lanes 7 sectors.
+    let c = &report.counters;
+    assert_eq!((c.global_load_requests, c.global_load_sectors), (6, 2 * (16 + 16 + 7)), "{c}");
+    // One packed fma per element pair: 2 halves x 2 flops.
+    assert_eq!(c.fp16_flops, 4 * n4 as u64);
+}
