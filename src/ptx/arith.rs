@@ -515,3 +515,83 @@ pub fn lop3(a: u64, b: u64, c: u64, lut: u64) -> u64 {
     }
     r & 0xffff_ffff
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ptx::program::MulMode;
+
+    #[test]
+    fn directed_rounding_to_f32_brackets_the_exact_value() {
+        let x = 1.0f64 + 2f64.powi(-30); // between two f32 neighbours of 1.0
+        assert_eq!(round_to_f32(x, Rnd::Rn), 1.0);
+        assert_eq!(round_to_f32(x, Rnd::Rz), 1.0);
+        assert_eq!(round_to_f32(x, Rnd::Rm), 1.0);
+        assert_eq!(round_to_f32(x, Rnd::Rp), 1.0f32.next_up());
+        assert_eq!(round_to_f32(-x, Rnd::Rm), -(1.0f32.next_up()));
+        assert_eq!(round_to_f32(-x, Rnd::Rz), -1.0);
+    }
+
+    #[test]
+    fn f16_rounding_modes_and_saturation() {
+        // 65519 is below the rn midpoint to infinity only for rz/rm.
+        assert_eq!(round_to_16(65519.0, Ty::F16, Rnd::Rn, false), 0x7bff);
+        assert_eq!(round_to_16(65520.0, Ty::F16, Rnd::Rn, false), 0x7c00);
+        assert_eq!(round_to_16(65520.0, Ty::F16, Rnd::Rz, false), 0x7bff);
+        assert_eq!(round_to_16(65520.0, Ty::F16, Rnd::Rn, true), 0x7bff);
+        assert_eq!(round_to_16(1.0 + 1e-4, Ty::F16, Rnd::Rp, false), 0x3c01);
+        assert_eq!(round_to_16(-(1.0 + 1e-4), Ty::F16, Rnd::Rp, false), 0xbc00);
+        assert_eq!(round_to_16(1.0 + 1e-3, Ty::BF16, Rnd::Rz, false), 0x3f80);
+    }
+
+    #[test]
+    fn float_to_int_conversions_saturate_and_round() {
+        assert_eq!(convert(Ty::S32, Ty::F32, Rnd::Rzi, false, false, u64::from(3.9f32.to_bits())), 3);
+        assert_eq!(convert(Ty::S32, Ty::F32, Rnd::Rmi, false, false, u64::from((-3.1f32).to_bits())) as u32, (-4i32) as u32);
+        assert_eq!(convert(Ty::S32, Ty::F32, Rnd::Rni, false, false, u64::from(2.5f32.to_bits())), 2);
+        assert_eq!(convert(Ty::S32, Ty::F32, Rnd::Rzi, false, false, u64::from(1e20f32.to_bits())), i32::MAX as u64);
+        assert_eq!(convert(Ty::U32, Ty::F32, Rnd::Rzi, false, false, u64::from((-5.0f32).to_bits())), 0);
+        assert_eq!(convert(Ty::S32, Ty::F32, Rnd::Rzi, false, false, u64::from(f32::NAN.to_bits())), 0);
+        // Integer narrowing and sign extension.
+        assert_eq!(convert(Ty::S64, Ty::S32, Rnd::Default, false, false, 0xffff_fffe), (-2i64) as u64);
+        assert_eq!(convert(Ty::U8, Ty::S32, Rnd::Default, true, false, 300), 255);
+    }
+
+    #[test]
+    fn integer_multiply_modes() {
+        assert_eq!(int_mul(Ty::U32, 0xffff_ffff, 2, MulMode::Hi), 1);
+        assert_eq!(int_mul(Ty::S32, (-3i32) as u32 as u64, 5, MulMode::Wide), (-15i64) as u64);
+        assert_eq!(int_mul(Ty::S32, (-1i32) as u32 as u64, 1, MulMode::Hi), 0xffff_ffff);
+        assert_eq!(int_div(Ty::S32, i32::MIN as u32 as u64, (-1i32) as u32 as u64, false), i32::MIN as u32 as u64);
+        assert_eq!(int_div(Ty::U32, 7, 0, false), 0xffff_ffff);
+    }
+
+    #[test]
+    fn unordered_comparisons_see_nan() {
+        let nan = u64::from(f32::NAN.to_bits());
+        let one = u64::from(1.0f32.to_bits());
+        assert!(!compare(Ty::F32, Cmp::Lt, nan, one));
+        assert!(compare(Ty::F32, Cmp::Ltu, nan, one));
+        assert!(!compare(Ty::F32, Cmp::Ne, nan, one));
+        assert!(compare(Ty::F32, Cmp::Neu, nan, one));
+        assert!(compare(Ty::S32, Cmp::Lt, 0xffff_ffff, 0));
+        assert!(!compare(Ty::S32, Cmp::Lo, 0xffff_ffff, 0));
+    }
+
+    #[test]
+    fn min_max_prefer_numbers_over_nan() {
+        let nan = u64::from(f32::NAN.to_bits());
+        let two = u64::from(2.0f32.to_bits());
+        assert_eq!(float_min_max(Ty::F32, nan, two, false), two);
+        assert_eq!(float_min_max(Ty::F32, two, nan, true), two);
+    }
+
+    #[test]
+    fn byte_permute_and_lop3() {
+        assert_eq!(permute_bytes(0x4433_2211, 0x8877_6655, 0x7654), 0x8877_6655);
+        assert_eq!(permute_bytes(0x0000_0080, 0, 0x8888), 0xffff_ffff);
+        // 0x96 is a ^ b ^ c.
+        assert_eq!(lop3(0b1100, 0b1010, 0b0110, 0x96), 0b0000);
+        assert_eq!(lop3(0xf0, 0xcc, 0xaa, 0xe8), (0xf0 & 0xcc) | (0xf0 & 0xaa) | (0xcc & 0xaa));
+    }
+}

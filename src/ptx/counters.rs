@@ -169,3 +169,31 @@ pub fn count_bank_conflicts(addrs: &[u64], size: usize) -> u64 {
     }
     extra
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sectors_of_coalesced_and_strided_warps() {
+        let mut contiguous: Vec<u64> = (0..32).map(|l| 0x1000 + 4 * l).collect();
+        assert_eq!(count_sectors(&mut contiguous, 4), 4);
+        let mut strided: Vec<u64> = (0..32).map(|l| 0x1000 + 128 * l).collect();
+        assert_eq!(count_sectors(&mut strided, 4), 32);
+        let mut same: Vec<u64> = vec![0x1000; 32];
+        assert_eq!(count_sectors(&mut same, 4), 1);
+    }
+
+    #[test]
+    fn bank_conflicts_by_stride() {
+        let unit: Vec<u64> = (0..32).map(|l| 4 * l).collect();
+        assert_eq!(count_bank_conflicts(&unit, 4), 0);
+        let two_way: Vec<u64> = (0..32).map(|l| 8 * l).collect();
+        assert_eq!(count_bank_conflicts(&two_way, 4), 1);
+        let broadcast: Vec<u64> = vec![64; 32];
+        assert_eq!(count_bank_conflicts(&broadcast, 4), 0);
+        // 8-byte accesses of consecutive lanes: two conflict-free half-warp phases.
+        let wide: Vec<u64> = (0..32).map(|l| 8 * l).collect();
+        assert_eq!(count_bank_conflicts(&wide, 8), 0);
+    }
+}

@@ -915,3 +915,44 @@ fn decode_instr(text: &str, line: u32, ctx: &DecodeCtx) -> std::result::Result<I
         text: text.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoGlobals;
+    impl GlobalPlacer for NoGlobals {
+        fn place(&mut self, var: &GlobalVar) -> Result<u64> {
+            Err(HeparError::invalid("test", format!("unexpected global {}", var.name)))
+        }
+    }
+
+    #[test]
+    fn immediates_of_every_form() {
+        assert_eq!(parse_immediate("0f3F800000"), Some(0x3f80_0000));
+        assert_eq!(parse_immediate("0d3FF0000000000000"), Some(1.0f64.to_bits()));
+        assert_eq!(parse_immediate("-1"), Some(u64::MAX));
+        assert_eq!(parse_immediate("0x10U"), Some(16));
+        assert_eq!(parse_immediate("017"), Some(15));
+        assert_eq!(parse_immediate("%r1"), None);
+    }
+
+    #[test]
+    fn parses_labels_vectors_guards_and_params() {
+        let ptx = ".version 8.0\n.target sm_90\n.address_size 64\n\
+            .visible .entry k(\n .param .u64 k_param_0,\n .param .align 4 .b8 k_param_1[12]\n)\n.maxntid 128, 1, 1\n{\n\
+            .reg .pred %p<2>;\n.reg .b32 %r<5>;\n.reg .b64 %rd<2>;\n.shared .align 16 .b8 tile[64];\n\
+            ld.param.u32 %r1, [k_param_1+8];\n$L__BB0_1:\nsetp.lt.u32 %p1, %r1, 4;\n@!%p1 bra $L__BB0_1;\n\
+            mov.b64 {%r2, %r3}, %rd1;\nst.shared.v2.u32 [tile+8], {%r2, %r3};\nret;\n}\n";
+        let m = parse_module(ptx, "t.ptx", &mut NoGlobals).unwrap();
+        assert_eq!(m.target, "sm_90");
+        let k = &m.kernels[0];
+        assert_eq!((k.params[1].offset, k.params[1].size, k.param_bytes), (8, 12, 20));
+        assert_eq!((k.static_shared_bytes, k.max_threads), (64, Some(128)));
+        assert_eq!(k.code[0].src[0], Operand::Addr { base: None, offset: 16 });
+        assert_eq!(k.code[2].guard, Some((1, true)), "%p<2> declares %p0 and %p1");
+        assert_eq!(k.code[2].src[0], Operand::Target(1));
+        assert!(matches!(k.code[3].dst, Operand::Vector(ref v) if v.len() == 2));
+        assert_eq!(k.code[4].vec, 2);
+    }
+}

@@ -120,3 +120,36 @@ impl RaceShadow {
         found
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BLOCK_INTERVAL: u64 = 1 << 24;
+
+    #[test]
+    fn conflicting_accesses_in_one_interval_are_hazards() {
+        let mut shadow = RaceShadow::new(64);
+        assert!(shadow.access(0, 4, 0, BLOCK_INTERVAL, true).is_none());
+        let (kind, other, _) = shadow.access(0, 4, 40, BLOCK_INTERVAL, false).unwrap();
+        assert_eq!((kind, other), (HazardKind::ReadAfterWrite, 0));
+        assert!(shadow.access(8, 4, 3, BLOCK_INTERVAL, false).is_none());
+        assert_eq!(shadow.access(8, 4, 5, BLOCK_INTERVAL, true).unwrap().0, HazardKind::WriteAfterRead);
+        assert_eq!(shadow.access(8, 4, 6, BLOCK_INTERVAL, true).unwrap().0, HazardKind::WriteAfterWrite);
+    }
+
+    #[test]
+    fn barriers_and_warp_syncs_separate_intervals() {
+        let mut shadow = RaceShadow::new(64);
+        shadow.access(0, 4, 0, BLOCK_INTERVAL, true);
+        // After a block barrier, any thread may read.
+        assert!(shadow.access(0, 4, 40, 2 * BLOCK_INTERVAL, false).is_none());
+        // A warp sync orders threads of the same warp only.
+        shadow.access(16, 4, 1, 2 * BLOCK_INTERVAL, true);
+        assert!(shadow.access(16, 4, 2, 2 * BLOCK_INTERVAL + 1, false).is_none());
+        assert!(shadow.access(16, 4, 33, 2 * BLOCK_INTERVAL + 1, true).is_some());
+        // The same thread never races with itself.
+        assert!(shadow.access(32, 4, 7, 2 * BLOCK_INTERVAL, true).is_none());
+        assert!(shadow.access(32, 4, 7, 2 * BLOCK_INTERVAL, false).is_none());
+    }
+}
