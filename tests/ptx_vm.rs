@@ -611,3 +611,36 @@ fn float4_vectors_and_packed_half2() {
     // One packed fma per element pair: 2 halves x 2 flops.
     assert_eq!(c.fp16_flops, 4 * n4 as u64);
 }
+
+#[test]
+fn device_function_calls_are_inlined() {
+    let gpu = VirtualGpu::default();
+    let m = load(&gpu, "calls.cu");
+    let k = gpu.kernel(&m, "call_chain").unwrap();
+    let n = 100;
+    let x = test_data(n, 18);
+    let (dx, dout) = (gpu.upload(&x).unwrap(), zeros(&gpu, n * 4));
+    gpu.launch(&k, &LaunchConfig::for_elements(n, 32), &kernel_args![dx, dout, n as i32]).unwrap();
+    let out: Vec<f32> = gpu.download(dout, n).unwrap();
+    for i in 0..n {
+        let kk = i as i32 - 3;
+        let expect = if kk < 0 { -1.0 } else { (x[i] * (kk % 6) as f32 + 1.0) * 0.5 };
+        assert_eq!(out[i], expect, "element {i}");
+    }
+}
+
+#[test]
+fn failed_device_assert_is_an_error() {
+    let gpu = VirtualGpu::default();
+    let m = load(&gpu, "calls.cu");
+    let k = gpu.kernel(&m, "checked_index").unwrap();
+    let n = 40;
+    let mut idx: Vec<i32> = (0..n as i32).collect();
+    let (didx, dout) = (gpu.upload(&idx).unwrap(), zeros(&gpu, n * 4));
+    gpu.launch(&k, &LaunchConfig::for_elements(n, 32), &kernel_args![didx, dout, n as i32]).unwrap();
+    assert_eq!(gpu.download::<i32>(dout, n).unwrap()[39], 78);
+    idx[17] = -1;
+    gpu.copy_to_device(didx, bytemuck::cast_slice(&idx)).unwrap();
+    let err = gpu.launch(&k, &LaunchConfig::for_elements(n, 32), &kernel_args![didx, dout, n as i32]).unwrap_err();
+    assert!(err.to_string().contains("trap") && err.to_string().contains("checked_index"), "{err}");
+}

@@ -401,7 +401,7 @@ impl<'a> BlockRunner<'a> {
             Op::Bar => return Ok(Flow::Barrier),
             Op::BarWarp => self.warps[w].warp_syncs += 1,
             Op::Nop => {}
-            Op::Trap => return Err(self.instr_error(instr, "the kernel executed `trap`")),
+            Op::Trap => return Err(self.instr_error(instr, "the kernel executed `trap` (a device-side assert failed or __trap was called)")),
             Op::Shfl(mode) => self.exec_shfl(w, instr, active, *mode),
             Op::Vote(mode) => {
                 let mut ballot = 0u32;

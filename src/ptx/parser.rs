@@ -349,13 +349,23 @@ pub fn parse_module(text: &str, name: &str, placer: &mut dyn GlobalPlacer) -> Re
         }
     }
 
+    let mut device_functions: HashMap<String, &FunctionText> = HashMap::new();
+    for f in functions.iter().filter(|f| !f.header.contains(".entry")) {
+        let before_params = match f.header.find(".func") {
+            Some(p) => {
+                let after = f.header[p + 5..].trim_start();
+                // Skip the return list, then the name runs up to the parameter list.
+                let after = if after.starts_with('(') { &after[after.find(')').map_or(0, |c| c + 1)..] } else { after };
+                after.split('(').next().unwrap_or("").trim().to_string()
+            }
+            None => continue,
+        };
+        device_functions.insert(before_params, f);
+    }
     let mut kernels = Vec::new();
-    for f in &functions {
-        if !f.header.contains(".entry") {
-            // Device functions are only reachable through `call`, which the VM reports as unsupported.
-            continue;
-        }
-        let kernel = decode_kernel(f, name, &module_syms, module_shared_bytes, &module_extern_shared)?;
+    for f in functions.iter().filter(|f| f.header.contains(".entry")) {
+        let kernel =
+            decode_kernel(f, name, &device_functions, &module_syms, module_shared_bytes, &module_extern_shared)?;
         kernels.push(kernel);
     }
     let kernel_index = kernels.iter().enumerate().map(|(i, k)| (k.name.clone(), i)).collect();
@@ -397,111 +407,276 @@ fn parse_header(f: &FunctionText, module: &str) -> Result<(String, Vec<Param>, u
 fn decode_kernel(
     f: &FunctionText,
     module: &str,
+    functions: &HashMap<String, &FunctionText>,
     module_syms: &HashMap<String, Sym>,
     module_shared_bytes: usize,
     module_extern_shared: &Option<(String, usize)>,
 ) -> Result<Kernel> {
     let (kname, params, param_bytes, max_threads) = parse_header(f, module)?;
-    let mut syms = module_syms.clone();
+    let mut kernel_scope = Scope { prefix: String::new(), syms: HashMap::new() };
     for p in &params {
-        syms.insert(p.name.clone(), Sym::Param(p.offset));
+        kernel_scope.syms.insert(p.name.clone(), Sym::Param(p.offset));
     }
-    let mut regs: HashMap<String, u32> = HashMap::new();
-    let mut shared_bytes = module_shared_bytes;
-    let mut local_bytes = 0usize;
-    let mut extern_shared = module_extern_shared.clone();
-    let mut instr_texts: Vec<(String, u32)> = Vec::new();
-    let err = |line: u32, msg: String| parse_error(module, line, format!("kernel `{kname}`: {msg}"));
-
-    for stmt in &f.body {
-        let (text, line) = match stmt {
-            Stmt::Text(t, l) => (t.as_str(), *l),
-            _ => continue, // inner scopes only limit name visibility; names are unique enough here
-        };
-        let mut rest = text.trim();
-        // Peel labels.
-        while let Some(colon) = rest.find(':') {
-            let head = &rest[..colon];
-            let is_label = !head.is_empty()
-                && head.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$' || c == '.')
-                && !head.starts_with('.')
-                && rest.as_bytes().get(colon + 1) != Some(&b':');
-            if !is_label {
-                break;
-            }
-            syms.insert(head.to_string(), Sym::Label(instr_texts.len() as u32));
-            rest = rest[colon + 1..].trim();
-        }
-        if rest.is_empty() {
-            continue;
-        }
-        let first = rest.split_whitespace().next().unwrap_or("");
-        match first {
-            ".reg" => {
-                let after = rest[4..].trim();
-                let (_ty, names) = after.split_once(char::is_whitespace).unwrap_or((after, ""));
-                for n in names.split(',') {
-                    let n = n.trim();
-                    if let Some((base, count)) = n.split_once('<') {
-                        let count: usize = count
-                            .trim_end_matches('>')
-                            .parse()
-                            .map_err(|_| err(line, format!("bad register declaration `{n}`")))?;
-                        for i in 0..count {
-                            let next = regs.len() as u32;
-                            regs.entry(format!("{base}{i}")).or_insert(next);
-                        }
-                    } else if !n.is_empty() {
-                        let next = regs.len() as u32;
-                        regs.entry(n.to_string()).or_insert(next);
-                    }
-                }
-            }
-            ".shared" | ".local" | ".extern" | ".global" | ".const" => {
-                let var = parse_var_decl(rest).ok_or_else(|| err(line, format!("cannot parse declaration `{rest}`")))?;
-                if rest.contains(".shared") {
-                    if var.is_extern || var.size == 0 {
-                        extern_shared = Some((var.name, var.align));
-                    } else {
-                        let off = align_up(shared_bytes, var.align);
-                        shared_bytes = off + var.size;
-                        syms.insert(var.name, Sym::Shared(off));
-                    }
-                } else if rest.contains(".local") {
-                    let off = align_up(local_bytes, var.align);
-                    local_bytes = off + var.size;
-                    syms.insert(var.name, Sym::Local(off));
-                } else {
-                    return Err(err(line, format!("function-scope `{first}` variables are not supported: `{rest}`")));
-                }
-            }
-            ".pragma" | ".loc" | ".file" | ".maxnreg" => {}
-            _ => instr_texts.push((rest.to_string(), line)),
-        }
+    let mut ex = Expander {
+        module,
+        kernel: &kname,
+        functions,
+        regs: HashMap::new(),
+        scopes: vec![kernel_scope],
+        pending: Vec::new(),
+        shared_bytes: module_shared_bytes,
+        local_bytes: 0,
+        extern_shared: module_extern_shared.clone(),
+        inline_count: 0,
+    };
+    ex.expand_body(&f.body, 0, 0)?;
+    let dynamic_shared_align = ex.extern_shared.as_ref().map(|(_, a)| *a).unwrap_or(16).max(1);
+    let mut module_syms = module_syms.clone();
+    if let Some((n, align)) = &ex.extern_shared {
+        module_syms.insert(n.clone(), Sym::Shared(align_up(ex.shared_bytes, *align)));
     }
-    let dynamic_shared_align = extern_shared.as_ref().map(|(_, a)| *a).unwrap_or(16).max(1);
-    if let Some((n, align)) = &extern_shared {
-        syms.insert(n.clone(), Sym::Shared(align_up(shared_bytes, *align)));
-    }
-    let mut code = Vec::with_capacity(instr_texts.len() + 1);
-    for (text, line) in &instr_texts {
-        let ctx = DecodeCtx { regs: &regs, syms: &syms };
-        let instr = decode_instr(text, *line, &ctx).map_err(|m| err(*line, m))?;
+    let mut code = Vec::with_capacity(ex.pending.len() + 1);
+    for p in &ex.pending {
+        let scope = &ex.scopes[p.scope];
+        let ctx = DecodeCtx { regs: &ex.regs, prefix: &scope.prefix, syms: &scope.syms, module_syms: &module_syms };
+        let instr = decode_instr(&p.text, p.line, &ctx)
+            .map_err(|m| parse_error(module, p.line, format!("kernel `{kname}`: {m}")))?;
         code.push(instr);
     }
     // Falling off the end of the body exits.
     code.push(exit_instr(f.header_line));
+    let reg_count = ex.regs.len().max(1);
+    let (shared_bytes, local_bytes) = (ex.shared_bytes, ex.local_bytes);
+    drop(ex);
     Ok(Kernel {
         name: kname,
         params,
         param_bytes,
         code,
-        reg_count: regs.len().max(1),
+        reg_count,
         static_shared_bytes: shared_bytes,
         dynamic_shared_align,
         local_bytes,
         max_threads,
     })
+}
+
+/// Names visible in one function body: the kernel's, or one inlined copy of a device function.
+struct Scope {
+    /// Prepended to register names so each inlined copy has its own registers.
+    prefix: String,
+    syms: HashMap<String, Sym>,
+}
+
+struct Pending {
+    text: String,
+    line: u32,
+    scope: usize,
+}
+
+/// Calls deeper than this are taken for recursion, which inlining cannot express.
+const MAX_INLINE_DEPTH: usize = 16;
+/// The label each inlined copy's `ret` jumps to.
+const RETURN_LABEL: &str = "$__hepar_return";
+
+/// Collects a kernel's instructions, inlining device-function calls: the callee's registers are
+/// renamed per call site, call parameters live in the thread's local memory, and `ret` becomes a
+/// branch to the end of the copy.
+struct Expander<'a> {
+    module: &'a str,
+    kernel: &'a str,
+    functions: &'a HashMap<String, &'a FunctionText>,
+    regs: HashMap<String, u32>,
+    scopes: Vec<Scope>,
+    pending: Vec<Pending>,
+    shared_bytes: usize,
+    local_bytes: usize,
+    extern_shared: Option<(String, usize)>,
+    inline_count: usize,
+}
+
+impl Expander<'_> {
+    fn err(&self, line: u32, msg: String) -> HeparError {
+        parse_error(self.module, line, format!("kernel `{}`: {msg}", self.kernel))
+    }
+
+    fn alloc_local(&mut self, size: usize, align: usize) -> usize {
+        let off = align_up(self.local_bytes, align);
+        self.local_bytes = off + size;
+        off
+    }
+
+    fn expand_body(&mut self, body: &[Stmt], scope: usize, depth: usize) -> Result<()> {
+        // Call-site `.param` names are reused by every call sequence of a body: give each name one
+        // slot, sized for its largest declaration, so all references agree.
+        let mut param_slots: HashMap<String, (usize, usize)> = HashMap::new();
+        for stmt in body {
+            if let Stmt::Text(t, line) = stmt {
+                if t.trim_start().starts_with(".param") {
+                    let var = parse_var_decl(t).ok_or_else(|| self.err(*line, format!("cannot parse declaration `{t}`")))?;
+                    let slot = param_slots.entry(var.name).or_insert((0, 1));
+                    slot.0 = slot.0.max(var.size);
+                    slot.1 = slot.1.max(var.align);
+                }
+            }
+        }
+        for (name, (size, align)) in param_slots {
+            let off = self.alloc_local(size, align);
+            self.scopes[scope].syms.insert(name, Sym::Local(off));
+        }
+        for stmt in body {
+            let (text, line) = match stmt {
+                Stmt::Text(t, l) => (t.as_str(), *l),
+                _ => continue, // inner scopes only limit name visibility; names are unique enough here
+            };
+            let mut rest = text.trim();
+            // Peel labels.
+            while let Some(colon) = rest.find(':') {
+                let head = &rest[..colon];
+                let is_label = !head.is_empty()
+                    && head.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$' || c == '.')
+                    && !head.starts_with('.')
+                    && rest.as_bytes().get(colon + 1) != Some(&b':');
+                if !is_label {
+                    break;
+                }
+                let at = self.pending.len() as u32;
+                self.scopes[scope].syms.insert(head.to_string(), Sym::Label(at));
+                rest = rest[colon + 1..].trim();
+            }
+            if rest.is_empty() {
+                continue;
+            }
+            let first = rest.split_whitespace().next().unwrap_or("");
+            let opcode = if first.starts_with('@') { rest.split_whitespace().nth(1).unwrap_or("") } else { first };
+            match first {
+                ".reg" => {
+                    let after = rest[4..].trim();
+                    let (_ty, names) = after.split_once(char::is_whitespace).unwrap_or((after, ""));
+                    let prefix = self.scopes[scope].prefix.clone();
+                    for n in names.split(',') {
+                        let n = n.trim();
+                        if let Some((base, count)) = n.split_once('<') {
+                            let count: usize = count
+                                .trim_end_matches('>')
+                                .parse()
+                                .map_err(|_| self.err(line, format!("bad register declaration `{n}`")))?;
+                            for i in 0..count {
+                                let next = self.regs.len() as u32;
+                                self.regs.entry(format!("{prefix}{base}{i}")).or_insert(next);
+                            }
+                        } else if !n.is_empty() {
+                            let next = self.regs.len() as u32;
+                            self.regs.entry(format!("{prefix}{n}")).or_insert(next);
+                        }
+                    }
+                }
+                ".param" => {} // placed above
+                ".shared" | ".local" | ".extern" | ".global" | ".const" => {
+                    let var = parse_var_decl(rest).ok_or_else(|| self.err(line, format!("cannot parse declaration `{rest}`")))?;
+                    if rest.contains(".shared") {
+                        if var.is_extern || var.size == 0 {
+                            self.extern_shared = Some((var.name, var.align));
+                        } else {
+                            let off = align_up(self.shared_bytes, var.align);
+                            self.shared_bytes = off + var.size;
+                            self.scopes[scope].syms.insert(var.name, Sym::Shared(off));
+                        }
+                    } else if rest.contains(".local") {
+                        let off = self.alloc_local(var.size, var.align);
+                        self.scopes[scope].syms.insert(var.name, Sym::Local(off));
+                    } else {
+                        return Err(self.err(line, format!("function-scope `{first}` variables are not supported: `{rest}`")));
+                    }
+                }
+                ".pragma" | ".loc" | ".file" | ".maxnreg" => {}
+                _ if opcode == "call" || opcode.starts_with("call.") => self.expand_call(rest, line, scope, depth)?,
+                _ if scope != 0 && (opcode == "ret" || opcode.starts_with("ret.")) => {
+                    let guard = if first.starts_with('@') { first } else { "" };
+                    self.pending.push(Pending { text: format!("{guard} bra.uni {RETURN_LABEL}"), line, scope });
+                }
+                _ => self.pending.push(Pending { text: rest.to_string(), line, scope }),
+            }
+        }
+        Ok(())
+    }
+
+    fn expand_call(&mut self, text: &str, line: u32, scope: usize, depth: usize) -> Result<()> {
+        if text.starts_with('@') {
+            return Err(self.err(line, format!("guarded calls are not supported: `{text}`")));
+        }
+        let operand_text = text.split_once(char::is_whitespace).map(|(_, r)| r.trim()).unwrap_or("");
+        let mut ops = split_operands(operand_text).into_iter();
+        let mut rets = Vec::new();
+        let mut callee = ops.next().unwrap_or_default();
+        if callee.starts_with('(') {
+            rets = split_operands(callee.trim_matches(|c| c == '(' || c == ')'));
+            callee = ops.next().unwrap_or_default();
+        }
+        let args = match ops.next() {
+            Some(a) => split_operands(a.trim_matches(|c| c == '(' || c == ')')),
+            None => Vec::new(),
+        };
+        match callee.as_str() {
+            // printf output is dropped; the call returns nothing the kernel checks.
+            "vprintf" => return Ok(()),
+            // A failed device-side assert().
+            "__assertfail" => {
+                self.pending.push(Pending { text: "trap".to_string(), line, scope });
+                return Ok(());
+            }
+            _ => {}
+        }
+        let Some(f) = self.functions.get(callee.as_str()).copied() else {
+            return Err(self.err(line, format!("call of `{callee}`, which has no body in this module, is not supported")));
+        };
+        if depth >= MAX_INLINE_DEPTH {
+            return Err(self.err(line, format!("call depth of `{callee}` exceeds {MAX_INLINE_DEPTH} (recursion is not supported)")));
+        }
+        let (ret_names, param_names) = parse_func_header(&f.header)
+            .ok_or_else(|| self.err(f.header_line, format!("cannot parse device function header of `{callee}`")))?;
+        if ret_names.len() != rets.len() || param_names.len() != args.len() {
+            return Err(self.err(line, format!("call of `{callee}` does not match its parameter list")));
+        }
+        self.inline_count += 1;
+        let mut syms = HashMap::new();
+        for (formal, actual) in ret_names.iter().zip(&rets).chain(param_names.iter().zip(&args)) {
+            let slot = self.scopes[scope].syms.get(actual.trim()).copied();
+            match slot {
+                Some(s @ Sym::Local(_)) => {
+                    syms.insert(formal.clone(), s);
+                }
+                _ => return Err(self.err(line, format!("call argument `{actual}` is not a declared .param"))),
+            }
+        }
+        let prefix = format!("{}{callee}#{}::", self.scopes[scope].prefix, self.inline_count);
+        self.scopes.push(Scope { prefix, syms });
+        let callee_scope = self.scopes.len() - 1;
+        self.expand_body(&f.body, callee_scope, depth + 1)?;
+        let end = self.pending.len() as u32;
+        self.scopes[callee_scope].syms.insert(RETURN_LABEL.to_string(), Sym::Label(end));
+        Ok(())
+    }
+}
+
+/// Return and parameter names of `.func (.param .b32 ret) name(.param .b32 a, ...)`.
+fn parse_func_header(h: &str) -> Option<(Vec<String>, Vec<String>)> {
+    let after = &h[h.find(".func")? + 5..];
+    let after = after.trim_start();
+    let names_of = |list: &str| -> Option<Vec<String>> {
+        split_operands(list).iter().map(|p| parse_var_decl(p).map(|v| v.name)).collect()
+    };
+    let (rets, rest) = if let Some(r) = after.strip_prefix('(') {
+        let close = r.find(')')?;
+        (names_of(&r[..close])?, &r[close + 1..])
+    } else {
+        (Vec::new(), after)
+    };
+    let params = match (rest.find('('), rest.rfind(')')) {
+        (Some(o), Some(c)) if c > o => names_of(&rest[o + 1..c])?,
+        _ => Vec::new(),
+    };
+    Some((rets, params))
 }
 
 fn exit_instr(line: u32) -> Instr {
@@ -525,19 +700,41 @@ fn exit_instr(line: u32) -> Instr {
 
 struct DecodeCtx<'a> {
     regs: &'a HashMap<String, u32>,
+    /// Register-name prefix of the current (possibly inlined) function body.
+    prefix: &'a str,
     syms: &'a HashMap<String, Sym>,
+    module_syms: &'a HashMap<String, Sym>,
 }
 
 impl DecodeCtx<'_> {
+    fn lookup_reg(&self, name: &str) -> Option<u32> {
+        if self.prefix.is_empty() {
+            self.regs.get(name).copied()
+        } else {
+            self.regs.get(&format!("{}{name}", self.prefix)).copied()
+        }
+    }
+
     fn reg(&self, name: &str) -> std::result::Result<u32, String> {
-        self.regs.get(name).copied().ok_or_else(|| format!("undeclared register `{name}`"))
+        self.lookup_reg(name).ok_or_else(|| format!("undeclared register `{name}`"))
+    }
+
+    fn symbol(&self, name: &str) -> Option<Sym> {
+        self.syms.get(name).or_else(|| self.module_syms.get(name)).copied()
+    }
+
+    /// Whether an address like `[param0+4]` names per-thread memory (a call parameter).
+    fn address_is_local(&self, tok: &str) -> bool {
+        let inner = tok.trim().trim_start_matches('[').trim_end_matches(']');
+        let base = inner.split('+').next().unwrap_or("").trim();
+        matches!(self.symbol(base), Some(Sym::Local(_)))
     }
 
     fn symbol_value(&self, name: &str) -> Option<u64> {
-        match self.syms.get(name)? {
-            Sym::Param(o) | Sym::Shared(o) | Sym::Local(o) => Some(*o as u64),
-            Sym::Global(a) => Some(*a),
-            Sym::Label(i) => Some(u64::from(*i)),
+        match self.symbol(name)? {
+            Sym::Param(o) | Sym::Shared(o) | Sym::Local(o) => Some(o as u64),
+            Sym::Global(a) => Some(a),
+            Sym::Label(i) => Some(u64::from(i)),
         }
     }
 
@@ -562,8 +759,8 @@ impl DecodeCtx<'_> {
         if let Some(p) = t.strip_prefix('!') {
             return Ok(Operand::NotPred(self.reg(p.trim())?));
         }
-        if let Some(r) = self.regs.get(t) {
-            return Ok(Operand::Reg(*r));
+        if let Some(r) = self.lookup_reg(t) {
+            return Ok(Operand::Reg(r));
         }
         if t.starts_with('%') {
             if let Some(s) = Special::parse(t) {
@@ -574,8 +771,8 @@ impl DecodeCtx<'_> {
         if let Some(v) = parse_immediate(t) {
             return Ok(Operand::Imm(v));
         }
-        if let Some(Sym::Label(i)) = self.syms.get(t) {
-            return Ok(Operand::Target(*i));
+        if let Some(Sym::Label(i)) = self.symbol(t) {
+            return Ok(Operand::Target(i));
         }
         if let Some(v) = self.symbol_value(t) {
             return Ok(Operand::Imm(v));
@@ -597,8 +794,8 @@ impl DecodeCtx<'_> {
             Some(o) => parse_immediate(o).ok_or_else(|| format!("bad address offset `{o}`"))? as i64,
             None => 0,
         };
-        let base = if let Some(r) = self.regs.get(base_tok) {
-            Some(*r)
+        let base = if let Some(r) = self.lookup_reg(base_tok) {
+            Some(r)
         } else if let Some(v) = self.symbol_value(base_tok) {
             offset = offset.wrapping_add(v as i64);
             None
@@ -721,8 +918,13 @@ fn decode_instr(text: &str, line: u32, ctx: &DecodeCtx) -> std::result::Result<I
     } else {
         MulMode::Lo
     };
+    // Call parameters are kept in local memory (see `Expander`).
+    let first_operand = split_operands(operand_text);
+    let param_is_local = |i: usize| space == Some(Space::Param) && first_operand.get(i).is_some_and(|t| ctx.address_is_local(t));
     let op = match base {
         "mov" => Op::Mov,
+        "ld" | "ldu" if param_is_local(1) => Op::Ld { space: Space::Local },
+        "st" if param_is_local(0) => Op::St { space: Space::Local },
         "ld" | "ldu" => Op::Ld { space: space.unwrap_or(Space::Generic) },
         "st" => Op::St { space: space.unwrap_or(Space::Generic) },
         "cvta" => Op::Cvta { to_generic: !has("to"), space: space.ok_or_else(unknown)? },
