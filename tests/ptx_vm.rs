@@ -644,3 +644,27 @@ fn failed_device_assert_is_an_error() {
     let err = gpu.launch(&k, &LaunchConfig::for_elements(n, 32), &kernel_args![didx, dout, n as i32]).unwrap_err();
     assert!(err.to_string().contains("trap") && err.to_string().contains("checked_index"), "{err}");
 }
+
+#[test]
+fn compile_options_reach_nvrtc() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ptx_vm_include");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("offset.cuh"), "#define BASE_OFFSET 40\n").unwrap();
+    let source = "#include \"offset.cuh\"\n\
+        extern \"C\" __global__ void fill(int* out) { out[threadIdx.x] = BASE_OFFSET + EXTRA + threadIdx.x; }";
+    let options = hepar::ptx::NvrtcOptions {
+        include_dirs: vec![dir],
+        defines: vec![("EXTRA".to_string(), "2".to_string())],
+        fast_math: true,
+    };
+    let gpu = VirtualGpu::default();
+    let m = gpu.compile_module_with(source, "fill.cu", &options).unwrap_or_else(|e| panic!("{e}"));
+    let k = gpu.kernel(&m, "fill").unwrap();
+    let out = zeros(&gpu, 8 * 4);
+    let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (8, 1, 1), shared_mem_bytes: 0 };
+    gpu.launch(&k, &cfg, &kernel_args![out]).unwrap();
+    assert_eq!(gpu.download::<i32>(out, 8).unwrap(), (42..50).collect::<Vec<i32>>());
+    // Without the define the source does not compile, and the error carries NVRTC's log.
+    let err = gpu.compile_module(source, "fill.cu").err().expect("must fail").to_string();
+    assert!(err.contains("fill.cu") && err.contains("compilation failed"), "{err}");
+}

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::counters::LaunchCounters;
 use super::exec::{run_grid, shared_size, LaunchEnv};
 use super::memory::{DevicePtr, GlobalMemory, GlobalView};
-use super::nvrtc::{compile_to_ptx, Arch};
+use super::nvrtc::{compile_to_ptx, compile_to_ptx_with, Arch, NvrtcOptions};
 use super::parser::{parse_module, GlobalPlacer};
 use super::program::{GlobalVar, Module};
 use super::racecheck::RaceHazard;
@@ -93,6 +93,12 @@ pub trait DeviceApi {
     /// Compiles CUDA C with NVRTC and loads the result.
     fn compile_module(&self, source: &str, module_name: &str) -> Result<Self::Module> {
         let ptx = compile_to_ptx(source, module_name, self.arch())?;
+        self.load_ptx(&ptx, module_name)
+    }
+
+    /// Compiles with include directories, defines or fast math, and loads the result.
+    fn compile_module_with(&self, source: &str, module_name: &str, options: &NvrtcOptions) -> Result<Self::Module> {
+        let ptx = compile_to_ptx_with(source, module_name, self.arch(), options)?;
         self.load_ptx(&ptx, module_name)
     }
 

@@ -357,7 +357,10 @@ impl<'a> BlockRunner<'a> {
 
     #[inline(always)]
     fn src(&self, w: usize, lane: usize, instr: &Instr, i: usize) -> u64 {
-        instr.src.get(i).map_or(0, |op| self.val(w, lane, op))
+        match instr.src.get(i) {
+            Some(op) => self.val(w, lane, op),
+            None => 0,
+        }
     }
 
     fn write(&mut self, w: usize, lane: usize, dst: &Operand, v: u64) {

@@ -19,5 +19,5 @@ pub mod racecheck;
 pub use counters::LaunchCounters;
 pub use device::{DeviceApi, KernelArg, LaunchConfig, LaunchReport, VirtualGpu, VmKernel, VmModule};
 pub use memory::DevicePtr;
-pub use nvrtc::{compile_to_ptx, Arch};
+pub use nvrtc::{compile_to_ptx, compile_to_ptx_with, Arch, NvrtcOptions};
 pub use racecheck::RaceHazard;

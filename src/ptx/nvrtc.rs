@@ -14,7 +14,7 @@ const INSTALL_HINT: &str = "NVRTC (libnvrtc.so.12) was not found; install it wit
 `pip install nvidia-cuda-nvrtc-cu12`, or set HEPAR_NVRTC_LIB to the path of libnvrtc.so.12";
 
 /// The GPU architecture PTX is generated for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Arch {
     Sm80,
     Sm90,
@@ -135,16 +135,52 @@ fn read_dir_sorted(dir: &Path) -> Vec<PathBuf> {
     entries
 }
 
+/// Compiler settings beyond the target architecture.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct NvrtcOptions {
+    /// Directories searched by `#include "..."`.
+    pub include_dirs: Vec<std::path::PathBuf>,
+    /// `-D NAME=VALUE` definitions (an empty value gives `-D NAME`).
+    pub defines: Vec<(String, String)>,
+    /// `--use_fast_math`: approximate division, square root and transcendental functions.
+    pub fast_math: bool,
+}
+
 /// Compiles CUDA C source to PTX text for `arch`. `name` appears in compiler messages.
 pub fn compile_to_ptx(source: &str, name: &str, arch: Arch) -> Result<String> {
+    compile_to_ptx_with(source, name, arch, &NvrtcOptions::default())
+}
+
+/// Compiles with explicit options. Results are cached per process: tests and backends that build
+/// the same kernels many times pay for NVRTC once.
+pub fn compile_to_ptx_with(source: &str, name: &str, arch: Arch, options: &NvrtcOptions) -> Result<String> {
+    type Cache = std::sync::Mutex<std::collections::HashMap<(String, Arch, NvrtcOptions), String>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let key = (source.to_string(), arch, options.clone());
+    if let Some(ptx) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(ptx.clone());
+    }
+    let ptx = compile_uncached(source, name, arch, options)?;
+    cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key, ptx.clone());
+    Ok(ptx)
+}
+
+fn compile_uncached(source: &str, name: &str, arch: Arch, options: &NvrtcOptions) -> Result<String> {
     ensure_nvrtc()?;
     if source.contains('\0') || name.contains('\0') {
         return Err(backend_error(format!("{name}: source contains a NUL byte")));
     }
+    let mut flags = vec!["--std=c++17".to_string()];
+    for (k, v) in &options.defines {
+        flags.push(if v.is_empty() { format!("-D{k}") } else { format!("-D{k}={v}") });
+    }
     let opts = cudarc::nvrtc::CompileOptions {
         arch: Some(arch.compute_name()),
         name: Some(name.to_string()),
-        options: vec!["--std=c++17".to_string()],
+        options: flags,
+        include_paths: options.include_dirs.iter().map(|d| d.display().to_string()).collect(),
+        use_fast_math: options.fast_math.then_some(true),
         ..Default::default()
     };
     match cudarc::nvrtc::compile_ptx_with_opts(source, opts) {
