@@ -135,6 +135,7 @@ fn cpu_sgemm(a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
 
 fn run_sgemm(arch: Arch, m: usize, n: usize, k: usize) -> (Vec<f32>, Vec<f32>, hepar::ptx::LaunchCounters) {
     let gpu = VirtualGpu::new(arch);
+    gpu.set_racecheck(true);
     let module = load(&gpu, "sgemm.cu");
     assert!(module.target().contains(if arch == Arch::Sm90 { "sm_90" } else { "sm_80" }), "{}", module.target());
     let kernel = gpu.kernel(&module, "sgemm_tiled").unwrap();
@@ -148,6 +149,7 @@ fn run_sgemm(arch: Arch, m: usize, n: usize, k: usize) -> (Vec<f32>, Vec<f32>, h
     let report = gpu
         .launch_with_report(&kernel, &cfg, &kernel_args![da, db, dc, m as i32, n as i32, k as i32])
         .unwrap();
+    assert_eq!(report.hazard_count, 0, "both barriers are in place: {:?}", report.hazards.first());
     (gpu.download(dc, m * n).unwrap(), cpu_sgemm(&a, &b, m, n, k), report.counters)
 }
 
@@ -180,6 +182,7 @@ fn sm90_ptx_parses_and_runs() {
 #[test]
 fn histogram_with_shared_and_global_atomics() {
     let gpu = VirtualGpu::default();
+    gpu.set_racecheck(true); // shared atomics do not race with each other
     let m = load(&gpu, "histogram.cu");
     let k = gpu.kernel(&m, "histogram256").unwrap();
     let n = 10007usize;
@@ -667,4 +670,26 @@ fn compile_options_reach_nvrtc() {
     // Without the define the source does not compile, and the error carries NVRTC's log.
     let err = gpu.compile_module(source, "fill.cu").err().expect("must fail").to_string();
     assert!(err.contains("fill.cu") && err.contains("compilation failed"), "{err}");
+}
+
+#[test]
+fn malformed_ptx_is_an_error_never_a_panic() {
+    let ptx = hepar::ptx::compile_to_ptx(&kernel_source("reductions.cu"), "reductions.cu", Arch::Sm80).unwrap();
+    let gpu = VirtualGpu::default();
+    let lines: Vec<&str> = ptx.lines().collect();
+    let mut failures = 0;
+    // Truncations, dropped lines and damaged operands.
+    for cut in (0..ptx.len()).step_by(97) {
+        failures += gpu.load_ptx(&ptx[..ptx.floor_char_boundary(cut)], "cut.ptx").is_err() as usize;
+    }
+    for (i, line) in lines.iter().enumerate() {
+        let mut damaged = lines.clone();
+        let replaced = line.replace(',', "").replace('[', "").replace('%', "");
+        damaged[i] = &replaced;
+        failures += gpu.load_ptx(&damaged.join("\n"), "damaged.ptx").is_err() as usize;
+        let mut dropped = lines.clone();
+        dropped.remove(i);
+        let _ = gpu.load_ptx(&dropped.join("\n"), "dropped.ptx");
+    }
+    assert!(failures > 50, "damaged modules must be rejected ({failures} rejections)");
 }

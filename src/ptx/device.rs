@@ -181,6 +181,8 @@ pub struct VirtualGpu {
 }
 
 const MAX_THREADS_PER_BLOCK: u64 = 1024;
+/// CUDA's limit on local memory per thread.
+const MAX_LOCAL_BYTES_PER_THREAD: usize = 512 * 1024;
 
 impl VirtualGpu {
     pub fn new(arch: Arch) -> Self {
@@ -259,6 +261,12 @@ impl VirtualGpu {
                 )));
             }
             params[p.offset..p.offset + p.size].copy_from_slice(a.as_bytes());
+        }
+        if k.local_bytes > MAX_LOCAL_BYTES_PER_THREAD {
+            return Err(invalid(format!(
+                "needs {} bytes of local memory per thread; the limit is {MAX_LOCAL_BYTES_PER_THREAD}",
+                k.local_bytes
+            )));
         }
         let racecheck = self.racecheck.load(Ordering::Relaxed);
         let mut memory = self.lock_memory();

@@ -936,7 +936,7 @@ impl<'a> BlockRunner<'a> {
         let ty = instr.ty;
         let size = ty.bytes();
         let is_red = matches!(instr.op, Op::Red { .. });
-        let addr_op = if is_red { &instr.dst } else { &instr.src[0] };
+        let addr_op = if is_red { &instr.dst } else { instr.src.first().unwrap_or(&Operand::Sink) };
         let value_index = if is_red { 0 } else { 1 };
         let mut any_global = false;
         for lane in lanes(active) {

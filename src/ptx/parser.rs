@@ -247,7 +247,8 @@ fn parse_var_decl(text: &str) -> Option<VarDecl> {
         }
     }
     let align = if align == 0 { elem_bytes } else { align };
-    Some(VarDecl { name, align, size: count * elem_bytes, init: bytes, is_extern })
+    let size = count.checked_mul(elem_bytes)?;
+    Some(VarDecl { name, align, size, init: bytes, is_extern })
 }
 
 fn align_up(x: usize, a: usize) -> usize {
@@ -375,7 +376,7 @@ pub fn parse_module(text: &str, name: &str, placer: &mut dyn GlobalPlacer) -> Re
 fn parse_header(f: &FunctionText, module: &str) -> Result<(String, Vec<Param>, usize, Option<u32>)> {
     let h = &f.header;
     let open = h.find('(').ok_or_else(|| parse_error(module, f.header_line, "entry without parameter list"))?;
-    let close = h.rfind(')').ok_or_else(|| parse_error(module, f.header_line, "entry without `)`"))?;
+    let close = h.rfind(')').filter(|&c| c > open).ok_or_else(|| parse_error(module, f.header_line, "entry without `)`"))?;
     let name = h[..open].split_whitespace().last().unwrap_or("").to_string();
     let mut params = Vec::new();
     let mut offset = 0usize;
@@ -1072,6 +1073,30 @@ fn decode_instr(text: &str, line: u32, ctx: &DecodeCtx) -> std::result::Result<I
         } else {
             src.push(ctx.operand(o)?);
         }
+    }
+    let needed = match &op {
+        Op::Exit | Op::Bar | Op::BarWarp | Op::Nop | Op::Trap | Op::Activemask => 0,
+        Op::Add | Op::Sub | Op::Mul(_) | Op::Div | Op::Rem | Op::Min | Op::Max | Op::And | Op::Or | Op::Xor
+        | Op::Shl | Op::Shr | Op::Copysign | Op::Setp { .. } | Op::Set { .. } | Op::CpAsync => 2,
+        Op::Mad(_) | Op::Fma | Op::Selp | Op::Bfe | Op::Prmt | Op::Shf { .. } | Op::Shfl(_) => 3,
+        Op::Bfi | Op::Lop3 => 4,
+        Op::Atom { op: AtomOp::Cas, .. } => 3,
+        Op::Atom { .. } => 2,
+        Op::Cvt { .. } if matches!(ty, Ty::F16x2 | Ty::BF16x2) => 2,
+        _ => 1,
+    };
+    if src.len() < needed {
+        return Err(format!("`{opcode}` needs {needed} source operands, got {}: `{text}`", src.len()));
+    }
+    if has_dst && needed > 0 && !matches!(op, Op::Bra) && dst == Operand::Sink && dst_pred.is_none() && !matches!(op, Op::Atom { .. }) {
+        return Err(format!("`{opcode}` without a destination: `{text}`"));
+    }
+    if types.iter().any(|t| t.bits() > 64) {
+        return Err(format!("unsupported PTX instruction `{opcode}` (128-bit types are not supported)"));
+    }
+    let empty_vector = |o: &Operand| matches!(o, Operand::Vector(v) if v.is_empty());
+    if empty_vector(&dst) || src.iter().any(empty_vector) {
+        return Err(format!("empty vector operand in `{text}`"));
     }
     if op == Op::Bra && !matches!(src.first(), Some(Operand::Target(_))) {
         return Err(format!("branch without a resolvable label: `{text}`"));
