@@ -684,7 +684,7 @@ fn malformed_ptx_is_an_error_never_a_panic() {
     }
     for (i, line) in lines.iter().enumerate() {
         let mut damaged = lines.clone();
-        let replaced = line.replace(',', "").replace('[', "").replace('%', "");
+        let replaced = line.replace([',', '[', '%'], "");
         damaged[i] = &replaced;
         failures += gpu.load_ptx(&damaged.join("\n"), "damaged.ptx").is_err() as usize;
         let mut dropped = lines.clone();
