@@ -693,3 +693,40 @@ fn malformed_ptx_is_an_error_never_a_panic() {
     }
     assert!(failures > 50, "damaged modules must be rejected ({failures} rejections)");
 }
+
+#[test]
+fn cuda_fp16_header_intrinsics() {
+    assert!(
+        hepar::ptx::nvrtc::cuda_include_dir().is_some(),
+        "cuda_fp16.h not found: `pip install nvidia-cuda-runtime-cu12` or set HEPAR_CUDA_INCLUDE"
+    );
+    let gpu = VirtualGpu::default();
+    let m = load(&gpu, "half_intrinsics.cu");
+    let k = gpu.kernel(&m, "half_intrinsics").unwrap();
+    let n = 97;
+    let x: Vec<f32> = test_data(n, 19).iter().map(|v| v * 4.0).collect();
+    let (dx, dout) = (gpu.upload(&x).unwrap(), zeros(&gpu, n * 8 * 4));
+    gpu.launch(&k, &LaunchConfig::for_elements(n, 32), &kernel_args![dx, dout, n as i32]).unwrap();
+    let out: Vec<f32> = gpu.download(dout, n * 8).unwrap();
+    let h = |v: f64| f16::from_f64(v).to_f32();
+    for i in 0..n {
+        let v = f16::from_f32(x[i]).to_f64();
+        let b = bf16::from_f32(x[i]).to_f64();
+        let expect = [
+            h(v * v + v),
+            h(0.75 * 0.75 + 0.75),
+            h(v.exp()),
+            h(v.max(0.75)),
+            if v < 0.75 { 1.0 } else { 0.0 },
+            bf16::from_f64(b * b).to_f32(),
+            h(v.abs().sqrt()),
+            h(v / 0.75),
+        ];
+        for c in 0..8 {
+            let got = out[i * 8 + c];
+            // hexp is an approximation with a table of corrections: allow one f16 ulp.
+            let ulp = if c == 2 { (expect[c].abs() * 2f32.powi(-10)).max(2f32.powi(-24)) } else { 0.0 };
+            assert!((got - expect[c]).abs() <= ulp, "x = {}, column {c}: got {got}, expected {}", x[i], expect[c]);
+        }
+    }
+}

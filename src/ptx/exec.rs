@@ -640,8 +640,15 @@ impl<'a> BlockRunner<'a> {
                     (Some(BoolOp::Xor), Some(c)) => t ^ c,
                     _ => t,
                 };
-                if ty == Ty::F32 {
-                    u64::from(if t { 1.0f32 } else { 0.0f32 }.to_bits())
+                // A float destination receives 1.0 or 0.0; an integer one all ones or zero.
+                if !t {
+                    0
+                } else if ty == Ty::F32 {
+                    u64::from(1.0f32.to_bits())
+                } else if ty == Ty::F16 {
+                    0x3c00
+                } else if ty == Ty::BF16 {
+                    0x3f80
                 } else if t {
                     mask(ty.bits())
                 } else {

@@ -90,17 +90,22 @@ fn open_global(file: &Path) -> std::result::Result<(), String> {
 /// `lib` folders of the `nvidia-cuda-nvrtc-cu12` wheel: the one the local Python imports, then the
 /// usual site-packages locations.
 fn wheel_lib_dirs() -> Vec<PathBuf> {
+    wheel_package_dirs("cuda_nvrtc").into_iter().map(|d| d.join("lib")).collect()
+}
+
+/// Candidate folders of the `nvidia/<package>` directory of an NVIDIA wheel.
+fn wheel_package_dirs(package: &str) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     for python in ["python3", "python"] {
         let probe = std::process::Command::new(python)
-            .args(["-c", "import nvidia.cuda_nvrtc as m; print(list(m.__path__)[0])"])
+            .args(["-c", &format!("import nvidia.{package} as m; print(list(m.__path__)[0])")])
             .stderr(std::process::Stdio::null())
             .output();
         if let Ok(out) = probe {
             if out.status.success() {
                 let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
                 if !text.is_empty() {
-                    dirs.push(PathBuf::from(text).join("lib"));
+                    dirs.push(PathBuf::from(text));
                 }
             }
         }
@@ -118,12 +123,25 @@ fn wheel_lib_dirs() -> Vec<PathBuf> {
             let is_python = python_dir.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("python3"));
             if is_python {
                 for packages in ["site-packages", "dist-packages"] {
-                    dirs.push(python_dir.join(packages).join("nvidia/cuda_nvrtc/lib"));
+                    dirs.push(python_dir.join(packages).join("nvidia").join(package));
                 }
             }
         }
     }
     dirs
+}
+
+/// The CUDA headers NVRTC does not ship (`cuda_fp16.h`, `cuda_bf16.h`...): `HEPAR_CUDA_INCLUDE`,
+/// or the `include` folder of the `nvidia-cuda-runtime-cu12` wheel. Searched once per process.
+pub fn cuda_include_dir() -> Option<&'static Path> {
+    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("HEPAR_CUDA_INCLUDE") {
+            return Some(PathBuf::from(dir));
+        }
+        wheel_package_dirs("cuda_runtime").into_iter().map(|d| d.join("include")).find(|d| d.join("cuda_fp16.h").is_file())
+    })
+    .as_deref()
 }
 
 fn read_dir_sorted(dir: &Path) -> Vec<PathBuf> {
@@ -179,16 +197,28 @@ fn compile_uncached(source: &str, name: &str, arch: Arch, options: &NvrtcOptions
         arch: Some(arch.compute_name()),
         name: Some(name.to_string()),
         options: flags,
-        include_paths: options.include_dirs.iter().map(|d| d.display().to_string()).collect(),
+        include_paths: options
+            .include_dirs
+            .iter()
+            .map(|d| d.as_path())
+            .chain(cuda_include_dir())
+            .map(|d| d.display().to_string())
+            .collect(),
         use_fast_math: options.fast_math.then_some(true),
         ..Default::default()
     };
     match cudarc::nvrtc::compile_ptx_with_opts(source, opts) {
         Ok(ptx) => Ok(ptx.to_src()),
-        Err(cudarc::nvrtc::CompileError::CompileError { log, .. }) => Err(backend_error(format!(
-            "{name}: compilation failed:\n{}",
-            log.to_string_lossy()
-        ))),
+        Err(cudarc::nvrtc::CompileError::CompileError { log, .. }) => {
+            let log = log.to_string_lossy();
+            let hint = if log.contains("could not open source file \"cuda_") && cuda_include_dir().is_none() {
+                "\nCUDA headers such as cuda_fp16.h come from `pip install nvidia-cuda-runtime-cu12` \
+                 (or set HEPAR_CUDA_INCLUDE to a folder holding them)"
+            } else {
+                ""
+            };
+            Err(backend_error(format!("{name}: compilation failed:\n{log}{hint}")))
+        }
         Err(e) => Err(backend_error(format!("{name}: {e:?}"))),
     }
 }

@@ -550,6 +550,8 @@ impl Expander<'_> {
             }
             let first = rest.split_whitespace().next().unwrap_or("");
             let opcode = if first.starts_with('@') { rest.split_whitespace().nth(1).unwrap_or("") } else { first };
+            // `.reg.b32 x` (no space) is legal too.
+            let first = if first.starts_with(".reg.") { ".reg" } else { first };
             match first {
                 ".reg" => {
                     let after = rest[4..].trim();
