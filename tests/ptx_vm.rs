@@ -705,9 +705,10 @@ fn cuda_fp16_header_intrinsics() {
     let k = gpu.kernel(&m, "half_intrinsics").unwrap();
     let n = 97;
     let x: Vec<f32> = test_data(n, 19).iter().map(|v| v * 4.0).collect();
-    let (dx, dout) = (gpu.upload(&x).unwrap(), zeros(&gpu, n * 8 * 4));
+    let cols = 10;
+    let (dx, dout) = (gpu.upload(&x).unwrap(), zeros(&gpu, n * cols * 4));
     gpu.launch(&k, &LaunchConfig::for_elements(n, 32), &kernel_args![dx, dout, n as i32]).unwrap();
-    let out: Vec<f32> = gpu.download(dout, n * 8).unwrap();
+    let out: Vec<f32> = gpu.download(dout, n * cols).unwrap();
     let h = |v: f64| f16::from_f64(v).to_f32();
     for i in 0..n {
         let v = f16::from_f32(x[i]).to_f64();
@@ -721,9 +722,11 @@ fn cuda_fp16_header_intrinsics() {
             bf16::from_f64(b * b).to_f32(),
             h(v.abs().sqrt()),
             h(v / 0.75),
+            (v < 0.75) as u8 as f32 + 2.0 * (0.75 < v) as u8 as f32,
+            (v <= 0.75) as u8 as f32,
         ];
-        for c in 0..8 {
-            let got = out[i * 8 + c];
+        for c in 0..cols {
+            let got = out[i * cols + c];
             // hexp is an approximation with a table of corrections: allow one f16 ulp.
             let ulp = if c == 2 { (expect[c].abs() * 2f32.powi(-10)).max(2f32.powi(-24)) } else { 0.0 };
             assert!((got - expect[c]).abs() <= ulp, "x = {}, column {c}: got {got}, expected {}", x[i], expect[c]);

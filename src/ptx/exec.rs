@@ -618,7 +618,6 @@ impl<'a> BlockRunner<'a> {
             }
             Op::Lop3 => lop3(a, b, self.src(w, lane, instr, 2), self.src(w, lane, instr, 3)),
             Op::Setp { cmp, bool_op } => {
-                let t = compare(ty, *cmp, a, b);
                 let c = instr.src.get(2).map(|op| self.val(w, lane, op) != 0);
                 let combine = |x: bool| match (bool_op, c) {
                     (Some(BoolOp::And), Some(c)) => x && c,
@@ -626,20 +625,41 @@ impl<'a> BlockRunner<'a> {
                     (Some(BoolOp::Xor), Some(c)) => x ^ c,
                     _ => x,
                 };
-                if let Some(q) = instr.dst_pred {
-                    self.set_reg(w, q, lane, u64::from(combine(!t)));
+                // Packed halves: the low half's result goes to p, the high half's to q.
+                let (p, q) = if let Some(scalar) = packed_half_scalar(ty) {
+                    let lo = compare(scalar, *cmp, a & 0xffff, b & 0xffff);
+                    let hi = compare(scalar, *cmp, (a >> 16) & 0xffff, (b >> 16) & 0xffff);
+                    (combine(lo), combine(hi))
+                } else {
+                    let t = compare(ty, *cmp, a, b);
+                    (combine(t), combine(!t))
+                };
+                if let Some(qr) = instr.dst_pred {
+                    self.set_reg(w, qr, lane, u64::from(q));
                 }
-                u64::from(combine(t))
+                u64::from(p)
             }
             Op::Set { cmp, bool_op, src_ty } => {
-                let t = compare(*src_ty, *cmp, a, b);
                 let c = instr.src.get(2).map(|op| self.val(w, lane, op) != 0);
-                let t = match (bool_op, c) {
+                let combine = |t: bool| match (bool_op, c) {
                     (Some(BoolOp::And), Some(c)) => t && c,
                     (Some(BoolOp::Or), Some(c)) => t || c,
                     (Some(BoolOp::Xor), Some(c)) => t ^ c,
                     _ => t,
                 };
+                if let Some(scalar) = packed_half_scalar(*src_ty) {
+                    let lo = combine(compare(scalar, *cmp, a & 0xffff, b & 0xffff));
+                    let hi = combine(compare(scalar, *cmp, (a >> 16) & 0xffff, (b >> 16) & 0xffff));
+                    let one = match ty {
+                        Ty::F16x2 => 0x3c00,
+                        Ty::BF16x2 => 0x3f80,
+                        _ => 0xffff,
+                    };
+                    let v = if lo { one } else { 0 } | if hi { one << 16 } else { 0 };
+                    self.write(w, lane, &instr.dst, v);
+                    return Ok(());
+                }
+                let t = combine(compare(*src_ty, *cmp, a, b));
                 // A float destination receives 1.0 or 0.0; an integer one all ones or zero.
                 if !t {
                     0
@@ -1084,6 +1104,15 @@ unsafe fn write_host(p: *mut u8, size: usize, v: u64) {
         4 => std::ptr::write_unaligned(p as *mut u32, (v as u32).to_le()),
         8 => std::ptr::write_unaligned(p as *mut u64, v.to_le()),
         _ => std::ptr::copy_nonoverlapping(v.to_le_bytes().as_ptr(), p, size),
+    }
+}
+
+/// The scalar type of a packed pair of halves.
+fn packed_half_scalar(ty: Ty) -> Option<Ty> {
+    match ty {
+        Ty::F16x2 => Some(Ty::F16),
+        Ty::BF16x2 => Some(Ty::BF16),
+        _ => None,
     }
 }
 

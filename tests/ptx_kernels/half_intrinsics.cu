@@ -1,7 +1,7 @@
 // The cuda_fp16.h / cuda_bf16.h intrinsics, as the backend's half-precision kernels use them.
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
-#define COLS 8
+#define COLS 10
 extern "C" __global__ void half_intrinsics(const float* x, float* out, int n) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
@@ -19,4 +19,7 @@ extern "C" __global__ void half_intrinsics(const float* x, float* out, int n) {
     o[5] = __bfloat162float(__hmul(b, b));
     o[6] = __half2float(hsqrt(__habs(v)));
     o[7] = __half2float(__hdiv(v, w));
+    __half2 lt = __hlt2(pair, __halves2half2(w, v));
+    o[8] = __low2float(lt) + 2.0f * __high2float(lt);
+    o[9] = __hble2(pair, __halves2half2(w, __float2half(1.0f))) ? 1.0f : 0.0f;
 }
