@@ -733,3 +733,18 @@ fn cuda_fp16_header_intrinsics() {
         }
     }
 }
+
+#[test]
+fn memcheck_catches_local_array_overrun() {
+    let gpu = VirtualGpu::default();
+    let m = load(&gpu, "broken.cu");
+    let k = gpu.kernel(&m, "local_overrun").unwrap();
+    let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (8, 1, 1), shared_mem_bytes: 0 };
+    let out = zeros(&gpu, 8 * 4);
+    let in_range = gpu.upload(&[0i32, 1, 2, 3, 3, 2, 1, 0]).unwrap();
+    gpu.launch(&k, &cfg, &kernel_args![in_range, out]).unwrap();
+    assert_eq!(gpu.download::<f32>(out, 8).unwrap(), vec![0.0, 1.0, 2.0, 3.0, 3.0, 2.0, 1.0, 0.0]);
+    let overrun = gpu.upload(&[0i32, 1, 2, 3, 4, 2, 1, 0]).unwrap();
+    let err = gpu.launch(&k, &cfg, &kernel_args![overrun, out]).unwrap_err().to_string();
+    assert!(err.contains("__local__") && err.contains("thread (4, 0, 0)") && err.contains("local frame"), "{err}");
+}

@@ -33,3 +33,10 @@ extern "C" __global__ void shared_stride_read(float* out, int stride) {
     __syncthreads();
     out[threadIdx.x] = tile[(threadIdx.x * stride) % 1024];
 }
+
+// Indexes a 4-element local array with a value read from memory: k = 4 overruns the thread's frame.
+extern "C" __global__ void local_overrun(const int* k, float* out) {
+    volatile float scratch[4];
+    for (int j = 0; j < 4; ++j) scratch[j] = (float)j;
+    out[threadIdx.x] = scratch[k[threadIdx.x]];
+}
