@@ -458,13 +458,91 @@ impl<'a> BlockRunner<'a> {
                 }
             }
             _ => {
-                for lane in lanes(active) {
-                    self.exec_alu(w, lane, instr)?;
+                if !self.fast_alu(w, instr, active) {
+                    for lane in lanes(active) {
+                        self.exec_alu(w, lane, instr)?;
+                    }
                 }
             }
         }
         let _ = pc;
         Ok(Flow::Next)
+    }
+
+    /// Applies `f` to the first two sources of every active lane, writing the register destination.
+    #[inline(always)]
+    fn map2(&mut self, w: usize, instr: &Instr, active: u32, f: impl Fn(u64, u64) -> u64) {
+        let Operand::Reg(d) = instr.dst else { return };
+        let (sa, sb) = (&instr.src[0], &instr.src[1]);
+        for lane in lanes(active) {
+            let v = f(self.val(w, lane, sa), self.val(w, lane, sb));
+            self.set_reg(w, d, lane, v);
+        }
+    }
+
+    #[inline(always)]
+    fn map3(&mut self, w: usize, instr: &Instr, active: u32, f: impl Fn(u64, u64, u64) -> u64) {
+        let Operand::Reg(d) = instr.dst else { return };
+        let (sa, sb, sc) = (&instr.src[0], &instr.src[1], &instr.src[2]);
+        for lane in lanes(active) {
+            let v = f(self.val(w, lane, sa), self.val(w, lane, sb), self.val(w, lane, sc));
+            self.set_reg(w, d, lane, v);
+        }
+    }
+
+    /// The instructions that dominate typical kernels, with the lane loop inside one match arm.
+    /// Returns false for anything else (handled lane by lane by `exec_alu`).
+    fn fast_alu(&mut self, w: usize, instr: &Instr, active: u32) -> bool {
+        let ty = instr.ty;
+        let plain_f32 = ty == Ty::F32 && matches!(instr.rnd, Rnd::Default | Rnd::Rn) && !instr.ftz && !instr.sat;
+        let f = |v: u64| f32::from_bits(v as u32);
+        let bits = |x: f32| u64::from(x.to_bits());
+        match (&instr.op, ty) {
+            (Op::Add, Ty::F32) if plain_f32 => self.map2(w, instr, active, |a, b| bits(f(a) + f(b))),
+            (Op::Sub, Ty::F32) if plain_f32 => self.map2(w, instr, active, |a, b| bits(f(a) - f(b))),
+            (Op::Mul(_), Ty::F32) if plain_f32 => self.map2(w, instr, active, |a, b| bits(f(a) * f(b))),
+            (Op::Fma | Op::Mad(_), Ty::F32) if plain_f32 => {
+                self.map3(w, instr, active, |a, b, c| bits(f(a).mul_add(f(b), f(c))))
+            }
+            (Op::Add, Ty::S32 | Ty::U32 | Ty::B32) if !instr.sat => {
+                self.map2(w, instr, active, |a, b| (a.wrapping_add(b)) & 0xffff_ffff)
+            }
+            (Op::Add, Ty::S64 | Ty::U64 | Ty::B64) => self.map2(w, instr, active, u64::wrapping_add),
+            (Op::Sub, Ty::S32 | Ty::U32 | Ty::B32) if !instr.sat => {
+                self.map2(w, instr, active, |a, b| (a.wrapping_sub(b)) & 0xffff_ffff)
+            }
+            (Op::Mul(MulMode::Lo), Ty::S32 | Ty::U32) => {
+                self.map2(w, instr, active, |a, b| (a.wrapping_mul(b)) & 0xffff_ffff)
+            }
+            (Op::Mul(MulMode::Wide), Ty::S32) => {
+                self.map2(w, instr, active, |a, b| (i64::from(a as i32) * i64::from(b as i32)) as u64)
+            }
+            (Op::Mul(MulMode::Wide), Ty::U32) => {
+                self.map2(w, instr, active, |a, b| (a & 0xffff_ffff) * (b & 0xffff_ffff))
+            }
+            (Op::Mad(MulMode::Lo), Ty::S32 | Ty::U32) => {
+                self.map3(w, instr, active, |a, b, c| a.wrapping_mul(b).wrapping_add(c) & 0xffff_ffff)
+            }
+            (Op::And, Ty::B32 | Ty::B64 | Ty::Pred) => self.map2(w, instr, active, |a, b| as_u(ty, a & b)),
+            (Op::Or, Ty::B32 | Ty::B64 | Ty::Pred) => self.map2(w, instr, active, |a, b| as_u(ty, a | b)),
+            (Op::Shl, Ty::B32) => self.map2(w, instr, active, |a, b| {
+                let n = b & 0xffff_ffff;
+                if n >= 32 { 0 } else { (a << n) & 0xffff_ffff }
+            }),
+            (Op::Shl, Ty::B64) => self.map2(w, instr, active, |a, b| {
+                let n = b & 0xffff_ffff;
+                if n >= 64 { 0 } else { a << n }
+            }),
+            (Op::Setp { cmp, bool_op: None }, Ty::S32 | Ty::U32 | Ty::F32) if instr.dst_pred.is_none() && !instr.ftz => {
+                let cmp = *cmp;
+                self.map2(w, instr, active, |a, b| u64::from(compare(ty, cmp, a, b)))
+            }
+            (Op::Selp, _) => {
+                self.map3(w, instr, active, |a, b, p| as_u(ty, if p != 0 { a } else { b }))
+            }
+            _ => return false,
+        }
+        true
     }
 
     fn exec_mov(&mut self, w: usize, lane: usize, instr: &Instr) {
@@ -881,9 +959,37 @@ impl<'a> BlockRunner<'a> {
         }
     }
 
+    /// `ld.shared` of one 4-byte value without the race checker: the bulk of tiled kernels' loads.
+    /// Returns false (having done nothing) when any lane needs the general path's error reporting.
+    fn fast_shared_load32(&mut self, w: usize, instr: &Instr, active: u32) -> bool {
+        let (Operand::Reg(d), Some(addr_op)) = (&instr.dst, instr.src.first()) else { return false };
+        let mut offsets = LaneAddrs::default();
+        for lane in lanes(active) {
+            let o = self.val(w, lane, addr_op);
+            if o % 4 != 0 || o + 4 > self.shared.len() as u64 {
+                return false;
+            }
+            offsets.push(o);
+        }
+        for (i, lane) in lanes(active).enumerate() {
+            let o = offsets.addrs[i] as usize;
+            let b = &self.shared[o..o + 4];
+            let mut v = u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            if instr.ty == Ty::S32 {
+                v = v as u32 as i32 as i64 as u64;
+            }
+            self.set_reg(w, *d, lane, v);
+        }
+        self.record_request(Space::Shared, &mut offsets, 4, false);
+        true
+    }
+
     fn exec_ld(&mut self, w: usize, instr: &Instr, active: u32, space: Space) -> Result<()> {
         let size = instr.ty.bytes();
         let vec = instr.vec as usize;
+        if space == Space::Shared && size == 4 && vec == 1 && self.race.is_none() && self.fast_shared_load32(w, instr, active) {
+            return Ok(());
+        }
         let mut global_addrs = LaneAddrs::default();
         let mut shared_addrs = LaneAddrs::default();
         for lane in lanes(active) {

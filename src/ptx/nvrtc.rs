@@ -87,30 +87,18 @@ fn open_global(file: &Path) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// `lib` folders of the `nvidia-cuda-nvrtc-cu12` wheel: the one the local Python imports, then the
-/// usual site-packages locations.
-fn wheel_lib_dirs() -> Vec<PathBuf> {
-    wheel_package_dirs("cuda_nvrtc").into_iter().map(|d| d.join("lib")).collect()
+/// `lib` folders where the `nvidia-cuda-nvrtc-cu12` wheel may be installed.
+fn wheel_lib_dirs() -> impl Iterator<Item = PathBuf> {
+    package_dir_candidates("cuda_nvrtc").map(|d| d.join("lib"))
 }
 
 /// Candidate folders of the `nvidia/<package>` directory of an NVIDIA wheel.
 fn wheel_package_dirs(package: &str) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
-    for python in ["python3", "python"] {
-        let probe = std::process::Command::new(python)
-            .args(["-c", &format!("import nvidia.{package} as m; print(list(m.__path__)[0])")])
-            .stderr(std::process::Stdio::null())
-            .output();
-        if let Ok(out) = probe {
-            if out.status.success() {
-                let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-                if !text.is_empty() {
-                    dirs.push(PathBuf::from(text));
-                }
-            }
-        }
-    }
     let mut roots: Vec<PathBuf> = vec!["/usr/lib".into(), "/usr/local/lib".into()];
+    if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
+        roots.insert(0, Path::new(&venv).join("lib"));
+    }
     if let Some(home) = std::env::var_os("HOME") {
         roots.push(Path::new(&home).join(".local/lib"));
         let pyenv = Path::new(&home).join(".pyenv/versions");
@@ -131,6 +119,40 @@ fn wheel_package_dirs(package: &str) -> Vec<PathBuf> {
     dirs
 }
 
+/// The `nvidia/<package>` folder as the active Python imports it (slower: starts an interpreter).
+fn python_package_dir(package: &str) -> Option<PathBuf> {
+    for python in ["python3", "python"] {
+        let probe = std::process::Command::new(python)
+            .args(["-c", &format!("import nvidia.{package} as m; print(list(m.__path__)[0])")])
+            .stderr(std::process::Stdio::null())
+            .output();
+        if let Ok(out) = probe {
+            let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if out.status.success() && !text.is_empty() {
+                return Some(PathBuf::from(text));
+            }
+        }
+    }
+    None
+}
+
+/// Candidate folders of a wheel's `nvidia/<package>`: the usual site-packages, then the active
+/// Python's answer (computed only when the scan finds nothing).
+fn package_dir_candidates(package: &str) -> impl Iterator<Item = PathBuf> + '_ {
+    let mut python_asked = false;
+    let mut scanned = wheel_package_dirs(package).into_iter();
+    std::iter::from_fn(move || {
+        if let Some(d) = scanned.next() {
+            return Some(d);
+        }
+        if python_asked {
+            return None;
+        }
+        python_asked = true;
+        python_package_dir(package)
+    })
+}
+
 /// The CUDA headers NVRTC does not ship (`cuda_fp16.h`, `cuda_bf16.h`...): `HEPAR_CUDA_INCLUDE`,
 /// or the `include` folder of the `nvidia-cuda-runtime-cu12` wheel. Searched once per process.
 pub fn cuda_include_dir() -> Option<&'static Path> {
@@ -139,7 +161,7 @@ pub fn cuda_include_dir() -> Option<&'static Path> {
         if let Some(dir) = std::env::var_os("HEPAR_CUDA_INCLUDE") {
             return Some(PathBuf::from(dir));
         }
-        wheel_package_dirs("cuda_runtime").into_iter().map(|d| d.join("include")).find(|d| d.join("cuda_fp16.h").is_file())
+        package_dir_candidates("cuda_runtime").map(|d| d.join("include")).find(|d| d.join("cuda_fp16.h").is_file())
     })
     .as_deref()
 }
