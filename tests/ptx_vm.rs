@@ -748,3 +748,18 @@ fn memcheck_catches_local_array_overrun() {
     let err = gpu.launch(&k, &cfg, &kernel_args![overrun, out]).unwrap_err().to_string();
     assert!(err.contains("__local__") && err.contains("thread (4, 0, 0)") && err.contains("local frame"), "{err}");
 }
+
+#[test]
+fn wild_pointers_are_reported_not_followed() {
+    let ptx = ".version 8.0\n.target sm_80\n.address_size 64\n\
+        .visible .entry wild(.param .u64 wild_param_0)\n{\n.reg .b32 %r<3>;\n.reg .b64 %rd<3>;\n\
+        ld.param.u64 %rd1, [wild_param_0];\nld.global.u32 %r1, [%rd1];\nld.shared.u32 %r2, [%rd1];\nret;\n}\n";
+    let gpu = VirtualGpu::default();
+    let m = gpu.load_ptx(ptx, "wild.ptx").unwrap();
+    let k = gpu.kernel(&m, "wild").unwrap();
+    let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1, 1, 1), shared_mem_bytes: 0 };
+    for address in [0u64, 4, u64::MAX - 3, 0x7fff_ffff_fff0] {
+        let err = gpu.launch(&k, &cfg, &kernel_args![address]).unwrap_err().to_string();
+        assert!(err.contains("memcheck") && err.contains("__global__ read"), "{address:#x}: {err}");
+    }
+}

@@ -966,7 +966,7 @@ impl<'a> BlockRunner<'a> {
         let mut offsets = LaneAddrs::default();
         for lane in lanes(active) {
             let o = self.val(w, lane, addr_op);
-            if !o.is_multiple_of(4) || o + 4 > self.shared.len() as u64 {
+            if !o.is_multiple_of(4) || o.checked_add(4).is_none_or(|end| end > self.shared.len() as u64) {
                 return false;
             }
             offsets.push(o);

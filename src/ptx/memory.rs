@@ -117,6 +117,12 @@ impl GlobalMemory {
     }
 }
 
+/// Whether `size` bytes at `offset` lie within `len` bytes.
+#[inline]
+fn fits(offset: u64, size: usize, len: usize) -> bool {
+    offset.checked_add(size as u64).is_some_and(|end| end <= len as u64)
+}
+
 /// One allocation as seen by a running kernel.
 #[derive(Clone, Copy)]
 pub struct Region {
@@ -142,7 +148,7 @@ impl GlobalView {
     #[inline]
     pub fn resolve(&self, addr: u64, size: usize, hint: &mut usize) -> Option<*mut u8> {
         if let Some(r) = self.regions.get(*hint) {
-            if addr >= r.base && addr - r.base + size as u64 <= r.size as u64 {
+            if addr >= r.base && fits(addr - r.base, size, r.size) {
                 // SAFETY: bounds checked just above.
                 return Some(unsafe { r.ptr.add((addr - r.base) as usize) });
             }
@@ -152,7 +158,7 @@ impl GlobalView {
             return None;
         }
         let r = &self.regions[idx - 1];
-        if addr - r.base + size as u64 <= r.size as u64 {
+        if fits(addr - r.base, size, r.size) {
             *hint = idx - 1;
             // SAFETY: bounds checked just above.
             Some(unsafe { r.ptr.add((addr - r.base) as usize) })
