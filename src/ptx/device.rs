@@ -135,6 +135,20 @@ pub struct LaunchReport {
     pub hazard_count: u64,
 }
 
+impl std::fmt::Display for LaunchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "kernel `{}`", self.kernel)?;
+        write!(f, "{}", self.counters)?;
+        for h in &self.hazards {
+            writeln!(f, "{h}")?;
+        }
+        if self.hazard_count > self.hazards.len() as u64 {
+            writeln!(f, "... {} more race hazards", self.hazard_count - self.hazards.len() as u64)?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone)]
 pub struct VmModule {
     module: Arc<Module>,

@@ -924,6 +924,10 @@ fn decode_instr(text: &str, line: u32, ctx: &DecodeCtx) -> std::result::Result<I
     // Call parameters are kept in local memory (see `Expander`).
     let first_operand = split_operands(operand_text);
     let param_is_local = |i: usize| space == Some(Space::Param) && first_operand.get(i).is_some_and(|t| ctx.address_is_local(t));
+    // Modifiers that change results and are not modelled: better an error than a wrong answer.
+    if let Some(m) = mods.iter().find(|m| matches!(**m, "relu" | "xorsign" | "NaN" | "oob" | "cc")) {
+        return Err(format!("unsupported PTX instruction `{opcode}` (modifier `.{m}`)"));
+    }
     let op = match base {
         "mov" => Op::Mov,
         "ld" | "ldu" if param_is_local(1) => Op::Ld { space: Space::Local },
