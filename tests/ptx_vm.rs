@@ -763,3 +763,16 @@ fn wild_pointers_are_reported_not_followed() {
         assert!(err.contains("memcheck") && err.contains("__global__ read"), "{address:#x}: {err}");
     }
 }
+
+#[test]
+fn endless_loop_hits_the_step_limit() {
+    let source = "extern \"C\" __global__ void spin(volatile int* flag) { while (*flag == 0) { } }";
+    let gpu = VirtualGpu::default();
+    gpu.set_step_limit(10_000);
+    let m = gpu.compile_module(source, "spin.cu").unwrap_or_else(|e| panic!("{e}"));
+    let k = gpu.kernel(&m, "spin").unwrap();
+    let flag = zeros(&gpu, 4);
+    let cfg = LaunchConfig { grid_dim: (2, 1, 1), block_dim: (64, 1, 1), shared_mem_bytes: 0 };
+    let err = gpu.launch(&k, &cfg, &kernel_args![flag]).unwrap_err().to_string();
+    assert!(err.contains("spin") && err.contains("endless loop"), "{err}");
+}

@@ -3,7 +3,7 @@
 //! driver can implement it on a real GPU).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::counters::LaunchCounters;
@@ -190,11 +190,14 @@ impl VmKernel {
 pub struct VirtualGpu {
     memory: Mutex<GlobalMemory>,
     racecheck: AtomicBool,
+    step_limit: AtomicU64,
     last_report: Mutex<Option<LaunchReport>>,
     arch: Arch,
 }
 
 const MAX_THREADS_PER_BLOCK: u64 = 1024;
+/// Warp instructions one block may execute before the launch is declared stuck (minutes of work).
+const DEFAULT_STEP_LIMIT: u64 = 1 << 32;
 /// CUDA's limit on local memory per thread.
 const MAX_LOCAL_BYTES_PER_THREAD: usize = 512 * 1024;
 
@@ -203,6 +206,7 @@ impl VirtualGpu {
         VirtualGpu {
             memory: Mutex::new(GlobalMemory::new()),
             racecheck: AtomicBool::new(false),
+            step_limit: AtomicU64::new(DEFAULT_STEP_LIMIT),
             last_report: Mutex::new(None),
             arch,
         }
@@ -212,6 +216,12 @@ impl VirtualGpu {
     /// fails when a hazard is found; `launch_with_report` returns the hazards.
     pub fn set_racecheck(&self, on: bool) {
         self.racecheck.store(on, Ordering::Relaxed);
+    }
+
+    /// Sets how many warp-level instructions one block may execute before the launch fails as stuck
+    /// in an endless loop.
+    pub fn set_step_limit(&self, warp_instructions_per_block: u64) {
+        self.step_limit.store(warp_instructions_per_block.max(1), Ordering::Relaxed);
     }
 
     /// The report of the most recent launch through [`DeviceApi::launch`].
@@ -293,6 +303,7 @@ impl VirtualGpu {
             global: &view,
             params: &params,
             racecheck,
+            max_warp_steps_per_block: self.step_limit.load(Ordering::Relaxed),
         };
         let shared = shared_size(&env);
         if shared > self.max_shared_bytes() {

@@ -15,8 +15,6 @@ use super::program::*;
 use super::racecheck::{RaceHazard, RaceShadow, MAX_KEPT_HAZARDS};
 use crate::error::{HeparError, Result};
 
-/// Upper bound on warp-level instructions per block, so a kernel stuck in a loop ends with an error.
-const MAX_WARP_STEPS_PER_BLOCK: u64 = 1 << 34;
 
 pub struct LaunchEnv<'a> {
     pub kernel: &'a Kernel,
@@ -26,6 +24,8 @@ pub struct LaunchEnv<'a> {
     pub global: &'a GlobalView,
     pub params: &'a [u8],
     pub racecheck: bool,
+    /// Upper bound on warp-level instructions per block, so a kernel stuck in a loop ends with an error.
+    pub max_warp_steps_per_block: u64,
 }
 
 /// What a whole launch produced besides memory contents.
@@ -210,10 +210,10 @@ impl<'a> BlockRunner<'a> {
                     return Err(vm_error(format!("kernel `{}`: fell off the end of the code", self.env.kernel.name)));
                 };
                 self.steps += 1;
-                if self.steps > MAX_WARP_STEPS_PER_BLOCK {
+                if self.steps > self.env.max_warp_steps_per_block {
                     return Err(vm_error(format!(
                         "kernel `{}`: block {:?} exceeded {} warp instructions (endless loop?)",
-                        self.env.kernel.name, self.block_idx, MAX_WARP_STEPS_PER_BLOCK
+                        self.env.kernel.name, self.block_idx, self.env.max_warp_steps_per_block
                     )));
                 }
                 let active = self.guard_mask(w, instr, group);
