@@ -146,9 +146,8 @@ fn run_sgemm(arch: Arch, m: usize, n: usize, k: usize) -> (Vec<f32>, Vec<f32>, h
         block_dim: (16, 16, 1),
         shared_mem_bytes: 0,
     };
-    let report = gpu
-        .launch_with_report(&kernel, &cfg, &kernel_args![da, db, dc, m as i32, n as i32, k as i32])
-        .unwrap();
+    let report =
+        gpu.launch_with_report(&kernel, &cfg, &kernel_args![da, db, dc, m as i32, n as i32, k as i32]).unwrap();
     assert_eq!(report.hazard_count, 0, "both barriers are in place: {:?}", report.hazards.first());
     (gpu.download(dc, m * n).unwrap(), cpu_sgemm(&a, &b, m, n, k), report.counters)
 }
@@ -245,7 +244,11 @@ fn half_and_bfloat16_conversions() {
         assert!((z - x[i]).abs() <= step.max(1e-7) || !hv.is_finite(), "rz of {} gave {z}", x[i]);
         let fused = f16::from_f64(hv.to_f64() * 2.0 + hv.to_f64()).to_f32();
         let expect = fused + bf16::from_f32(x[i]).to_f32();
-        assert!(back[i] == expect || (back[i].is_infinite() && expect.is_infinite()), "element {i}: {} vs {expect}", back[i]);
+        assert!(
+            back[i] == expect || (back[i].is_infinite() && expect.is_infinite()),
+            "element {i}: {} vs {expect}",
+            back[i]
+        );
     }
     assert_eq!(f16::from_bits(rz[0]).to_f32(), 65504.0, "rz saturates to the largest finite f16");
 }
@@ -283,7 +286,8 @@ fn memcheck_catches_off_by_one_write() {
     let k = gpu.kernel(&m, "off_by_one_write").unwrap();
     let n = 100;
     let out = zeros(&gpu, n * 4);
-    let err = gpu.launch(&k, &LaunchConfig::for_elements(n + 1, 64), &kernel_args![out, n as i32]).unwrap_err().to_string();
+    let err =
+        gpu.launch(&k, &LaunchConfig::for_elements(n + 1, 64), &kernel_args![out, n as i32]).unwrap_err().to_string();
     assert!(err.contains("memcheck") && err.contains("write of size 4"), "{err}");
     assert!(err.contains("off_by_one_write") && err.contains("thread (36, 0, 0) in block (1, 0, 0)"), "{err}");
     assert!(err.contains("0 bytes after the end of the 400-byte allocation"), "{err}");
@@ -469,7 +473,8 @@ fn integer_and_bit_operations_match_cpu() {
         let w = (v as u64).wrapping_mul(2654435761).wrapping_add(12345);
         let sel = 0x3210u32 ^ (i as u32 & 0x7777);
         let pool = (v as u64) | (0x0123_4567u64 << 32);
-        let perm = (0..4).fold(0u32, |acc, b| acc | ((((pool >> (8 * ((sel >> (4 * b)) & 7))) & 0xff) as u32) << (8 * b)));
+        let perm =
+            (0..4).fold(0u32, |acc, b| acc | ((((pool >> (8 * ((sel >> (4 * b)) & 7))) & 0xff) as u32) << (8 * b)));
         let hi = v ^ 0xdead_beef;
         let funnel = ((((hi as u64) << 32 | v as u64) << (i & 31)) >> 32) as u32;
         let divisor = i as i32 - 300 + (i == 300) as i32;
@@ -507,7 +512,11 @@ fn local_arrays_and_dynamic_shared_memory() {
     let idx: Vec<i32> = (0..n as i32).map(|i| (i * 7) % 31).collect();
     let (didx, dout) = (gpu.upload(&idx).unwrap(), zeros(&gpu, n * 4));
     let threads = 64usize;
-    let cfg = LaunchConfig { grid_dim: (n.div_ceil(threads) as u32, 1, 1), block_dim: (threads as u32, 1, 1), shared_mem_bytes: (threads * 4) as u32 };
+    let cfg = LaunchConfig {
+        grid_dim: (n.div_ceil(threads) as u32, 1, 1),
+        block_dim: (threads as u32, 1, 1),
+        shared_mem_bytes: (threads * 4) as u32,
+    };
     gpu.launch(&k, &cfg, &kernel_args![didx, dout, n as i32]).unwrap();
     let out: Vec<f32> = gpu.download(dout, n).unwrap();
     let slot = |i: usize| -> f32 {
@@ -596,7 +605,8 @@ fn float4_vectors_and_packed_half2() {
     let n4 = 77usize;
     let (x, y) = (test_data(n4 * 4, 16), test_data(n4 * 4, 17));
     let (dx, dy, dh) = (gpu.upload(&x).unwrap(), gpu.upload(&y).unwrap(), zeros(&gpu, n4 * 4));
-    let report = gpu.launch_with_report(&k, &LaunchConfig::for_elements(n4, 32), &kernel_args![dx, dy, dh, n4 as i32]).unwrap();
+    let report =
+        gpu.launch_with_report(&k, &LaunchConfig::for_elements(n4, 32), &kernel_args![dx, dy, dh, n4 as i32]).unwrap();
     let out: Vec<f32> = gpu.download(dy, n4 * 4).unwrap();
     for i in 0..n4 * 4 {
         assert_eq!(out[i], 2.0f32.mul_add(x[i], y[i]), "element {i}");

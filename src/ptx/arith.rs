@@ -70,7 +70,13 @@ pub fn round_to_f32(x: f64, rnd: Rnd) -> f32 {
     }
     let back = f64::from(r);
     match rnd {
-        Rnd::Rz | Rnd::Rzi if back.abs() > x.abs() => if r > 0.0 { r.next_down() } else { r.next_up() },
+        Rnd::Rz | Rnd::Rzi if back.abs() > x.abs() => {
+            if r > 0.0 {
+                r.next_down()
+            } else {
+                r.next_up()
+            }
+        }
         Rnd::Rm | Rnd::Rmi if back > x => r.next_down(),
         Rnd::Rp | Rnd::Rpi if back < x => r.next_up(),
         _ => r,
@@ -135,7 +141,16 @@ pub fn round_to_float(x: f64, ty: Ty, rnd: Rnd) -> u64 {
 /// Applies a binary float op to scalar or packed (x2) float types. `f32_op` is used for f32 with
 /// round-to-nearest; the f64 path covers directed rounding and the other types.
 #[allow(clippy::too_many_arguments)] // the instruction's modifiers travel as plain values
-pub fn float_binary(ty: Ty, rnd: Rnd, ftz: bool, sat: bool, a: u64, b: u64, f32_op: fn(f32, f32) -> f32, f64_op: fn(f64, f64) -> f64) -> u64 {
+pub fn float_binary(
+    ty: Ty,
+    rnd: Rnd,
+    ftz: bool,
+    sat: bool,
+    a: u64,
+    b: u64,
+    f32_op: fn(f32, f32) -> f32,
+    f64_op: fn(f64, f64) -> f64,
+) -> u64 {
     match ty {
         Ty::F32 => {
             let (x, y) = (flush32(f32_of(a), ftz), flush32(f32_of(b), ftz));
@@ -250,7 +265,11 @@ pub fn float_min_max(ty: Ty, a: u64, b: u64, is_max: bool) -> u64 {
     } else if x == y {
         // -0 is smaller than +0 for min/max.
         let x_neg = x.is_sign_negative();
-        if is_max { !x_neg } else { x_neg }
+        if is_max {
+            !x_neg
+        } else {
+            x_neg
+        }
     } else if is_max {
         x > y
     } else {
@@ -262,10 +281,18 @@ pub fn float_min_max(ty: Ty, a: u64, b: u64, is_max: bool) -> u64 {
 pub fn int_min_max(ty: Ty, a: u64, b: u64, is_max: bool) -> u64 {
     let pick_a = if ty.is_signed() {
         let (x, y) = (as_s(ty, a), as_s(ty, b));
-        if is_max { x >= y } else { x <= y }
+        if is_max {
+            x >= y
+        } else {
+            x <= y
+        }
     } else {
         let (x, y) = (as_u(ty, a), as_u(ty, b));
-        if is_max { x >= y } else { x <= y }
+        if is_max {
+            x >= y
+        } else {
+            x <= y
+        }
     };
     if pick_a {
         a
@@ -382,7 +409,15 @@ pub fn convert(dst: Ty, src: Ty, rnd: Rnd, sat: bool, ftz: bool, a: u64) -> u64 
                 Rnd::Rpi => x.ceil(),
                 _ => x,
             };
-            let x = if sat { if x.is_nan() { 0.0 } else { x.clamp(0.0, 1.0) } } else { x };
+            let x = if sat {
+                if x.is_nan() {
+                    0.0
+                } else {
+                    x.clamp(0.0, 1.0)
+                }
+            } else {
+                x
+            };
             let mut out = match dst {
                 Ty::F16 | Ty::BF16 => u64::from(round_to_16(x, dst, rnd, false)),
                 _ => round_to_float(x, dst, rnd),
@@ -494,7 +529,11 @@ pub fn permute_bytes(a: u64, b: u64, selector: u64) -> u64 {
         let byte = (source >> (8 * (sel & 7))) & 0xff;
         let byte = if sel & 8 != 0 {
             // Replicate the byte's sign bit.
-            if byte & 0x80 != 0 { 0xff } else { 0 }
+            if byte & 0x80 != 0 {
+                0xff
+            } else {
+                0
+            }
         } else {
             byte
         };
@@ -547,7 +586,10 @@ mod tests {
     #[test]
     fn float_to_int_conversions_saturate_and_round() {
         assert_eq!(convert(Ty::S32, Ty::F32, Rnd::Rzi, false, false, u64::from(3.9f32.to_bits())), 3);
-        assert_eq!(convert(Ty::S32, Ty::F32, Rnd::Rmi, false, false, u64::from((-3.1f32).to_bits())) as u32, (-4i32) as u32);
+        assert_eq!(
+            convert(Ty::S32, Ty::F32, Rnd::Rmi, false, false, u64::from((-3.1f32).to_bits())) as u32,
+            (-4i32) as u32
+        );
         assert_eq!(convert(Ty::S32, Ty::F32, Rnd::Rni, false, false, u64::from(2.5f32.to_bits())), 2);
         assert_eq!(convert(Ty::S32, Ty::F32, Rnd::Rzi, false, false, u64::from(1e20f32.to_bits())), i32::MAX as u64);
         assert_eq!(convert(Ty::U32, Ty::F32, Rnd::Rzi, false, false, u64::from((-5.0f32).to_bits())), 0);

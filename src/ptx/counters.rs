@@ -87,7 +87,9 @@ fn ratio(a: u64, b: u64) -> f64 {
 impl fmt::Display for LaunchCounters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{:<34} {:>14} {:>16}", "instruction class", "warp instr", "thread instr")?;
-        for ((name, warp), thread) in INSTR_CLASS_NAMES.iter().zip(&self.warp_instructions).zip(&self.thread_instructions) {
+        for ((name, warp), thread) in
+            INSTR_CLASS_NAMES.iter().zip(&self.warp_instructions).zip(&self.thread_instructions)
+        {
             writeln!(f, "{name:<34} {warp:>14} {thread:>16}")?;
         }
         let rows: [(&str, String); 12] = [

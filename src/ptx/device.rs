@@ -248,13 +248,21 @@ impl VirtualGpu {
     }
 
     /// Launches and returns what the launch observed (counters, race hazards).
-    pub fn launch_with_report(&self, kernel: &VmKernel, config: &LaunchConfig, args: &[KernelArg]) -> Result<LaunchReport> {
+    pub fn launch_with_report(
+        &self,
+        kernel: &VmKernel,
+        config: &LaunchConfig,
+        args: &[KernelArg],
+    ) -> Result<LaunchReport> {
         let k = &kernel.module.kernels[kernel.index];
         let invalid = |msg: String| HeparError::invalid("ptx launch", format!("kernel `{}`: {msg}", k.name));
         let (bx, by, bz) = config.block_dim;
         let (gx, gy, gz) = config.grid_dim;
         if bx == 0 || by == 0 || bz == 0 || gx == 0 || gy == 0 || gz == 0 {
-            return Err(invalid(format!("grid {:?} and block {:?} must have no zero dimension", config.grid_dim, config.block_dim)));
+            return Err(invalid(format!(
+                "grid {:?} and block {:?} must have no zero dimension",
+                config.grid_dim, config.block_dim
+            )));
         }
         let threads = u64::from(bx) * u64::from(by) * u64::from(bz);
         if threads > MAX_THREADS_PER_BLOCK || bz > 64 {
@@ -307,7 +315,10 @@ impl VirtualGpu {
         };
         let shared = shared_size(&env);
         if shared > self.max_shared_bytes() {
-            return Err(invalid(format!("needs {shared} bytes of shared memory; the limit is {}", self.max_shared_bytes())));
+            return Err(invalid(format!(
+                "needs {shared} bytes of shared memory; the limit is {}",
+                self.max_shared_bytes()
+            )));
         }
         let outcome = run_grid(&env)?;
         drop(memory);
@@ -333,10 +344,9 @@ struct Placer<'a> {
 
 impl GlobalPlacer for Placer<'_> {
     fn place(&mut self, var: &GlobalVar) -> Result<u64> {
-        let ptr = self
-            .memory
-            .alloc(var.size.max(1))
-            .ok_or_else(|| HeparError::invalid("ptx module", format!("cannot allocate {} bytes for `{}`", var.size, var.name)))?;
+        let ptr = self.memory.alloc(var.size.max(1)).ok_or_else(|| {
+            HeparError::invalid("ptx module", format!("cannot allocate {} bytes for `{}`", var.size, var.name))
+        })?;
         if !var.init.is_empty() {
             let n = var.init.len().min(var.size);
             let dst = self.memory.slice_mut(ptr.0, n).map_err(|e| HeparError::invalid("ptx module", e))?;
@@ -360,9 +370,10 @@ impl DeviceApi for VirtualGpu {
     }
 
     fn alloc(&self, bytes: usize) -> Result<DevicePtr> {
-        self.lock_memory()
-            .alloc(bytes)
-            .ok_or_else(|| HeparError::Backend { backend: "ptx-vm", msg: format!("out of memory allocating {bytes} bytes") })
+        self.lock_memory().alloc(bytes).ok_or_else(|| HeparError::Backend {
+            backend: "ptx-vm",
+            msg: format!("out of memory allocating {bytes} bytes"),
+        })
     }
 
     fn free(&self, ptr: DevicePtr) -> Result<()> {
@@ -399,7 +410,11 @@ impl DeviceApi for VirtualGpu {
         let index = *module.module.kernel_index.get(name).ok_or_else(|| {
             HeparError::invalid(
                 "ptx kernel lookup",
-                format!("module `{}` has no kernel `{name}` (it has: {})", module.name, module.kernel_names().join(", ")),
+                format!(
+                    "module `{}` has no kernel `{name}` (it has: {})",
+                    module.name,
+                    module.kernel_names().join(", ")
+                ),
             )
         })?;
         Ok(VmKernel { module: module.module.clone(), index })

@@ -15,7 +15,6 @@ use super::program::*;
 use super::racecheck::{RaceHazard, RaceShadow, MAX_KEPT_HAZARDS};
 use crate::error::{HeparError, Result};
 
-
 pub struct LaunchEnv<'a> {
     pub kernel: &'a Kernel,
     pub grid: [u32; 3],
@@ -347,9 +346,7 @@ impl<'a> BlockRunner<'a> {
             Operand::Imm(v) => *v,
             Operand::NotPred(r) => u64::from(self.reg(w, *r, lane) == 0),
             Operand::Special(s) => self.special(w, lane, *s),
-            Operand::Addr { base, offset } => {
-                base.map_or(0, |r| self.reg(w, r, lane)).wrapping_add(*offset as u64)
-            }
+            Operand::Addr { base, offset } => base.map_or(0, |r| self.reg(w, r, lane)).wrapping_add(*offset as u64),
             Operand::Target(t) => u64::from(*t),
             Operand::Vector(_) | Operand::Sink => 0,
         }
@@ -404,7 +401,12 @@ impl<'a> BlockRunner<'a> {
             Op::Bar => return Ok(Flow::Barrier),
             Op::BarWarp => self.warps[w].warp_syncs += 1,
             Op::Nop => {}
-            Op::Trap => return Err(self.instr_error(instr, "the kernel executed `trap` (a device-side assert failed or __trap was called)")),
+            Op::Trap => {
+                return Err(self.instr_error(
+                    instr,
+                    "the kernel executed `trap` (a device-side assert failed or __trap was called)",
+                ))
+            }
             Op::Shfl(mode) => self.exec_shfl(w, instr, active, *mode),
             Op::Vote(mode) => {
                 let mut ballot = 0u32;
@@ -431,7 +433,11 @@ impl<'a> BlockRunner<'a> {
                 let all_equal = lanes(active).all(|l| values[l] == values[active.trailing_zeros() as usize]);
                 for lane in lanes(active) {
                     let m = if instr.op == Op::MatchAll {
-                        if all_equal { active } else { 0 }
+                        if all_equal {
+                            active
+                        } else {
+                            0
+                        }
                     } else {
                         lanes(active).filter(|&l| values[l] == values[lane]).fold(0u32, |m, l| m | 1 << l)
                     };
@@ -527,19 +533,27 @@ impl<'a> BlockRunner<'a> {
             (Op::Or, Ty::B32 | Ty::B64 | Ty::Pred) => self.map2(w, instr, active, |a, b| as_u(ty, a | b)),
             (Op::Shl, Ty::B32) => self.map2(w, instr, active, |a, b| {
                 let n = b & 0xffff_ffff;
-                if n >= 32 { 0 } else { (a << n) & 0xffff_ffff }
+                if n >= 32 {
+                    0
+                } else {
+                    (a << n) & 0xffff_ffff
+                }
             }),
             (Op::Shl, Ty::B64) => self.map2(w, instr, active, |a, b| {
                 let n = b & 0xffff_ffff;
-                if n >= 64 { 0 } else { a << n }
+                if n >= 64 {
+                    0
+                } else {
+                    a << n
+                }
             }),
-            (Op::Setp { cmp, bool_op: None }, Ty::S32 | Ty::U32 | Ty::F32) if instr.dst_pred.is_none() && !instr.ftz => {
+            (Op::Setp { cmp, bool_op: None }, Ty::S32 | Ty::U32 | Ty::F32)
+                if instr.dst_pred.is_none() && !instr.ftz =>
+            {
                 let cmp = *cmp;
                 self.map2(w, instr, active, |a, b| u64::from(compare(ty, cmp, a, b)))
             }
-            (Op::Selp, _) => {
-                self.map3(w, instr, active, |a, b, p| as_u(ty, if p != 0 { a } else { b }))
-            }
+            (Op::Selp, _) => self.map3(w, instr, active, |a, b, p| as_u(ty, if p != 0 { a } else { b })),
             _ => return false,
         }
         true
@@ -631,7 +645,11 @@ impl<'a> BlockRunner<'a> {
             Op::CNot => u64::from(as_u(ty, a) == 0),
             Op::Shl => {
                 let n = b & 0xffff_ffff;
-                if n >= u64::from(ty.bits()) { 0 } else { as_u(ty, a << n) }
+                if n >= u64::from(ty.bits()) {
+                    0
+                } else {
+                    as_u(ty, a << n)
+                }
             }
             Op::Shr => {
                 let n = (b & 0xffff_ffff).min(u64::from(ty.bits()) - 1 + u64::from(!ty.is_signed()));
@@ -653,7 +671,11 @@ impl<'a> BlockRunner<'a> {
                     0xffff_ffff
                 } else {
                     let pos = 63 - u64::from(v.leading_zeros());
-                    if *shift_amount { u64::from(bits) - 1 - pos } else { pos }
+                    if *shift_amount {
+                        u64::from(bits) - 1 - pos
+                    } else {
+                        pos
+                    }
                 }
             }
             Op::Bfe => {
@@ -754,7 +776,11 @@ impl<'a> BlockRunner<'a> {
                 }
             }
             Op::Selp => {
-                if self.src(w, lane, instr, 2) != 0 { as_u(ty, a) } else { as_u(ty, b) }
+                if self.src(w, lane, instr, 2) != 0 {
+                    as_u(ty, a)
+                } else {
+                    as_u(ty, b)
+                }
             }
             Op::Cvt { src_ty } => {
                 if matches!(ty, Ty::F16x2 | Ty::BF16x2) {
@@ -827,10 +853,23 @@ impl<'a> BlockRunner<'a> {
 
     /// Resolves one lane's access, checking bounds and alignment (memcheck).
     #[allow(clippy::too_many_arguments)]
-    fn place(&mut self, w: usize, lane: usize, instr: &Instr, space: Space, addr: u64, size: usize, write: bool) -> Result<Place> {
+    fn place(
+        &mut self,
+        w: usize,
+        lane: usize,
+        instr: &Instr,
+        space: Space,
+        addr: u64,
+        size: usize,
+        write: bool,
+    ) -> Result<Place> {
         let (space, addr) = match space {
-            Space::Generic if (SHARED_WINDOW..SHARED_WINDOW + WINDOW_SIZE).contains(&addr) => (Space::Shared, addr - SHARED_WINDOW),
-            Space::Generic if (LOCAL_WINDOW..LOCAL_WINDOW + WINDOW_SIZE).contains(&addr) => (Space::Local, addr - LOCAL_WINDOW),
+            Space::Generic if (SHARED_WINDOW..SHARED_WINDOW + WINDOW_SIZE).contains(&addr) => {
+                (Space::Shared, addr - SHARED_WINDOW)
+            }
+            Space::Generic if (LOCAL_WINDOW..LOCAL_WINDOW + WINDOW_SIZE).contains(&addr) => {
+                (Space::Local, addr - LOCAL_WINDOW)
+            }
             Space::Generic | Space::Const => (Space::Global, addr),
             s => (s, addr),
         };
@@ -856,7 +895,10 @@ impl<'a> BlockRunner<'a> {
             Space::Shared => {
                 let end = addr.checked_add(size as u64);
                 if end.is_none_or(|e| e > self.shared.len() as u64) {
-                    return Err(fail(self, format!("out of bounds of the block's {} bytes of shared memory", self.shared.len())));
+                    return Err(fail(
+                        self,
+                        format!("out of bounds of the block's {} bytes of shared memory", self.shared.len()),
+                    ));
                 }
                 Ok(Place::Shared(addr as usize))
             }
@@ -987,7 +1029,12 @@ impl<'a> BlockRunner<'a> {
     fn exec_ld(&mut self, w: usize, instr: &Instr, active: u32, space: Space) -> Result<()> {
         let size = instr.ty.bytes();
         let vec = instr.vec as usize;
-        if space == Space::Shared && size == 4 && vec == 1 && self.race.is_none() && self.fast_shared_load32(w, instr, active) {
+        if space == Space::Shared
+            && size == 4
+            && vec == 1
+            && self.race.is_none()
+            && self.fast_shared_load32(w, instr, active)
+        {
             return Ok(());
         }
         let mut global_addrs = LaneAddrs::default();
@@ -1047,7 +1094,9 @@ impl<'a> BlockRunner<'a> {
             }
             for i in 0..vec {
                 let v = match instr.src.first() {
-                    Some(Operand::Vector(elems)) => elems.get(i).and_then(|e| e.as_ref()).map_or(0, |e| self.val(w, lane, e)),
+                    Some(Operand::Vector(elems)) => {
+                        elems.get(i).and_then(|e| e.as_ref()).map_or(0, |e| self.val(w, lane, e))
+                    }
                     Some(op) => self.val(w, lane, op),
                     None => 0,
                 };

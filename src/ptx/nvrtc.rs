@@ -52,9 +52,9 @@ fn load_nvrtc() -> std::result::Result<String, String> {
     if let Some(explicit) = std::env::var_os("HEPAR_NVRTC_LIB") {
         let path = PathBuf::from(explicit);
         let file = if path.is_dir() { path.join("libnvrtc.so.12") } else { path };
-        return open_global(&file).map(|_| file.display().to_string()).map_err(|e| {
-            format!("HEPAR_NVRTC_LIB={}: cannot open NVRTC: {e}. {INSTALL_HINT}", file.display())
-        });
+        return open_global(&file)
+            .map(|_| file.display().to_string())
+            .map_err(|e| format!("HEPAR_NVRTC_LIB={}: cannot open NVRTC: {e}. {INSTALL_HINT}", file.display()));
     }
     // The loader's own search path (LD_LIBRARY_PATH, system CUDA installs).
     for soname in ["libnvrtc.so.12", "libnvrtc.so"] {

@@ -315,7 +315,8 @@ pub fn parse_module(text: &str, name: &str, placer: &mut dyn GlobalPlacer) -> Re
                                 module_syms.insert(var.name, Sym::Shared(off));
                             }
                         } else if t.contains(".global") || t.contains(".const") {
-                            let gv = GlobalVar { name: var.name.clone(), size: var.size, align: var.align, init: var.init };
+                            let gv =
+                                GlobalVar { name: var.name.clone(), size: var.size, align: var.align, init: var.init };
                             let addr = placer.place(&gv)?;
                             module_syms.insert(var.name, Sym::Global(addr));
                             globals.push(gv);
@@ -376,7 +377,8 @@ pub fn parse_module(text: &str, name: &str, placer: &mut dyn GlobalPlacer) -> Re
 fn parse_header(f: &FunctionText, module: &str) -> Result<(String, Vec<Param>, usize, Option<u32>)> {
     let h = &f.header;
     let open = h.find('(').ok_or_else(|| parse_error(module, f.header_line, "entry without parameter list"))?;
-    let close = h.rfind(')').filter(|&c| c > open).ok_or_else(|| parse_error(module, f.header_line, "entry without `)`"))?;
+    let close =
+        h.rfind(')').filter(|&c| c > open).ok_or_else(|| parse_error(module, f.header_line, "entry without `)`"))?;
     let name = h[..open].split_whitespace().last().unwrap_or("").to_string();
     let mut params = Vec::new();
     let mut offset = 0usize;
@@ -514,7 +516,8 @@ impl Expander<'_> {
         for stmt in body {
             if let Stmt::Text(t, line) = stmt {
                 if t.trim_start().starts_with(".param") {
-                    let var = parse_var_decl(t).ok_or_else(|| self.err(*line, format!("cannot parse declaration `{t}`")))?;
+                    let var =
+                        parse_var_decl(t).ok_or_else(|| self.err(*line, format!("cannot parse declaration `{t}`")))?;
                     let slot = param_slots.entry(var.name).or_insert((0, 1));
                     slot.0 = slot.0.max(var.size);
                     slot.1 = slot.1.max(var.align);
@@ -576,7 +579,8 @@ impl Expander<'_> {
                 }
                 ".param" => {} // placed above
                 ".shared" | ".local" | ".extern" | ".global" | ".const" => {
-                    let var = parse_var_decl(rest).ok_or_else(|| self.err(line, format!("cannot parse declaration `{rest}`")))?;
+                    let var = parse_var_decl(rest)
+                        .ok_or_else(|| self.err(line, format!("cannot parse declaration `{rest}`")))?;
                     if rest.contains(".shared") {
                         if var.is_extern || var.size == 0 {
                             self.extern_shared = Some((var.name, var.align));
@@ -589,7 +593,9 @@ impl Expander<'_> {
                         let off = self.alloc_local(var.size, var.align);
                         self.scopes[scope].syms.insert(var.name, Sym::Local(off));
                     } else {
-                        return Err(self.err(line, format!("function-scope `{first}` variables are not supported: `{rest}`")));
+                        return Err(
+                            self.err(line, format!("function-scope `{first}` variables are not supported: `{rest}`"))
+                        );
                     }
                 }
                 ".pragma" | ".loc" | ".file" | ".maxnreg" => {}
@@ -631,10 +637,15 @@ impl Expander<'_> {
             _ => {}
         }
         let Some(f) = self.functions.get(callee.as_str()).copied() else {
-            return Err(self.err(line, format!("call of `{callee}`, which has no body in this module, is not supported")));
+            return Err(
+                self.err(line, format!("call of `{callee}`, which has no body in this module, is not supported"))
+            );
         };
         if depth >= MAX_INLINE_DEPTH {
-            return Err(self.err(line, format!("call depth of `{callee}` exceeds {MAX_INLINE_DEPTH} (recursion is not supported)")));
+            return Err(self.err(
+                line,
+                format!("call depth of `{callee}` exceeds {MAX_INLINE_DEPTH} (recursion is not supported)"),
+            ));
         }
         let (ret_names, param_names) = parse_func_header(&f.header)
             .ok_or_else(|| self.err(f.header_line, format!("cannot parse device function header of `{callee}`")))?;
@@ -923,7 +934,8 @@ fn decode_instr(text: &str, line: u32, ctx: &DecodeCtx) -> std::result::Result<I
     };
     // Call parameters are kept in local memory (see `Expander`).
     let first_operand = split_operands(operand_text);
-    let param_is_local = |i: usize| space == Some(Space::Param) && first_operand.get(i).is_some_and(|t| ctx.address_is_local(t));
+    let param_is_local =
+        |i: usize| space == Some(Space::Param) && first_operand.get(i).is_some_and(|t| ctx.address_is_local(t));
     // Modifiers that change results and are not modelled: better an error than a wrong answer.
     if let Some(m) = mods.iter().find(|m| matches!(**m, "relu" | "xorsign" | "NaN" | "oob" | "cc")) {
         return Err(format!("unsupported PTX instruction `{opcode}` (modifier `.{m}`)"));
@@ -1082,8 +1094,22 @@ fn decode_instr(text: &str, line: u32, ctx: &DecodeCtx) -> std::result::Result<I
     }
     let needed = match &op {
         Op::Exit | Op::Bar | Op::BarWarp | Op::Nop | Op::Trap | Op::Activemask => 0,
-        Op::Add | Op::Sub | Op::Mul(_) | Op::Div | Op::Rem | Op::Min | Op::Max | Op::And | Op::Or | Op::Xor
-        | Op::Shl | Op::Shr | Op::Copysign | Op::Setp { .. } | Op::Set { .. } | Op::CpAsync => 2,
+        Op::Add
+        | Op::Sub
+        | Op::Mul(_)
+        | Op::Div
+        | Op::Rem
+        | Op::Min
+        | Op::Max
+        | Op::And
+        | Op::Or
+        | Op::Xor
+        | Op::Shl
+        | Op::Shr
+        | Op::Copysign
+        | Op::Setp { .. }
+        | Op::Set { .. }
+        | Op::CpAsync => 2,
         Op::Mad(_) | Op::Fma | Op::Selp | Op::Bfe | Op::Prmt | Op::Shf { .. } | Op::Shfl(_) => 3,
         Op::Bfi | Op::Lop3 => 4,
         Op::Atom { op: AtomOp::Cas, .. } => 3,
@@ -1094,7 +1120,13 @@ fn decode_instr(text: &str, line: u32, ctx: &DecodeCtx) -> std::result::Result<I
     if src.len() < needed {
         return Err(format!("`{opcode}` needs {needed} source operands, got {}: `{text}`", src.len()));
     }
-    if has_dst && needed > 0 && !matches!(op, Op::Bra) && dst == Operand::Sink && dst_pred.is_none() && !matches!(op, Op::Atom { .. }) {
+    if has_dst
+        && needed > 0
+        && !matches!(op, Op::Bra)
+        && dst == Operand::Sink
+        && dst_pred.is_none()
+        && !matches!(op, Op::Atom { .. })
+    {
         return Err(format!("`{opcode}` without a destination: `{text}`"));
     }
     if types.iter().any(|t| t.bits() > 64) {
@@ -1111,8 +1143,16 @@ fn decode_instr(text: &str, line: u32, ctx: &DecodeCtx) -> std::result::Result<I
     let class = match &op {
         Op::Ld { .. } | Op::St { .. } | Op::Atom { .. } | Op::Red { .. } | Op::CpAsync => InstrClass::Memory,
         Op::Bra | Op::Exit | Op::Bar | Op::BarWarp | Op::Trap => InstrClass::Control,
-        Op::Mov | Op::Cvt { .. } | Op::Cvta { .. } | Op::Nop | Op::Shfl(_) | Op::Vote(_) | Op::Activemask
-        | Op::MatchAll | Op::MatchAny | Op::Selp => InstrClass::Other,
+        Op::Mov
+        | Op::Cvt { .. }
+        | Op::Cvta { .. }
+        | Op::Nop
+        | Op::Shfl(_)
+        | Op::Vote(_)
+        | Op::Activemask
+        | Op::MatchAll
+        | Op::MatchAny
+        | Op::Selp => InstrClass::Other,
         Op::Rcp | Op::Sqrt | Op::Rsqrt | Op::Ex2 | Op::Lg2 | Op::Sin | Op::Cos | Op::Tanh => InstrClass::Special,
         Op::Div if ty.is_float() => InstrClass::Special,
         _ if is_f16 => InstrClass::Fp16,

@@ -146,7 +146,10 @@ pub enum Operand {
     Imm(u64),
     Special(Special),
     /// `[base + offset]`; symbols are folded into `offset`.
-    Addr { base: Option<u32>, offset: i64 },
+    Addr {
+        base: Option<u32>,
+        offset: i64,
+    },
     /// `{a, b, ...}`: vector loads/stores and bit packing; `None` is the `_` sink.
     Vector(Vec<Option<Box<Operand>>>),
     /// A branch target (instruction index) or called function, resolved at decode.
@@ -260,9 +263,16 @@ pub enum TestKind {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     Mov,
-    Ld { space: Space },
-    St { space: Space },
-    Cvta { to_generic: bool, space: Space },
+    Ld {
+        space: Space,
+    },
+    St {
+        space: Space,
+    },
+    Cvta {
+        to_generic: bool,
+        space: Space,
+    },
     Add,
     Sub,
     Mul(MulMode),
@@ -284,16 +294,30 @@ pub enum Op {
     Popc,
     Clz,
     Brev,
-    Bfind { shift_amount: bool },
+    Bfind {
+        shift_amount: bool,
+    },
     Bfe,
     Bfi,
     Prmt,
-    Shf { left: bool, wrap: bool },
+    Shf {
+        left: bool,
+        wrap: bool,
+    },
     Lop3,
-    Setp { cmp: Cmp, bool_op: Option<BoolOp> },
-    Set { cmp: Cmp, bool_op: Option<BoolOp>, src_ty: Ty },
+    Setp {
+        cmp: Cmp,
+        bool_op: Option<BoolOp>,
+    },
+    Set {
+        cmp: Cmp,
+        bool_op: Option<BoolOp>,
+        src_ty: Ty,
+    },
     Selp,
-    Cvt { src_ty: Ty },
+    Cvt {
+        src_ty: Ty,
+    },
     Rcp,
     Sqrt,
     Rsqrt,
@@ -314,8 +338,14 @@ pub enum Op {
     MatchAll,
     Activemask,
     Redux(AtomOp),
-    Atom { space: Space, op: AtomOp },
-    Red { space: Space, op: AtomOp },
+    Atom {
+        space: Space,
+        op: AtomOp,
+    },
+    Red {
+        space: Space,
+        op: AtomOp,
+    },
     /// `cp.async` copies `size` bytes from global to shared; done synchronously here.
     CpAsync,
     /// Fences, prefetches and `cp.async` group bookkeeping: no effect in a sequential memory model.

@@ -51,7 +51,11 @@ pub struct RaceHazard {
 
 impl fmt::Display for RaceHazard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let first = if self.first_thread == MANY { "several threads".to_string() } else { format!("thread {}", self.first_thread) };
+        let first = if self.first_thread == MANY {
+            "several threads".to_string()
+        } else {
+            format!("thread {}", self.first_thread)
+        };
         write!(
             f,
             "racecheck: {} hazard on shared memory at offset {:#x} in kernel `{}`, block ({}, {}, {}): {} and thread {} (PTX line {}) with no barrier between",
@@ -83,7 +87,14 @@ impl RaceShadow {
 
     /// Records an access of `size` bytes at `offset` by `thread`; `interval` combines the block
     /// barrier count with the thread's warp-sync count. Returns a hazard when one is found.
-    pub fn access(&mut self, offset: u64, size: usize, thread: u32, interval: u64, write: bool) -> Option<(HazardKind, u32, u64)> {
+    pub fn access(
+        &mut self,
+        offset: u64,
+        size: usize,
+        thread: u32,
+        interval: u64,
+        write: bool,
+    ) -> Option<(HazardKind, u32, u64)> {
         let first = (offset / 4) as usize;
         let last = ((offset + size.max(1) as u64 - 1) / 4) as usize;
         // `interval` packs the block barrier count (high bits) and the warp-sync count (low 24 bits):
