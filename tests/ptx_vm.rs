@@ -786,3 +786,23 @@ fn endless_loop_hits_the_step_limit() {
     let err = gpu.launch(&k, &cfg, &kernel_args![flag]).unwrap_err().to_string();
     assert!(err.contains("spin") && err.contains("endless loop"), "{err}");
 }
+
+#[test]
+fn device_printf_is_captured() {
+    let gpu = VirtualGpu::default();
+    let m = load(&gpu, "calls.cu");
+    let k = gpu.kernel(&m, "say_hello").unwrap();
+    let cfg = LaunchConfig { grid_dim: (2, 1, 1), block_dim: (32, 1, 1), shared_mem_bytes: 0 };
+    let report = gpu.launch_with_report(&k, &cfg, &kernel_args![3i32]).unwrap();
+    let big = 3i64 << 33;
+    let expect = format!(
+        "block 0 thread 0: hi  0.00 {big} A\nblock 0 thread 1: hi  0.50 {big} B\n\
+         block 1 thread 0: hi  0.00 {big} A\nblock 1 thread 1: hi  0.50 {big} B\n"
+    );
+    assert_eq!(report.printf_output, expect);
+    // printf inside an inlined call chain, from a single thread.
+    let k = gpu.kernel(&m, "call_chain").unwrap();
+    let (dx, dout) = (gpu.upload(&[2.0f32, 1.0]).unwrap(), zeros(&gpu, 8));
+    let report = gpu.launch_with_report(&k, &LaunchConfig::for_elements(2, 32), &kernel_args![dx, dout, 2i32]).unwrap();
+    assert_eq!(report.printf_output, "first output -1.000000\n");
+}

@@ -133,6 +133,9 @@ pub struct LaunchReport {
     pub hazards: Vec<RaceHazard>,
     /// All hazards found, including those not kept.
     pub hazard_count: u64,
+    /// What the kernel printed with `printf`, ordered by block (the order within a block is the
+    /// order of execution).
+    pub printf_output: String,
 }
 
 impl std::fmt::Display for LaunchReport {
@@ -320,13 +323,16 @@ impl VirtualGpu {
                 self.max_shared_bytes()
             )));
         }
-        let outcome = run_grid(&env)?;
+        let mut outcome = run_grid(&env)?;
         drop(memory);
+        outcome.printf.sort_by_key(|(block, _)| *block);
+        let printf_output = outcome.printf.into_iter().map(|(_, text)| text).collect::<String>();
         Ok(LaunchReport {
             kernel: k.name.clone(),
             counters: outcome.counters,
             hazards: outcome.hazards,
             hazard_count: outcome.hazard_count,
+            printf_output,
         })
     }
 }
@@ -422,6 +428,13 @@ impl DeviceApi for VirtualGpu {
 
     fn launch(&self, kernel: &VmKernel, config: &LaunchConfig, args: &[KernelArg]) -> Result<()> {
         let report = self.launch_with_report(kernel, config, args)?;
+        // Like the CUDA runtime, device printf output appears on the host's stdout.
+        if !report.printf_output.is_empty() {
+            use std::io::Write;
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(report.printf_output.as_bytes());
+            let _ = stdout.flush();
+        }
         let first_hazard = report.hazards.first().map(|h| h.to_string());
         let count = report.hazard_count;
         *self.lock_report() = Some(report);

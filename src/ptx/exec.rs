@@ -31,6 +31,8 @@ pub struct LaunchEnv<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct GridOutcome {
     pub counters: LaunchCounters,
+    /// Device printf output: (linear block index, text), in execution order within each block.
+    pub printf: Vec<(u64, String)>,
     pub hazards: Vec<RaceHazard>,
     pub hazard_count: u64,
 }
@@ -50,6 +52,7 @@ pub fn run_grid(env: &LaunchEnv) -> Result<GridOutcome> {
         .try_reduce(GridOutcome::default, |mut a, b| {
             a.counters.merge(&b.counters);
             a.hazard_count += b.hazard_count;
+            a.printf.extend(b.printf);
             for h in b.hazards {
                 if a.hazards.len() < MAX_KEPT_HAZARDS {
                     a.hazards.push(h);
@@ -98,6 +101,8 @@ struct BlockRunner<'a> {
     counters: LaunchCounters,
     hazards: Vec<RaceHazard>,
     hazard_count: u64,
+    printf: Vec<(u64, String)>,
+    linear_block: u64,
     region_hint: usize,
     steps: u64,
 }
@@ -126,17 +131,25 @@ impl<'a> BlockRunner<'a> {
             counters: LaunchCounters::default(),
             hazards: Vec::new(),
             hazard_count: 0,
+            printf: Vec::new(),
+            linear_block: 0,
             region_hint: 0,
             steps: 0,
         }
     }
 
     fn into_outcome(self) -> GridOutcome {
-        GridOutcome { counters: self.counters, hazards: self.hazards, hazard_count: self.hazard_count }
+        GridOutcome {
+            counters: self.counters,
+            hazards: self.hazards,
+            hazard_count: self.hazard_count,
+            printf: self.printf,
+        }
     }
 
     fn run_block(&mut self, linear: u64) -> Result<()> {
         let g = self.env.grid;
+        self.linear_block = linear;
         self.block_idx = [
             (linear % g[0] as u64) as u32,
             ((linear / g[0] as u64) % g[1] as u64) as u32,
@@ -378,6 +391,7 @@ impl<'a> BlockRunner<'a> {
             Op::St { space } => self.exec_st(w, instr, active, *space)?,
             Op::Atom { space, op } | Op::Red { space, op } => self.exec_atom(w, instr, active, *space, *op)?,
             Op::CpAsync => self.exec_cp_async(w, instr, active)?,
+            Op::Printf => self.exec_printf(w, instr, active)?,
             Op::Cvta { to_generic, space } => {
                 let window = match space {
                     Space::Shared => SHARED_WINDOW,
@@ -1175,6 +1189,73 @@ impl<'a> BlockRunner<'a> {
                     self.race_access(w, lane, instr, o + i * 4, 4, true);
                     self.store(&Place::Shared(o + i * 4), 4, v);
                 }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Lines of device printf kept per launch; more are dropped with a note.
+const MAX_PRINTF_LINES: usize = 10_000;
+
+/// One lane's view of its printf argument buffer.
+struct LaneArgs<'r, 'a> {
+    runner: &'r mut BlockRunner<'a>,
+    w: usize,
+    lane: usize,
+    instr: &'r Instr,
+    cursor: u64,
+}
+
+impl super::printf::PrintfArgs for LaneArgs<'_, '_> {
+    fn next(&mut self, size: usize) -> std::result::Result<u64, String> {
+        self.cursor = self.cursor.div_ceil(size as u64) * size as u64;
+        let place = self
+            .runner
+            .place(self.w, self.lane, self.instr, Space::Generic, self.cursor, size, false)
+            .map_err(|e| e.to_string())?;
+        self.cursor += size as u64;
+        Ok(self.runner.load(&place, size))
+    }
+
+    fn string_at(&mut self, address: u64) -> std::result::Result<String, String> {
+        let mut bytes = Vec::new();
+        for i in 0..4096u64 {
+            let place = self
+                .runner
+                .place(self.w, self.lane, self.instr, Space::Generic, address.wrapping_add(i), 1, false)
+                .map_err(|e| e.to_string())?;
+            match self.runner.load(&place, 1) as u8 {
+                0 => break,
+                b => bytes.push(b),
+            }
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+impl BlockRunner<'_> {
+    /// Device printf: formats each active lane's arguments into the launch's output.
+    fn exec_printf(&mut self, w: usize, instr: &Instr, active: u32) -> Result<()> {
+        for lane in lanes(active) {
+            let format_slot = self.src(w, lane, instr, 0);
+            let args_slot = self.src(w, lane, instr, 1);
+            let place = self.place(w, lane, instr, Space::Local, format_slot, 8, false)?;
+            let format_address = self.load(&place, 8);
+            let place = self.place(w, lane, instr, Space::Local, args_slot, 8, false)?;
+            let args_address = self.load(&place, 8);
+            let format_text = {
+                let mut reader = LaneArgs { runner: self, w, lane, instr, cursor: 0 };
+                super::printf::PrintfArgs::string_at(&mut reader, format_address)
+            }
+            .map_err(|e| self.instr_error(instr, &format!("printf format string: {e}")))?;
+            let text = {
+                let mut reader = LaneArgs { runner: self, w, lane, instr, cursor: args_address };
+                super::printf::format(format_text.as_bytes(), &mut reader)
+            }
+            .map_err(|e| self.instr_error(instr, &format!("printf: {e}")))?;
+            if self.printf.len() < MAX_PRINTF_LINES {
+                self.printf.push((self.linear_block, text));
             }
         }
         Ok(())

@@ -4,7 +4,8 @@
 //!
 //! `nvrtc` finds and calls the compiler, `parser` turns PTX text into the pre-decoded `program`,
 //! `exec` interprets it with `arith` for value semantics and `memory` for the address spaces,
-//! `racecheck` and `counters` observe it, and `device` exposes it all as a driver-like API.
+//! `racecheck` and `counters` observe it, `printf` formats device printf output, and `device`
+//! exposes it all as a driver-like API.
 //!
 //! ```no_run
 //! use hepar::kernel_args;
@@ -39,6 +40,7 @@ mod exec;
 pub mod memory;
 pub mod nvrtc;
 pub mod parser;
+mod printf;
 pub mod program;
 pub mod racecheck;
 

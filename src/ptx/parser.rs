@@ -627,8 +627,12 @@ impl Expander<'_> {
             None => Vec::new(),
         };
         match callee.as_str() {
-            // printf output is dropped; the call returns nothing the kernel checks.
-            "vprintf" => return Ok(()),
+            // Device printf: an instruction of the VM's own that formats into the launch report.
+            "vprintf" if args.len() == 2 => {
+                let text = format!("hepar_printf [{}], [{}]", args[0].trim(), args[1].trim());
+                self.pending.push(Pending { text, line, scope });
+                return Ok(());
+            }
             // A failed device-side assert().
             "__assertfail" => {
                 self.pending.push(Pending { text: "trap".to_string(), line, scope });
@@ -1060,6 +1064,7 @@ fn decode_instr(text: &str, line: u32, ctx: &DecodeCtx) -> std::result::Result<I
                 Op::Red { space, op: aop }
             }
         }
+        "hepar_printf" => Op::Printf,
         "cp" if has("async") && (has("commit_group") || has("wait_group") || has("wait_all")) => Op::Nop,
         "cp" if has("async") && (has("ca") || has("cg")) => Op::CpAsync,
         "membar" | "fence" | "prefetch" | "prefetchu" | "nanosleep" | "pmevent" | "brkpt" => Op::Nop,
@@ -1076,7 +1081,16 @@ fn decode_instr(text: &str, line: u32, ctx: &DecodeCtx) -> std::result::Result<I
     let mut src = Vec::new();
     let has_dst = !matches!(
         op,
-        Op::St { .. } | Op::Red { .. } | Op::Bra | Op::Exit | Op::Bar | Op::BarWarp | Op::Nop | Op::Trap | Op::CpAsync
+        Op::St { .. }
+            | Op::Red { .. }
+            | Op::Bra
+            | Op::Exit
+            | Op::Bar
+            | Op::BarWarp
+            | Op::Nop
+            | Op::Trap
+            | Op::CpAsync
+            | Op::Printf
     );
     for (i, o) in ops.iter().enumerate() {
         if i == 0 && has_dst {
@@ -1109,7 +1123,8 @@ fn decode_instr(text: &str, line: u32, ctx: &DecodeCtx) -> std::result::Result<I
         | Op::Copysign
         | Op::Setp { .. }
         | Op::Set { .. }
-        | Op::CpAsync => 2,
+        | Op::CpAsync
+        | Op::Printf => 2,
         Op::Mad(_) | Op::Fma | Op::Selp | Op::Bfe | Op::Prmt | Op::Shf { .. } | Op::Shfl(_) => 3,
         Op::Bfi | Op::Lop3 => 4,
         Op::Atom { op: AtomOp::Cas, .. } => 3,
@@ -1142,7 +1157,7 @@ fn decode_instr(text: &str, line: u32, ctx: &DecodeCtx) -> std::result::Result<I
     let is_f16 = matches!(ty, Ty::F16 | Ty::F16x2 | Ty::BF16 | Ty::BF16x2);
     let class = match &op {
         Op::Ld { .. } | Op::St { .. } | Op::Atom { .. } | Op::Red { .. } | Op::CpAsync => InstrClass::Memory,
-        Op::Bra | Op::Exit | Op::Bar | Op::BarWarp | Op::Trap => InstrClass::Control,
+        Op::Bra | Op::Exit | Op::Bar | Op::BarWarp | Op::Trap | Op::Printf => InstrClass::Control,
         Op::Mov
         | Op::Cvt { .. }
         | Op::Cvta { .. }

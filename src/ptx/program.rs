@@ -348,6 +348,9 @@ pub enum Op {
     },
     /// `cp.async` copies `size` bytes from global to shared; done synchronously here.
     CpAsync,
+    /// Device `printf` (a `vprintf` call): operands are the local slots holding the format string
+    /// pointer and the argument buffer pointer.
+    Printf,
     /// Fences, prefetches and `cp.async` group bookkeeping: no effect in a sequential memory model.
     Nop,
     Trap,

@@ -30,3 +30,9 @@ extern "C" __global__ void checked_index(const int* idx, int* out, int n) {
     device_assert(idx[i] >= 0);
     out[i] = idx[i] * 2;
 }
+
+extern "C" __global__ void say_hello(int n) {
+    if (threadIdx.x < 2)
+        printf("block %d thread %u: %s %5.2f %lld %c\n", blockIdx.x, threadIdx.x, "hi", 0.5f * threadIdx.x,
+               (long long)n << 33, 'A' + threadIdx.x);
+}
