@@ -233,7 +233,7 @@ impl<'a> BlockRunner<'a> {
                     Flow::Next
                 } else {
                     self.count(instr, active);
-                    self.step(w, pc, instr, active)?
+                    self.step(w, instr, active)?
                 };
                 let warp = &mut self.warps[w];
                 match flow {
@@ -379,7 +379,7 @@ impl<'a> BlockRunner<'a> {
         }
     }
 
-    fn step(&mut self, w: usize, pc: u32, instr: &Instr, active: u32) -> Result<Flow> {
+    fn step(&mut self, w: usize, instr: &Instr, active: u32) -> Result<Flow> {
         let ty = instr.ty;
         match &instr.op {
             Op::Mov => {
@@ -485,7 +485,6 @@ impl<'a> BlockRunner<'a> {
                 }
             }
         }
-        let _ = pc;
         Ok(Flow::Next)
     }
 
