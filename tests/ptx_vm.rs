@@ -806,3 +806,15 @@ fn device_printf_is_captured() {
     let report = gpu.launch_with_report(&k, &LaunchConfig::for_elements(2, 32), &kernel_args![dx, dout, 2i32]).unwrap();
     assert_eq!(report.printf_output, "first output -1.000000\n");
 }
+
+#[test]
+fn full_mask_shuffle_in_divergent_code_is_an_error() {
+    let gpu = VirtualGpu::default();
+    let m = load(&gpu, "broken.cu");
+    let k = gpu.kernel(&m, "divergent_shuffle").unwrap();
+    let out = zeros(&gpu, 32 * 4);
+    let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (32, 1, 1), shared_mem_bytes: 0 };
+    let err = gpu.launch(&k, &cfg, &kernel_args![out]).unwrap_err().to_string();
+    assert!(err.contains("divergent_shuffle") && err.contains("member mask 0xffffffff"), "{err}");
+    assert!(err.contains("lanes 0xffff0000"), "{err}");
+}

@@ -379,8 +379,35 @@ impl<'a> BlockRunner<'a> {
         }
     }
 
+    /// Warp-synchronous instructions name their lanes in a member mask: every live lane of the mask
+    /// must execute the instruction together (synccheck's rule). The scheduler converges lanes at
+    /// the lowest program counter, so a lane elsewhere means divergent code the result would
+    /// silently depend on: an error.
+    fn check_member_mask(&self, w: usize, instr: &Instr, active: u32) -> Result<()> {
+        let mask_index = match instr.op {
+            Op::Shfl(_) => 3,
+            Op::Vote(_) | Op::MatchAny | Op::MatchAll | Op::Redux(_) => 1,
+            Op::BarWarp => 0,
+            _ => return Ok(()),
+        };
+        let Some(mask_op) = instr.src.get(mask_index) else { return Ok(()) };
+        let member = self.val(w, active.trailing_zeros() as usize, mask_op) as u32;
+        let missing = member & self.warps[w].live & !active;
+        if missing != 0 {
+            return Err(self.instr_error(
+                instr,
+                &format!(
+                    "warp-synchronous instruction with member mask {member:#010x} executed by lanes {active:#010x}; \
+                     lanes {missing:#010x} of warp {w} are elsewhere (divergent warp)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn step(&mut self, w: usize, instr: &Instr, active: u32) -> Result<Flow> {
         let ty = instr.ty;
+        self.check_member_mask(w, instr, active)?;
         match &instr.op {
             Op::Mov => {
                 for lane in lanes(active) {

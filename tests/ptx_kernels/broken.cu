@@ -40,3 +40,10 @@ extern "C" __global__ void local_overrun(const int* k, float* out) {
     for (int j = 0; j < 4; ++j) scratch[j] = (float)j;
     out[threadIdx.x] = scratch[k[threadIdx.x]];
 }
+
+// A full-mask shuffle inside a branch only half of the warp takes.
+extern "C" __global__ void divergent_shuffle(float* out) {
+    float v = (float)threadIdx.x;
+    if (threadIdx.x < 16) v += __shfl_down_sync(0xffffffffu, v, 1);
+    out[threadIdx.x] = v;
+}
