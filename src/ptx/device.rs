@@ -73,6 +73,10 @@ macro_rules! kernel_args {
 }
 
 /// The operations the CUDA backend needs from a device.
+///
+/// On real hardware through cudarc: `DevicePtr` is a `CUdeviceptr`, `load_ptx` is
+/// `cuModuleLoadData`, and `launch` passes each `KernelArg`'s bytes as one entry of the kernel
+/// parameter array (`cudarc::driver::result::launch_kernel`), exactly as the VM lays them out.
 pub trait DeviceApi {
     type Module: Clone;
     type Kernel: Clone;

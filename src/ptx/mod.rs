@@ -29,6 +29,13 @@
 //! # }
 //! ```
 //!
+//! Scheduling follows Volta's independent threads in a simple form: a warp issues the instruction
+//! at its lowest program counter for all lanes there, so lanes reconverge after structured
+//! branches; a warp-synchronous instruction whose member mask names a lane that is elsewhere is
+//! reported. Not modelled (a clear error names the instruction): tensor-core instructions (`mma`,
+//! `ldmatrix`, `wgmma`), textures and surfaces, indirect calls and recursion, 128-bit types, and
+//! carry-chain arithmetic (`add.cc`).
+//!
 //! Environment: `HEPAR_NVRTC_LIB` (path to libnvrtc.so.12) and `HEPAR_CUDA_INCLUDE` (a folder with
 //! cuda_fp16.h) override the automatic search of the `nvidia-cuda-nvrtc-cu12` and
 //! `nvidia-cuda-runtime-cu12` pip wheels.
