@@ -5,4 +5,5 @@ pub mod conv;
 #[cfg(target_arch = "x86_64")]
 mod conv_avx512;
 pub mod gemm;
+pub mod pool;
 pub mod scalar;
