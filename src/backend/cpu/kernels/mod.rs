@@ -7,3 +7,4 @@ mod conv_avx512;
 pub mod gemm;
 pub mod pool;
 pub mod scalar;
+pub mod upsample;
