@@ -381,19 +381,6 @@ fn as_f32_mut<T: Float>(s: &mut [T]) -> Option<&mut [f32]> {
         .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr() as *mut f32, s.len()) })
 }
 
-/// Whether `conv_forward` would take the direct SIMD path for this geometry and element type.
-fn fast_forward_applies<T: Float>(geom: &ConvGeometry, sample: &[T]) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        as_f32(sample).is_some() && super::conv_avx512::supports(geom)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (geom, sample);
-        false
-    }
-}
-
 /// A buffer that parallel tasks write disjoint parts of through raw pointers.
 #[derive(Clone, Copy)]
 struct SharedMut<T>(*mut T);
@@ -510,36 +497,10 @@ pub fn conv_backward_input<T: Float>(geom: &ConvGeometry, grad_out: &[T], weight
     let cig = geom.in_channels / geom.groups;
     let cog = geom.out_channels / geom.groups;
     let taps = geom.kernel.iter().product::<usize>();
-    // With unit strides the input gradient is a forward convolution of the output gradient with
-    // the kernel flipped and transposed, padded by dil (k - 1) - pad: the fast forward path applies.
-    let flipped_padding: [Option<usize>; 3] =
-        std::array::from_fn(|a| (geom.dilation[a] * (geom.kernel[a] - 1)).checked_sub(geom.padding[a]));
-    if geom.stride == [1, 1, 1] && flipped_padding.iter().all(Option::is_some) {
-        let adjoint = ConvGeometry {
-            batch: geom.batch,
-            in_channels: geom.out_channels,
-            out_channels: geom.in_channels,
-            groups: geom.groups,
-            input: geom.output(),
-            kernel: geom.kernel,
-            stride: [1, 1, 1],
-            padding: flipped_padding.map(|p| p.unwrap_or(0)),
-            dilation: geom.dilation,
-        };
-        if fast_forward_applies(&adjoint, grad_out) {
-            let mut flipped = vec![T::zero(); weight.len()];
-            for g in 0..geom.groups {
-                for co in 0..cog {
-                    for ci in 0..cig {
-                        let from = ((g * cog + co) * cig + ci) * taps;
-                        let to = ((g * cig + ci) * cog + co) * taps;
-                        for t in 0..taps {
-                            flipped[to + t] = weight[from + taps - 1 - t];
-                        }
-                    }
-                }
-            }
-            return conv_forward(&adjoint, grad_out, &flipped, None, grad_input);
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(dy), Some(w), Some(dx)) = (as_f32(grad_out), as_f32(weight), as_f32_mut(grad_input)) {
+        if super::conv_avx512::supports_backward_input(geom) {
+            return super::conv_avx512::backward_input(geom, dy, w, dx);
         }
     }
     // Per group, weights as [in channel, (out channel, tap)]: the matrix the adjoint gather needs.

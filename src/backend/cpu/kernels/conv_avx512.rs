@@ -57,82 +57,218 @@ fn rows_per_task(rows: usize, outer: usize) -> usize {
     rows.div_ceil(per_outer).max(1)
 }
 
-/// Convolution forward (width stride 1): `out = conv(input, weight) + bias`.
-pub fn forward(geom: &ConvGeometry, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
-    let m = geom.out_channels / geom.groups;
-    // Output channels per register tile, and vectors along the width: about 16 accumulators.
-    match m {
-        8.. => forward_tiled::<8, 2>(geom, input, weight, bias, out),
-        4..=7 => forward_tiled::<4, 4>(geom, input, weight, bias, out),
-        2..=3 => forward_tiled::<2, 4>(geom, input, weight, bias, out),
-        _ => forward_tiled::<1, 4>(geom, input, weight, bias, out),
+/// How one spatial axis of a direct pass maps output to input coordinates: output `q` (stored at
+/// coordinate `q * out_step + out_origin`) reads input `q * in_stride + offset` for each tap
+/// `(offset, kernel index)`.
+#[derive(Clone, Debug)]
+struct AxisPlan {
+    taps: Vec<(isize, usize)>,
+    in_stride: usize,
+    count: usize,
+    out_step: usize,
+    out_origin: usize,
+}
+
+impl AxisPlan {
+    /// Convolution forward: output `o` reads `o * stride + k * dilation - padding`.
+    fn forward(geom: &ConvGeometry, axis: usize) -> Self {
+        AxisPlan {
+            taps: (0..geom.kernel[axis])
+                .map(|k| ((k * geom.dilation[axis]) as isize - geom.padding[axis] as isize, k))
+                .collect(),
+            in_stride: geom.stride[axis],
+            count: geom.output()[axis],
+            out_step: 1,
+            out_origin: 0,
+        }
+    }
+
+    /// Phase `r` of the adjoint (input gradient): inputs `i = q * stride + r` receive from output
+    /// `(i + padding - k * dilation) / stride` for the taps `k` where that division is exact,
+    /// which is `q + offset_k`: a unit-stride correlation over `q` with a sparser kernel.
+    fn adjoint_phase(geom: &ConvGeometry, axis: usize, r: usize) -> Self {
+        let s = geom.stride[axis] as isize;
+        let taps = (0..geom.kernel[axis])
+            .filter_map(|k| {
+                let num = (r + geom.padding[axis]) as isize - (k * geom.dilation[axis]) as isize;
+                (num.rem_euclid(s) == 0).then(|| (num.div_euclid(s), k))
+            })
+            .collect();
+        let len = geom.input[axis];
+        AxisPlan {
+            taps,
+            in_stride: 1,
+            count: if r < len { (len - r).div_ceil(geom.stride[axis]) } else { 0 },
+            out_step: geom.stride[axis],
+            out_origin: r,
+        }
     }
 }
 
-fn forward_tiled<const MR: usize, const NV: usize>(
-    geom: &ConvGeometry,
-    input: &[f32],
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    out: &mut [f32],
-) {
-    let groups = geom.groups;
-    let (cig, m) = (geom.in_channels / groups, geom.out_channels / groups);
+/// One direct pass over a (batch item, group): source planes and their sizes, destination sizes,
+/// and the per-axis plans.
+struct Pass<'a> {
+    src: &'a [f32],
+    src_cpg: usize,
+    src_dims: [usize; 3],
+    dst_cpg: usize,
+    dst_dims: [usize; 3],
+    axes: [AxisPlan; 3],
+}
+
+/// Convolution forward (width stride 1): `out = conv(input, weight) + bias`.
+pub fn forward(geom: &ConvGeometry, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+    let (cig, m) = (geom.in_channels / geom.groups, geom.out_channels / geom.groups);
     let [kd, kh, kw] = geom.kernel;
-    let rows = cig * kd * kh * kw;
-    let chunks = m.div_ceil(MR);
-    // Weights per (group, chunk of MR output channels) as [weight row][MR], zero past the last
-    // channel so the tile never branches on a short chunk.
-    let mut packed = vec![0f32; groups * chunks * rows * MR];
-    for g in 0..groups {
-        for co in 0..m {
-            let (chunk, lane) = (co / MR, co % MR);
-            let base = (g * chunks + chunk) * rows * MR;
-            for r in 0..rows {
-                packed[base + r * MR + lane] = weight[(g * m + co) * rows + r];
+    let pass = Pass {
+        src: input,
+        src_cpg: cig,
+        src_dims: geom.input,
+        dst_cpg: m,
+        dst_dims: geom.output(),
+        axes: std::array::from_fn(|a| AxisPlan::forward(geom, a)),
+    };
+    let weight_at = |g: usize, co: usize, c: usize, k: [usize; 3]| weight[((((g * m + co) * cig + c) * kd + k[0]) * kh + k[1]) * kw + k[2]];
+    run_passes(geom.batch, geom.groups, &[pass], &weight_at, bias, out);
+}
+
+/// Gradient of the input, any stride: one unit-stride pass per stride phase of the input, each
+/// with only the kernel taps that reach it (no multiplications by the zeros a strided
+/// convolution's adjoint would otherwise insert).
+pub fn backward_input(geom: &ConvGeometry, grad_out: &[f32], weight: &[f32], grad_input: &mut [f32]) {
+    let (cig, m) = (geom.in_channels / geom.groups, geom.out_channels / geom.groups);
+    let [kd, kh, kw] = geom.kernel;
+    let [sd, sh, sw] = geom.stride;
+    let mut passes = vec![];
+    for rd in 0..sd {
+        for rh in 0..sh {
+            for rw in 0..sw {
+                let axes = [AxisPlan::adjoint_phase(geom, 0, rd), AxisPlan::adjoint_phase(geom, 1, rh), AxisPlan::adjoint_phase(geom, 2, rw)];
+                if axes.iter().all(|a| a.count > 0) {
+                    passes.push(Pass { src: grad_out, src_cpg: m, src_dims: geom.output(), dst_cpg: cig, dst_dims: geom.input, axes });
+                }
             }
         }
     }
-    let out_dims = geom.output();
-    let [od, oh, ow] = out_dims;
-    let positions = od * oh * ow;
-    let in_plane = geom.input.iter().product::<usize>();
-    let out_rows = od * oh;
-    let per_task = rows_per_task(out_rows, geom.batch * groups);
-    let tasks_per_group = out_rows.div_ceil(per_task);
+    // Here the pass's output channel is the convolution's input channel and vice versa.
+    let weight_at = |g: usize, ci: usize, co: usize, k: [usize; 3]| weight[((((g * m + co) * cig + ci) * kd + k[0]) * kh + k[1]) * kw + k[2]];
+    run_passes(geom.batch, geom.groups, &passes, &weight_at, None, grad_input);
+}
+
+/// Whether the adjoint passes fit the width-tap limit of the tile.
+pub fn supports_backward_input(geom: &ConvGeometry) -> bool {
+    geom.kernel[2] <= MAX_KERNEL_WIDTH && is_x86_feature_detected!("avx512f")
+}
+
+fn run_passes(
+    batch: usize,
+    groups: usize,
+    passes: &[Pass],
+    weight_at: &(dyn Fn(usize, usize, usize, [usize; 3]) -> f32 + Sync),
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let m = passes.first().map_or(1, |p| p.dst_cpg);
+    // Output channels per register tile, and vectors along the width: about 16 accumulators.
+    match m {
+        8.. => run_passes_tiled::<8, 2>(batch, groups, passes, weight_at, bias, out),
+        4..=7 => run_passes_tiled::<4, 4>(batch, groups, passes, weight_at, bias, out),
+        2..=3 => run_passes_tiled::<2, 4>(batch, groups, passes, weight_at, bias, out),
+        _ => run_passes_tiled::<1, 4>(batch, groups, passes, weight_at, bias, out),
+    }
+}
+
+fn run_passes_tiled<const MR: usize, const NV: usize>(
+    batch: usize,
+    groups: usize,
+    passes: &[Pass],
+    weight_at: &(dyn Fn(usize, usize, usize, [usize; 3]) -> f32 + Sync),
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    // Weights per (pass, group, chunk of MR destination channels) as [weight row][MR], zero past
+    // the last channel so the tile never branches on a short chunk. Weight rows follow the pass's
+    // tap order: (source channel, depth tap, height tap, width tap).
+    let packed: Vec<Vec<f32>> = passes
+        .iter()
+        .map(|pass| {
+            let m = pass.dst_cpg;
+            let chunks = m.div_ceil(MR);
+            let [pd, ph, pw] = &pass.axes;
+            let rows = pass.src_cpg * pd.taps.len() * ph.taps.len() * pw.taps.len();
+            let mut packed = vec![0f32; groups * chunks * rows * MR];
+            for g in 0..groups {
+                for co in 0..m {
+                    let base = (g * chunks + co / MR) * rows * MR + co % MR;
+                    let mut r = 0;
+                    for c in 0..pass.src_cpg {
+                        for &(_, a) in &pd.taps {
+                            for &(_, b) in &ph.taps {
+                                for &(_, k) in &pw.taps {
+                                    packed[base + r * MR] = weight_at(g, co, c, [a, b, k]);
+                                    r += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            packed
+        })
+        .collect();
+    // Tasks: (pass, batch item x group, block of destination rows).
+    let mut tasks = vec![];
+    for (p, pass) in passes.iter().enumerate() {
+        let rows = pass.axes[0].count * pass.axes[1].count;
+        let per_task = rows_per_task(rows, batch * groups * passes.len());
+        for ng in 0..batch * groups {
+            for start in (0..rows).step_by(per_task) {
+                tasks.push((p, ng, start, (start + per_task).min(rows)));
+            }
+        }
+    }
     let out_ptr = SharedMut(out.as_mut_ptr());
-    let shifts: Vec<isize> = (0..kw).map(|k| (k * geom.dilation[2]) as isize - geom.padding[2] as isize).collect();
-    (0..geom.batch * groups * tasks_per_group).into_par_iter().for_each_init(Vec::<RowTap>::new, |taps, task| {
+    tasks.into_par_iter().for_each_init(Vec::<RowTap>::new, |taps, (p, ng, start, end)| {
         let out_ptr = out_ptr;
-        let (ng, t) = (task / tasks_per_group, task % tasks_per_group);
+        let pass = &passes[p];
         let g = ng % groups;
-        let src = input[ng * cig * in_plane..(ng + 1) * cig * in_plane].as_ptr();
-        for row in t * per_task..((t + 1) * per_task).min(out_rows) {
-            let (d, h) = (row / oh, row % oh);
-            collect_row_taps(geom, d, h, taps);
+        let m = pass.dst_cpg;
+        let chunks = m.div_ceil(MR);
+        let [pd, ph, pw] = &pass.axes;
+        let rows = pass.src_cpg * pd.taps.len() * ph.taps.len() * pw.taps.len();
+        let src_plane = pass.src_dims.iter().product::<usize>();
+        let dst_plane = pass.dst_dims.iter().product::<usize>();
+        let src = pass.src[ng * pass.src_cpg * src_plane..(ng + 1) * pass.src_cpg * src_plane].as_ptr();
+        let shifts: Vec<isize> = pw.taps.iter().map(|&(offset, _)| offset).collect();
+        for row in start..end {
+            let (qd, qh) = (row / ph.count, row % ph.count);
+            collect_row_taps(pass, qd, qh, taps);
+            let dst_row = ((qd * pd.out_step + pd.out_origin) * pass.dst_dims[1] + qh * ph.out_step + ph.out_origin) * pass.dst_dims[2]
+                + pw.out_origin;
             for chunk in 0..chunks {
-                let w = packed[(g * chunks + chunk) * rows * MR..].as_ptr();
+                let w = packed[p][(g * chunks + chunk) * rows * MR..].as_ptr();
                 let live = MR.min(m - chunk * MR);
                 let mut init = [0f32; MR];
                 if let Some(b) = bias {
                     init[..live].copy_from_slice(&b[g * m + chunk * MR..g * m + chunk * MR + live]);
                 }
-                let out_offset = (ng * m + chunk * MR) * positions + row * ow;
-                for x0 in (0..ow).step_by(LANES * NV) {
-                    // SAFETY: loads are masked to the input row (`collect_row_taps` keeps only rows
-                    // inside the input), stores to this task's rows and the `live` channels.
+                let out_offset = (ng * m + chunk * MR) * dst_plane + dst_row;
+                for x0 in (0..pw.count).step_by(LANES * NV) {
+                    // SAFETY: loads are masked to the source row (`collect_row_taps` keeps only
+                    // rows inside the source), stores go to this task's rows and `live` channels.
                     unsafe {
                         forward_tile::<MR, NV>(
                             src,
                             taps,
                             &shifts,
-                            geom.input[2],
+                            pass.src_dims[2],
                             x0,
-                            ow,
+                            pw.count,
                             w,
                             &init,
                             out_ptr.0.add(out_offset),
-                            positions,
+                            dst_plane,
+                            pw.out_step,
                             live,
                         );
                     }
@@ -142,34 +278,33 @@ fn forward_tiled<const MR: usize, const NV: usize>(
     });
 }
 
-/// The input rows output row (d, h) reads, over all input channels of a group.
-fn collect_row_taps(geom: &ConvGeometry, d: usize, h: usize, taps: &mut Vec<RowTap>) {
+/// The source rows destination row (qd, qh) of a pass reads, over all source channels.
+fn collect_row_taps(pass: &Pass, qd: usize, qh: usize, taps: &mut Vec<RowTap>) {
     taps.clear();
-    let cig = geom.in_channels / geom.groups;
-    let [kd, kh, kw] = geom.kernel;
-    let [id, ih, iw] = geom.input;
-    for c in 0..cig {
-        for a in 0..kd {
-            let sd = (d * geom.stride[0] + a * geom.dilation[0]) as isize - geom.padding[0] as isize;
-            if sd < 0 || sd >= id as isize {
+    let [pd, ph, pw] = &pass.axes;
+    let [id, ih, iw] = pass.src_dims.map(|v| v as isize);
+    for c in 0..pass.src_cpg {
+        for (a, &(off_d, _)) in pd.taps.iter().enumerate() {
+            let sd = (qd * pd.in_stride) as isize + off_d;
+            if sd < 0 || sd >= id {
                 continue;
             }
-            for b in 0..kh {
-                let sh = (h * geom.stride[1] + b * geom.dilation[1]) as isize - geom.padding[1] as isize;
-                if sh < 0 || sh >= ih as isize {
+            for (b, &(off_h, _)) in ph.taps.iter().enumerate() {
+                let sh = (qh * ph.in_stride) as isize + off_h;
+                if sh < 0 || sh >= ih {
                     continue;
                 }
                 taps.push(RowTap {
-                    offset: (((c * id) as isize + sd) * ih as isize + sh) * iw as isize,
-                    weight_row: ((c * kd + a) * kh + b) * kw,
+                    offset: (((c as isize) * id + sd) * ih + sh) * iw,
+                    weight_row: ((c * pd.taps.len() + a) * ph.taps.len() + b) * pw.taps.len(),
                 });
             }
         }
     }
 }
 
-/// Output channels `MR` x positions `x0 .. x0 + 16 NV` of one output row, accumulated over every
-/// (row tap, width tap), then stored for the first `live` channels.
+/// Destination channels `MR` x positions `x0 .. x0 + 16 NV` of one row, accumulated over every
+/// (row tap, width tap), then stored (every `out_step`-th element) for the first `live` channels.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn forward_tile<const MR: usize, const NV: usize>(
@@ -178,11 +313,12 @@ unsafe fn forward_tile<const MR: usize, const NV: usize>(
     shifts: &[isize],
     in_width: usize,
     x0: usize,
-    out_width: usize,
+    out_count: usize,
     weights: *const f32,
     init: &[f32; MR],
     out: *mut f32,
     channel_stride: usize,
+    out_step: usize,
     live: usize,
 ) {
     let kw = shifts.len();
@@ -190,7 +326,7 @@ unsafe fn forward_tile<const MR: usize, const NV: usize>(
     for (k, &shift) in shifts.iter().enumerate() {
         for v in 0..NV {
             let x = (x0 + v * LANES) as isize;
-            masks[k][v] = range_mask(x, out_width) & range_mask(x + shift, in_width);
+            masks[k][v] = range_mask(x, out_count) & range_mask(x + shift, in_width);
         }
     }
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
@@ -219,9 +355,24 @@ unsafe fn forward_tile<const MR: usize, const NV: usize>(
         }
     }
     for v in 0..NV {
-        let store = range_mask((x0 + v * LANES) as isize, out_width);
-        for co in 0..live.min(MR) {
-            _mm512_mask_storeu_ps(out.add(co * channel_stride + x0 + v * LANES), store, acc[co][v]);
+        let first = x0 + v * LANES;
+        if first >= out_count {
+            break;
+        }
+        if out_step == 1 {
+            let store = range_mask(first as isize, out_count);
+            for co in 0..live.min(MR) {
+                _mm512_mask_storeu_ps(out.add(co * channel_stride + first), store, acc[co][v]);
+            }
+        } else {
+            let lanes = LANES.min(out_count - first);
+            let mut spill = [0f32; LANES];
+            for co in 0..live.min(MR) {
+                _mm512_storeu_ps(spill.as_mut_ptr(), acc[co][v]);
+                for (l, &value) in spill[..lanes].iter().enumerate() {
+                    *out.add(co * channel_stride + (first + l) * out_step) = value;
+                }
+            }
         }
     }
 }
