@@ -38,9 +38,15 @@ fn bench_geometry(c: &mut Criterion, name: &str, g: ConvGeometry) {
     let mut group = c.benchmark_group(name);
     group.sample_size(10);
     group.throughput(Throughput::Elements(g.output_len() as u64));
-    group.bench_function("forward", |bch| bch.iter(|| conv_forward(&g, black_box(&x), &w, Some(&b), &mut y)));
-    group.bench_function("backward_input", |bch| bch.iter(|| conv_backward_input(&g, black_box(&gy), &w, &mut gx)));
-    group.bench_function("backward_weight", |bch| bch.iter(|| conv_backward_weight(&g, black_box(&x), &gy, &mut gw)));
+    group.bench_function("forward", |bch| {
+        bch.iter(|| conv_forward(&g, black_box(&x), &w, Some(&b), &mut y))
+    });
+    group.bench_function("backward_input", |bch| {
+        bch.iter(|| conv_backward_input(&g, black_box(&gy), &w, &mut gx))
+    });
+    group.bench_function("backward_weight", |bch| {
+        bch.iter(|| conv_backward_weight(&g, black_box(&x), &gy, &mut gw))
+    });
     group.finish();
 }
 

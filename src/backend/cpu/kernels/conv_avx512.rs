@@ -6,6 +6,9 @@
 //!
 //! The callers in `conv` check the CPU feature and the geometry; these functions trust both.
 
+// Register tiles are indexed by channel and lane in fixed-size loops the compiler unrolls.
+#![allow(clippy::needless_range_loop)]
+
 use std::arch::x86_64::*;
 
 use rayon::prelude::*;
@@ -28,6 +31,13 @@ struct SharedMut(*mut f32);
 // SAFETY: every task writes only its own (channel range, rows) block of the output.
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// Through a method, closures capture the whole (Send) wrapper rather than its raw pointer.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
 
 /// Lanes `l` of a vector starting at coordinate `start` with `0 <= start + l < len`.
 #[inline(always)]
@@ -98,7 +108,11 @@ impl AxisPlan {
         AxisPlan {
             taps,
             in_stride: 1,
-            count: if r < len { (len - r).div_ceil(geom.stride[axis]) } else { 0 },
+            count: if r < len {
+                (len - r).div_ceil(geom.stride[axis])
+            } else {
+                0
+            },
             out_step: geom.stride[axis],
             out_origin: r,
         }
@@ -128,7 +142,9 @@ pub fn forward(geom: &ConvGeometry, input: &[f32], weight: &[f32], bias: Option<
         dst_dims: geom.output(),
         axes: std::array::from_fn(|a| AxisPlan::forward(geom, a)),
     };
-    let weight_at = |g: usize, co: usize, c: usize, k: [usize; 3]| weight[((((g * m + co) * cig + c) * kd + k[0]) * kh + k[1]) * kw + k[2]];
+    let weight_at = |g: usize, co: usize, c: usize, k: [usize; 3]| {
+        weight[((((g * m + co) * cig + c) * kd + k[0]) * kh + k[1]) * kw + k[2]]
+    };
     run_passes(geom.batch, geom.groups, &[pass], &weight_at, bias, out);
 }
 
@@ -143,15 +159,28 @@ pub fn backward_input(geom: &ConvGeometry, grad_out: &[f32], weight: &[f32], gra
     for rd in 0..sd {
         for rh in 0..sh {
             for rw in 0..sw {
-                let axes = [AxisPlan::adjoint_phase(geom, 0, rd), AxisPlan::adjoint_phase(geom, 1, rh), AxisPlan::adjoint_phase(geom, 2, rw)];
+                let axes = [
+                    AxisPlan::adjoint_phase(geom, 0, rd),
+                    AxisPlan::adjoint_phase(geom, 1, rh),
+                    AxisPlan::adjoint_phase(geom, 2, rw),
+                ];
                 if axes.iter().all(|a| a.count > 0) {
-                    passes.push(Pass { src: grad_out, src_cpg: m, src_dims: geom.output(), dst_cpg: cig, dst_dims: geom.input, axes });
+                    passes.push(Pass {
+                        src: grad_out,
+                        src_cpg: m,
+                        src_dims: geom.output(),
+                        dst_cpg: cig,
+                        dst_dims: geom.input,
+                        axes,
+                    });
                 }
             }
         }
     }
     // Here the pass's output channel is the convolution's input channel and vice versa.
-    let weight_at = |g: usize, ci: usize, co: usize, k: [usize; 3]| weight[((((g * m + co) * cig + ci) * kd + k[0]) * kh + k[1]) * kw + k[2]];
+    let weight_at = |g: usize, ci: usize, co: usize, k: [usize; 3]| {
+        weight[((((g * m + co) * cig + ci) * kd + k[0]) * kh + k[1]) * kw + k[2]]
+    };
     run_passes(geom.batch, geom.groups, &passes, &weight_at, None, grad_input);
 }
 
@@ -228,54 +257,57 @@ fn run_passes_tiled<const MR: usize, const NV: usize>(
         }
     }
     let out_ptr = SharedMut(out.as_mut_ptr());
-    tasks.into_par_iter().for_each_init(Vec::<RowTap>::new, |taps, (p, ng, start, end)| {
-        let out_ptr = out_ptr;
-        let pass = &passes[p];
-        let g = ng % groups;
-        let m = pass.dst_cpg;
-        let chunks = m.div_ceil(MR);
-        let [pd, ph, pw] = &pass.axes;
-        let rows = pass.src_cpg * pd.taps.len() * ph.taps.len() * pw.taps.len();
-        let src_plane = pass.src_dims.iter().product::<usize>();
-        let dst_plane = pass.dst_dims.iter().product::<usize>();
-        let src = pass.src[ng * pass.src_cpg * src_plane..(ng + 1) * pass.src_cpg * src_plane].as_ptr();
-        let shifts: Vec<isize> = pw.taps.iter().map(|&(offset, _)| offset).collect();
-        for row in start..end {
-            let (qd, qh) = (row / ph.count, row % ph.count);
-            collect_row_taps(pass, qd, qh, taps);
-            let dst_row = ((qd * pd.out_step + pd.out_origin) * pass.dst_dims[1] + qh * ph.out_step + ph.out_origin) * pass.dst_dims[2]
-                + pw.out_origin;
-            for chunk in 0..chunks {
-                let w = packed[p][(g * chunks + chunk) * rows * MR..].as_ptr();
-                let live = MR.min(m - chunk * MR);
-                let mut init = [0f32; MR];
-                if let Some(b) = bias {
-                    init[..live].copy_from_slice(&b[g * m + chunk * MR..g * m + chunk * MR + live]);
-                }
-                let out_offset = (ng * m + chunk * MR) * dst_plane + dst_row;
-                for x0 in (0..pw.count).step_by(LANES * NV) {
-                    // SAFETY: loads are masked to the source row (`collect_row_taps` keeps only
-                    // rows inside the source), stores go to this task's rows and `live` channels.
-                    unsafe {
-                        forward_tile::<MR, NV>(
-                            src,
-                            taps,
-                            &shifts,
-                            pass.src_dims[2],
-                            x0,
-                            pw.count,
-                            w,
-                            &init,
-                            out_ptr.0.add(out_offset),
-                            dst_plane,
-                            pw.out_step,
-                            live,
-                        );
+    tasks
+        .into_par_iter()
+        .for_each_init(Vec::<RowTap>::new, |taps, (p, ng, start, end)| {
+            let pass = &passes[p];
+            let g = ng % groups;
+            let m = pass.dst_cpg;
+            let chunks = m.div_ceil(MR);
+            let [pd, ph, pw] = &pass.axes;
+            let rows = pass.src_cpg * pd.taps.len() * ph.taps.len() * pw.taps.len();
+            let src_plane = pass.src_dims.iter().product::<usize>();
+            let dst_plane = pass.dst_dims.iter().product::<usize>();
+            let src = pass.src[ng * pass.src_cpg * src_plane..(ng + 1) * pass.src_cpg * src_plane].as_ptr();
+            let shifts: Vec<isize> = pw.taps.iter().map(|&(offset, _)| offset).collect();
+            for row in start..end {
+                let (qd, qh) = (row / ph.count, row % ph.count);
+                collect_row_taps(pass, qd, qh, taps);
+                let dst_row =
+                    ((qd * pd.out_step + pd.out_origin) * pass.dst_dims[1] + qh * ph.out_step + ph.out_origin)
+                        * pass.dst_dims[2]
+                        + pw.out_origin;
+                for chunk in 0..chunks {
+                    let w = packed[p][(g * chunks + chunk) * rows * MR..].as_ptr();
+                    let live = MR.min(m - chunk * MR);
+                    let mut init = [0f32; MR];
+                    if let Some(b) = bias {
+                        init[..live].copy_from_slice(&b[g * m + chunk * MR..g * m + chunk * MR + live]);
+                    }
+                    let out_offset = (ng * m + chunk * MR) * dst_plane + dst_row;
+                    for x0 in (0..pw.count).step_by(LANES * NV) {
+                        // SAFETY: loads are masked to the source row (`collect_row_taps` keeps only
+                        // rows inside the source), stores go to this task's rows and `live` channels.
+                        unsafe {
+                            forward_tile::<MR, NV>(
+                                src,
+                                taps,
+                                &shifts,
+                                pass.src_dims[2],
+                                x0,
+                                pw.count,
+                                w,
+                                &init,
+                                out_ptr.get().add(out_offset),
+                                dst_plane,
+                                pw.out_step,
+                                live,
+                            );
+                        }
                     }
                 }
             }
-        }
-    });
+        });
 }
 
 /// The source rows destination row (qd, qh) of a pass reads, over all source channels.
@@ -377,7 +409,8 @@ unsafe fn forward_tile<const MR: usize, const NV: usize>(
     }
 }
 
-/// Gradient of the weights (width stride 1), written into `grad_weight`.
+/// Gradient of the weights (width stride 1), written into `grad_weight`. Each task reduces its
+/// rows into a private copy of the gradient; the copies are summed at the end.
 pub fn backward_weight(geom: &ConvGeometry, input: &[f32], grad_out: &[f32], grad_weight: &mut [f32]) {
     let groups = geom.groups;
     let (cig, m) = (geom.in_channels / groups, geom.out_channels / groups);
@@ -389,7 +422,13 @@ pub fn backward_weight(geom: &ConvGeometry, input: &[f32], grad_out: &[f32], gra
     let out_rows = od * oh;
     let per_task = rows_per_task(out_rows, geom.batch * groups).min(16);
     let tasks_per_group = out_rows.div_ceil(per_task);
-    let pointwise = geom.kernel == [1, 1, 1] && geom.padding == [0, 0, 0];
+    // Width taps as (pointer offset, coordinate shift): the same for a row of unit stride.
+    let deltas: Vec<(isize, isize)> = (0..kw)
+        .map(|k| {
+            let s = (k * geom.dilation[2]) as isize - geom.padding[2] as isize;
+            (s, s)
+        })
+        .collect();
     let partial = (0..geom.batch * groups * tasks_per_group)
         .into_par_iter()
         .fold(
@@ -403,55 +442,47 @@ pub fn backward_weight(geom: &ConvGeometry, input: &[f32], grad_out: &[f32], gra
                 let gw_group = &mut acc[g * m * rows..(g + 1) * m * rows];
                 let mut co = 0;
                 while co < m {
+                    // Four channels x three width taps: 12 accumulators. Eight channels ran out of registers.
                     let mr = [4, 2, 1].into_iter().find(|&mr| mr <= m - co).unwrap_or(1);
-                    if pointwise {
-                        // Width taps are input channels here: sources j are channel planes.
-                        let mut c = 0;
-                        while c < cig {
-                            let j = 3.min(cig - c);
-                            row_pairs.clear();
-                            for row in row_range.clone() {
-                                let (d, h) = (row / oh, row % oh);
-                                let s = ((d * geom.stride[0]) * geom.input[1] + h * geom.stride[1]) * geom.input[2];
-                                row_pairs.push(((row * ow) as isize, (c * in_plane + s) as isize));
-                            }
-                            let deltas: Vec<(isize, isize)> = (0..j).map(|q| ((q * in_plane) as isize, 0)).collect();
-                            // SAFETY: every row pair and delta addresses rows inside this group's
-                            // input and output gradient; loads are masked to the rows.
-                            unsafe {
-                                weight_tile_dispatch(mr, j, dy.add(co * positions), &row_pairs, src, &deltas, positions, ow, geom.input[2], gw_group[co * rows + c..].as_mut_ptr(), rows);
-                            }
-                            c += j;
-                        }
-                    } else {
-                        let deltas: Vec<(isize, isize)> = (0..kw)
-                            .map(|k| {
-                                let s = (k * geom.dilation[2]) as isize - geom.padding[2] as isize;
-                                (s, s)
-                            })
-                            .collect();
-                        for c in 0..cig {
-                            for a in 0..kd {
-                                for b in 0..kh {
-                                    row_pairs.clear();
-                                    for row in row_range.clone() {
-                                        let (d, h) = (row / oh, row % oh);
-                                        let sd = (d * geom.stride[0] + a * geom.dilation[0]) as isize - geom.padding[0] as isize;
-                                        let sh = (h * geom.stride[1] + b * geom.dilation[1]) as isize - geom.padding[1] as isize;
-                                        if sd < 0 || sd >= geom.input[0] as isize || sh < 0 || sh >= geom.input[1] as isize {
-                                            continue;
-                                        }
-                                        let s = (((c * geom.input[0]) as isize + sd) * geom.input[1] as isize + sh) * geom.input[2] as isize;
-                                        row_pairs.push(((row * ow) as isize, s));
-                                    }
-                                    if row_pairs.is_empty() {
+                    for c in 0..cig {
+                        for a in 0..kd {
+                            for b in 0..kh {
+                                row_pairs.clear();
+                                for row in row_range.clone() {
+                                    let (d, h) = (row / oh, row % oh);
+                                    let sd =
+                                        (d * geom.stride[0] + a * geom.dilation[0]) as isize - geom.padding[0] as isize;
+                                    let sh =
+                                        (h * geom.stride[1] + b * geom.dilation[1]) as isize - geom.padding[1] as isize;
+                                    if sd < 0 || sd >= geom.input[0] as isize || sh < 0 || sh >= geom.input[1] as isize
+                                    {
                                         continue;
                                     }
-                                    let r0 = ((c * kd + a) * kh + b) * kw;
-                                    // SAFETY: as above; width taps are masked to the input row.
-                                    unsafe {
-                                        weight_tile_dispatch(mr, kw, dy.add(co * positions), &row_pairs, src, &deltas, positions, ow, geom.input[2], gw_group[co * rows + r0..].as_mut_ptr(), rows);
-                                    }
+                                    let s = (((c * geom.input[0]) as isize + sd) * geom.input[1] as isize + sh)
+                                        * geom.input[2] as isize;
+                                    row_pairs.push(((row * ow) as isize, s));
+                                }
+                                if row_pairs.is_empty() {
+                                    continue;
+                                }
+                                let r0 = ((c * kd + a) * kh + b) * kw;
+                                // SAFETY: the row pairs address rows inside this item's input
+                                // and output gradient, width taps are masked to the input row,
+                                // and the gradient block lies in this task's accumulator.
+                                unsafe {
+                                    weight_tile_dispatch(
+                                        mr,
+                                        kw,
+                                        dy.add(co * positions),
+                                        &row_pairs,
+                                        src,
+                                        &deltas,
+                                        positions,
+                                        ow,
+                                        geom.input[2],
+                                        gw_group[co * rows + r0..].as_mut_ptr(),
+                                        rows,
+                                    );
                                 }
                             }
                         }
@@ -489,7 +520,17 @@ unsafe fn weight_tile_dispatch(
 ) {
     macro_rules! go {
         ($mr:literal, $j:literal) => {
-            weight_tile::<$mr, $j>(dy, row_pairs, src, deltas, dy_channel_stride, out_width, in_width, gw, gw_channel_stride)
+            weight_tile::<$mr, $j>(
+                dy,
+                row_pairs,
+                src,
+                deltas,
+                dy_channel_stride,
+                out_width,
+                in_width,
+                gw,
+                gw_channel_stride,
+            )
         };
     }
     macro_rules! by_j {
@@ -503,7 +544,19 @@ unsafe fn weight_tile_dispatch(
                     let mut q = 0;
                     while q < j {
                         let n = 3.min(j - q);
-                        weight_tile_dispatch(mr, n, dy, row_pairs, src, &deltas[q..q + n], dy_channel_stride, out_width, in_width, gw.add(q), gw_channel_stride);
+                        weight_tile_dispatch(
+                            mr,
+                            n,
+                            dy,
+                            row_pairs,
+                            src,
+                            &deltas[q..q + n],
+                            dy_channel_stride,
+                            out_width,
+                            in_width,
+                            gw.add(q),
+                            gw_channel_stride,
+                        );
                         q += n;
                     }
                 }

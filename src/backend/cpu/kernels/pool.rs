@@ -54,13 +54,19 @@ impl PoolGeometry {
             if 2 * self.padding[a] > span {
                 return Err(HeparError::invalid(
                     op,
-                    format!("padding {:?} exceeds half of kernel {:?} (dilation {:?})", self.padding, self.kernel, self.dilation),
+                    format!(
+                        "padding {:?} exceeds half of kernel {:?} (dilation {:?})",
+                        self.padding, self.kernel, self.dilation
+                    ),
                 ));
             }
             if self.input[a] + 2 * self.padding[a] < span {
                 return Err(HeparError::shape(
                     op,
-                    format!("input {:?} padded by {:?} is smaller than kernel {:?}", self.input, self.padding, self.kernel),
+                    format!(
+                        "input {:?} padded by {:?} is smaller than kernel {:?}",
+                        self.input, self.padding, self.kernel
+                    ),
                 ));
             }
         }
@@ -102,37 +108,40 @@ pub fn max_pool_forward<T: Float>(geom: &PoolGeometry, input: &[T], out: &mut [T
         return;
     }
     let [_, ih, iw] = geom.input;
-    out.par_chunks_mut(out_plane).zip(argmax.par_chunks_mut(out_plane)).enumerate().for_each(|(nc, (out, argmax))| {
-        let x = &input[nc * in_plane..(nc + 1) * in_plane];
-        let mut o = 0;
-        for od in 0..out_dims[0] {
-            let taps_d = valid_taps(geom, 0, od);
-            for oh in 0..out_dims[1] {
-                let taps_h = valid_taps(geom, 1, oh);
-                for ow in 0..out_dims[2] {
-                    let taps_w = valid_taps(geom, 2, ow);
-                    let mut best = T::neg_infinity();
-                    let mut best_index = ((taps_d.first * ih) + taps_h.first) * iw + taps_w.first;
-                    for d in taps_d.iter() {
-                        for h in taps_h.iter() {
-                            let row = (d * ih + h) * iw;
-                            for w in taps_w.iter() {
-                                let v = x[row + w];
-                                // PyTorch's rule, including its choice of the last NaN.
-                                if v > best || v.is_nan() {
-                                    best = v;
-                                    best_index = row + w;
+    out.par_chunks_mut(out_plane)
+        .zip(argmax.par_chunks_mut(out_plane))
+        .enumerate()
+        .for_each(|(nc, (out, argmax))| {
+            let x = &input[nc * in_plane..(nc + 1) * in_plane];
+            let mut o = 0;
+            for od in 0..out_dims[0] {
+                let taps_d = valid_taps(geom, 0, od);
+                for oh in 0..out_dims[1] {
+                    let taps_h = valid_taps(geom, 1, oh);
+                    for ow in 0..out_dims[2] {
+                        let taps_w = valid_taps(geom, 2, ow);
+                        let mut best = T::neg_infinity();
+                        let mut best_index = ((taps_d.first * ih) + taps_h.first) * iw + taps_w.first;
+                        for d in taps_d.iter() {
+                            for h in taps_h.iter() {
+                                let row = (d * ih + h) * iw;
+                                for w in taps_w.iter() {
+                                    let v = x[row + w];
+                                    // PyTorch's rule, including its choice of the last NaN.
+                                    if v > best || v.is_nan() {
+                                        best = v;
+                                        best_index = row + w;
+                                    }
                                 }
                             }
                         }
+                        out[o] = best;
+                        argmax[o] = best_index;
+                        o += 1;
                     }
-                    out[o] = best;
-                    argmax[o] = best_index;
-                    o += 1;
                 }
             }
-        }
-    });
+        });
 }
 
 /// Gradient of max pooling: each output gradient goes to its window's argmax; `grad_input` is
@@ -141,7 +150,11 @@ pub fn max_pool_backward<T: Float>(geom: &PoolGeometry, grad_out: &[T], argmax: 
     geom.assert_valid("max_pool");
     assert_eq!(grad_out.len(), geom.output_len(), "max_pool_backward: grad_out length");
     assert_eq!(argmax.len(), geom.output_len(), "max_pool_backward: argmax length");
-    assert_eq!(grad_input.len(), geom.input_len(), "max_pool_backward: grad_input length");
+    assert_eq!(
+        grad_input.len(),
+        geom.input_len(),
+        "max_pool_backward: grad_input length"
+    );
     let in_plane = geom.input.iter().product::<usize>();
     let out_plane = geom.output().iter().product::<usize>();
     if in_plane == 0 {
@@ -176,7 +189,11 @@ fn valid_taps(geom: &PoolGeometry, axis: usize, o: usize) -> Taps {
     let start = geom.window_start(axis, o);
     let step = geom.dilation[axis];
     // Skip the taps in the leading padding, stop at the input's end.
-    let skip = if start < 0 { ((-start) as usize).div_ceil(step) } else { 0 };
+    let skip = if start < 0 {
+        ((-start) as usize).div_ceil(step)
+    } else {
+        0
+    };
     let first = start + (skip * step) as isize;
     let len = geom.input[axis] as isize;
     let count = if first >= len || skip >= geom.kernel[axis] {
@@ -184,7 +201,11 @@ fn valid_taps(geom: &PoolGeometry, axis: usize, o: usize) -> Taps {
     } else {
         ((len - 1 - first) as usize / step + 1).min(geom.kernel[axis] - skip)
     };
-    Taps { first: first.max(0) as usize, step, count }
+    Taps {
+        first: first.max(0) as usize,
+        step,
+        count,
+    }
 }
 
 /// Average pooling's divisor for one window and the input taps it averages, per axis.
@@ -193,7 +214,11 @@ fn average_window(geom: &PoolGeometry, axis: usize, o: usize, count_include_pad:
     // PyTorch counts the window clipped to the padded input when padding is included.
     let start = geom.window_start(axis, o);
     let end = (start + geom.kernel[axis] as isize).min((geom.input[axis] + geom.padding[axis]) as isize);
-    let size = if count_include_pad { (end - start) as usize } else { taps.count };
+    let size = if count_include_pad {
+        (end - start) as usize
+    } else {
+        taps.count
+    };
     (taps, size)
 }
 
@@ -232,7 +257,11 @@ pub fn avg_pool_forward<T: Float>(geom: &PoolGeometry, input: &[T], out: &mut [T
                         }
                     }
                     let divisor = sd * sh * sw;
-                    out[o] = if divisor == 0 { T::zero() } else { sum / T::from_usize(divisor).expect("window size fits a float") };
+                    out[o] = if divisor == 0 {
+                        T::zero()
+                    } else {
+                        sum / T::from_usize(divisor).expect("window size fits a float")
+                    };
                     o += 1;
                 }
             }
@@ -244,7 +273,11 @@ pub fn avg_pool_forward<T: Float>(geom: &PoolGeometry, input: &[T], out: &mut [T
 pub fn avg_pool_backward<T: Float>(geom: &PoolGeometry, grad_out: &[T], grad_input: &mut [T], count_include_pad: bool) {
     assert_average_geometry(geom);
     assert_eq!(grad_out.len(), geom.output_len(), "avg_pool_backward: grad_out length");
-    assert_eq!(grad_input.len(), geom.input_len(), "avg_pool_backward: grad_input length");
+    assert_eq!(
+        grad_input.len(),
+        geom.input_len(),
+        "avg_pool_backward: grad_input length"
+    );
     let in_plane = geom.input.iter().product::<usize>();
     let out_dims = geom.output();
     let out_plane = out_dims.iter().product::<usize>();
@@ -300,7 +333,15 @@ mod tests {
     }
 
     fn geometries() -> Vec<PoolGeometry> {
-        let g = |input, kernel, stride, padding, dilation| PoolGeometry { batch: 2, channels: 3, input, kernel, stride, padding, dilation };
+        let g = |input, kernel, stride, padding, dilation| PoolGeometry {
+            batch: 2,
+            channels: 3,
+            input,
+            kernel,
+            stride,
+            padding,
+            dilation,
+        };
         vec![
             g([5, 7, 6], [2, 2, 2], [2, 2, 2], [0, 0, 0], [1, 1, 1]),
             g([5, 7, 6], [3, 3, 3], [2, 1, 2], [1, 1, 1], [1, 1, 1]),
@@ -326,12 +367,15 @@ mod tests {
                                     let pos = [(od, kd), (oh, kh), (ow, kw)]
                                         .iter()
                                         .enumerate()
-                                        .map(|(a, &(o, k))| (o * g.stride[a] + k * g.dilation[a]) as isize - g.padding[a] as isize)
+                                        .map(|(a, &(o, k))| {
+                                            (o * g.stride[a] + k * g.dilation[a]) as isize - g.padding[a] as isize
+                                        })
                                         .collect::<Vec<_>>();
                                     if (0..3).any(|a| pos[a] < 0 || pos[a] >= g.input[a] as isize) {
                                         continue;
                                     }
-                                    let i = ((pos[0] as usize * g.input[1]) + pos[1] as usize) * g.input[2] + pos[2] as usize;
+                                    let i = ((pos[0] as usize * g.input[1]) + pos[1] as usize) * g.input[2]
+                                        + pos[2] as usize;
                                     if x[nc * in_plane + i] > best.0 {
                                         best = (x[nc * in_plane + i], i);
                                     }
@@ -371,7 +415,9 @@ mod tests {
                                         continue;
                                     }
                                     inside += 1;
-                                    sum += x[nc * in_plane + ((pos[0] as usize * g.input[1]) + pos[1] as usize) * g.input[2] + pos[2] as usize];
+                                    sum += x[nc * in_plane
+                                        + ((pos[0] as usize * g.input[1]) + pos[1] as usize) * g.input[2]
+                                        + pos[2] as usize];
                                 }
                             }
                         }
@@ -387,7 +433,12 @@ mod tests {
     fn validation_rejects_bad_windows() {
         let g = geometries()[1];
         assert!(g.validate("max_pool").is_ok());
-        assert!(PoolGeometry { padding: [2, 1, 1], ..g }.validate("max_pool").is_err());
+        assert!(PoolGeometry {
+            padding: [2, 1, 1],
+            ..g
+        }
+        .validate("max_pool")
+        .is_err());
         assert!(PoolGeometry { stride: [0, 1, 1], ..g }.validate("max_pool").is_err());
         assert_eq!(g.output(), [3, 7, 3]);
     }
@@ -395,7 +446,15 @@ mod tests {
     #[test]
     fn max_pool_matches_naive_loop_and_routes_gradients() {
         let mut cases = geometries();
-        cases.push(PoolGeometry { batch: 1, channels: 2, input: [5, 7, 6], kernel: [2, 3, 2], stride: [1, 2, 2], padding: [1, 1, 0], dilation: [2, 2, 3] });
+        cases.push(PoolGeometry {
+            batch: 1,
+            channels: 2,
+            input: [5, 7, 6],
+            kernel: [2, 3, 2],
+            stride: [1, 2, 2],
+            padding: [1, 1, 0],
+            dilation: [2, 2, 3],
+        });
         for (seed, g) in cases.iter().enumerate() {
             let x = random(g.input_len(), seed as u64);
             let (want, want_idx) = naive_max(g, &x);
@@ -426,7 +485,15 @@ mod tests {
 
     #[test]
     fn max_pool_propagates_nan_like_pytorch() {
-        let g = PoolGeometry { batch: 1, channels: 1, input: [1, 2, 2], kernel: [1, 2, 2], stride: [1, 2, 2], padding: [0; 3], dilation: [1; 3] };
+        let g = PoolGeometry {
+            batch: 1,
+            channels: 1,
+            input: [1, 2, 2],
+            kernel: [1, 2, 2],
+            stride: [1, 2, 2],
+            padding: [0; 3],
+            dilation: [1; 3],
+        };
         let mut y = [0.0f32];
         let mut idx = [0usize];
         max_pool_forward(&g, &[1.0, f32::NAN, 3.0, 2.0], &mut y, &mut idx);
@@ -448,7 +515,10 @@ mod tests {
                 let gy = random(g.output_len(), 20 + seed as u64);
                 let mut gx = vec![f64::NAN; g.input_len()];
                 avg_pool_backward(g, &gy, &mut gx, include);
-                assert!((dot(&gy, &y) - dot(&gx, &x)).abs() < 1e-10, "adjoint {g:?} include_pad {include}");
+                assert!(
+                    (dot(&gy, &y) - dot(&gx, &x)).abs() < 1e-10,
+                    "adjoint {g:?} include_pad {include}"
+                );
                 // Linear op: a central difference is exact up to rounding.
                 let h = 1e-4;
                 for i in (0..x.len()).step_by(11) {
@@ -456,7 +526,8 @@ mod tests {
                     xp[i] += h;
                     let mut xm = x.clone();
                     xm[i] -= h;
-                    let numeric = (dot(&gy, &naive_avg(g, &xp, include)) - dot(&gy, &naive_avg(g, &xm, include))) / (2.0 * h);
+                    let numeric =
+                        (dot(&gy, &naive_avg(g, &xp, include)) - dot(&gy, &naive_avg(g, &xm, include))) / (2.0 * h);
                     assert!((numeric - gx[i]).abs() < 1e-8, "element {i}: {numeric} vs {}", gx[i]);
                 }
             }
@@ -466,7 +537,15 @@ mod tests {
     #[test]
     fn avg_pool_divisor_at_a_padded_corner() {
         // 1x3x3 ones, kernel 3, padding 1: the corner window holds 4 inputs out of 9 taps.
-        let g = PoolGeometry { batch: 1, channels: 1, input: [1, 3, 3], kernel: [1, 3, 3], stride: [1, 1, 1], padding: [0, 1, 1], dilation: [1; 3] };
+        let g = PoolGeometry {
+            batch: 1,
+            channels: 1,
+            input: [1, 3, 3],
+            kernel: [1, 3, 3],
+            stride: [1, 1, 1],
+            padding: [0, 1, 1],
+            dilation: [1; 3],
+        };
         let x = [1.0f64; 9];
         let mut y = [0.0; 9];
         avg_pool_forward(&g, &x, &mut y, true);

@@ -34,12 +34,28 @@ pub struct UpsampleGeometry {
 
 impl UpsampleGeometry {
     /// The geometry for a scale factor per axis, output sizes `floor(input * scale)` as PyTorch.
-    pub fn from_scale(batch: usize, channels: usize, input: [usize; 3], scale: [f64; 3], mode: UpsampleMode) -> Result<Self> {
+    pub fn from_scale(
+        batch: usize,
+        channels: usize,
+        input: [usize; 3],
+        scale: [f64; 3],
+        mode: UpsampleMode,
+    ) -> Result<Self> {
         if scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-            return Err(HeparError::invalid("upsample", format!("scale factors {scale:?} must be positive and finite")));
+            return Err(HeparError::invalid(
+                "upsample",
+                format!("scale factors {scale:?} must be positive and finite"),
+            ));
         }
         let output = std::array::from_fn(|a| (input[a] as f64 * scale[a]).floor() as usize);
-        let geom = UpsampleGeometry { batch, channels, input, output, scale: scale.map(Some), mode };
+        let geom = UpsampleGeometry {
+            batch,
+            channels,
+            input,
+            output,
+            scale: scale.map(Some),
+            mode,
+        };
         geom.validate()?;
         Ok(geom)
     }
@@ -48,11 +64,17 @@ impl UpsampleGeometry {
         if self.input.contains(&0) || self.output.contains(&0) {
             return Err(HeparError::shape(
                 "upsample",
-                format!("input {:?} and output {:?} sizes must be positive", self.input, self.output),
+                format!(
+                    "input {:?} and output {:?} sizes must be positive",
+                    self.input, self.output
+                ),
             ));
         }
         if self.scale.iter().flatten().any(|s| !(s.is_finite() && *s > 0.0)) {
-            return Err(HeparError::invalid("upsample", format!("scale factors {:?} must be positive and finite", self.scale)));
+            return Err(HeparError::invalid(
+                "upsample",
+                format!("scale factors {:?} must be positive and finite", self.scale),
+            ));
         }
         Ok(())
     }
@@ -124,7 +146,12 @@ fn linear_taps<T: Float>(dst: usize, input: usize, output: usize, scale: Option<
     let i0 = (real.floor().to_usize().unwrap_or(0)).min(input - 1);
     let lambda = (real - from_usize(i0)).max(T::zero()).min(T::one());
     let i1 = if i0 < input - 1 { i0 + 1 } else { i0 };
-    Taps { i0, i1, w0: T::one() - lambda, w1: lambda }
+    Taps {
+        i0,
+        i1,
+        w0: T::one() - lambda,
+        w1: lambda,
+    }
 }
 
 /// Per-axis tap tables for a geometry.
@@ -135,7 +162,12 @@ fn axis_tables<T: Float>(geom: &UpsampleGeometry) -> [Vec<Taps<T>>; 3] {
             .map(|dst| match geom.mode {
                 UpsampleMode::Nearest => {
                     let i = nearest_source(dst, input, output, scale);
-                    Taps { i0: i, i1: i, w0: T::one(), w1: T::zero() }
+                    Taps {
+                        i0: i,
+                        i1: i,
+                        w0: T::one(),
+                        w1: T::zero(),
+                    }
                 }
                 UpsampleMode::Linear { align_corners } => linear_taps(dst, input, output, scale, align_corners),
             })
@@ -186,7 +218,11 @@ pub fn upsample_forward<T: Float>(geom: &UpsampleGeometry, input: &[T], out: &mu
 pub fn upsample_backward<T: Float>(geom: &UpsampleGeometry, grad_out: &[T], grad_input: &mut [T]) {
     geom.assert_valid();
     assert_eq!(grad_out.len(), geom.output_len(), "upsample_backward: grad_out length");
-    assert_eq!(grad_input.len(), geom.input_len(), "upsample_backward: grad_input length");
+    assert_eq!(
+        grad_input.len(),
+        geom.input_len(),
+        "upsample_backward: grad_input length"
+    );
     let [td, th, tw] = axis_tables::<T>(geom);
     let in_plane = geom.input.iter().product::<usize>();
     let out_plane = geom.output.iter().product::<usize>();
@@ -241,7 +277,14 @@ mod tests {
     }
 
     fn line(input: usize, output: usize, scale: Option<f64>, mode: UpsampleMode) -> UpsampleGeometry {
-        UpsampleGeometry { batch: 1, channels: 1, input: [1, 1, input], output: [1, 1, output], scale: [None, None, scale], mode }
+        UpsampleGeometry {
+            batch: 1,
+            channels: 1,
+            input: [1, 1, input],
+            output: [1, 1, output],
+            scale: [None, None, scale],
+            mode,
+        }
     }
 
     fn run(geom: &UpsampleGeometry, x: &[f64]) -> Vec<f64> {
@@ -262,12 +305,21 @@ mod tests {
     fn one_dimensional_values_match_pytorch() {
         let x = [1.0, 2.0, 3.0, 4.0];
         let linear = |ac| UpsampleMode::Linear { align_corners: ac };
-        assert_values(&run(&line(4, 8, Some(2.0), linear(false)), &x), &[1.0, 1.25, 1.75, 2.25, 2.75, 3.25, 3.75, 4.0]);
+        assert_values(
+            &run(&line(4, 8, Some(2.0), linear(false)), &x),
+            &[1.0, 1.25, 1.75, 2.25, 2.75, 3.25, 3.75, 4.0],
+        );
         let step = 3.0 / 7.0;
         let want: Vec<f64> = (0..8).map(|i| 1.0 + step * i as f64).collect();
         assert_values(&run(&line(4, 8, None, linear(true)), &x), &want);
-        assert_values(&run(&line(4, 7, None, UpsampleMode::Nearest), &x), &[1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0]);
-        assert_values(&run(&line(4, 8, Some(2.0), UpsampleMode::Nearest), &x), &[1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0]);
+        assert_values(
+            &run(&line(4, 7, None, UpsampleMode::Nearest), &x),
+            &[1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0],
+        );
+        assert_values(
+            &run(&line(4, 8, Some(2.0), UpsampleMode::Nearest), &x),
+            &[1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0],
+        );
         // Downsampling 4 -> 2, align_corners false: sources 0.5 and 2.5.
         assert_values(&run(&line(4, 2, None, linear(false)), &x), &[1.5, 3.5]);
         assert_values(&run(&line(4, 1, None, linear(true)), &x), &[1.0]);
@@ -304,9 +356,12 @@ mod tests {
                         let o = [od, oh, ow];
                         let taps: Vec<Vec<(usize, f64)>> = (0..3)
                             .map(|a| match geom.mode {
-                                UpsampleMode::Nearest => vec![(nearest_source(o[a], geom.input[a], geom.output[a], geom.scale[a]), 1.0)],
+                                UpsampleMode::Nearest => {
+                                    vec![(nearest_source(o[a], geom.input[a], geom.output[a], geom.scale[a]), 1.0)]
+                                }
                                 UpsampleMode::Linear { align_corners } => {
-                                    let t: Taps<f64> = linear_taps(o[a], geom.input[a], geom.output[a], geom.scale[a], align_corners);
+                                    let t: Taps<f64> =
+                                        linear_taps(o[a], geom.input[a], geom.output[a], geom.scale[a], align_corners);
                                     vec![(t.i0, t.w0), (t.i1, t.w1)]
                                 }
                             })
@@ -329,10 +384,35 @@ mod tests {
 
     fn geometries() -> Vec<UpsampleGeometry> {
         let mut out = vec![];
-        for mode in [UpsampleMode::Nearest, UpsampleMode::Linear { align_corners: true }, UpsampleMode::Linear { align_corners: false }] {
-            out.push(UpsampleGeometry { batch: 2, channels: 3, input: [3, 4, 5], output: [6, 8, 10], scale: [Some(2.0); 3], mode });
-            out.push(UpsampleGeometry { batch: 1, channels: 2, input: [3, 5, 4], output: [7, 4, 9], scale: [None; 3], mode });
-            out.push(UpsampleGeometry { batch: 1, channels: 2, input: [1, 5, 6], output: [1, 11, 13], scale: [None, Some(2.3), None], mode });
+        for mode in [
+            UpsampleMode::Nearest,
+            UpsampleMode::Linear { align_corners: true },
+            UpsampleMode::Linear { align_corners: false },
+        ] {
+            out.push(UpsampleGeometry {
+                batch: 2,
+                channels: 3,
+                input: [3, 4, 5],
+                output: [6, 8, 10],
+                scale: [Some(2.0); 3],
+                mode,
+            });
+            out.push(UpsampleGeometry {
+                batch: 1,
+                channels: 2,
+                input: [3, 5, 4],
+                output: [7, 4, 9],
+                scale: [None; 3],
+                mode,
+            });
+            out.push(UpsampleGeometry {
+                batch: 1,
+                channels: 2,
+                input: [1, 5, 6],
+                output: [1, 11, 13],
+                scale: [None, Some(2.3), None],
+                mode,
+            });
         }
         out
     }
@@ -356,7 +436,11 @@ mod tests {
                 let mut xm = x.clone();
                 xm[i] -= h;
                 let numeric = (dot(&gy, &run(g, &xp)) - dot(&gy, &run(g, &xm))) / (2.0 * h);
-                assert!((numeric - gx[i]).abs() < 1e-7, "{g:?} element {i}: {numeric} vs {}", gx[i]);
+                assert!(
+                    (numeric - gx[i]).abs() < 1e-7,
+                    "{g:?} element {i}: {numeric} vs {}",
+                    gx[i]
+                );
             }
         }
     }
@@ -366,6 +450,15 @@ mod tests {
         let mode = UpsampleMode::Nearest;
         assert!(UpsampleGeometry::from_scale(1, 1, [1, 2, 2], [1.0, 0.0, 2.0], mode).is_err());
         assert!(UpsampleGeometry::from_scale(1, 1, [1, 2, 2], [1.0, 0.2, 2.0], mode).is_err());
-        assert!(UpsampleGeometry { batch: 1, channels: 1, input: [1, 0, 2], output: [1, 2, 2], scale: [None; 3], mode }.validate().is_err());
+        assert!(UpsampleGeometry {
+            batch: 1,
+            channels: 1,
+            input: [1, 0, 2],
+            output: [1, 2, 2],
+            scale: [None; 3],
+            mode
+        }
+        .validate()
+        .is_err());
     }
 }
