@@ -1133,6 +1133,13 @@ mod tests {
                 &naive_transpose_forward(t, &x, &w, Some(&b)),
                 &format!("transpose forward {t:?}"),
             );
+            // The f32 path (stride-phase SIMD kernel where available) against the same loop.
+            let to32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+            let mut y32 = vec![f32::NAN; t.output_len()];
+            conv_transpose_forward(t, &to32(&x), &to32(&w), Some(&to32(&b)), &mut y32);
+            for (i, (a, e)) in y32.iter().zip(&y).enumerate() {
+                assert!((*a as f64 - e).abs() < 1e-5 * (1.0 + e.abs()), "f32 transpose forward {t:?} element {i}");
+            }
             let gy = random(t.output_len(), 30 + seed as u64);
             let mut y0 = vec![0.0; t.output_len()];
             conv_transpose_forward(t, &x, &w, None, &mut y0);
