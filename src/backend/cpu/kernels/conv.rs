@@ -526,7 +526,7 @@ fn gathered_product<T: Float>(
 
 /// Convolution forward: `out` [batch, out_channels, output()] from `input` [batch, in_channels,
 /// input], `weight` [out_channels, in_channels / groups, kernel] and an optional `bias`
-/// [out_channels].
+/// `[out_channels]`.
 pub fn conv_forward<T: Float>(geom: &ConvGeometry, input: &[T], weight: &[T], bias: Option<&[T]>, out: &mut [T]) {
     geom.assert_valid();
     assert_eq!(input.len(), geom.input_len(), "conv_forward: input length");
@@ -718,7 +718,7 @@ pub fn conv_backward_weight<T: Float>(geom: &ConvGeometry, input: &[T], grad_out
 }
 
 /// Gradient with respect to a per-channel bias: `grad_out` [batch, channels, positions] summed over
-/// batch and positions into `grad_bias` [channels].
+/// batch and positions into `grad_bias` `[channels]`.
 pub fn conv_backward_bias<T: Float>(
     batch: usize,
     channels: usize,
