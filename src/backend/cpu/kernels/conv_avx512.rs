@@ -245,38 +245,54 @@ fn run_passes_tiled<const MR: usize, const NV: usize>(
             packed
         })
         .collect();
-    // Tasks: (pass, batch item x group, block of destination rows).
-    let mut tasks = vec![];
+    // Passes differing only in their width phase write interleaved elements of the same rows:
+    // one task runs them back to back so each output row stays in cache between them.
+    let mut families: Vec<Vec<usize>> = vec![];
     for (p, pass) in passes.iter().enumerate() {
-        let rows = pass.axes[0].count * pass.axes[1].count;
-        let per_task = rows_per_task(rows, batch * groups * passes.len());
+        let key = (pass.axes[0].out_origin, pass.axes[1].out_origin);
+        match families.iter_mut().find(|f| {
+            let first = &passes[f[0]].axes;
+            (first[0].out_origin, first[1].out_origin) == key
+        }) {
+            Some(family) => family.push(p),
+            None => families.push(vec![p]),
+        }
+    }
+    // Tasks: (family of passes, batch item x group, block of destination rows).
+    let mut tasks = vec![];
+    for (f, family) in families.iter().enumerate() {
+        let axes = &passes[family[0]].axes;
+        let rows = axes[0].count * axes[1].count;
+        let per_task = rows_per_task(rows, batch * groups * families.len());
         for ng in 0..batch * groups {
             for start in (0..rows).step_by(per_task) {
-                tasks.push((p, ng, start, (start + per_task).min(rows)));
+                tasks.push((f, ng, start, (start + per_task).min(rows)));
             }
         }
     }
     let out_ptr = SharedMut(out.as_mut_ptr());
-    tasks
-        .into_par_iter()
-        .for_each_init(Vec::<RowTap>::new, |taps, (p, ng, start, end)| {
-            let pass = &passes[p];
-            let g = ng % groups;
-            let m = pass.dst_cpg;
-            let chunks = m.div_ceil(MR);
-            let [pd, ph, pw] = &pass.axes;
-            let rows = pass.src_cpg * pd.taps.len() * ph.taps.len() * pw.taps.len();
-            let src_plane = pass.src_dims.iter().product::<usize>();
-            let dst_plane = pass.dst_dims.iter().product::<usize>();
-            let src = pass.src[ng * pass.src_cpg * src_plane..(ng + 1) * pass.src_cpg * src_plane].as_ptr();
-            let shifts: Vec<isize> = pw.taps.iter().map(|&(offset, _)| offset).collect();
-            for row in start..end {
+    tasks.into_par_iter().for_each_init(Vec::<RowTap>::new, |taps, (f, ng, start, end)| {
+        let g = ng % groups;
+        for row in start..end {
+            for &p in &families[f] {
+                let pass = &passes[p];
+                let m = pass.dst_cpg;
+                let chunks = m.div_ceil(MR);
+                let [pd, ph, pw] = &pass.axes;
+                let rows = pass.src_cpg * pd.taps.len() * ph.taps.len() * pw.taps.len();
+                let src_plane = pass.src_dims.iter().product::<usize>();
+                let dst_plane = pass.dst_dims.iter().product::<usize>();
+                let src = pass.src[ng * pass.src_cpg * src_plane..(ng + 1) * pass.src_cpg * src_plane].as_ptr();
+                let mut shifts = [0isize; MAX_KERNEL_WIDTH];
+                for (shift, &(offset, _)) in shifts.iter_mut().zip(&pw.taps) {
+                    *shift = offset;
+                }
+                let shifts = &shifts[..pw.taps.len()];
                 let (qd, qh) = (row / ph.count, row % ph.count);
                 collect_row_taps(pass, qd, qh, taps);
-                let dst_row =
-                    ((qd * pd.out_step + pd.out_origin) * pass.dst_dims[1] + qh * ph.out_step + ph.out_origin)
-                        * pass.dst_dims[2]
-                        + pw.out_origin;
+                let dst_row = ((qd * pd.out_step + pd.out_origin) * pass.dst_dims[1] + qh * ph.out_step + ph.out_origin)
+                    * pass.dst_dims[2]
+                    + pw.out_origin;
                 for chunk in 0..chunks {
                     let w = packed[p][(g * chunks + chunk) * rows * MR..].as_ptr();
                     let live = MR.min(m - chunk * MR);
@@ -292,7 +308,7 @@ fn run_passes_tiled<const MR: usize, const NV: usize>(
                             forward_tile::<MR, NV>(
                                 src,
                                 taps,
-                                &shifts,
+                                shifts,
                                 pass.src_dims[2],
                                 x0,
                                 pw.count,
@@ -307,7 +323,8 @@ fn run_passes_tiled<const MR: usize, const NV: usize>(
                     }
                 }
             }
-        });
+        }
+    });
 }
 
 /// The source rows destination row (qd, qh) of a pass reads, over all source channels.
@@ -397,13 +414,15 @@ unsafe fn forward_tile<const MR: usize, const NV: usize>(
                 _mm512_mask_storeu_ps(out.add(co * channel_stride + first), store, acc[co][v]);
             }
         } else {
-            let lanes = LANES.min(out_count - first);
-            let mut spill = [0f32; LANES];
+            let store = range_mask(first as isize, out_count);
+            let step = out_step as i32;
+            let index = _mm512_mullo_epi32(
+                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                _mm512_set1_epi32(step),
+            );
             for co in 0..live.min(MR) {
-                _mm512_storeu_ps(spill.as_mut_ptr(), acc[co][v]);
-                for (l, &value) in spill[..lanes].iter().enumerate() {
-                    *out.add(co * channel_stride + (first + l) * out_step) = value;
-                }
+                let base = out.add(co * channel_stride + first * out_step);
+                _mm512_mask_i32scatter_ps::<4>(base, store, index, acc[co][v]);
             }
         }
     }
