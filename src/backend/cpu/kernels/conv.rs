@@ -929,6 +929,7 @@ mod tests {
             geometry(2, 4, 20, 2, [3, 5, 37], [3, 3, 5], [1, 1, 1], [1, 2, 3], [1, 2, 2]),
             geometry(1, 6, 9, 1, [2, 3, 70], [1, 1, 1], [1, 1, 1], [1, 0, 1], [1, 1, 1]),
             geometry(1, 10, 5, 1, [4, 6, 33], [3, 1, 2], [2, 1, 1], [0, 0, 1], [1, 1, 3]),
+            geometry(1, 3, 5, 1, [2, 5, 23], [1, 2, 3], [1, 2, 3], [0, 1, 2], [1, 1, 2]),
         ]
     }
 
@@ -1138,7 +1139,10 @@ mod tests {
             let mut y32 = vec![f32::NAN; t.output_len()];
             conv_transpose_forward(t, &to32(&x), &to32(&w), Some(&to32(&b)), &mut y32);
             for (i, (a, e)) in y32.iter().zip(&y).enumerate() {
-                assert!((*a as f64 - e).abs() < 1e-5 * (1.0 + e.abs()), "f32 transpose forward {t:?} element {i}");
+                assert!(
+                    (*a as f64 - e).abs() < 1e-5 * (1.0 + e.abs()),
+                    "f32 transpose forward {t:?} element {i}"
+                );
             }
             let gy = random(t.output_len(), 30 + seed as u64);
             let mut y0 = vec![0.0; t.output_len()];

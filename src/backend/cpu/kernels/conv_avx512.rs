@@ -1,8 +1,9 @@
-//! Direct f32 convolution kernels for AVX-512, used when the width stride is 1 (every 3D U-Net
-//! convolution but the downsampling ones). No im2col: a register tile of output channels x output
-//! positions accumulates straight from shifted input rows, masked loads implement the zero padding
-//! at the row ends, and rows that fall into the padding are skipped. Grouped convolutions with 8
-//! output channels per group, which give GEMM far too thin a matrix, run at full vector width.
+//! Direct f32 convolution kernels for AVX-512. No im2col: a register tile of output channels x
+//! output positions accumulates straight from shifted input rows, masked loads implement the zero
+//! padding at the row ends, and rows that fall into the padding are skipped. Grouped convolutions
+//! with 8 output channels per group, which give GEMM far too thin a matrix, run at full vector
+//! width. Strides stay contiguous too: a width stride reads the input rewritten as width phases,
+//! and the input gradient runs one unit-stride pass per stride phase.
 //!
 //! The callers in `conv` check the CPU feature and the geometry; these functions trust both.
 
@@ -22,7 +23,7 @@ pub const MAX_KERNEL_WIDTH: usize = 16;
 
 /// Whether the direct kernels can run this geometry on this CPU.
 pub fn supports(geom: &ConvGeometry) -> bool {
-    geom.stride[2] == 1 && geom.kernel[2] <= MAX_KERNEL_WIDTH && is_x86_feature_detected!("avx512f")
+    geom.kernel[2] <= MAX_KERNEL_WIDTH && is_x86_feature_detected!("avx512f")
 }
 
 /// An output buffer parallel tasks write disjoint parts of.
@@ -73,6 +74,9 @@ fn rows_per_task(rows: usize, outer: usize) -> usize {
 #[derive(Clone, Debug)]
 struct AxisPlan {
     taps: Vec<(isize, usize)>,
+    /// Width axis only: where each tap's source starts within a stored row, relative to the
+    /// coordinate (they differ from the tap offsets when the row is stored deinterleaved).
+    pointer_shifts: Vec<isize>,
     in_stride: usize,
     count: usize,
     out_step: usize,
@@ -82,10 +86,12 @@ struct AxisPlan {
 impl AxisPlan {
     /// Convolution forward: output `o` reads `o * stride + k * dilation - padding`.
     fn forward(geom: &ConvGeometry, axis: usize) -> Self {
+        let taps: Vec<(isize, usize)> = (0..geom.kernel[axis])
+            .map(|k| ((k * geom.dilation[axis]) as isize - geom.padding[axis] as isize, k))
+            .collect();
         AxisPlan {
-            taps: (0..geom.kernel[axis])
-                .map(|k| ((k * geom.dilation[axis]) as isize - geom.padding[axis] as isize, k))
-                .collect(),
+            pointer_shifts: taps.iter().map(|&(offset, _)| offset).collect(),
+            taps,
             in_stride: geom.stride[axis],
             count: geom.output()[axis],
             out_step: 1,
@@ -103,9 +109,10 @@ impl AxisPlan {
                 let num = (r + geom.padding[axis]) as isize - (k * geom.dilation[axis]) as isize;
                 (num.rem_euclid(s) == 0).then(|| (num.div_euclid(s), k))
             })
-            .collect();
+            .collect::<Vec<_>>();
         let len = geom.input[axis];
         AxisPlan {
+            pointer_shifts: taps.iter().map(|&(offset, _)| offset).collect(),
             taps,
             in_stride: 1,
             count: if r < len {
@@ -119,28 +126,103 @@ impl AxisPlan {
     }
 }
 
+/// The width axis of a strided convolution read unit-stride: the stored rows hold the input's
+/// `stride` width phases one after the other (element `w` at phase `w % stride`, position
+/// `w / stride`), each zero-padded to `phase_len`. Tap offset `o` then reads phase `o % stride`
+/// from position `q + o / stride` (Euclidean division): contiguous in `q`.
+#[derive(Clone, Copy, Debug)]
+struct WidthPhases {
+    stride: usize,
+    phase_len: usize,
+}
+
+impl WidthPhases {
+    fn new(width: usize, stride: usize) -> Self {
+        WidthPhases {
+            stride,
+            phase_len: width.div_ceil(stride),
+        }
+    }
+
+    fn row_len(self) -> usize {
+        self.stride * self.phase_len
+    }
+
+    /// (pointer shift within a stored row, coordinate shift) of tap offset `offset`.
+    fn tap(self, offset: isize) -> (isize, isize) {
+        let s = self.stride as isize;
+        let position = offset.div_euclid(s);
+        (offset.rem_euclid(s) * self.phase_len as isize + position, position)
+    }
+
+    /// Rewrites `rows` (of `width` elements each) in this layout.
+    fn store(self, rows: &[f32], width: usize) -> Vec<f32> {
+        let mut out = vec![0f32; rows.len() / width.max(1) * self.row_len()];
+        out.par_chunks_mut(self.row_len())
+            .zip(rows.par_chunks(width))
+            .for_each(|(dst, src)| {
+                for (phase, dst) in dst.chunks_mut(self.phase_len).enumerate() {
+                    for (d, &v) in dst.iter_mut().zip(src.iter().skip(phase).step_by(self.stride)) {
+                        *d = v;
+                    }
+                }
+            });
+        out
+    }
+
+    /// The width plan of a forward pass over rows stored this way.
+    fn plan(self, mut plan: AxisPlan) -> AxisPlan {
+        let (pointers, coordinates): (Vec<isize>, Vec<isize>) =
+            plan.taps.iter().map(|&(offset, _)| self.tap(offset)).unzip();
+        plan.pointer_shifts = pointers;
+        for (tap, c) in plan.taps.iter_mut().zip(coordinates) {
+            tap.0 = c;
+        }
+        plan.in_stride = 1;
+        plan
+    }
+}
+
 /// One direct pass over a (batch item, group): source planes and their sizes, destination sizes,
-/// and the per-axis plans.
+/// and the per-axis plans. `src_dims[2]` is the stored row length, `src_width` the coordinates
+/// valid in a row (they differ for deinterleaved rows).
 struct Pass<'a> {
     src: &'a [f32],
     src_cpg: usize,
     src_dims: [usize; 3],
+    src_width: usize,
     dst_cpg: usize,
     dst_dims: [usize; 3],
     axes: [AxisPlan; 3],
 }
 
-/// Convolution forward (width stride 1): `out = conv(input, weight) + bias`.
+/// Convolution forward: `out = conv(input, weight) + bias`. A width stride > 1 first rewrites
+/// the input rows as width phases so every load stays contiguous.
 pub fn forward(geom: &ConvGeometry, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
     let (cig, m) = (geom.in_channels / geom.groups, geom.out_channels / geom.groups);
     let [kd, kh, kw] = geom.kernel;
+    let mut axes: [AxisPlan; 3] = std::array::from_fn(|a| AxisPlan::forward(geom, a));
+    let phased;
+    let (src, src_dims, src_width) = if geom.stride[2] > 1 {
+        let phases = WidthPhases::new(geom.input[2], geom.stride[2]);
+        phased = phases.store(input, geom.input[2]);
+        axes[2] = phases.plan(axes[2].clone());
+        (
+            &phased[..],
+            [geom.input[0], geom.input[1], phases.row_len()],
+            phases.phase_len,
+        )
+    } else {
+        (input, geom.input, geom.input[2])
+    };
     let pass = Pass {
-        src: input,
+        src,
         src_cpg: cig,
-        src_dims: geom.input,
+        src_dims,
+        src_width,
         dst_cpg: m,
         dst_dims: geom.output(),
-        axes: std::array::from_fn(|a| AxisPlan::forward(geom, a)),
+        axes,
     };
     let weight_at = |g: usize, co: usize, c: usize, k: [usize; 3]| {
         weight[((((g * m + co) * cig + c) * kd + k[0]) * kh + k[1]) * kw + k[2]]
@@ -169,6 +251,7 @@ pub fn backward_input(geom: &ConvGeometry, grad_out: &[f32], weight: &[f32], gra
                         src: grad_out,
                         src_cpg: m,
                         src_dims: geom.output(),
+                        src_width: geom.output()[2],
                         dst_cpg: cig,
                         dst_dims: geom.input,
                         axes,
@@ -271,60 +354,63 @@ fn run_passes_tiled<const MR: usize, const NV: usize>(
         }
     }
     let out_ptr = SharedMut(out.as_mut_ptr());
-    tasks.into_par_iter().for_each_init(Vec::<RowTap>::new, |taps, (f, ng, start, end)| {
-        let g = ng % groups;
-        for row in start..end {
-            for &p in &families[f] {
-                let pass = &passes[p];
-                let m = pass.dst_cpg;
-                let chunks = m.div_ceil(MR);
-                let [pd, ph, pw] = &pass.axes;
-                let rows = pass.src_cpg * pd.taps.len() * ph.taps.len() * pw.taps.len();
-                let src_plane = pass.src_dims.iter().product::<usize>();
-                let dst_plane = pass.dst_dims.iter().product::<usize>();
-                let src = pass.src[ng * pass.src_cpg * src_plane..(ng + 1) * pass.src_cpg * src_plane].as_ptr();
-                let mut shifts = [0isize; MAX_KERNEL_WIDTH];
-                for (shift, &(offset, _)) in shifts.iter_mut().zip(&pw.taps) {
-                    *shift = offset;
-                }
-                let shifts = &shifts[..pw.taps.len()];
-                let (qd, qh) = (row / ph.count, row % ph.count);
-                collect_row_taps(pass, qd, qh, taps);
-                let dst_row = ((qd * pd.out_step + pd.out_origin) * pass.dst_dims[1] + qh * ph.out_step + ph.out_origin)
-                    * pass.dst_dims[2]
-                    + pw.out_origin;
-                for chunk in 0..chunks {
-                    let w = packed[p][(g * chunks + chunk) * rows * MR..].as_ptr();
-                    let live = MR.min(m - chunk * MR);
-                    let mut init = [0f32; MR];
-                    if let Some(b) = bias {
-                        init[..live].copy_from_slice(&b[g * m + chunk * MR..g * m + chunk * MR + live]);
+    tasks
+        .into_par_iter()
+        .for_each_init(Vec::<RowTap>::new, |taps, (f, ng, start, end)| {
+            let g = ng % groups;
+            for row in start..end {
+                for &p in &families[f] {
+                    let pass = &passes[p];
+                    let m = pass.dst_cpg;
+                    let chunks = m.div_ceil(MR);
+                    let [pd, ph, pw] = &pass.axes;
+                    let rows = pass.src_cpg * pd.taps.len() * ph.taps.len() * pw.taps.len();
+                    let src_plane = pass.src_dims.iter().product::<usize>();
+                    let dst_plane = pass.dst_dims.iter().product::<usize>();
+                    let src = pass.src[ng * pass.src_cpg * src_plane..(ng + 1) * pass.src_cpg * src_plane].as_ptr();
+                    let mut shifts = [(0isize, 0isize); MAX_KERNEL_WIDTH];
+                    for ((shift, &(offset, _)), &pointer) in shifts.iter_mut().zip(&pw.taps).zip(&pw.pointer_shifts) {
+                        *shift = (pointer, offset);
                     }
-                    let out_offset = (ng * m + chunk * MR) * dst_plane + dst_row;
-                    for x0 in (0..pw.count).step_by(LANES * NV) {
-                        // SAFETY: loads are masked to the source row (`collect_row_taps` keeps only
-                        // rows inside the source), stores go to this task's rows and `live` channels.
-                        unsafe {
-                            forward_tile::<MR, NV>(
-                                src,
-                                taps,
-                                shifts,
-                                pass.src_dims[2],
-                                x0,
-                                pw.count,
-                                w,
-                                &init,
-                                out_ptr.get().add(out_offset),
-                                dst_plane,
-                                pw.out_step,
-                                live,
-                            );
+                    let shifts = &shifts[..pw.taps.len()];
+                    let (qd, qh) = (row / ph.count, row % ph.count);
+                    collect_row_taps(pass, qd, qh, taps);
+                    let dst_row =
+                        ((qd * pd.out_step + pd.out_origin) * pass.dst_dims[1] + qh * ph.out_step + ph.out_origin)
+                            * pass.dst_dims[2]
+                            + pw.out_origin;
+                    for chunk in 0..chunks {
+                        let w = packed[p][(g * chunks + chunk) * rows * MR..].as_ptr();
+                        let live = MR.min(m - chunk * MR);
+                        let mut init = [0f32; MR];
+                        if let Some(b) = bias {
+                            init[..live].copy_from_slice(&b[g * m + chunk * MR..g * m + chunk * MR + live]);
+                        }
+                        let out_offset = (ng * m + chunk * MR) * dst_plane + dst_row;
+                        for x0 in (0..pw.count).step_by(LANES * NV) {
+                            // SAFETY: loads are masked to the source row (`collect_row_taps` keeps only
+                            // rows inside the source), stores go to this task's rows and `live` channels.
+                            unsafe {
+                                forward_tile::<MR, NV>(
+                                    src,
+                                    taps,
+                                    shifts,
+                                    pass.src_width,
+                                    x0,
+                                    pw.count,
+                                    w,
+                                    &init,
+                                    out_ptr.get().add(out_offset),
+                                    dst_plane,
+                                    pw.out_step,
+                                    live,
+                                );
+                            }
                         }
                     }
                 }
             }
-        }
-    });
+        });
 }
 
 /// The source rows destination row (qd, qh) of a pass reads, over all source channels.
@@ -359,7 +445,7 @@ fn collect_row_taps(pass: &Pass, qd: usize, qh: usize, taps: &mut Vec<RowTap>) {
 unsafe fn forward_tile<const MR: usize, const NV: usize>(
     src: *const f32,
     taps: &[RowTap],
-    shifts: &[isize],
+    shifts: &[(isize, isize)],
     in_width: usize,
     x0: usize,
     out_count: usize,
@@ -372,7 +458,7 @@ unsafe fn forward_tile<const MR: usize, const NV: usize>(
 ) {
     let kw = shifts.len();
     let mut masks = [[0u16; NV]; MAX_KERNEL_WIDTH];
-    for (k, &shift) in shifts.iter().enumerate() {
+    for (k, &(_, shift)) in shifts.iter().enumerate() {
         for v in 0..NV {
             let x = (x0 + v * LANES) as isize;
             masks[k][v] = range_mask(x, out_count) & range_mask(x + shift, in_width);
@@ -388,7 +474,7 @@ unsafe fn forward_tile<const MR: usize, const NV: usize>(
         let row = src.wrapping_offset(tap.offset + x0 as isize);
         let w_row = weights.add(tap.weight_row * MR);
         for k in 0..kw {
-            let p = row.wrapping_offset(shifts[k]);
+            let p = row.wrapping_offset(shifts[k].0);
             let mut x = [_mm512_setzero_ps(); NV];
             for v in 0..NV {
                 // Masked-off lanes are never read, so `p` may point before or past the row.
@@ -437,16 +523,22 @@ pub fn backward_weight(geom: &ConvGeometry, input: &[f32], grad_out: &[f32], gra
     let rows = cig * kd * kh * kw;
     let [od, oh, ow] = geom.output();
     let positions = od * oh * ow;
-    let in_plane = geom.input.iter().product::<usize>();
     let out_rows = od * oh;
     let per_task = rows_per_task(out_rows, geom.batch * groups).min(16);
     let tasks_per_group = out_rows.div_ceil(per_task);
-    // Width taps as (pointer offset, coordinate shift): the same for a row of unit stride.
+    // Width taps as (pointer offset, coordinate shift); a width stride reads the input rewritten
+    // as width phases, where both stay contiguous.
+    let phases = WidthPhases::new(geom.input[2], geom.stride[2]);
+    let phased;
+    let (input, row_len, in_width) = if geom.stride[2] > 1 {
+        phased = phases.store(input, geom.input[2]);
+        (&phased[..], phases.row_len(), phases.phase_len)
+    } else {
+        (input, geom.input[2], geom.input[2])
+    };
+    let in_plane = geom.input[0] * geom.input[1] * row_len;
     let deltas: Vec<(isize, isize)> = (0..kw)
-        .map(|k| {
-            let s = (k * geom.dilation[2]) as isize - geom.padding[2] as isize;
-            (s, s)
-        })
+        .map(|k| phases.tap((k * geom.dilation[2]) as isize - geom.padding[2] as isize))
         .collect();
     let partial = (0..geom.batch * groups * tasks_per_group)
         .into_par_iter()
@@ -478,7 +570,7 @@ pub fn backward_weight(geom: &ConvGeometry, input: &[f32], grad_out: &[f32], gra
                                         continue;
                                     }
                                     let s = (((c * geom.input[0]) as isize + sd) * geom.input[1] as isize + sh)
-                                        * geom.input[2] as isize;
+                                        * row_len as isize;
                                     row_pairs.push(((row * ow) as isize, s));
                                 }
                                 if row_pairs.is_empty() {
@@ -498,7 +590,7 @@ pub fn backward_weight(geom: &ConvGeometry, input: &[f32], grad_out: &[f32], gra
                                         &deltas,
                                         positions,
                                         ow,
-                                        geom.input[2],
+                                        in_width,
                                         gw_group[co * rows + r0..].as_mut_ptr(),
                                         rows,
                                     );
