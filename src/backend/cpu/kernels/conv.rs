@@ -1,13 +1,15 @@
 //! Convolution (2D and 3D, 2D being 3D with depth 1) in NCDHW layout, forward and both backward
 //! passes, plus transposed convolution built from the same pieces.
 //!
-//! Strategy: implicit im2col in bounded spatial tiles. A task owns one (batch item, group, tile of
-//! output positions); it gathers the tile's columns into a per-thread buffer of a few hundred KB
-//! (never the whole im2col matrix) and multiplies it with the weights through the GEMM wrapper.
-//! Backward-input uses the same gather on the output gradient (each input position reads the output
-//! positions that touched it), so every task writes a disjoint part of its output and tiles
-//! parallelise without atomics. Pointwise convolutions (kernel 1, stride 1, padding 0) skip the
-//! gather and multiply straight from the input.
+//! Two implementations behind one interface. f32 on a CPU with AVX-512 runs the direct kernels of
+//! `conv_avx512` (no im2col at all). Everything else (f64, other CPUs, kernels wider than 16)
+//! runs the portable path here: implicit im2col in bounded spatial tiles. A task owns one (batch
+//! item, group, tile of output positions); it gathers the tile's columns into a per-thread buffer
+//! of a few hundred KB (never the whole im2col matrix) and multiplies it with the weights through
+//! the GEMM wrapper. Backward-input uses the same gather on the output gradient (each input
+//! position reads the output positions that touched it), so every task writes a disjoint part of
+//! its output and tiles parallelise without atomics. Pointwise convolutions (kernel 1, stride 1,
+//! padding 0) skip the gather and multiply straight from the input.
 
 use rayon::prelude::*;
 
