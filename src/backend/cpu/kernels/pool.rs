@@ -108,30 +108,29 @@ pub fn max_pool_forward<T: Float>(geom: &PoolGeometry, input: &[T], out: &mut [T
         return;
     }
     let [_, ih, iw] = geom.input;
+    let [taps_d, taps_h, taps_w] = tap_tables(geom);
     out.par_chunks_mut(out_plane)
         .zip(argmax.par_chunks_mut(out_plane))
         .enumerate()
         .for_each(|(nc, (out, argmax))| {
             let x = &input[nc * in_plane..(nc + 1) * in_plane];
             let mut o = 0;
-            for od in 0..out_dims[0] {
-                let taps_d = valid_taps(geom, 0, od);
-                for oh in 0..out_dims[1] {
-                    let taps_h = valid_taps(geom, 1, oh);
-                    for ow in 0..out_dims[2] {
-                        let taps_w = valid_taps(geom, 2, ow);
+            for td in &taps_d {
+                for th in &taps_h {
+                    for tw in &taps_w {
                         let mut best = T::neg_infinity();
-                        let mut best_index = ((taps_d.first * ih) + taps_h.first) * iw + taps_w.first;
-                        for d in taps_d.iter() {
-                            for h in taps_h.iter() {
+                        let mut best_index = ((td.first * ih) + th.first) * iw + tw.first;
+                        for d in td.iter() {
+                            for h in th.iter() {
                                 let row = (d * ih + h) * iw;
-                                for w in taps_w.iter() {
+                                for w in tw.iter() {
                                     let v = x[row + w];
                                     // PyTorch's rule, including its choice of the last NaN.
-                                    if v > best || v.is_nan() {
-                                        best = v;
-                                        best_index = row + w;
-                                    }
+                                    // Selects rather than branches: on data the comparison is
+                                    // unpredictable.
+                                    let take = v > best || v.is_nan();
+                                    best = if take { v } else { best };
+                                    best_index = if take { row + w } else { best_index };
                                 }
                             }
                         }
@@ -142,6 +141,12 @@ pub fn max_pool_forward<T: Float>(geom: &PoolGeometry, input: &[T], out: &mut [T
                 }
             }
         });
+}
+
+/// Every output coordinate's window taps, per axis, computed once per call.
+fn tap_tables(geom: &PoolGeometry) -> [Vec<Taps>; 3] {
+    let out = geom.output();
+    std::array::from_fn(|a| (0..out[a]).map(|o| valid_taps(geom, a, o)).collect())
 }
 
 /// Gradient of max pooling: each output gradient goes to its window's argmax; `grad_input` is
@@ -179,8 +184,11 @@ struct Taps {
 }
 
 impl Taps {
+    /// The taps' coordinates. (A `step_by` range would divide to find its length on every use.)
+    #[inline]
     fn iter(self) -> impl Iterator<Item = usize> {
-        (0..self.count).map(move |k| self.first + k * self.step)
+        let Taps { first, step, count } = self;
+        (0..count).map(move |k| first + k * step)
     }
 }
 
