@@ -185,32 +185,38 @@ pub fn upsample_forward<T: Float>(geom: &UpsampleGeometry, input: &[T], out: &mu
     let out_plane = geom.output.iter().product::<usize>();
     let [_, ih, iw] = geom.input;
     let nearest = geom.mode == UpsampleMode::Nearest;
-    out.par_chunks_mut(out_plane).enumerate().for_each(|(nc, out)| {
-        let x = &input[nc * in_plane..(nc + 1) * in_plane];
-        let mut o = 0;
-        for d in &td {
-            for h in &th {
-                if nearest {
-                    let row = &x[(d.i0 * ih + h.i0) * iw..][..iw];
-                    for w in &tw {
-                        out[o] = row[w.i0];
-                        o += 1;
+    out.par_chunks_mut(out_plane).enumerate().for_each_init(
+        || vec![T::zero(); iw],
+        |blended, (nc, out)| {
+            let x = &input[nc * in_plane..(nc + 1) * in_plane];
+            let mut rows = out.chunks_exact_mut(geom.output[2]);
+            for d in &td {
+                for h in &th {
+                    let out_row = rows.next().expect("one output row per (depth, height) pair");
+                    if nearest {
+                        let row = &x[(d.i0 * ih + h.i0) * iw..][..iw];
+                        for (v, w) in out_row.iter_mut().zip(&tw) {
+                            *v = row[w.i0];
+                        }
+                        continue;
                     }
-                    continue;
-                }
-                let r00 = &x[(d.i0 * ih + h.i0) * iw..][..iw];
-                let r01 = &x[(d.i0 * ih + h.i1) * iw..][..iw];
-                let r10 = &x[(d.i1 * ih + h.i0) * iw..][..iw];
-                let r11 = &x[(d.i1 * ih + h.i1) * iw..][..iw];
-                let (c00, c01, c10, c11) = (d.w0 * h.w0, d.w0 * h.w1, d.w1 * h.w0, d.w1 * h.w1);
-                for w in &tw {
-                    let at = |r: &[T]| w.w0 * r[w.i0] + w.w1 * r[w.i1];
-                    out[o] = c00 * at(r00) + c01 * at(r01) + c10 * at(r10) + c11 * at(r11);
-                    o += 1;
+                    // Separable: blend the four source rows along depth and height (contiguous,
+                    // vectorised), then interpolate the blended row along the width.
+                    let r00 = &x[(d.i0 * ih + h.i0) * iw..][..iw];
+                    let r01 = &x[(d.i0 * ih + h.i1) * iw..][..iw];
+                    let r10 = &x[(d.i1 * ih + h.i0) * iw..][..iw];
+                    let r11 = &x[(d.i1 * ih + h.i1) * iw..][..iw];
+                    let (c00, c01, c10, c11) = (d.w0 * h.w0, d.w0 * h.w1, d.w1 * h.w0, d.w1 * h.w1);
+                    for (k, b) in blended.iter_mut().enumerate() {
+                        *b = c00 * r00[k] + c01 * r01[k] + c10 * r10[k] + c11 * r11[k];
+                    }
+                    for (v, w) in out_row.iter_mut().zip(&tw) {
+                        *v = w.w0 * blended[w.i0] + w.w1 * blended[w.i1];
+                    }
                 }
             }
-        }
-    });
+        },
+    );
 }
 
 /// Gradient of the resampling: each output gradient is spread back over its sources with the
@@ -218,42 +224,46 @@ pub fn upsample_forward<T: Float>(geom: &UpsampleGeometry, input: &[T], out: &mu
 pub fn upsample_backward<T: Float>(geom: &UpsampleGeometry, grad_out: &[T], grad_input: &mut [T]) {
     geom.assert_valid();
     assert_eq!(grad_out.len(), geom.output_len(), "upsample_backward: grad_out length");
-    assert_eq!(
-        grad_input.len(),
-        geom.input_len(),
-        "upsample_backward: grad_input length"
-    );
+    assert_eq!(grad_input.len(), geom.input_len(), "upsample_backward: grad_input length");
     let [td, th, tw] = axis_tables::<T>(geom);
     let in_plane = geom.input.iter().product::<usize>();
     let out_plane = geom.output.iter().product::<usize>();
     let [_, ih, iw] = geom.input;
-    grad_input.par_chunks_mut(in_plane).enumerate().for_each(|(nc, gx)| {
-        gx.fill(T::zero());
-        let gy = &grad_out[nc * out_plane..(nc + 1) * out_plane];
-        let mut o = 0;
-        for d in &td {
-            for h in &th {
-                let corners = [
-                    (d.i0, h.i0, d.w0 * h.w0),
-                    (d.i0, h.i1, d.w0 * h.w1),
-                    (d.i1, h.i0, d.w1 * h.w0),
-                    (d.i1, h.i1, d.w1 * h.w1),
-                ];
-                for w in &tw {
-                    let g = gy[o];
-                    o += 1;
-                    for &(i_d, i_h, c) in &corners {
+    grad_input.par_chunks_mut(in_plane).enumerate().for_each_init(
+        || vec![T::zero(); iw],
+        |spread, (nc, gx)| {
+            gx.fill(T::zero());
+            let gy = &grad_out[nc * out_plane..(nc + 1) * out_plane];
+            let mut rows = gy.chunks_exact(geom.output[2]);
+            for d in &td {
+                for h in &th {
+                    let g_row = rows.next().expect("one output row per (depth, height) pair");
+                    // The adjoint of the forward's two steps: spread along the width into one
+                    // input-width row, then add it to the four source rows (contiguous).
+                    spread.fill(T::zero());
+                    for (&g, w) in g_row.iter().zip(&tw) {
+                        spread[w.i0] += w.w0 * g;
+                        spread[w.i1] += w.w1 * g;
+                    }
+                    let corners = [
+                        (d.i0, h.i0, d.w0 * h.w0),
+                        (d.i0, h.i1, d.w0 * h.w1),
+                        (d.i1, h.i0, d.w1 * h.w0),
+                        (d.i1, h.i1, d.w1 * h.w1),
+                    ];
+                    for (i_d, i_h, c) in corners {
                         if c == T::zero() {
                             continue;
                         }
-                        let row = (i_d * ih + i_h) * iw;
-                        gx[row + w.i0] += c * w.w0 * g;
-                        gx[row + w.i1] += c * w.w1 * g;
+                        let row = &mut gx[(i_d * ih + i_h) * iw..][..iw];
+                        for (v, &s) in row.iter_mut().zip(spread.iter()) {
+                            *v += c * s;
+                        }
                     }
                 }
             }
-        }
-    });
+        },
+    );
 }
 
 #[cfg(test)]
