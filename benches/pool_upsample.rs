@@ -1,9 +1,11 @@
-//! CPU pooling and upsampling kernels on a U-Net's shapes: 2x2x2 max pooling of a 32-channel
+//! CPU pooling and upsampling kernels on a U-Net's shapes: 2x2x2 max and average pooling of a 32-channel
 //! 64^3 volume and trilinear x2 upsampling of a 32-channel 32^3 volume, forward and backward.
 //! These are memory-bound; criterion's throughput line gives output elements per second.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use hepar::backend::cpu::kernels::pool::{max_pool_backward, max_pool_forward, PoolGeometry};
+use hepar::backend::cpu::kernels::pool::{
+    avg_pool_backward, avg_pool_forward, max_pool_backward, max_pool_forward, PoolGeometry,
+};
 use hepar::backend::cpu::kernels::upsample::{upsample_backward, upsample_forward, UpsampleGeometry, UpsampleMode};
 use std::hint::black_box;
 
@@ -30,6 +32,13 @@ fn benches(c: &mut Criterion) {
     group.throughput(Throughput::Elements(pool.output_len() as u64));
     group.bench_function("forward", |b| b.iter(|| max_pool_forward(&pool, black_box(&x), &mut y, &mut argmax)));
     group.bench_function("backward", |b| b.iter(|| max_pool_backward(&pool, black_box(&y), &argmax, &mut gx)));
+    group.finish();
+
+    let mut group = c.benchmark_group("avg_pool3d_k2s2_32ch_64cubed");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(pool.output_len() as u64));
+    group.bench_function("forward", |b| b.iter(|| avg_pool_forward(&pool, black_box(&x), &mut y, true)));
+    group.bench_function("backward", |b| b.iter(|| avg_pool_backward(&pool, black_box(&y), &mut gx, true)));
     group.finish();
 
     let up = UpsampleGeometry::from_scale(1, 32, [32; 3], [2.0; 3], UpsampleMode::Linear { align_corners: false })

@@ -230,6 +230,16 @@ fn average_window(geom: &PoolGeometry, axis: usize, o: usize, count_include_pad:
     (taps, size)
 }
 
+/// Every output coordinate's averaging window and divisor factor, per axis.
+fn average_tables(geom: &PoolGeometry, count_include_pad: bool) -> [Vec<(Taps, usize)>; 3] {
+    let out = geom.output();
+    std::array::from_fn(|a| {
+        (0..out[a])
+            .map(|o| average_window(geom, a, o, count_include_pad))
+            .collect()
+    })
+}
+
 fn assert_average_geometry(geom: &PoolGeometry) {
     geom.assert_valid("avg_pool");
     assert_eq!(geom.dilation, [1, 1, 1], "avg_pool: dilation must be 1");
@@ -248,15 +258,13 @@ pub fn avg_pool_forward<T: Float>(geom: &PoolGeometry, input: &[T], out: &mut [T
         return;
     }
     let [_, ih, iw] = geom.input;
+    let [wd, wh, ww] = average_tables(geom, count_include_pad);
     out.par_chunks_mut(out_plane).enumerate().for_each(|(nc, out)| {
         let x = &input[nc * in_plane..(nc + 1) * in_plane];
         let mut o = 0;
-        for od in 0..out_dims[0] {
-            let (td, sd) = average_window(geom, 0, od, count_include_pad);
-            for oh in 0..out_dims[1] {
-                let (th, sh) = average_window(geom, 1, oh, count_include_pad);
-                for ow in 0..out_dims[2] {
-                    let (tw, sw) = average_window(geom, 2, ow, count_include_pad);
+        for &(td, sd) in &wd {
+            for &(th, sh) in &wh {
+                for &(tw, sw) in &ww {
                     let mut sum = T::zero();
                     for d in td.iter() {
                         for h in th.iter() {
@@ -293,16 +301,14 @@ pub fn avg_pool_backward<T: Float>(geom: &PoolGeometry, grad_out: &[T], grad_inp
         return;
     }
     let [_, ih, iw] = geom.input;
+    let [wd, wh, ww] = average_tables(geom, count_include_pad);
     grad_input.par_chunks_mut(in_plane).enumerate().for_each(|(nc, gx)| {
         gx.fill(T::zero());
         let gy = &grad_out[nc * out_plane..(nc + 1) * out_plane];
         let mut o = 0;
-        for od in 0..out_dims[0] {
-            let (td, sd) = average_window(geom, 0, od, count_include_pad);
-            for oh in 0..out_dims[1] {
-                let (th, sh) = average_window(geom, 1, oh, count_include_pad);
-                for ow in 0..out_dims[2] {
-                    let (tw, sw) = average_window(geom, 2, ow, count_include_pad);
+        for &(td, sd) in &wd {
+            for &(th, sh) in &wh {
+                for &(tw, sw) in &ww {
                     let divisor = sd * sh * sw;
                     if divisor > 0 {
                         let share = gy[o] / T::from_usize(divisor).expect("window size fits a float");

@@ -224,7 +224,11 @@ pub fn upsample_forward<T: Float>(geom: &UpsampleGeometry, input: &[T], out: &mu
 pub fn upsample_backward<T: Float>(geom: &UpsampleGeometry, grad_out: &[T], grad_input: &mut [T]) {
     geom.assert_valid();
     assert_eq!(grad_out.len(), geom.output_len(), "upsample_backward: grad_out length");
-    assert_eq!(grad_input.len(), geom.input_len(), "upsample_backward: grad_input length");
+    assert_eq!(
+        grad_input.len(),
+        geom.input_len(),
+        "upsample_backward: grad_input length"
+    );
     let [td, th, tw] = axis_tables::<T>(geom);
     let in_plane = geom.input.iter().product::<usize>();
     let out_plane = geom.output.iter().product::<usize>();
