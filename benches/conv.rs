@@ -80,7 +80,11 @@ fn benches(c: &mut Criterion) {
     bench_geometry(c, "conv3d_16to16_k3_64cubed", conv3d(16, 1, 3, 64));
     bench_geometry(c, "conv3d_32to32_g4_k3_64cubed", conv3d(32, 4, 3, 64));
     bench_geometry(c, "conv3d_32to32_k1_64cubed", conv3d(32, 1, 1, 64));
-    let down = ConvGeometry { out_channels: 32, stride: [2; 3], ..conv3d(16, 1, 3, 64) };
+    let down = ConvGeometry {
+        out_channels: 32,
+        stride: [2; 3],
+        ..conv3d(16, 1, 3, 64)
+    };
     bench_geometry(c, "conv3d_16to32_k3_s2_64cubed", down);
     let up = ConvTransposeGeometry {
         batch: 1,

@@ -30,15 +30,23 @@ fn benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("max_pool3d_k2s2_32ch_64cubed");
     group.sample_size(10);
     group.throughput(Throughput::Elements(pool.output_len() as u64));
-    group.bench_function("forward", |b| b.iter(|| max_pool_forward(&pool, black_box(&x), &mut y, &mut argmax)));
-    group.bench_function("backward", |b| b.iter(|| max_pool_backward(&pool, black_box(&y), &argmax, &mut gx)));
+    group.bench_function("forward", |b| {
+        b.iter(|| max_pool_forward(&pool, black_box(&x), &mut y, &mut argmax))
+    });
+    group.bench_function("backward", |b| {
+        b.iter(|| max_pool_backward(&pool, black_box(&y), &argmax, &mut gx))
+    });
     group.finish();
 
     let mut group = c.benchmark_group("avg_pool3d_k2s2_32ch_64cubed");
     group.sample_size(10);
     group.throughput(Throughput::Elements(pool.output_len() as u64));
-    group.bench_function("forward", |b| b.iter(|| avg_pool_forward(&pool, black_box(&x), &mut y, true)));
-    group.bench_function("backward", |b| b.iter(|| avg_pool_backward(&pool, black_box(&y), &mut gx, true)));
+    group.bench_function("forward", |b| {
+        b.iter(|| avg_pool_forward(&pool, black_box(&x), &mut y, true))
+    });
+    group.bench_function("backward", |b| {
+        b.iter(|| avg_pool_backward(&pool, black_box(&y), &mut gx, true))
+    });
     group.finish();
 
     let up = UpsampleGeometry::from_scale(1, 32, [32; 3], [2.0; 3], UpsampleMode::Linear { align_corners: false })
@@ -50,7 +58,9 @@ fn benches(c: &mut Criterion) {
     group.sample_size(10);
     group.throughput(Throughput::Elements(up.output_len() as u64));
     group.bench_function("forward", |b| b.iter(|| upsample_forward(&up, black_box(&x), &mut y)));
-    group.bench_function("backward", |b| b.iter(|| upsample_backward(&up, black_box(&y), &mut gx)));
+    group.bench_function("backward", |b| {
+        b.iter(|| upsample_backward(&up, black_box(&y), &mut gx))
+    });
     group.finish();
 }
 

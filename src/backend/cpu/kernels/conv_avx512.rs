@@ -199,6 +199,7 @@ struct Pass<'a> {
 /// Convolution forward: `out = conv(input, weight) + bias`. A width stride > 1 first rewrites
 /// the input rows as width phases so every load stays contiguous.
 pub fn forward(geom: &ConvGeometry, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+    let geom = &as_long_rows(geom);
     let (cig, m) = (geom.in_channels / geom.groups, geom.out_channels / geom.groups);
     let [kd, kh, kw] = geom.kernel;
     let mut axes: [AxisPlan; 3] = std::array::from_fn(|a| AxisPlan::forward(geom, a));
@@ -230,10 +231,26 @@ pub fn forward(geom: &ConvGeometry, input: &[f32], weight: &[f32], bias: Option<
     run_passes(geom.batch, geom.groups, &[pass], &weight_at, bias, out);
 }
 
+/// A pointwise convolution (kernel 1, stride 1, no padding) sees no spatial structure, so its
+/// (depth, height, width) is viewed as (1, depth, height x width): rows of whole planes, which
+/// stream from memory better than short rows.
+fn as_long_rows(geom: &ConvGeometry) -> ConvGeometry {
+    if geom.kernel == [1, 1, 1] && geom.stride == [1, 1, 1] && geom.padding == [0, 0, 0] {
+        let [d, h, w] = geom.input;
+        ConvGeometry {
+            input: [1, d, h * w],
+            ..*geom
+        }
+    } else {
+        *geom
+    }
+}
+
 /// Gradient of the input, any stride: one unit-stride pass per stride phase of the input, each
 /// with only the kernel taps that reach it (no multiplications by the zeros a strided
 /// convolution's adjoint would otherwise insert).
 pub fn backward_input(geom: &ConvGeometry, grad_out: &[f32], weight: &[f32], grad_input: &mut [f32]) {
+    let geom = &as_long_rows(geom);
     let (cig, m) = (geom.in_channels / geom.groups, geom.out_channels / geom.groups);
     let [kd, kh, kw] = geom.kernel;
     let [sd, sh, sw] = geom.stride;
@@ -353,10 +370,12 @@ fn run_passes_tiled<const MR: usize, const NV: usize>(
             }
         }
     }
+    // Positions per block: a few tiles, so a block's inputs stay in the L1 cache.
+    const BLOCK: usize = 128;
     let out_ptr = SharedMut(out.as_mut_ptr());
-    tasks
-        .into_par_iter()
-        .for_each_init(Vec::<RowTap>::new, |taps, (f, ng, start, end)| {
+    tasks.into_par_iter().for_each_init(
+        || (Vec::<RowTap>::new(), Vec::<RowTap>::new(), Vec::<f32>::new()),
+        |(taps, staged_taps, staging), (f, ng, start, end)| {
             let g = ng % groups;
             for row in start..end {
                 for &p in &families[f] {
@@ -379,38 +398,69 @@ fn run_passes_tiled<const MR: usize, const NV: usize>(
                         ((qd * pd.out_step + pd.out_origin) * pass.dst_dims[1] + qh * ph.out_step + ph.out_origin)
                             * pass.dst_dims[2]
                             + pw.out_origin;
-                    for chunk in 0..chunks {
-                        let w = packed[p][(g * chunks + chunk) * rows * MR..].as_ptr();
-                        let live = MR.min(m - chunk * MR);
-                        let mut init = [0f32; MR];
-                        if let Some(b) = bias {
-                            init[..live].copy_from_slice(&b[g * m + chunk * MR..g * m + chunk * MR + live]);
-                        }
-                        let out_offset = (ng * m + chunk * MR) * dst_plane + dst_row;
-                        for x0 in (0..pw.count).step_by(LANES * NV) {
-                            // SAFETY: loads are masked to the source row (`collect_row_taps` keeps only
-                            // rows inside the source), stores go to this task's rows and `live` channels.
-                            unsafe {
-                                forward_tile::<MR, NV>(
-                                    src,
-                                    taps,
-                                    shifts,
-                                    pass.src_width,
-                                    x0,
-                                    pw.count,
-                                    w,
-                                    &init,
-                                    out_ptr.get().add(out_offset),
-                                    dst_plane,
-                                    pw.out_step,
-                                    live,
-                                );
+                    // A single-tap pass (pointwise, or a k2 s2 phase) reads one row per source
+                    // channel at the same offset of planes a power of two apart: those rows
+                    // collide in the caches' sets. Each block of them is first copied side by
+                    // side into a small buffer.
+                    let single_tap = pd.taps.len() == 1
+                        && ph.taps.len() == 1
+                        && pw.taps.len() == 1
+                        && shifts[0] == (0, 0)
+                        && taps.len() > 1;
+                    // Positions outer, channel chunks inner: a long row's inputs are read from
+                    // memory once and reused from cache by every chunk.
+                    for x0 in (0..pw.count).step_by(BLOCK) {
+                        let x_end = (x0 + BLOCK).min(pw.count);
+                        let (tile_src, tile_taps) = if single_tap {
+                            staging.resize(taps.len() * BLOCK, 0.0);
+                            staged_taps.clear();
+                            for (i, tap) in taps.iter().enumerate() {
+                                let from = &pass.src[ng * pass.src_cpg * src_plane..][(tap.offset as usize + x0)..];
+                                staging[i * BLOCK..i * BLOCK + (x_end - x0)].copy_from_slice(&from[..x_end - x0]);
+                                staged_taps.push(RowTap {
+                                    offset: (i * BLOCK) as isize - x0 as isize,
+                                    weight_row: tap.weight_row,
+                                });
+                            }
+                            (staging.as_ptr(), &staged_taps[..])
+                        } else {
+                            (src, &taps[..])
+                        };
+                        for chunk in 0..chunks {
+                            let w = packed[p][(g * chunks + chunk) * rows * MR..].as_ptr();
+                            let live = MR.min(m - chunk * MR);
+                            let mut init = [0f32; MR];
+                            if let Some(b) = bias {
+                                init[..live].copy_from_slice(&b[g * m + chunk * MR..g * m + chunk * MR + live]);
+                            }
+                            let out_offset = (ng * m + chunk * MR) * dst_plane + dst_row;
+                            for x1 in (x0..x_end).step_by(LANES * NV) {
+                                // SAFETY: loads are masked to the source row (`collect_row_taps`
+                                // keeps only rows inside the source), stores go to this task's
+                                // rows and `live` channels.
+                                unsafe {
+                                    forward_tile::<MR, NV>(
+                                        tile_src,
+                                        tile_taps,
+                                        shifts,
+                                        pass.src_width,
+                                        x1,
+                                        pw.count,
+                                        w,
+                                        &init,
+                                        out_ptr.get().add(out_offset),
+                                        dst_plane,
+                                        pw.out_step,
+                                        live,
+                                    );
+                                }
                             }
                         }
                     }
                 }
             }
-        });
+        },
+    );
 }
 
 /// The source rows destination row (qd, qh) of a pass reads, over all source channels.
