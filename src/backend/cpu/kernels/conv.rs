@@ -592,7 +592,7 @@ pub fn conv_backward_input<T: Float>(geom: &ConvGeometry, grad_out: &[T], weight
     let taps = geom.kernel.iter().product::<usize>();
     #[cfg(target_arch = "x86_64")]
     if let (Some(dy), Some(w), Some(dx)) = (as_f32(grad_out), as_f32(weight), as_f32_mut(grad_input)) {
-        if super::conv_avx512::supports_backward_input(geom) {
+        if super::conv_avx512::supports(geom) {
             return super::conv_avx512::backward_input(geom, dy, w, dx);
         }
     }

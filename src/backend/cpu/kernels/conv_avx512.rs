@@ -21,7 +21,7 @@ const LANES: usize = 16;
 /// Widest kernel the forward tile handles (taps along the width, each needing its own load mask).
 pub const MAX_KERNEL_WIDTH: usize = 16;
 
-/// Whether the direct kernels can run this geometry on this CPU.
+/// Whether the direct kernels (all three passes) can run this geometry on this CPU.
 pub fn supports(geom: &ConvGeometry) -> bool {
     geom.kernel[2] <= MAX_KERNEL_WIDTH && is_x86_feature_detected!("avx512f")
 }
@@ -285,11 +285,6 @@ pub fn backward_input(geom: &ConvGeometry, grad_out: &[f32], weight: &[f32], gra
         weight[((((g * m + co) * cig + ci) * kd + k[0]) * kh + k[1]) * kw + k[2]]
     };
     run_passes(geom.batch, geom.groups, &passes, &weight_at, None, grad_input);
-}
-
-/// Whether the adjoint passes fit the width-tap limit of the tile.
-pub fn supports_backward_input(geom: &ConvGeometry) -> bool {
-    geom.kernel[2] <= MAX_KERNEL_WIDTH && is_x86_feature_detected!("avx512f")
 }
 
 fn run_passes(
