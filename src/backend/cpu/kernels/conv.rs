@@ -552,6 +552,11 @@ pub fn conv_forward<T: Float>(geom: &ConvGeometry, input: &[T], weight: &[T], bi
             );
         }
     }
+    portable_forward(geom, input, weight, bias, out);
+}
+
+/// The forward pass of the portable path (any element type, any CPU); sizes already checked.
+fn portable_forward<T: Float>(geom: &ConvGeometry, input: &[T], weight: &[T], bias: Option<&[T]>, out: &mut [T]) {
     let gather = Gather::conv_forward(geom);
     let cig = geom.in_channels / geom.groups;
     let cog = geom.out_channels / geom.groups;
@@ -587,15 +592,20 @@ pub fn conv_backward_input<T: Float>(geom: &ConvGeometry, grad_out: &[T], weight
     if grad_input.is_empty() {
         return;
     }
-    let cig = geom.in_channels / geom.groups;
-    let cog = geom.out_channels / geom.groups;
-    let taps = geom.kernel.iter().product::<usize>();
     #[cfg(target_arch = "x86_64")]
     if let (Some(dy), Some(w), Some(dx)) = (as_f32(grad_out), as_f32(weight), as_f32_mut(grad_input)) {
         if super::conv_avx512::supports(geom) {
             return super::conv_avx512::backward_input(geom, dy, w, dx);
         }
     }
+    portable_backward_input(geom, grad_out, weight, grad_input);
+}
+
+/// The input gradient on the portable path; sizes already checked.
+fn portable_backward_input<T: Float>(geom: &ConvGeometry, grad_out: &[T], weight: &[T], grad_input: &mut [T]) {
+    let cig = geom.in_channels / geom.groups;
+    let cog = geom.out_channels / geom.groups;
+    let taps = geom.kernel.iter().product::<usize>();
     // Per group, weights as [in channel, (out channel, tap)]: the matrix the adjoint gather needs.
     let mut transposed = vec![T::zero(); weight.len()];
     for g in 0..geom.groups {
@@ -649,6 +659,11 @@ pub fn conv_backward_weight<T: Float>(geom: &ConvGeometry, input: &[T], grad_out
             return super::conv_avx512::backward_weight(geom, x, dy, dw);
         }
     }
+    portable_backward_weight(geom, input, grad_out, grad_weight);
+}
+
+/// The weight gradient on the portable path; sizes already checked, `grad_weight` zeroed.
+fn portable_backward_weight<T: Float>(geom: &ConvGeometry, input: &[T], grad_out: &[T], grad_weight: &mut [T]) {
     let (batch, groups) = (geom.batch, geom.groups);
     let cig = geom.in_channels / groups;
     let cog = geom.out_channels / groups;
@@ -1201,6 +1216,45 @@ mod tests {
                 &gw,
                 &naive_backward_weight(g, &x, &gy),
                 &format!("f32 backward weight {g:?}"),
+            );
+        }
+    }
+
+    /// The portable path in f32, which on a CPU with AVX-512 the public functions never take.
+    #[test]
+    fn portable_f32_path_matches_naive_loops() {
+        let to32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+        let check = |got: &[f32], want: &[f64], what: &str| {
+            let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+            for (i, (a, b)) in got.iter().zip(want).enumerate() {
+                assert!((*a as f64 - b).abs() < 1e-5 * scale, "{what}: element {i}: {a} vs {b}");
+            }
+        };
+        for (seed, g) in geometries().iter().enumerate() {
+            let x = random(g.input_len(), seed as u64);
+            let w = random(g.weight_len(), 100 + seed as u64);
+            let b = random(g.out_channels, 200 + seed as u64);
+            let gy = random(g.output_len(), 300 + seed as u64);
+            let mut y = vec![f32::NAN; g.output_len()];
+            portable_forward(g, &to32(&x), &to32(&w), Some(&to32(&b)), &mut y);
+            check(
+                &y,
+                &naive_forward(g, &x, &w, Some(&b)),
+                &format!("portable forward {g:?}"),
+            );
+            let mut gx = vec![f32::NAN; g.input_len()];
+            portable_backward_input(g, &to32(&gy), &to32(&w), &mut gx);
+            check(
+                &gx,
+                &naive_backward_input(g, &gy, &w),
+                &format!("portable backward input {g:?}"),
+            );
+            let mut gw = vec![0f32; g.weight_len()];
+            portable_backward_weight(g, &to32(&x), &to32(&gy), &mut gw);
+            check(
+                &gw,
+                &naive_backward_weight(g, &x, &gy),
+                &format!("portable backward weight {g:?}"),
             );
         }
     }
