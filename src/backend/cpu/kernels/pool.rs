@@ -109,38 +109,67 @@ pub fn max_pool_forward<T: Float>(geom: &PoolGeometry, input: &[T], out: &mut [T
     }
     let [_, ih, iw] = geom.input;
     let [taps_d, taps_h, taps_w] = tap_tables(geom);
+    let width_taps = width_tap_ranges(geom);
+    let ow = out_dims[2];
     out.par_chunks_mut(out_plane)
         .zip(argmax.par_chunks_mut(out_plane))
         .enumerate()
         .for_each(|(nc, (out, argmax))| {
             let x = &input[nc * in_plane..(nc + 1) * in_plane];
-            let mut o = 0;
+            let mut rows = out.chunks_exact_mut(ow).zip(argmax.chunks_exact_mut(ow));
             for td in &taps_d {
                 for th in &taps_h {
-                    for tw in &taps_w {
-                        let mut best = T::neg_infinity();
-                        let mut best_index = ((td.first * ih) + th.first) * iw + tw.first;
-                        for d in td.iter() {
-                            for h in th.iter() {
-                                let row = (d * ih + h) * iw;
-                                for w in tw.iter() {
-                                    let v = x[row + w];
+                    let (best, best_index) = rows.next().expect("one output row per (depth, height)");
+                    // A whole output row at a time, visiting each window's taps in PyTorch's
+                    // order (depth, height, width): independent outputs in the inner loop
+                    // vectorise, where one window at a time is a chain of dependent selects.
+                    best.fill(T::neg_infinity());
+                    for (i, tw) in best_index.iter_mut().zip(&taps_w) {
+                        *i = ((td.first * ih) + th.first) * iw + tw.first;
+                    }
+                    for d in td.iter() {
+                        for h in th.iter() {
+                            let row = (d * ih + h) * iw;
+                            for &(lo, hi, offset) in &width_taps {
+                                for o in lo..hi {
+                                    let w = (o * geom.stride[2]) as isize + offset;
+                                    let at = row + w as usize;
+                                    let v = x[at];
                                     // PyTorch's rule, including its choice of the last NaN.
-                                    // Selects rather than branches: on data the comparison is
-                                    // unpredictable.
-                                    let take = v > best || v.is_nan();
-                                    best = if take { v } else { best };
-                                    best_index = if take { row + w } else { best_index };
+                                    let take = v > best[o] || v.is_nan();
+                                    best[o] = if take { v } else { best[o] };
+                                    best_index[o] = if take { at } else { best_index[o] };
                                 }
                             }
                         }
-                        out[o] = best;
-                        argmax[o] = best_index;
-                        o += 1;
                     }
                 }
             }
         });
+}
+
+/// Per width tap: the outputs `lo..hi` whose tap lies inside the input row, and the tap's
+/// coordinate offset (output `o` reads `o * stride + offset`).
+fn width_tap_ranges(geom: &PoolGeometry) -> Vec<(usize, usize, isize)> {
+    let out = geom.output()[2];
+    let (stride, width) = (geom.stride[2] as isize, geom.input[2] as isize);
+    (0..geom.kernel[2])
+        .map(|k| {
+            let offset = (k * geom.dilation[2]) as isize - geom.padding[2] as isize;
+            // lo: first o with o * stride + offset >= 0; hi: past the last with it < width.
+            let lo = if offset >= 0 {
+                0
+            } else {
+                ((-offset) as usize).div_ceil(stride as usize)
+            };
+            let hi = if width - 1 - offset < 0 {
+                0
+            } else {
+                ((width - 1 - offset) / stride + 1) as usize
+            };
+            (lo.min(out), hi.min(out).max(lo.min(out)), offset)
+        })
+        .collect()
 }
 
 /// Every output coordinate's window taps, per axis, computed once per call.
