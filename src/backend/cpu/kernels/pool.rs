@@ -288,26 +288,33 @@ pub fn avg_pool_forward<T: Float>(geom: &PoolGeometry, input: &[T], out: &mut [T
     }
     let [_, ih, iw] = geom.input;
     let [wd, wh, ww] = average_tables(geom, count_include_pad);
+    let width_taps = width_tap_ranges(geom);
+    let ow = out_dims[2];
     out.par_chunks_mut(out_plane).enumerate().for_each(|(nc, out)| {
         let x = &input[nc * in_plane..(nc + 1) * in_plane];
-        let mut o = 0;
+        let mut rows = out.chunks_exact_mut(ow);
         for &(td, sd) in &wd {
             for &(th, sh) in &wh {
-                for &(tw, sw) in &ww {
-                    let mut sum = T::zero();
-                    for d in td.iter() {
-                        for h in th.iter() {
-                            let row = &x[(d * ih + h) * iw..];
-                            sum += row[tw.first..tw.first + tw.count].iter().copied().sum::<T>();
+                // A whole output row per pass over the window taps, as in max pooling.
+                let sums = rows.next().expect("one output row per (depth, height)");
+                sums.fill(T::zero());
+                for d in td.iter() {
+                    for h in th.iter() {
+                        let row = (d * ih + h) * iw;
+                        for &(lo, hi, offset) in &width_taps {
+                            for (o, sum) in sums.iter_mut().enumerate().take(hi).skip(lo) {
+                                *sum += x[(row as isize + (o * geom.stride[2]) as isize + offset) as usize];
+                            }
                         }
                     }
+                }
+                for (sum, &(_, sw)) in sums.iter_mut().zip(&ww) {
                     let divisor = sd * sh * sw;
-                    out[o] = if divisor == 0 {
+                    *sum = if divisor == 0 {
                         T::zero()
                     } else {
-                        sum / T::from_usize(divisor).expect("window size fits a float")
+                        *sum / T::from_usize(divisor).expect("window size fits a float")
                     };
-                    o += 1;
                 }
             }
         }
@@ -331,28 +338,39 @@ pub fn avg_pool_backward<T: Float>(geom: &PoolGeometry, grad_out: &[T], grad_inp
     }
     let [_, ih, iw] = geom.input;
     let [wd, wh, ww] = average_tables(geom, count_include_pad);
-    grad_input.par_chunks_mut(in_plane).enumerate().for_each(|(nc, gx)| {
-        gx.fill(T::zero());
-        let gy = &grad_out[nc * out_plane..(nc + 1) * out_plane];
-        let mut o = 0;
-        for &(td, sd) in &wd {
-            for &(th, sh) in &wh {
-                for &(tw, sw) in &ww {
-                    let divisor = sd * sh * sw;
-                    if divisor > 0 {
-                        let share = gy[o] / T::from_usize(divisor).expect("window size fits a float");
-                        for d in td.iter() {
-                            for h in th.iter() {
-                                let row = &mut gx[(d * ih + h) * iw..];
-                                row[tw.first..tw.first + tw.count].iter_mut().for_each(|v| *v += share);
+    let width_taps = width_tap_ranges(geom);
+    let ow = out_dims[2];
+    grad_input.par_chunks_mut(in_plane).enumerate().for_each_init(
+        || vec![T::zero(); ow],
+        |shares, (nc, gx)| {
+            gx.fill(T::zero());
+            let gy = &grad_out[nc * out_plane..(nc + 1) * out_plane];
+            let mut rows = gy.chunks_exact(ow);
+            for &(td, sd) in &wd {
+                for &(th, sh) in &wh {
+                    let g_row = rows.next().expect("one output row per (depth, height)");
+                    for ((share, &g), &(_, sw)) in shares.iter_mut().zip(g_row).zip(&ww) {
+                        let divisor = sd * sh * sw;
+                        *share = if divisor == 0 {
+                            T::zero()
+                        } else {
+                            g / T::from_usize(divisor).expect("window size fits a float")
+                        };
+                    }
+                    for d in td.iter() {
+                        for h in th.iter() {
+                            let row = (d * ih + h) * iw;
+                            for &(lo, hi, offset) in &width_taps {
+                                for (o, &share) in shares.iter().enumerate().take(hi).skip(lo) {
+                                    gx[(row as isize + (o * geom.stride[2]) as isize + offset) as usize] += share;
+                                }
                             }
                         }
                     }
-                    o += 1;
                 }
             }
-        }
-    });
+        },
+    );
 }
 
 #[cfg(test)]
