@@ -1,10 +1,14 @@
-//! CPU convolution kernels on the shapes the segmentation networks use: the 3D convs are the
-//! figures the engine is held to (PyTorch on the same 2-core machine: 40 ms and 65 ms forward).
-//! Throughput is reported in elements of the output so criterion prints a rate; GFLOP/s is
-//! `ConvGeometry::flops() / time` (printed once per benchmark).
+//! CPU convolution kernels on the shapes the segmentation networks use. The first two are the
+//! figures the engine is held to (PyTorch on the same 2-core machine: 40 ms and 65 ms forward);
+//! then a pointwise conv, a stride-2 downsampling conv and a k2 s2 transposed conv (decoder
+//! upsampling). Criterion's throughput is set to the pass's floating-point operations, so its
+//! `thrpt` line reads directly as FLOP/s (each pass, forward or backward, costs the same FLOPs).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use hepar::backend::cpu::kernels::conv::{conv_backward_input, conv_backward_weight, conv_forward, ConvGeometry};
+use hepar::backend::cpu::kernels::conv::{
+    conv_backward_input, conv_backward_weight, conv_forward, conv_transpose_backward_input,
+    conv_transpose_backward_weight, conv_transpose_forward, ConvGeometry, ConvTransposeGeometry,
+};
 use std::hint::black_box;
 
 fn conv3d(channels: usize, groups: usize, kernel: usize, size: usize) -> ConvGeometry {
@@ -34,13 +38,41 @@ fn bench_geometry(c: &mut Criterion, name: &str, g: ConvGeometry) {
     let mut y = vec![0f32; g.output_len()];
     let mut gx = vec![0f32; g.input_len()];
     let mut gw = vec![0f32; g.weight_len()];
-    eprintln!("{name}: {:.2} GFLOP per pass", g.flops() * 1e-9);
     let mut group = c.benchmark_group(name);
     group.sample_size(10);
-    group.throughput(Throughput::Elements(g.output_len() as u64));
-    group.bench_function("forward", |bch| bch.iter(|| conv_forward(&g, black_box(&x), &w, Some(&b), &mut y)));
-    group.bench_function("backward_input", |bch| bch.iter(|| conv_backward_input(&g, black_box(&gy), &w, &mut gx)));
-    group.bench_function("backward_weight", |bch| bch.iter(|| conv_backward_weight(&g, black_box(&x), &gy, &mut gw)));
+    group.throughput(Throughput::Elements(g.flops() as u64));
+    group.bench_function("forward", |bch| {
+        bch.iter(|| conv_forward(&g, black_box(&x), &w, Some(&b), &mut y))
+    });
+    group.bench_function("backward_input", |bch| {
+        bch.iter(|| conv_backward_input(&g, black_box(&gy), &w, &mut gx))
+    });
+    group.bench_function("backward_weight", |bch| {
+        bch.iter(|| conv_backward_weight(&g, black_box(&x), &gy, &mut gw))
+    });
+    group.finish();
+}
+
+fn bench_transposed(c: &mut Criterion, name: &str, t: ConvTransposeGeometry) {
+    let x = filled(t.input_len());
+    let w = filled(t.weight_len());
+    let b = filled(t.out_channels);
+    let gy = filled(t.output_len());
+    let mut y = vec![0f32; t.output_len()];
+    let mut gx = vec![0f32; t.input_len()];
+    let mut gw = vec![0f32; t.weight_len()];
+    let mut group = c.benchmark_group(name);
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(t.as_conv().flops() as u64));
+    group.bench_function("forward", |bch| {
+        bch.iter(|| conv_transpose_forward(&t, black_box(&x), &w, Some(&b), &mut y))
+    });
+    group.bench_function("backward_input", |bch| {
+        bch.iter(|| conv_transpose_backward_input(&t, black_box(&gy), &w, &mut gx))
+    });
+    group.bench_function("backward_weight", |bch| {
+        bch.iter(|| conv_transpose_backward_weight(&t, black_box(&x), &gy, &mut gw))
+    });
     group.finish();
 }
 
@@ -48,6 +80,25 @@ fn benches(c: &mut Criterion) {
     bench_geometry(c, "conv3d_16to16_k3_64cubed", conv3d(16, 1, 3, 64));
     bench_geometry(c, "conv3d_32to32_g4_k3_64cubed", conv3d(32, 4, 3, 64));
     bench_geometry(c, "conv3d_32to32_k1_64cubed", conv3d(32, 1, 1, 64));
+    let down = ConvGeometry {
+        out_channels: 32,
+        stride: [2; 3],
+        ..conv3d(16, 1, 3, 64)
+    };
+    bench_geometry(c, "conv3d_16to32_k3_s2_64cubed", down);
+    let up = ConvTransposeGeometry {
+        batch: 1,
+        in_channels: 32,
+        out_channels: 16,
+        groups: 1,
+        input: [32; 3],
+        kernel: [2; 3],
+        stride: [2; 3],
+        padding: [0; 3],
+        dilation: [1; 3],
+        output_padding: [0; 3],
+    };
+    bench_transposed(c, "conv_transpose3d_32to16_k2_s2_32cubed", up);
 }
 
 criterion_group!(conv_benches, benches);

@@ -85,9 +85,9 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
     fn avg_pool(&self, g: &PoolGeometry, count_include_pad: bool) -> Result<Self>;
     /// Gradient of `avg_pool` from the dense output gradient `self`.
     fn avg_pool_backward(&self, g: &PoolGeometry, count_include_pad: bool) -> Result<Self>;
-    fn upsample(&self, g: &UpsampleGeometry, mode: UpsampleMode) -> Result<Self>;
+    fn upsample(&self, g: &UpsampleGeometry) -> Result<Self>;
     /// Gradient of `upsample` from the dense output gradient `self`.
-    fn upsample_backward(&self, g: &UpsampleGeometry, mode: UpsampleMode) -> Result<Self>;
+    fn upsample_backward(&self, g: &UpsampleGeometry) -> Result<Self>;
 }
 
 /// Tensor data on one of the backends.
@@ -235,10 +235,10 @@ impl BackendStorage for Storage {
     fn avg_pool_backward(&self, g: &PoolGeometry, count_include_pad: bool) -> Result<Self> {
         on_backend!("avg_pool_backward", self).avg_pool_backward(g, count_include_pad).map(Storage::Cpu)
     }
-    fn upsample(&self, g: &UpsampleGeometry, mode: UpsampleMode) -> Result<Self> {
-        on_backend!("upsample", self).upsample(g, mode).map(Storage::Cpu)
+    fn upsample(&self, g: &UpsampleGeometry) -> Result<Self> {
+        on_backend!("upsample", self).upsample(g).map(Storage::Cpu)
     }
-    fn upsample_backward(&self, g: &UpsampleGeometry, mode: UpsampleMode) -> Result<Self> {
-        on_backend!("upsample_backward", self).upsample_backward(g, mode).map(Storage::Cpu)
+    fn upsample_backward(&self, g: &UpsampleGeometry) -> Result<Self> {
+        on_backend!("upsample_backward", self).upsample_backward(g).map(Storage::Cpu)
     }
 }

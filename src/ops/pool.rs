@@ -30,16 +30,15 @@ fn geometry(op: &'static str, x: &Tensor, o: &PoolOptions) -> Result<PoolGeometr
     }
     let dims = x.rank() - 2;
     let g = PoolGeometry {
-        planes: x.shape()[0] * x.shape()[1],
+        batch: x.shape()[0],
+        channels: x.shape()[1],
         input: spatial_of(x.shape()),
         kernel: spatial3(op, "kernel", &o.kernel, dims, 1)?,
         stride: spatial3(op, "stride", if o.stride.is_empty() { &o.kernel } else { &o.stride }, dims, 1)?,
         padding: spatial3(op, "padding", &o.padding, dims, 0)?,
         dilation: spatial3(op, "dilation", &o.dilation, dims, 1)?,
     };
-    if let Some(problem) = g.problem() {
-        return Err(HeparError::invalid(op, format!("input {:?}: {problem}", x.shape())));
-    }
+    g.validate(op).map_err(|e| HeparError::invalid(op, format!("input {:?}: {e}", x.shape())))?;
     Ok(g)
 }
 

@@ -15,8 +15,9 @@ impl Tensor {
         }
         let mut out_shape = self.shape()[..2].to_vec();
         out_shape.extend_from_slice(size);
-        let g = UpsampleGeometry { planes: self.shape()[0] * self.shape()[1], input: spatial_of(self.shape()), output: spatial_of(&out_shape) };
-        let out = with_dense(self, |x| x.upsample(&g, mode))?;
+        let g = UpsampleGeometry { batch: self.shape()[0], channels: self.shape()[1], input: spatial_of(self.shape()), output: spatial_of(&out_shape), scale: [None; 3], mode };
+        g.validate().map_err(|e| HeparError::invalid(op, format!("input {:?} to size {size:?}: {e}", self.shape())))?;
+        let out = with_dense(self, |x| x.upsample(&g))?;
         let x_shape = self.shape().to_vec();
         Ok(Tensor::from_op(
             out,
@@ -24,7 +25,7 @@ impl Tensor {
             op,
             &[self],
             Box::new(move |grad| {
-                let gx = with_dense(grad, |gs| gs.upsample_backward(&g, mode))?;
+                let gx = with_dense(grad, |gs| gs.upsample_backward(&g))?;
                 Ok(vec![Some(Tensor::from_storage(gx, Layout::contiguous(&x_shape)))])
             }),
         ))

@@ -2,7 +2,7 @@
 
 use super::kernels::{conv, elementwise, gemm, norm, pool, reduce, upsample};
 use crate::backend::ops::{BinaryOp, ReduceOp, UnaryOp};
-use crate::backend::{BackendStorage, ConvGeometry, ConvTransposeGeometry, NormStats, PoolGeometry, UpsampleGeometry, UpsampleMode};
+use crate::backend::{BackendStorage, ConvGeometry, ConvTransposeGeometry, NormStats, PoolGeometry, UpsampleGeometry};
 use crate::error::{HeparError, Result};
 use crate::tensor::dtype::DType;
 use crate::tensor::layout::Layout;
@@ -277,53 +277,46 @@ impl BackendStorage for CpuStorage {
         })
     }
     fn max_pool(&self, g: &PoolGeometry) -> Result<Self> {
-        let n_out = g.planes * g.output().iter().product::<usize>();
         compute!("max_pool", self, |x| {
-            let mut out = vec![Default::default(); n_out];
-            pool::max_pool_forward(g, x, &mut out, &mut vec![0; n_out]);
+            let mut out = vec![Default::default(); g.output_len()];
+            pool::max_pool_forward(g, x, &mut out, &mut vec![0; g.output_len()]);
             out
         })
     }
     fn max_pool_backward(&self, grad_out: &Self, g: &PoolGeometry) -> Result<Self> {
-        let n_out = g.planes * g.output().iter().product::<usize>();
-        let n_in = g.planes * g.input.iter().product::<usize>();
         compute2!("max_pool_backward", self, grad_out, |x, go| {
-            let mut argmax = vec![0; n_out];
-            pool::max_pool_forward(g, x, &mut vec![Default::default(); n_out], &mut argmax);
-            let mut gi = vec![Default::default(); n_in];
+            let mut argmax = vec![0; g.output_len()];
+            pool::max_pool_forward(g, x, &mut vec![Default::default(); g.output_len()], &mut argmax);
+            let mut gi = vec![Default::default(); g.input_len()];
             pool::max_pool_backward(g, go, &argmax, &mut gi);
             gi
         })
     }
     fn avg_pool(&self, g: &PoolGeometry, count_include_pad: bool) -> Result<Self> {
-        let n_out = g.planes * g.output().iter().product::<usize>();
         compute!("avg_pool", self, |x| {
-            let mut out = vec![Default::default(); n_out];
-            pool::avg_pool_forward(g, count_include_pad, x, &mut out);
+            let mut out = vec![Default::default(); g.output_len()];
+            pool::avg_pool_forward(g, x, &mut out, count_include_pad);
             out
         })
     }
     fn avg_pool_backward(&self, g: &PoolGeometry, count_include_pad: bool) -> Result<Self> {
-        let n_in = g.planes * g.input.iter().product::<usize>();
         compute!("avg_pool_backward", self, |go| {
-            let mut gi = vec![Default::default(); n_in];
-            pool::avg_pool_backward(g, count_include_pad, go, &mut gi);
+            let mut gi = vec![Default::default(); g.input_len()];
+            pool::avg_pool_backward(g, go, &mut gi, count_include_pad);
             gi
         })
     }
-    fn upsample(&self, g: &UpsampleGeometry, mode: UpsampleMode) -> Result<Self> {
-        let n_out = g.planes * g.output.iter().product::<usize>();
+    fn upsample(&self, g: &UpsampleGeometry) -> Result<Self> {
         compute!("upsample", self, |x| {
-            let mut out = vec![Default::default(); n_out];
-            upsample::upsample_forward(g, mode, x, &mut out);
+            let mut out = vec![Default::default(); g.output_len()];
+            upsample::upsample_forward(g, x, &mut out);
             out
         })
     }
-    fn upsample_backward(&self, g: &UpsampleGeometry, mode: UpsampleMode) -> Result<Self> {
-        let n_in = g.planes * g.input.iter().product::<usize>();
+    fn upsample_backward(&self, g: &UpsampleGeometry) -> Result<Self> {
         compute!("upsample_backward", self, |go| {
-            let mut gi = vec![Default::default(); n_in];
-            upsample::upsample_backward(g, mode, go, &mut gi);
+            let mut gi = vec![Default::default(); g.input_len()];
+            upsample::upsample_backward(g, go, &mut gi);
             gi
         })
     }

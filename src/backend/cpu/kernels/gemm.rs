@@ -54,7 +54,7 @@ pub fn gemm<T: Float>(
     unsafe { gemm_raw(a.as_ptr(), a_layout, b.as_ptr(), b_layout, c.as_mut_ptr(), c_layout, accumulate) }
 }
 
-/// [`gemm`] on raw pointers, for kernels whose parallel tasks write disjoint parts of one output
+/// [`gemm()`] on raw pointers, for kernels whose parallel tasks write disjoint parts of one output
 /// (forming overlapping `&mut` slices for them would be undefined behaviour).
 ///
 /// # Safety

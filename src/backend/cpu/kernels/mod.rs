@@ -5,9 +5,9 @@ pub mod conv;
 #[cfg(target_arch = "x86_64")]
 mod conv_avx512;
 pub mod gemm;
+pub mod pool;
 pub mod scalar;
 pub mod upsample;
 pub mod elementwise;
 pub mod norm;
-pub mod pool;
 pub mod reduce;
