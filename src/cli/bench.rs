@@ -57,6 +57,11 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Resets the peak-resident-memory mark so the next reading covers only what follows (Linux).
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 /// Median seconds of one workload over `repeats` runs after a warm-up.
 pub fn time_workload(w: Workload, repeats: usize) -> Result<f64> {
     let (model, input, train) = w.setup()?;
@@ -92,14 +97,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         return Err(HeparError::Config("--repeats must be at least 1".into()));
     }
     let workloads = if args.workloads.is_empty() { vec![Workload::Liver3dStep, Workload::Liver3dForward, Workload::Tumor2dStep] } else { args.workloads.clone() };
-    println!("{:<18} {:>10} {:>10} {:>14}", "workload", "hepar s", "pytorch s", "speed vs torch");
+    println!("{:<18} {:>10} {:>10} {:>15} {:>14}", "workload", "hepar s", "pytorch s", "speed vs torch", "peak mem GiB");
     for w in workloads {
+        reset_peak_rss();
         let seconds = time_workload(w, args.repeats)?;
-        let name = format!("{w:?}");
-        println!("{:<18} {:>10.3} {:>10.3} {:>13.0}%", name, seconds, w.pytorch_seconds(), 100.0 * w.pytorch_seconds() / seconds);
-    }
-    if let Some(peak) = peak_rss_bytes() {
-        println!("peak resident memory: {:.2} GiB", peak as f64 / (1u64 << 30) as f64);
+        let peak = peak_rss_bytes().map_or("?".to_string(), |b| format!("{:.2}", b as f64 / (1u64 << 30) as f64));
+        println!("{:<18} {:>10.3} {:>10.3} {:>14.0}% {:>14}", format!("{w:?}"), seconds, w.pytorch_seconds(), 100.0 * w.pytorch_seconds() / seconds, peak);
     }
     Ok(())
 }
