@@ -29,15 +29,19 @@ pub trait Float:
 /// Relative error below 2e-7 over the whole range; saturates to 0 and f32::MAX beyond it.
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
+    // Adding and removing 1.5 * 2^23 rounds to the nearest integer without a library call
+    // (roundf is not inlined on baseline x86-64, and a call per element stops vectorisation).
+    const ROUNDER: f32 = 12_582_912.0;
     let x = x.clamp(-87.33654, 88.72283);
-    let n = (x * std::f32::consts::LOG2_E).round();
+    let n = (x * std::f32::consts::LOG2_E + ROUNDER) - ROUNDER;
     // ln2 split in a high part exact in f32 and a low correction, so r keeps its precision.
     let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (0.166_666_67 + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
-    // n is in [-126, 128]; 2^n for n = 128 overflows the exponent, so scale in two halves.
-    let half = (n * 0.5).floor();
-    let scale_a = f32::from_bits(((half as i32 + 127) as u32) << 23);
-    let scale_b = f32::from_bits((((n - half) as i32 + 127) as u32) << 23);
+    // n is in [-126, 128]; 2^128 overflows the exponent field, so scale in two halves.
+    let ni = n as i32;
+    let half = ni >> 1;
+    let scale_a = f32::from_bits(((half + 127) as u32) << 23);
+    let scale_b = f32::from_bits(((ni - half + 127) as u32) << 23);
     p * scale_a * scale_b
 }
 
