@@ -5,6 +5,7 @@
 //! `crate::ops`) only ever call these primitives, so a new backend is one trait implementation.
 
 pub mod cpu;
+pub mod cuda;
 pub mod ops;
 
 use crate::error::Result;
