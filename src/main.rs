@@ -30,7 +30,14 @@ enum Command {
     Synth(hepar::cli::synth::SynthArgs),
 }
 
+/// mimalloc's `mi_option_purge_delay` (mimalloc.h, v2): how long freed memory is kept before it
+/// is returned to the OS. Training frees and reallocates the same activation sizes every step;
+/// returning them makes every step fault fresh zeroed pages back in, so keep them (-1).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 fn main() {
+    // SAFETY: sets a plain integer option before any thread is started.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     let cli = Cli::parse();
     let result: hepar::Result<()> = match cli.command {
         Command::Version => {
