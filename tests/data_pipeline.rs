@@ -9,7 +9,7 @@ use hepar::data::loader::{BatchSource, PatchBatches, Prefetcher, StackBatches, V
 use hepar::data::prepare::{Stage1Sample, Stage2Sample};
 use hepar::data::preprocess::{self, StackKind};
 use hepar::data::resize::Interpolation;
-use hepar::data::rng::Rng;
+use hepar::util::rng::Rng;
 use hepar::data::sampling::{PatchSampler, StackSampler};
 use hepar::data::synth::phantom;
 use hepar::data::Volume;

@@ -7,7 +7,7 @@
 //! the (y, x) plane.
 
 use super::config::AugmentConfig;
-use super::rng::Rng;
+use crate::util::rng::Rng;
 use crate::error::{HeparError, Result};
 use rayon::prelude::*;
 

@@ -9,7 +9,7 @@
 use super::augment::{augment, Example};
 use super::config::{AugmentConfig, PatchProbabilities};
 use super::prepare::{Stage1Sample, Stage2Sample};
-use super::rng::Rng;
+use crate::util::rng::Rng;
 use super::sampling::{extract_patch, PatchSampler, StackSampler};
 use crate::error::{HeparError, Result};
 use std::collections::BTreeMap;

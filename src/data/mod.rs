@@ -13,7 +13,6 @@ pub mod prepare;
 pub mod preprocess;
 pub mod resize;
 pub mod restore;
-pub mod rng;
 pub mod sampling;
 pub mod synth;
 pub mod volume;

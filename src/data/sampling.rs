@@ -7,7 +7,7 @@
 
 use super::config::{PatchProbabilities, SamplingConfig};
 use super::preprocess::StackKind;
-use super::rng::Rng;
+use crate::util::rng::Rng;
 use crate::error::{HeparError, Result};
 
 /// Weighted sampling with replacement over the kept stacks.

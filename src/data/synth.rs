@@ -10,7 +10,7 @@
 //! (seed, case index): the same arguments give the same files on any machine and thread count.
 
 use super::nifti::NiftiDataType;
-use super::rng::Rng;
+use crate::util::rng::Rng;
 use super::volume::Volume;
 use crate::error::{HeparError, Result};
 use rayon::prelude::*;

@@ -92,7 +92,7 @@ impl Init {
 
     pub fn uniform(&mut self, shape: &[usize], bound: f64) -> Tensor {
         let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| self.rng.uniform_range(-bound, bound) as f32).collect();
+        let v: Vec<f32> = (0..n).map(|_| self.rng.range(-bound, bound) as f32).collect();
         Tensor::from_vec(v, shape).expect("length matches shape").requires_grad_leaf()
     }
 }

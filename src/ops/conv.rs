@@ -101,27 +101,7 @@ impl Tensor {
         check_bias(op, bias, geom.out_channels, self)?;
         let out_shape = with_spatial(geom.batch, geom.out_channels, dims, geom.output());
         let out = dense3(self, weight, bias, |x, w, b| x.conv(w, b, &geom))?;
-        let (x_saved, w_saved) = (self.clone(), weight.clone());
-        let mut inputs = vec![self, weight];
-        inputs.extend(bias);
-        let has_bias = bias.is_some();
-        let (x_shape, w_shape) = (self.shape().to_vec(), weight.shape().to_vec());
-        Ok(Tensor::from_op(
-            out,
-            Layout::contiguous(&out_shape),
-            op,
-            &inputs,
-            Box::new(move |g| {
-                let gx = dense3(g, &w_saved, None, |g, w, _| g.conv_backward_input(w, &geom))?;
-                let gw = dense3(&x_saved, g, None, |x, g, _| x.conv_backward_weight(g, &geom))?;
-                let mut grads = vec![Some(Tensor::from_storage(gx, Layout::contiguous(&x_shape))), Some(Tensor::from_storage(gw, Layout::contiguous(&w_shape)))];
-                if has_bias {
-                    let axes: Vec<usize> = (0..g.rank()).filter(|&a| a != 1).collect();
-                    grads.push(Some(g.sum_axes(&axes, false)?));
-                }
-                Ok(grads)
-            }),
-        ))
+        Ok(record_conv(op, out, &out_shape, self, weight, bias, move |g, w| g.conv_backward_input(w, &geom), move |x, g| x.conv_backward_weight(g, &geom)))
     }
 
     /// Transposed convolution with weight [C_in, C_out / groups, k...] and optional bias [C_out].
@@ -147,26 +127,51 @@ impl Tensor {
         check_bias(op, bias, geom.out_channels, self)?;
         let out_shape = with_spatial(geom.batch, geom.out_channels, dims, geom.output());
         let out = dense3(self, weight, bias, |x, w, b| x.conv_transpose(w, b, &geom))?;
-        let (x_saved, w_saved) = (self.clone(), weight.clone());
-        let mut inputs = vec![self, weight];
-        inputs.extend(bias);
-        let has_bias = bias.is_some();
-        let (x_shape, w_shape) = (self.shape().to_vec(), weight.shape().to_vec());
-        Ok(Tensor::from_op(
-            out,
-            Layout::contiguous(&out_shape),
+        Ok(record_conv(
             op,
-            &inputs,
-            Box::new(move |g| {
-                let gx = dense3(g, &w_saved, None, |g, w, _| g.conv_transpose_backward_input(w, &geom))?;
-                let gw = dense3(&x_saved, g, None, |x, g, _| x.conv_transpose_backward_weight(g, &geom))?;
-                let mut grads = vec![Some(Tensor::from_storage(gx, Layout::contiguous(&x_shape))), Some(Tensor::from_storage(gw, Layout::contiguous(&w_shape)))];
-                if has_bias {
-                    let axes: Vec<usize> = (0..g.rank()).filter(|&a| a != 1).collect();
-                    grads.push(Some(g.sum_axes(&axes, false)?));
-                }
-                Ok(grads)
-            }),
+            out,
+            &out_shape,
+            self,
+            weight,
+            bias,
+            move |g, w| g.conv_transpose_backward_input(w, &geom),
+            move |x, g| x.conv_transpose_backward_weight(g, &geom),
         ))
     }
+}
+
+/// Wraps a convolution's output as an op whose backward gives the input gradient from
+/// (grad_out, weight), the weight gradient from (input, grad_out), and the bias gradient as the
+/// sum of grad_out over batch and space.
+#[allow(clippy::too_many_arguments)]
+fn record_conv(
+    op: &'static str,
+    out: Storage,
+    out_shape: &[usize],
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    backward_input: impl Fn(&Storage, &Storage) -> Result<Storage> + Send + Sync + 'static,
+    backward_weight: impl Fn(&Storage, &Storage) -> Result<Storage> + Send + Sync + 'static,
+) -> Tensor {
+    let (x_saved, w_saved) = (x.clone(), weight.clone());
+    let mut inputs = vec![x, weight];
+    inputs.extend(bias);
+    let has_bias = bias.is_some();
+    Tensor::from_op(
+        out,
+        Layout::contiguous(out_shape),
+        op,
+        &inputs,
+        Box::new(move |g| {
+            let gx = dense3(g, &w_saved, None, |g, w, _| backward_input(g, w))?;
+            let gw = dense3(&x_saved, g, None, |x, g, _| backward_weight(x, g))?;
+            let mut grads = vec![Some(Tensor::from_storage(gx, Layout::contiguous(x_saved.shape()))), Some(Tensor::from_storage(gw, Layout::contiguous(w_saved.shape())))];
+            if has_bias {
+                let axes: Vec<usize> = (0..g.rank()).filter(|&a| a != 1).collect();
+                grads.push(Some(g.sum_axes(&axes, false)?));
+            }
+            Ok(grads)
+        }),
+    )
 }

@@ -16,7 +16,7 @@ impl Tensor {
         }
         let mut rng = Rng::new(seed);
         let keep = 1.0 / (1.0 - p);
-        let mask: Vec<f64> = (0..self.numel()).map(|_| if rng.bernoulli(p) { 0.0 } else { keep }).collect();
+        let mask: Vec<f64> = (0..self.numel()).map(|_| if rng.chance(p) { 0.0 } else { keep }).collect();
         let mask = Tensor::from_vec(mask, self.shape())?.to_dtype(self.dtype())?;
         self.mul(&mask)
     }

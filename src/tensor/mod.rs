@@ -142,7 +142,7 @@ impl Tensor {
     /// Uniform values in [low, high) from a seeded generator.
     pub fn rand_uniform(shape: &[usize], low: f64, high: f64, dtype: DType, seed: u64) -> Tensor {
         let mut rng = crate::util::rng::Rng::new(seed);
-        let v: Vec<f64> = (0..layout::numel(shape)).map(|_| rng.uniform_range(low, high)).collect();
+        let v: Vec<f64> = (0..layout::numel(shape)).map(|_| rng.range(low, high)).collect();
         Self::from_vec(v, shape).and_then(|t| t.to_dtype(dtype)).expect("shape and length agree")
     }
 

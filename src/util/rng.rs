@@ -1,8 +1,9 @@
-//! A small deterministic random number generator (xoshiro256++ seeded by SplitMix64). Results
-//! depend only on the seed, never on the platform or a crate version, so seeded runs
-//! (initialisation, dropout, augmentation) reproduce exactly.
+//! A small deterministic random number generator (xoshiro256** seeded through SplitMix64), so
+//! initialisation, dropout, augmentation, sampling, splits and phantoms are reproducible from one
+//! seed on every platform. Independent streams come from [`Rng::derive`], so parallel work does
+//! not depend on scheduling.
 
-#[derive(Clone, Debug)]
+#[derive(Debug, Clone)]
 pub struct Rng {
     state: [u64; 4],
 }
@@ -18,54 +19,76 @@ fn splitmix64(x: &mut u64) -> u64 {
 impl Rng {
     pub fn new(seed: u64) -> Self {
         let mut s = seed;
-        Rng { state: [splitmix64(&mut s), splitmix64(&mut s), splitmix64(&mut s), splitmix64(&mut s)] }
+        let state = [
+            splitmix64(&mut s),
+            splitmix64(&mut s),
+            splitmix64(&mut s),
+            splitmix64(&mut s),
+        ];
+        Rng { state }
     }
 
-    /// An independent stream derived from this seed and a label (e.g. a case index).
-    pub fn fork(&self, label: u64) -> Self {
-        let mut s = self.state[0] ^ label.wrapping_mul(0xD1B5_4A32_D192_ED03);
-        Rng { state: [splitmix64(&mut s), splitmix64(&mut s), splitmix64(&mut s), splitmix64(&mut s)] }
+    /// A generator for a sub-task identified by `keys` (epoch, sample index...), independent of
+    /// how many numbers this one has produced.
+    pub fn derive(seed: u64, keys: &[u64]) -> Self {
+        let mut s = seed;
+        let mut mixed = splitmix64(&mut s);
+        for &k in keys {
+            let mut t = mixed ^ k.wrapping_mul(0xD6E8_FEB8_6659_FD93);
+            mixed = splitmix64(&mut t);
+        }
+        Rng::new(mixed)
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        let s = &mut self.state;
-        let result = (s[0].wrapping_add(s[3])).rotate_left(23).wrapping_add(s[0]);
-        let t = s[1] << 17;
-        s[2] ^= s[0];
-        s[3] ^= s[1];
-        s[1] ^= s[2];
-        s[0] ^= s[3];
-        s[2] ^= t;
-        s[3] = s[3].rotate_left(45);
+        let result = self.state[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
+        let t = self.state[1] << 17;
+        self.state[2] ^= self.state[0];
+        self.state[3] ^= self.state[1];
+        self.state[1] ^= self.state[2];
+        self.state[0] ^= self.state[3];
+        self.state[2] ^= t;
+        self.state[3] = self.state[3].rotate_left(45);
         result
     }
 
-    /// Uniform in [0, 1) with 53 random bits.
+    /// Uniform in [0, 1).
     pub fn uniform(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
-    pub fn uniform_range(&mut self, low: f64, high: f64) -> f64 {
-        low + (high - low) * self.uniform()
+    /// Uniform in [lo, hi).
+    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.uniform()
     }
 
-    /// Standard normal (Box-Muller; one value per call for simplicity).
-    pub fn normal(&mut self) -> f64 {
-        let u1 = 1.0 - self.uniform(); // in (0, 1]: log is finite
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
-
-    /// Uniform integer in [0, n).
+    /// Uniform integer in [0, n); n must be positive (0 gives 0).
     pub fn below(&mut self, n: usize) -> usize {
         if n == 0 {
             return 0;
         }
+        // Lemire's multiply-shift: unbiased enough for n far below 2^64.
         ((self.next_u64() as u128 * n as u128) >> 64) as usize
     }
 
-    pub fn bernoulli(&mut self, p: f64) -> bool {
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
         self.uniform() < p
+    }
+
+    /// Standard normal (Box-Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.uniform(); // (0, 1]: keeps ln finite
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+
+    /// Fisher-Yates shuffle.
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.below(i + 1);
+            items.swap(i, j);
+        }
     }
 }
 
@@ -74,17 +97,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn same_seed_same_stream_and_moments_are_plausible() {
-        let mut a = Rng::new(7);
-        let mut b = Rng::new(7);
-        assert_eq!((0..10).map(|_| a.next_u64()).collect::<Vec<_>>(), (0..10).map(|_| b.next_u64()).collect::<Vec<_>>());
+    fn same_seed_same_stream_and_derive_is_stable() {
+        let a: Vec<u64> = (0..5)
+            .map({
+                let mut r = Rng::new(7);
+                move |_| r.next_u64()
+            })
+            .collect();
+        let mut r = Rng::new(7);
+        let b: Vec<u64> = (0..5).map(|_| r.next_u64()).collect();
+        assert_eq!(a, b);
+        assert_ne!(
+            Rng::derive(7, &[1, 2]).next_u64(),
+            Rng::derive(7, &[2, 1]).next_u64()
+        );
+        assert_eq!(
+            Rng::derive(7, &[1, 2]).next_u64(),
+            Rng::derive(7, &[1, 2]).next_u64()
+        );
+    }
+
+    #[test]
+    fn uniform_and_normal_moments() {
         let mut r = Rng::new(1);
-        let n = 200_000;
-        let xs: Vec<f64> = (0..n).map(|_| r.normal()).collect();
-        let mean = xs.iter().sum::<f64>() / n as f64;
-        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
-        assert!(mean.abs() < 0.01 && (var - 1.0).abs() < 0.02, "mean {mean} var {var}");
-        let below: Vec<usize> = (0..1000).map(|_| r.below(3)).collect();
-        assert!(below.iter().all(|&v| v < 3) && below.contains(&0) && below.contains(&2));
+        let n = 20000;
+        let u: Vec<f64> = (0..n).map(|_| r.uniform()).collect();
+        let mean = u.iter().sum::<f64>() / n as f64;
+        assert!((mean - 0.5).abs() < 0.01, "{mean}");
+        assert!(u.iter().all(|&v| (0.0..1.0).contains(&v)));
+        let g: Vec<f64> = (0..n).map(|_| r.normal()).collect();
+        let gm = g.iter().sum::<f64>() / n as f64;
+        let gv = g.iter().map(|v| (v - gm) * (v - gm)).sum::<f64>() / n as f64;
+        assert!(gm.abs() < 0.03 && (gv - 1.0).abs() < 0.05, "{gm} {gv}");
+        let counts = (0..n).fold([0usize; 3], |mut c, _| {
+            c[r.below(3)] += 1;
+            c
+        });
+        assert!(counts
+            .iter()
+            .all(|&c| (c as f64 / n as f64 - 1.0 / 3.0).abs() < 0.02));
     }
 }
