@@ -96,6 +96,7 @@ fn norms_backward() {
     let b = rand_f64(&[4], 15);
     check("group_norm", |t| t[0].group_norm(2, Some(&t[1]), Some(&t[2]), 1e-5), &[x.clone(), w.clone(), b.clone()]);
     check("group_norm no affine", |t| t[0].group_norm(4, None, None, 1e-5), &[x.clone()]);
+    check("group_norm_silu", |t| t[0].group_norm_silu(2, Some(&t[1]), Some(&t[2]), 1e-5), &[x.clone(), w.clone(), b.clone()]);
     let stats = || (Tensor::zeros(&[4], DType::F64, Default::default()), Tensor::ones(&[4], DType::F64, Default::default()));
     check(
         "batch_norm train",

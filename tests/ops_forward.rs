@@ -122,6 +122,16 @@ fn group_norm_and_batch_norm_match_reference() {
     let got = x.group_norm(3, Some(&w), Some(&b), 1e-5).unwrap();
     let expected = naive::group_norm(&x.to_vec_f64(), n, c, s, 3, &w.to_vec_f64(), &b.to_vec_f64(), 1e-5);
     assert_close(&got.to_vec_f64(), &expected, 1e-10, "group_norm");
+    let fused = x.group_norm_silu(3, Some(&w), Some(&b), 1e-5).unwrap();
+    let silu: Vec<f64> = expected.iter().map(|&v| v / (1.0 + (-v).exp())).collect();
+    assert_close(&fused.to_vec_f64(), &silu, 1e-10, "group_norm_silu");
+    // f32 on a large group exercises the blocked lane sums.
+    let big = Tensor::randn(&[1, 4, 3000], DType::F32, 21).affine(3.0, 5.0).unwrap();
+    let got = big.group_norm(2, None, None, 1e-5).unwrap().to_vec_f64();
+    let ones = vec![1.0; 4];
+    let zeros = vec![0.0; 4];
+    let expected = naive::group_norm(&big.to_vec_f64(), 1, 4, 3000, 2, &ones, &zeros, 1e-5);
+    assert_close(&got, &expected, 2e-5, "group_norm f32");
 
     let rm = Tensor::zeros(&[c], DType::F64, Default::default());
     let rv = Tensor::ones(&[c], DType::F64, Default::default());

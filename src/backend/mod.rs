@@ -13,6 +13,7 @@ use crate::tensor::dtype::DType;
 use crate::tensor::layout::Layout;
 pub use cpu::storage::CpuStorage;
 pub use cpu::kernels::conv::{ConvGeometry, ConvTransposeGeometry};
+pub use cpu::kernels::norm::NormActivation;
 pub use cpu::kernels::pool::PoolGeometry;
 pub use cpu::kernels::upsample::{UpsampleGeometry, UpsampleMode};
 pub use ops::{BinaryOp, ReduceOp, UnaryOp};
@@ -62,9 +63,9 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
     /// [..., M, K] @ [..., K, N] with identical batch axes.
     fn matmul(&self, l: &Layout, rhs: &Self, rl: &Layout) -> Result<Self>;
     /// GroupNorm over [N, C, ...]: output and per-(sample, group) statistics.
-    fn group_norm(&self, l: &Layout, groups: usize, weight: Option<&Self>, bias: Option<&Self>, eps: f64) -> Result<(Self, NormStats<Self>)>;
+    fn group_norm(&self, l: &Layout, groups: usize, weight: Option<&Self>, bias: Option<&Self>, eps: f64, activation: NormActivation) -> Result<(Self, NormStats<Self>)>;
     /// GroupNorm backward: (grad input, grad weight, grad bias).
-    fn group_norm_backward(&self, l: &Layout, grad: &Self, gl: &Layout, groups: usize, weight: Option<&Self>, stats: &NormStats<Self>) -> Result<(Self, Self, Self)>;
+    fn group_norm_backward(&self, l: &Layout, grad: &Self, gl: &Layout, groups: usize, weight: Option<&Self>, bias: Option<&Self>, stats: &NormStats<Self>, activation: NormActivation) -> Result<(Self, Self, Self)>;
     /// Per-channel mean and biased variance of [N, C, ...] over batch and space.
     fn batch_norm_stats(&self, l: &Layout) -> Result<(Vec<f64>, Vec<f64>)>;
     /// `(x - mean[c]) * rstd[c] * w[c] + b[c]`.
@@ -178,14 +179,14 @@ impl BackendStorage for Storage {
         let (a, b) = on_backend!("matmul", self, rhs);
         a.matmul(l, b, rl).map(Storage::Cpu)
     }
-    fn group_norm(&self, l: &Layout, groups: usize, weight: Option<&Self>, bias: Option<&Self>, eps: f64) -> Result<(Self, NormStats<Self>)> {
-        let (y, st) = on_backend!("group_norm", self).group_norm(l, groups, opt_cpu(weight), opt_cpu(bias), eps)?;
+    fn group_norm(&self, l: &Layout, groups: usize, weight: Option<&Self>, bias: Option<&Self>, eps: f64, activation: NormActivation) -> Result<(Self, NormStats<Self>)> {
+        let (y, st) = on_backend!("group_norm", self).group_norm(l, groups, opt_cpu(weight), opt_cpu(bias), eps, activation)?;
         Ok((Storage::Cpu(y), NormStats { mean: Storage::Cpu(st.mean), rstd: Storage::Cpu(st.rstd) }))
     }
-    fn group_norm_backward(&self, l: &Layout, grad: &Self, gl: &Layout, groups: usize, weight: Option<&Self>, stats: &NormStats<Self>) -> Result<(Self, Self, Self)> {
+    fn group_norm_backward(&self, l: &Layout, grad: &Self, gl: &Layout, groups: usize, weight: Option<&Self>, bias: Option<&Self>, stats: &NormStats<Self>, activation: NormActivation) -> Result<(Self, Self, Self)> {
         let (x, g) = on_backend!("group_norm_backward", self, grad);
         let stats = NormStats { mean: on_backend!("group_norm_backward", &stats.mean).clone(), rstd: on_backend!("group_norm_backward", &stats.rstd).clone() };
-        let (a, b, c) = x.group_norm_backward(l, g, gl, groups, opt_cpu(weight), &stats)?;
+        let (a, b, c) = x.group_norm_backward(l, g, gl, groups, opt_cpu(weight), opt_cpu(bias), &stats, activation)?;
         Ok((Storage::Cpu(a), Storage::Cpu(b), Storage::Cpu(c)))
     }
     fn batch_norm_stats(&self, l: &Layout) -> Result<(Vec<f64>, Vec<f64>)> {

@@ -43,11 +43,11 @@ impl ConvNorm {
         ConvNorm { conv: Conv::new(init, dims, cin, cout, kernel, groups, false), norm: GroupNorm::new(norm_groups, cout), activate }
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.norm.forward(&self.conv.forward(x)?)?;
+        let y = self.conv.forward(x)?;
         if self.activate {
-            y.silu()
+            self.norm.forward_silu(&y)
         } else {
-            Ok(y)
+            self.norm.forward(&y)
         }
     }
 }
@@ -142,7 +142,7 @@ impl Block {
 
     fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
         let y = self.grouped.forward(&self.reduce.forward(x)?)?;
-        let y = self.attention_norm.forward(&self.attention.forward(&y, training)?)?.silu()?;
+        let y = self.attention_norm.forward_silu(&self.attention.forward(&y, training)?)?;
         let y = self.expand.forward(&y)?;
         let shortcut = match &self.residual {
             Some(r) => r.forward(x)?,

@@ -59,6 +59,11 @@ impl GroupNorm {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.group_norm(self.groups, Some(&self.weight), Some(&self.bias), self.eps)
     }
+
+    /// `silu(self.forward(x))`, fused.
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        x.group_norm_silu(self.groups, Some(&self.weight), Some(&self.bias), self.eps)
+    }
 }
 
 impl Module for GroupNorm {

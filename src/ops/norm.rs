@@ -1,7 +1,7 @@
 //! Normalisation layers as ops: GroupNorm and BatchNorm (train and eval), each fused into one
 //! backend pass forward and one backward.
 
-use crate::backend::{BackendStorage, NormStats, Storage};
+use crate::backend::{BackendStorage, NormActivation, NormStats, Storage};
 use crate::error::{HeparError, Result};
 use crate::tensor::layout::Layout;
 use crate::tensor::Tensor;
@@ -32,13 +32,23 @@ fn channel_shape(x: &Tensor) -> Vec<usize> {
 impl Tensor {
     /// GroupNorm over [N, C, ...] with `groups` groups, optional per-channel affine.
     pub fn group_norm(&self, groups: usize, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+        self.group_norm_with(groups, weight, bias, eps, NormActivation::Identity)
+    }
+
+    /// `silu(group_norm(x))` in one pass each way; the backward recomputes the normalised value
+    /// from x and the statistics instead of keeping it, so it also saves an activation's memory.
+    pub fn group_norm_silu(&self, groups: usize, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+        self.group_norm_with(groups, weight, bias, eps, NormActivation::Silu)
+    }
+
+    fn group_norm_with(&self, groups: usize, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64, activation: NormActivation) -> Result<Tensor> {
         if self.rank() < 2 || groups == 0 || self.shape()[1] % groups != 0 {
             return Err(HeparError::invalid("group_norm", format!("{groups} groups for input {:?} (channels must divide evenly)", self.shape())));
         }
         check_affine("group_norm", self, weight, "weight")?;
         check_affine("group_norm", self, bias, "bias")?;
         let (w, b) = (dense(weight)?, dense(bias)?);
-        let (y, stats) = self.storage().group_norm(self.layout(), groups, w.as_ref(), b.as_ref(), eps)?;
+        let (y, stats) = self.storage().group_norm(self.layout(), groups, w.as_ref(), b.as_ref(), eps, activation)?;
         let x = self.clone();
         let mut inputs = vec![self];
         inputs.extend(weight);
@@ -47,13 +57,13 @@ impl Tensor {
         Ok(Tensor::from_op(
             y,
             Layout::contiguous(self.shape()),
-            "group_norm",
+            if activation == NormActivation::Silu { "group_norm_silu" } else { "group_norm" },
             &inputs,
             Box::new(move |g| {
                 let stats: NormStats<Storage> = stats;
                 let (gx, gw, gb) = {
                     let (xs, gs) = (x.storage(), g.storage());
-                    xs.group_norm_backward(x.layout(), &gs, g.layout(), groups, w.as_ref(), &stats)?
+                    xs.group_norm_backward(x.layout(), &gs, g.layout(), groups, w.as_ref(), b.as_ref(), &stats, activation)?
                 };
                 let c = x.shape()[1];
                 let mut grads = vec![Some(Tensor::from_storage(gx, Layout::contiguous(x.shape())))];

@@ -2,7 +2,7 @@
 
 use super::kernels::{conv, elementwise, gemm, norm, pool, reduce, upsample};
 use crate::backend::ops::{BinaryOp, ReduceOp, UnaryOp};
-use crate::backend::{BackendStorage, ConvGeometry, ConvTransposeGeometry, NormStats, PoolGeometry, UpsampleGeometry};
+use crate::backend::{BackendStorage, ConvGeometry, ConvTransposeGeometry, NormActivation, NormStats, PoolGeometry, UpsampleGeometry};
 use crate::error::{HeparError, Result};
 use crate::tensor::dtype::DType;
 use crate::tensor::layout::Layout;
@@ -170,11 +170,11 @@ impl BackendStorage for CpuStorage {
         compute2!("matmul", self, rhs, |a, b| batched_matmul(a, l, b, rl))
     }
 
-    fn group_norm(&self, l: &Layout, groups: usize, weight: Option<&Self>, bias: Option<&Self>, eps: f64) -> Result<(Self, NormStats<Self>)> {
+    fn group_norm(&self, l: &Layout, groups: usize, weight: Option<&Self>, bias: Option<&Self>, eps: f64, activation: NormActivation) -> Result<(Self, NormStats<Self>)> {
         let (n, c, s) = ncs(l);
         macro_rules! run {
             ($x:expr, $w:expr, $b:expr, $wrap:path) => {{
-                let (y, mean, rstd) = norm::group_norm_forward(&dense($x, l), n, c, s, groups, $w, $b, eps);
+                let (y, mean, rstd) = norm::group_norm_forward(&dense($x, l), n, c, s, groups, $w, $b, eps, activation);
                 Ok(($wrap(y), NormStats { mean: $wrap(mean), rstd: $wrap(rstd) }))
             }};
         }
@@ -185,15 +185,15 @@ impl BackendStorage for CpuStorage {
         }
     }
 
-    fn group_norm_backward(&self, l: &Layout, grad: &Self, gl: &Layout, groups: usize, weight: Option<&Self>, stats: &NormStats<Self>) -> Result<(Self, Self, Self)> {
+    fn group_norm_backward(&self, l: &Layout, grad: &Self, gl: &Layout, groups: usize, weight: Option<&Self>, bias: Option<&Self>, stats: &NormStats<Self>, activation: NormActivation) -> Result<(Self, Self, Self)> {
         let (n, c, s) = ncs(l);
         match (self, grad, &stats.mean, &stats.rstd) {
             (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(m), CpuStorage::F32(r)) => {
-                let (a, b, cc) = norm::group_norm_backward(&dense(x, l), &dense(g, gl), m, r, n, c, s, groups, weight.and_then(|w| w.as_f32()));
+                let (a, b, cc) = norm::group_norm_backward(&dense(x, l), &dense(g, gl), m, r, n, c, s, groups, weight.and_then(|w| w.as_f32()), bias.and_then(|b| b.as_f32()), activation);
                 Ok((CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(cc)))
             }
             (CpuStorage::F64(x), CpuStorage::F64(g), CpuStorage::F64(m), CpuStorage::F64(r)) => {
-                let (a, b, cc) = norm::group_norm_backward(&dense(x, l), &dense(g, gl), m, r, n, c, s, groups, weight.and_then(|w| w.as_f64()));
+                let (a, b, cc) = norm::group_norm_backward(&dense(x, l), &dense(g, gl), m, r, n, c, s, groups, weight.and_then(|w| w.as_f64()), bias.and_then(|b| b.as_f64()), activation);
                 Ok((CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(cc)))
             }
             _ => Err(HeparError::dtype("group_norm_backward", "operands must all be f32 or all f64")),

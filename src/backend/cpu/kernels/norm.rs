@@ -4,15 +4,78 @@
 use super::scalar::Float;
 use rayon::prelude::*;
 
-/// Mean and biased variance of a slice, in f64 (two-pass: stable for large volumes).
+/// Elements summed in the element type before the partial sum moves to f64: short enough that
+/// f32 rounding stays near 1e-6 relative, long enough that the loop runs in SIMD lanes.
+const BLOCK: usize = 256;
+const LANES: usize = 8;
+
+/// Sum of `f(x[i])` with independent lane accumulators (so the loop vectorises), in f64.
+#[inline(always)]
+fn sum_map<T: Float>(x: &[T], f: impl Fn(T) -> T) -> f64 {
+    let mut total = 0.0f64;
+    for block in x.chunks(BLOCK) {
+        let mut lanes = [T::zero(); LANES];
+        let mut chunks = block.chunks_exact(LANES);
+        for c in &mut chunks {
+            for l in 0..LANES {
+                lanes[l] += f(c[l]);
+            }
+        }
+        let tail: T = chunks.remainder().iter().map(|&v| f(v)).fold(T::zero(), |a, b| a + b);
+        total += lanes.iter().map(|v| v.to_f64_lossless()).sum::<f64>() + tail.to_f64_lossless();
+    }
+    total
+}
+
+/// Sums of `f(x[i], g[i])` and `h(x[i], g[i])` over two slices, lane-parallel, in f64.
+#[inline(always)]
+fn sum_map2<T: Float>(x: &[T], g: &[T], f: impl Fn(T, T) -> (T, T)) -> (f64, f64) {
+    let (mut ta, mut tb) = (0.0f64, 0.0f64);
+    for (xb, gb) in x.chunks(BLOCK).zip(g.chunks(BLOCK)) {
+        let (mut la, mut lb) = ([T::zero(); LANES], [T::zero(); LANES]);
+        let (mut xc, mut gc) = (xb.chunks_exact(LANES), gb.chunks_exact(LANES));
+        for (cx, cg) in (&mut xc).zip(&mut gc) {
+            for l in 0..LANES {
+                let (a, b) = f(cx[l], cg[l]);
+                la[l] += a;
+                lb[l] += b;
+            }
+        }
+        for (&xv, &gv) in xc.remainder().iter().zip(gc.remainder()) {
+            let (a, b) = f(xv, gv);
+            ta += a.to_f64_lossless();
+            tb += b.to_f64_lossless();
+        }
+        ta += la.iter().map(|v| v.to_f64_lossless()).sum::<f64>();
+        tb += lb.iter().map(|v| v.to_f64_lossless()).sum::<f64>();
+    }
+    (ta, tb)
+}
+
+/// Mean and biased variance of a slice (two passes: stable for large volumes).
 fn mean_var<T: Float>(x: &[T]) -> (f64, f64) {
     let n = x.len().max(1) as f64;
-    let mean = x.iter().map(|v| v.to_f64_lossless()).sum::<f64>() / n;
-    let var = x.iter().map(|v| (v.to_f64_lossless() - mean).powi(2)).sum::<f64>() / n;
+    let mean = sum_map(x, |v| v) / n;
+    let m = T::from_f64_lossy(mean);
+    let var = sum_map(x, |v| (v - m) * (v - m)) / n;
     (mean, var)
 }
 
-/// GroupNorm forward. Returns `(y, mean, rstd)` with mean/rstd of shape [N, G].
+#[inline(always)]
+fn sigmoid<T: Float>(x: T) -> T {
+    T::one() / (T::one() + (-x).exp_fast())
+}
+
+/// An activation applied right after the normalisation, fused into the same pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NormActivation {
+    Identity,
+    Silu,
+}
+
+/// GroupNorm forward (optionally followed by SiLU). Returns `(y, mean, rstd)` with mean/rstd of
+/// shape [N, G].
+#[allow(clippy::too_many_arguments)]
 pub fn group_norm_forward<T: Float>(
     x: &[T],
     n: usize,
@@ -22,6 +85,7 @@ pub fn group_norm_forward<T: Float>(
     weight: Option<&[T]>,
     bias: Option<&[T]>,
     eps: f64,
+    activation: NormActivation,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     assert_eq!(x.len(), n * c * s, "norm: input length");
     let cg = c / groups;
@@ -41,8 +105,13 @@ pub fn group_norm_forward<T: Float>(
                 // y = x * scale + shift folds the normalisation and affine into one multiply-add.
                 let scale = T::from_f64_lossy(rstd * w);
                 let shift = T::from_f64_lossy(b - mean * rstd * w);
-                for (o, &v) in yg[ci * s..(ci + 1) * s].iter_mut().zip(&xg[ci * s..(ci + 1) * s]) {
-                    *o = v * scale + shift;
+                let (out, src) = (&mut yg[ci * s..(ci + 1) * s], &xg[ci * s..(ci + 1) * s]);
+                match activation {
+                    NormActivation::Identity => out.iter_mut().zip(src).for_each(|(o, &v)| *o = v * scale + shift),
+                    NormActivation::Silu => out.iter_mut().zip(src).for_each(|(o, &v)| {
+                        let t = v * scale + shift;
+                        *o = t * sigmoid(t);
+                    }),
                 }
             }
         },
@@ -51,11 +120,12 @@ pub fn group_norm_forward<T: Float>(
     (y, mean, rstd)
 }
 
-/// GroupNorm backward: `(grad_x, grad_weight, grad_bias)` (weight/bias grads of length C).
+/// GroupNorm backward (through the fused activation, recomputed from x and the statistics):
+/// `(grad_x, grad_weight, grad_bias)` (weight/bias grads of length C).
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm_backward<T: Float>(
     x: &[T],
-    grad_y: &[T],
+    grad_out: &[T],
     mean: &[T],
     rstd: &[T],
     n: usize,
@@ -63,47 +133,62 @@ pub fn group_norm_backward<T: Float>(
     s: usize,
     groups: usize,
     weight: Option<&[T]>,
+    bias: Option<&[T]>,
+    activation: NormActivation,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     assert_eq!(x.len(), n * c * s, "group_norm_backward: input length");
     let cg = c / groups;
     let group_len = (cg * s).max(1);
+    let one = T::one();
     let mut grad_x = vec![T::zero(); x.len()];
     // Per (n, g): partial weight/bias grads for its channels, summed over n afterwards.
     let partials: Vec<(Vec<f64>, Vec<f64>)> = grad_x
         .par_chunks_mut(group_len)
         .zip(x.par_chunks(group_len))
-        .zip(grad_y.par_chunks(group_len))
+        .zip(grad_out.par_chunks(group_len))
         .enumerate()
-        .map(|(ng, ((gx, xg), gyg))| {
+        .map(|(ng, ((gx, xg), gog))| {
             let g = ng % groups;
-            let m = mean[ng].to_f64_lossless();
-            let r = rstd[ng].to_f64_lossless();
+            let (m, r) = (mean[ng], rstd[ng]);
             let mut dw = vec![0.0; cg];
             let mut db = vec![0.0; cg];
+            // The gradient reaching the normalised value: through SiLU when fused.
+            let grad_y = |xv: T, gv: T, w: T, b: T| -> (T, T) {
+                let xhat = (xv - m) * r;
+                let gy = match activation {
+                    NormActivation::Identity => gv,
+                    NormActivation::Silu => {
+                        let t = xhat * w + b;
+                        let sg = sigmoid(t);
+                        gv * sg * (one + t * (one - sg))
+                    }
+                };
+                (xhat, gy)
+            };
             // Sums of dxhat and dxhat * xhat over the group.
             let (mut sum_dxhat, mut sum_dxhat_xhat) = (0.0f64, 0.0f64);
             for ci in 0..cg {
-                let w = weight.map_or(1.0, |w| w[g * cg + ci].to_f64_lossless());
-                let (mut a, mut b) = (0.0f64, 0.0f64);
-                for (&xv, &gv) in xg[ci * s..(ci + 1) * s].iter().zip(&gyg[ci * s..(ci + 1) * s]) {
-                    let xhat = (xv.to_f64_lossless() - m) * r;
-                    let gy = gv.to_f64_lossless();
-                    a += gy * xhat;
-                    b += gy;
-                }
+                let ch = g * cg + ci;
+                let w = weight.map_or(one, |w| w[ch]);
+                let b = bias.map_or(T::zero(), |b| b[ch]);
+                let (a, bsum) = sum_map2(&xg[ci * s..(ci + 1) * s], &gog[ci * s..(ci + 1) * s], |xv, gv| {
+                    let (xhat, gy) = grad_y(xv, gv, w, b);
+                    (gy * xhat, gy)
+                });
                 dw[ci] = a;
-                db[ci] = b;
-                sum_dxhat += w * b;
-                sum_dxhat_xhat += w * a;
+                db[ci] = bsum;
+                sum_dxhat += w.to_f64_lossless() * bsum;
+                sum_dxhat_xhat += w.to_f64_lossless() * a;
             }
             let len = (cg * s) as f64;
-            let (mean_dxhat, mean_dxhat_xhat) = (sum_dxhat / len, sum_dxhat_xhat / len);
+            let (mean_dxhat, mean_dxhat_xhat) = (T::from_f64_lossy(sum_dxhat / len), T::from_f64_lossy(sum_dxhat_xhat / len));
             for ci in 0..cg {
-                let w = weight.map_or(1.0, |w| w[g * cg + ci].to_f64_lossless());
-                for ((o, &xv), &gv) in gx[ci * s..(ci + 1) * s].iter_mut().zip(&xg[ci * s..(ci + 1) * s]).zip(&gyg[ci * s..(ci + 1) * s]) {
-                    let xhat = (xv.to_f64_lossless() - m) * r;
-                    let dxhat = gv.to_f64_lossless() * w;
-                    *o = T::from_f64_lossy(r * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat));
+                let ch = g * cg + ci;
+                let w = weight.map_or(one, |w| w[ch]);
+                let b = bias.map_or(T::zero(), |b| b[ch]);
+                for ((o, &xv), &gv) in gx[ci * s..(ci + 1) * s].iter_mut().zip(&xg[ci * s..(ci + 1) * s]).zip(&gog[ci * s..(ci + 1) * s]) {
+                    let (xhat, gy) = grad_y(xv, gv, w, b);
+                    *o = r * (gy * w - mean_dxhat - xhat * mean_dxhat_xhat);
                 }
             }
             (dw, db)
