@@ -54,7 +54,7 @@ fn pooling_matches_naive_loops() {
             }
         }
     }
-    assert_eq!(y.to_vec_f64()[18 + (1 * 3 + 1) * 3 + 2], m);
+    assert_eq!(y.to_vec_f64()[18 + (3 + 1) * 3 + 2], m);
     // count_include_pad = false divides by the in-bounds taps only.
     let ones = Tensor::ones(&[1, 1, 3, 3], hepar::DType::F64, Default::default());
     let o = PoolOptions { kernel: vec![3], stride: vec![1], padding: vec![1], dilation: vec![1] };

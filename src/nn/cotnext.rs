@@ -24,7 +24,7 @@ impl CotNextConfig {
             return Err(HeparError::Config(format!("dims must be 2 or 3, got {}", self.dims)));
         }
         // GroupNorm(8) on n channels, GroupNorm(4) and 4 conv groups on n/2 channels.
-        if self.width < 8 || self.width % 8 != 0 || self.in_channels == 0 || self.classes == 0 {
+        if self.width < 8 || !self.width.is_multiple_of(8) || self.in_channels == 0 || self.classes == 0 {
             return Err(HeparError::Config(format!("width must be a positive multiple of 8 and channels/classes positive, got {self:?}")));
         }
         Ok(())

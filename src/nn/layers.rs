@@ -17,7 +17,7 @@ impl Conv {
     /// `kernel` in every spatial axis, padding `kernel / 2`, stride 1.
     pub fn new(init: &mut Init, dims: usize, cin: usize, cout: usize, kernel: usize, groups: usize, bias: bool) -> Self {
         let mut shape = vec![cout, cin / groups];
-        shape.extend(std::iter::repeat(kernel).take(dims));
+        shape.extend(std::iter::repeat_n(kernel, dims));
         let fan_in = (cin / groups) * kernel.pow(dims as u32);
         let bound = 1.0 / (fan_in as f64).sqrt();
         let weight = init.uniform(&shape, bound);

@@ -42,7 +42,7 @@ impl Tensor {
     }
 
     fn group_norm_with(&self, groups: usize, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64, activation: NormActivation) -> Result<Tensor> {
-        if self.rank() < 2 || groups == 0 || self.shape()[1] % groups != 0 {
+        if self.rank() < 2 || groups == 0 || !self.shape()[1].is_multiple_of(groups) {
             return Err(HeparError::invalid("group_norm", format!("{groups} groups for input {:?} (channels must divide evenly)", self.shape())));
         }
         check_affine("group_norm", self, weight, "weight")?;

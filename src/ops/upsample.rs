@@ -10,7 +10,7 @@ use crate::tensor::Tensor;
 impl Tensor {
     fn upsample(&self, size: &[usize], mode: UpsampleMode) -> Result<Tensor> {
         let op = "upsample";
-        if !(3..=5).contains(&self.rank()) || size.len() != self.rank() - 2 || size.iter().any(|&s| s == 0) || self.shape()[2..].iter().any(|&s| s == 0) {
+        if !(3..=5).contains(&self.rank()) || size.len() != self.rank() - 2 || size.contains(&0) || self.shape()[2..].contains(&0) {
             return Err(HeparError::shape(op, format!("input {:?} to size {size:?}: expected [N, C, spatial...] and one positive size per spatial axis", self.shape())));
         }
         let mut out_shape = self.shape()[..2].to_vec();

@@ -5,7 +5,7 @@ use super::{ravel, unravel};
 /// Broadcast binary op with numpy rules, by explicit index mapping.
 pub fn broadcast_binary(a: &[f64], sa: &[usize], b: &[f64], sb: &[usize], f: impl Fn(f64, f64) -> f64) -> (Vec<f64>, Vec<usize>) {
     let rank = sa.len().max(sb.len());
-    let pad = |s: &[usize]| -> Vec<usize> { std::iter::repeat(1).take(rank - s.len()).chain(s.iter().copied()).collect() };
+    let pad = |s: &[usize]| -> Vec<usize> { std::iter::repeat_n(1, rank - s.len()).chain(s.iter().copied()).collect() };
     let (pa, pb) = (pad(sa), pad(sb));
     let out_shape: Vec<usize> = pa.iter().zip(&pb).map(|(&x, &y)| x.max(y)).collect();
     let n: usize = out_shape.iter().product();
