@@ -100,6 +100,23 @@ fn softmax_and_log_softmax_along_every_axis() {
 }
 
 #[test]
+fn softmax_along_middle_axes_of_large_tensors() {
+    // Inner runs of 20 and 60 values take the vectorised middle-axis path.
+    let shape = [2, 3, 4, 5];
+    let x = rand_f64(&shape, 14).mul_scalar(3.0).unwrap();
+    for axis in [0usize, 1] {
+        for log in [false, true] {
+            let expected = naive::softmax(&x.to_vec_f64(), &shape, axis, log);
+            let got = if log { x.log_softmax(axis as isize) } else { x.softmax(axis as isize) }.unwrap();
+            assert_close(&got.to_vec_f64(), &expected, 1e-12, "middle-axis softmax");
+        }
+    }
+    let x32 = Tensor::randn(&[2, 3, 8, 8, 8], DType::F32, 15);
+    let expected = naive::softmax(&x32.to_vec_f64(), &[2, 3, 8, 8, 8], 1, false);
+    assert_close(&x32.softmax(1).unwrap().to_vec_f64(), &expected, 1e-6, "channel softmax f32");
+}
+
+#[test]
 fn matmul_and_batched_broadcast_matmul() {
     let a = rand_f64(&[2, 5, 7], 5);
     let b = rand_f64(&[7, 3], 6);
