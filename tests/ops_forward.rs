@@ -39,7 +39,16 @@ fn unary_ops_match_scalar_formulas_on_a_permuted_view() {
 
 #[test]
 fn binary_ops_broadcast_like_numpy() {
-    let shapes = [(vec![4, 1, 3], vec![5, 1]), (vec![2, 3], vec![2, 3]), (vec![1], vec![3, 2, 2]), (vec![6, 5], vec![5])];
+    let shapes = [
+        (vec![4, 1, 3], vec![5, 1]),
+        (vec![2, 3], vec![2, 3]),
+        (vec![1], vec![3, 2, 2]),
+        (vec![6, 5], vec![5]),
+        // Rows of 8 or more take the row-wise broadcast path; the last one is large enough to run in parallel.
+        (vec![2, 3, 9], vec![3, 1]),
+        (vec![2, 1, 10], vec![4, 10]),
+        (vec![4, 16, 32, 33], vec![1, 16, 1, 1]),
+    ];
     for (i, (sa, sb)) in shapes.iter().enumerate() {
         let a = rand_f64(sa, 10 + i as u64);
         let b = rand_f64(sb, 20 + i as u64).abs().unwrap().add_scalar(0.5).unwrap();
@@ -60,10 +69,12 @@ fn binary_ops_broadcast_like_numpy() {
         }
     }
     // A transposed operand.
-    let a = rand_f64(&[3, 4], 1).transpose(0, 1).unwrap();
-    let b = rand_f64(&[4, 3], 2);
-    let (expected, _) = naive::broadcast_binary(&a.to_vec_f64(), &[4, 3], &b.to_vec_f64(), &[4, 3], |x, y| x * y);
-    assert_close(&a.mul(&b).unwrap().to_vec_f64(), &expected, 1e-12, "mul transposed");
+    for (r, c) in [(3, 4), (11, 9)] {
+        let a = rand_f64(&[r, c], 1).transpose(0, 1).unwrap();
+        let b = rand_f64(&[c, r], 2);
+        let (expected, _) = naive::broadcast_binary(&a.to_vec_f64(), &[c, r], &b.to_vec_f64(), &[c, r], |x, y| x * y);
+        assert_close(&a.mul(&b).unwrap().to_vec_f64(), &expected, 1e-12, "mul transposed");
+    }
 }
 
 #[test]

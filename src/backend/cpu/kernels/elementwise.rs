@@ -361,8 +361,11 @@ pub fn unary_grad<T: Float>(x: &[T], xl: &Layout, grad: &[T], gl: &Layout, op: U
 
 /// `op(a, b)` for operands already broadcast to one shape.
 pub fn binary<T: Float>(a: &[T], al: &Layout, b: &[T], bl: &Layout, op: BinaryOp) -> Vec<T> {
-    let mut out = vec![T::zero(); al.numel()];
     let (ca, cb) = (al.contiguous_range(), bl.contiguous_range());
+    if (ca.is_none() || cb.is_none()) && al.rank() > 0 && al.shape()[al.rank() - 1] >= 8 {
+        return binary_rows(a, al, b, bl, op);
+    }
+    let mut out = vec![T::zero(); al.numel()];
     fill_chunks(&mut out, |start, chunk| match (&ca, &cb) {
         (Some(ra), Some(rb)) => {
             let sa = &a[ra.start + start..ra.start + start + chunk.len()];
@@ -389,6 +392,47 @@ pub fn binary<T: Float>(a: &[T], al: &Layout, b: &[T], bl: &Layout, op: BinaryOp
             }
         }
     });
+    out
+}
+
+/// `op(a, b)` for broadcast operands, row by row along the last axis: each row is a contiguous
+/// or constant run in each operand (a per-channel scale is a constant per row), so the inner loop
+/// needs no index arithmetic.
+pub fn binary_rows<T: Float>(a: &[T], al: &Layout, b: &[T], bl: &Layout, op: BinaryOp) -> Vec<T> {
+    let rank = al.rank();
+    let inner = al.shape()[rank - 1];
+    let mut out = vec![T::zero(); al.numel()];
+    if inner == 0 || out.is_empty() {
+        return out;
+    }
+    let outer = |l: &Layout| Layout::new(l.shape()[..rank - 1].to_vec(), l.strides()[..rank - 1].to_vec(), l.offset());
+    let (oa, ob) = (outer(al), outer(bl));
+    let (sa, sb) = (al.strides()[rank - 1], bl.strides()[rank - 1]);
+    let rows_per_task = (CHUNK / inner).max(1);
+    let task = |(t, chunk): (usize, &mut [T])| {
+        let first_row = t * rows_per_task;
+        let (mut ca, mut cb) = (StridedCursor::new(&oa, first_row), StridedCursor::new(&ob, first_row));
+        for row in chunk.chunks_mut(inner) {
+            let (ba, bb) = (ca.next_index(), cb.next_index());
+            match (sa, sb) {
+                (1, 1) => row.iter_mut().zip(&a[ba..ba + inner]).zip(&b[bb..bb + inner]).for_each(|((o, &x), &y)| *o = binary_value(op, x, y)),
+                (1, 0) => {
+                    let y = b[bb];
+                    row.iter_mut().zip(&a[ba..ba + inner]).for_each(|(o, &x)| *o = binary_value(op, x, y));
+                }
+                (0, 1) => {
+                    let x = a[ba];
+                    row.iter_mut().zip(&b[bb..bb + inner]).for_each(|(o, &y)| *o = binary_value(op, x, y));
+                }
+                _ => row.iter_mut().enumerate().for_each(|(i, o)| *o = binary_value(op, a[ba + i * sa], b[bb + i * sb])),
+            }
+        }
+    };
+    if out.len() < PARALLEL_THRESHOLD {
+        out.chunks_mut(rows_per_task * inner).enumerate().for_each(task);
+    } else {
+        out.par_chunks_mut(rows_per_task * inner).enumerate().for_each(task);
+    }
     out
 }
 
