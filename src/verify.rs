@@ -73,7 +73,10 @@ fn config_of(f: &Fixture) -> CotNextConfig {
 /// Runs one fixture file and scores every tensor it holds.
 pub fn verify_fixture(path: &Path) -> Result<VerifyReport> {
     let fixture = Fixture::load(path)?;
-    let model = CotNextUnet::new(config_of(&fixture), 0)?;
+    let mut model = CotNextUnet::new(config_of(&fixture), 0)?;
+    if let Some(settings) = &fixture.train {
+        model.set_batchnorm_momentum(settings.bn_momentum);
+    }
     let mut scorer = Scorer { groups: Vec::new() };
     match &fixture.tensors {
         FixtureTensors::Forward(t) => {
@@ -81,7 +84,8 @@ pub fn verify_fixture(path: &Path) -> Result<VerifyReport> {
             let weights = io::load_pth(checkpoint)?;
             nn::load_state_dict(&model, &weights, &checkpoint.display().to_string())?;
             let input = tensor_bridge::to_tensor(&t.input)?.to_dtype(DType::F32)?;
-            let logits = crate::no_grad(|| model.forward(&input, false))?;
+            let training = fixture.mode == io::NetworkMode::Train;
+            let logits = crate::no_grad(|| model.forward(&input, training))?;
             scorer.add("logits", "expected_logits", &logits, &t.expected_logits, fixture.tolerance)?;
         }
         FixtureTensors::Train(t) => verify_training(&fixture, t, &model, &mut scorer)?,
@@ -89,8 +93,22 @@ pub fn verify_fixture(path: &Path) -> Result<VerifyReport> {
     Ok(VerifyReport { fixture: path.display().to_string(), groups: scorer.groups })
 }
 
+/// The Dice and BCE weights of a fixture's `loss` metadata, `"A*soft_dice+B*bce"` (the README's
+/// 0.7 and 0.3 when absent).
+fn loss_weights(fixture: &Fixture) -> Result<(f64, f64)> {
+    let Some(text) = fixture.metadata.get("loss") else { return Ok((0.7, 0.3)) };
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let parsed = compact.split_once('+').and_then(|(dice, bce)| {
+        let dice = dice.strip_suffix("*soft_dice")?.parse::<f64>().ok()?;
+        let bce = bce.strip_suffix("*bce")?.parse::<f64>().ok()?;
+        Some((dice, bce))
+    });
+    parsed.ok_or_else(|| HeparError::format(&fixture.path, format!("loss `{text}` is not of the form `A*soft_dice+B*bce`")))
+}
+
 fn verify_training(fixture: &Fixture, t: &io::TrainTensors, model: &CotNextUnet, scorer: &mut Scorer) -> Result<()> {
     let settings = fixture.train.as_ref().ok_or_else(|| HeparError::format(&fixture.path, "train fixture without training settings"))?;
+    let (dice_weight, bce_weight) = loss_weights(fixture)?;
     nn::load_state_dict(model, &t.init, &format!("{} (init.*)", fixture.path.display()))?;
     let input = tensor_bridge::to_tensor(&t.input)?.to_dtype(DType::F32)?.requires_grad_leaf();
     let target = tensor_bridge::to_tensor(&t.target)?.to_dtype(DType::F32)?;
@@ -102,7 +120,7 @@ fn verify_training(fixture: &Fixture, t: &io::TrainTensors, model: &CotNextUnet,
     for step in 0..settings.steps {
         optimizer.zero_grad();
         let logits = model.forward(&input, true)?;
-        let loss = loss::dice_bce(&logits, &target, 0.7, 0.3, settings.dice_eps)?;
+        let loss = loss::dice_bce(&logits, &target, dice_weight, bce_weight, settings.dice_eps)?;
         if step == 0 {
             scorer.add("loss", "loss", &loss.reshape(t.loss.shape())?, &t.loss, tol)?;
             score_named(scorer, "stats", "stats.", model, &t.stats, fixture)?;

@@ -89,6 +89,12 @@ impl CotAttention {
         }
     }
 
+    fn set_batchnorm_momentum(&mut self, momentum: f64) {
+        for bn in [&mut self.key_norm, &mut self.value_norm, &mut self.attention_norm] {
+            bn.momentum = momentum;
+        }
+    }
+
     fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
         let keys = self.key_norm.forward(&self.key_conv.forward(x)?, training)?.silu()?;
         let values = self.value_norm.forward(&self.value_conv.forward(x)?, training)?;
@@ -185,6 +191,13 @@ impl CotNextUnet {
         let decoders = [(16 * n, 4 * n), (8 * n, 2 * n), (4 * n, n), (2 * n, n)].iter().map(|&(i, o)| Block::new(&mut init, d, i, o)).collect();
         let head = Conv::new(&mut init, d, n, config.classes, 1, 1, true);
         Ok(CotNextUnet { config, stem, encoders, decoders, head })
+    }
+
+    /// Sets the running-statistics momentum of every BatchNorm (PyTorch's default is 0.1).
+    pub fn set_batchnorm_momentum(&mut self, momentum: f64) {
+        for block in self.encoders.iter_mut().chain(self.decoders.iter_mut()) {
+            block.attention.set_batchnorm_momentum(momentum);
+        }
     }
 
     /// Logits [N, classes, ...] for input [N, in_channels, ...] (any spatial size >= 16).
