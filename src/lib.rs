@@ -16,6 +16,7 @@ pub mod ops;
 pub mod optim;
 pub mod ptx;
 pub mod tensor;
+pub mod train;
 pub mod util;
 pub mod verify;
 

@@ -28,6 +28,8 @@ enum Command {
     Inspect(hepar::cli::inspect::InspectArgs),
     /// Write synthetic abdominal CT phantoms in the LiTS layout.
     Synth(hepar::cli::synth::SynthArgs),
+    /// Train the liver (stage 1) or tumour (stage 2) network; on a fresh machine, on synthetic phantoms.
+    Train(hepar::cli::train::TrainArgs),
 }
 
 fn main() {
@@ -41,6 +43,7 @@ fn main() {
         Command::Bench(args) => hepar::cli::bench::run(&args),
         Command::Inspect(args) => hepar::cli::inspect::run(args),
         Command::Synth(args) => hepar::cli::synth::run(args),
+        Command::Train(args) => hepar::cli::train::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -2,5 +2,6 @@
 
 pub mod inspect;
 pub mod synth;
+pub mod train;
 pub mod verify;
 pub mod bench;
