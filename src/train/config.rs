@@ -83,7 +83,7 @@ impl StageTraining {
 
     /// Tumour defaults: the seed's optimiser and loss, batches of 16 stacks.
     pub fn tumor_default() -> Self {
-        Self::seed_optimiser(6, 16, Some(8))
+        Self::seed_optimiser(12, 16, Some(10))
     }
 
     fn validate(&self, section: &str, stage: Stage) -> Result<()> {
@@ -328,6 +328,23 @@ impl TrainParameters {
                 "train.synthetic.stage2_slice_shape_yx"
             };
             return Err(HeparError::Config(format!("{key}: {:?} (each side at least 16, the network pools four times)", data.preprocess.stage2.slice_shape_yx)));
+        }
+        // Training-mode BatchNorm (inside the CoT attention) needs more than one value per
+        // channel at the deepest stage, where each side is floor(side / 16).
+        let deepest = |shape: &[usize]| shape.iter().map(|&d| d / 16).product::<usize>();
+        let stage1 = data.preprocess.stage1.shape_zyx;
+        if deepest(&stage1) < 2 {
+            return Err(HeparError::Config(format!(
+                "stage-1 input {stage1:?}: the deepest stage would hold one voxel, too few for BatchNorm in training \
+                 (make one side of preprocess.stage1.shape_zyx / train.synthetic.stage1_shape_zyx at least 32)"
+            )));
+        }
+        let stage2 = data.preprocess.stage2.slice_shape_yx;
+        if deepest(&stage2) * self.tumor.batch_size < 2 {
+            return Err(HeparError::Config(format!(
+                "train.tumor.batch_size: 1 with slices {stage2:?} leaves one value per channel at the deepest stage, \
+                 too few for BatchNorm in training (use batches of 2 or more, or larger slices)"
+            )));
         }
         Ok(())
     }

@@ -21,7 +21,7 @@ pub struct EpochRecord {
 impl EpochRecord {
     fn to_csv_line(&self) -> String {
         format!(
-            "{},{},{},{},{},{:.3}",
+            "{},{},{},{},{},{}",
             self.epoch, self.train_loss, self.val_loss, self.val_dice, self.learning_rate, self.seconds
         )
     }
