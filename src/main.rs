@@ -30,6 +30,8 @@ enum Command {
     Synth(hepar::cli::synth::SynthArgs),
     /// Train the liver (stage 1) or tumour (stage 2) network; on a fresh machine, on synthetic phantoms.
     Train(hepar::cli::train::TrainArgs),
+    /// Segment the liver of a CT volume with a trained stage-1 checkpoint.
+    Predict(hepar::cli::predict::PredictArgs),
 }
 
 fn main() {
@@ -44,6 +46,7 @@ fn main() {
         Command::Inspect(args) => hepar::cli::inspect::run(args),
         Command::Synth(args) => hepar::cli::synth::run(args),
         Command::Train(args) => hepar::cli::train::run(args),
+        Command::Predict(args) => hepar::cli::predict::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -2,6 +2,7 @@
 //! are written and reload into a network with the same weights, a resumed run continues at the
 //! next epoch exactly as an uninterrupted one, and bad settings are clear errors.
 
+use hepar::data::Volume;
 use hepar::nn::cotnext::CotNextUnet;
 use hepar::nn::{load_state_dict, to_named_tensors};
 use hepar::train::history::read_history;
@@ -109,6 +110,19 @@ fn liver_run_writes_history_and_checkpoints_and_resumes_where_it_stopped() {
     assert_eq!(resumed.checkpoint.step, last.checkpoint.step * 3 / 2);
     let step_count = resumed.checkpoint.optimizer.tensors.get("out.conv.bias.step").expect("AdamW step count of out.conv.bias");
     assert_eq!(step_count.to_f64_vec(), vec![resumed.checkpoint.step as f64]);
+
+    // `hepar predict` turns a phantom into a 0/1 mask on the phantom's own grid and geometry.
+    let input = dir.join("synth/volume-0.nii.gz");
+    let mask_path = dir.join("mask.nii.gz");
+    let out = Command::new(env!("CARGO_BIN_EXE_hepar"))
+        .args(["predict", "--checkpoint", run_dir.join("best.safetensors").to_str().unwrap()])
+        .args(["--input", input.to_str().unwrap(), "--out", mask_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (source, mask) = (Volume::read(&input).unwrap(), Volume::read(&mask_path).unwrap());
+    assert_eq!((mask.shape_zyx, mask.affine()), (source.shape_zyx, source.affine()));
+    assert!(mask.data.iter().all(|&v| v == 0.0 || v == 1.0));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -124,8 +138,12 @@ fn tumor_run_trains_on_slice_stacks() {
     assert_eq!((last.info.model.dims, last.info.model.in_channels, last.checkpoint.step), (2, 3, 4));
     assert!(run_dir.join("best.safetensors").is_file());
     // A liver run cannot resume a tumour run.
-    let err = train(&params, &options(Stage::Liver, run_dir, Some(3), true)).unwrap_err().to_string();
+    let err = train(&params, &options(Stage::Liver, run_dir.clone(), Some(3), true)).unwrap_err().to_string();
     assert!(err.contains("tumor run"), "{err}");
+    let checkpoint = run_dir.join("best.safetensors");
+    let source = Volume::read(&dir.join("synth/volume-0.nii.gz")).unwrap();
+    let err = hepar::infer::predict_liver(&load_run_checkpoint(&checkpoint).unwrap(), &checkpoint, &source).unwrap_err().to_string();
+    assert!(err.contains("tumor checkpoint"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
