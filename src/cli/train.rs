@@ -32,9 +32,17 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let summary = train(
         &params,
-        &TrainOptions { stage: args.stage, run_dir, epochs: args.epochs, resume: args.resume, show_progress: true },
+        &TrainOptions {
+            stage: args.stage,
+            run_dir,
+            epochs: args.epochs,
+            resume: args.resume,
+            show_progress: true,
+        },
     )?;
-    let best = summary.best_val_dice.map_or("n/a".to_string(), |d| format!("{d:.3}"));
+    let best = summary
+        .best_val_dice
+        .map_or("n/a".to_string(), |d| format!("{d:.3}"));
     println!(
         "done in {:.1} s: best validation Dice {best} at epoch {}; {} (best), {} (last), {} (history)",
         started.elapsed().as_secs_f64(),

@@ -33,6 +33,10 @@ pub fn predict_liver(run: &LoadedRun, checkpoint_path: &Path, source: &Volume) -
     let probabilities = crate::no_grad(|| model.forward(&x, false)?.sigmoid())?.to_vec_f32();
     // Resampling probabilities (then thresholding) gives smoother borders than resampling a mask.
     let restored = stage1_to_source(&probabilities, [d, h, w], source, Interpolation::Linear)?;
-    let mask = restored.data.iter().map(|&p| if p > 0.5 { 1.0 } else { 0.0 }).collect();
+    let mask = restored
+        .data
+        .iter()
+        .map(|&p| if p > 0.5 { 1.0 } else { 0.0 })
+        .collect();
     source.with_data(mask)
 }

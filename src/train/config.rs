@@ -87,7 +87,8 @@ impl StageTraining {
     }
 
     fn validate(&self, section: &str, stage: Stage) -> Result<()> {
-        let bad = |key: &str, msg: String| Err(HeparError::Config(format!("{section}.{key}: {msg}")));
+        let bad =
+            |key: &str, msg: String| Err(HeparError::Config(format!("{section}.{key}: {msg}")));
         if self.epochs == 0 {
             return bad("epochs", "0 (need at least 1)".into());
         }
@@ -98,18 +99,30 @@ impl StageTraining {
             (Stage::Liver, Some(_)) => {
                 return bad(
                     "batches_per_epoch",
-                    "the liver stage visits every training volume once per epoch; remove this key".into(),
+                    "the liver stage visits every training volume once per epoch; remove this key"
+                        .into(),
                 )
             }
-            (Stage::Tumor, Some(0)) => return bad("batches_per_epoch", "0 (need at least 1)".into()),
+            (Stage::Tumor, Some(0)) => {
+                return bad("batches_per_epoch", "0 (need at least 1)".into())
+            }
             (Stage::Tumor, None) => return bad("batches_per_epoch", "missing".into()),
             _ => {}
         }
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return bad("learning_rate", format!("{} (must be positive and finite)", self.learning_rate));
+            return bad(
+                "learning_rate",
+                format!("{} (must be positive and finite)", self.learning_rate),
+            );
         }
         if !(self.eta_min.is_finite() && (0.0..=self.learning_rate).contains(&self.eta_min)) {
-            return bad("eta_min", format!("{} (must be between 0 and learning_rate = {})", self.eta_min, self.learning_rate));
+            return bad(
+                "eta_min",
+                format!(
+                    "{} (must be between 0 and learning_rate = {})",
+                    self.eta_min, self.learning_rate
+                ),
+            );
         }
         if !self.betas.iter().all(|b| (0.0..1.0).contains(b)) {
             return bad("betas", format!("{:?} (each in [0, 1))", self.betas));
@@ -118,17 +131,28 @@ impl StageTraining {
             return bad("eps", format!("{} (must be positive)", self.eps));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return bad("weight_decay", format!("{} (must be zero or positive)", self.weight_decay));
+            return bad(
+                "weight_decay",
+                format!("{} (must be zero or positive)", self.weight_decay),
+            );
         }
-        let weights_ok = [self.dice_weight, self.bce_weight].iter().all(|w| w.is_finite() && *w >= 0.0);
+        let weights_ok = [self.dice_weight, self.bce_weight]
+            .iter()
+            .all(|w| w.is_finite() && *w >= 0.0);
         if !weights_ok || self.dice_weight + self.bce_weight <= 0.0 {
             return bad(
                 "dice_weight / bce_weight",
-                format!("{} / {} (non-negative, with a positive sum)", self.dice_weight, self.bce_weight),
+                format!(
+                    "{} / {} (non-negative, with a positive sum)",
+                    self.dice_weight, self.bce_weight
+                ),
             );
         }
         if !(self.dice_smooth.is_finite() && self.dice_smooth >= 0.0) {
-            return bad("dice_smooth", format!("{} (must be zero or positive)", self.dice_smooth));
+            return bad(
+                "dice_smooth",
+                format!("{} (must be zero or positive)", self.dice_smooth),
+            );
         }
         Ok(())
     }
@@ -194,34 +218,66 @@ impl Default for TrainParameters {
             synthetic: SyntheticSettings::default(),
             liver: StageTraining::liver_default(),
             tumor: StageTraining::tumor_default(),
-            liver_model: ModelSettings { width: 16, init_seed: 0 },
-            tumor_model: ModelSettings { width: 32, init_seed: 0 },
+            liver_model: ModelSettings {
+                width: 16,
+                init_seed: 0,
+            },
+            tumor_model: ModelSettings {
+                width: 32,
+                init_seed: 0,
+            },
         }
     }
 }
 
 /// `default` with the keys of `value` (a TOML table) replacing its own; unknown keys are errors.
-fn merged_section<T: Serialize + DeserializeOwned>(value: Option<&toml::Value>, default: T, name: &str) -> Result<T> {
-    let Some(value) = value else { return Ok(default) };
-    let given = value
-        .as_table()
-        .ok_or_else(|| HeparError::Config(format!("[{name}] must be a table, found {}", value.type_str())))?;
+fn merged_section<T: Serialize + DeserializeOwned>(
+    value: Option<&toml::Value>,
+    default: T,
+    name: &str,
+) -> Result<T> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    let given = value.as_table().ok_or_else(|| {
+        HeparError::Config(format!(
+            "[{name}] must be a table, found {}",
+            value.type_str()
+        ))
+    })?;
     let mut merged = match toml::Value::try_from(&default) {
         Ok(toml::Value::Table(t)) => t,
-        _ => return Err(HeparError::Config(format!("[{name}]: default settings are not a table"))),
+        _ => {
+            return Err(HeparError::Config(format!(
+                "[{name}]: default settings are not a table"
+            )))
+        }
     };
     for (key, v) in given {
         merged.insert(key.clone(), v.clone());
     }
-    toml::Value::Table(merged).try_into().map_err(|e: toml::de::Error| HeparError::Config(format!("[{name}] {}", e.message())))
+    toml::Value::Table(merged)
+        .try_into()
+        .map_err(|e: toml::de::Error| HeparError::Config(format!("[{name}] {}", e.message())))
 }
 
 /// The sub-tables of a top-level table, rejecting names outside `allowed`.
-fn subsections<'a>(doc: &'a toml::Table, name: &str, allowed: &[&str]) -> Result<Option<&'a toml::Table>> {
-    let Some(value) = doc.get(name) else { return Ok(None) };
-    let table = value.as_table().ok_or_else(|| HeparError::Config(format!("[{name}] must be a table")))?;
+fn subsections<'a>(
+    doc: &'a toml::Table,
+    name: &str,
+    allowed: &[&str],
+) -> Result<Option<&'a toml::Table>> {
+    let Some(value) = doc.get(name) else {
+        return Ok(None);
+    };
+    let table = value
+        .as_table()
+        .ok_or_else(|| HeparError::Config(format!("[{name}] must be a table")))?;
     if let Some(key) = table.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(HeparError::Config(format!("{name}.{key}: unknown section (expected one of {})", allowed.join(", "))));
+        return Err(HeparError::Config(format!(
+            "{name}.{key}: unknown section (expected one of {})",
+            allowed.join(", ")
+        )));
     }
     Ok(Some(table))
 }
@@ -229,18 +285,32 @@ fn subsections<'a>(doc: &'a toml::Table, name: &str, allowed: &[&str]) -> Result
 impl TrainParameters {
     pub fn from_toml_str(text: &str) -> Result<Self> {
         let data = DataParameters::from_toml_str(text)?;
-        let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| HeparError::Config(e.to_string()))?;
+        let doc: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| HeparError::Config(e.to_string()))?;
         let defaults = TrainParameters::default();
         let train = subsections(&doc, "train", &["synthetic", "liver", "tumor"])?;
         let model = subsections(&doc, "model", &["liver", "tumor"])?;
         let get = |t: Option<&toml::Table>, key: &str| t.and_then(|t| t.get(key)).cloned();
         let params = TrainParameters {
             data,
-            synthetic: merged_section(get(train, "synthetic").as_ref(), defaults.synthetic, "train.synthetic")?,
+            synthetic: merged_section(
+                get(train, "synthetic").as_ref(),
+                defaults.synthetic,
+                "train.synthetic",
+            )?,
             liver: merged_section(get(train, "liver").as_ref(), defaults.liver, "train.liver")?,
             tumor: merged_section(get(train, "tumor").as_ref(), defaults.tumor, "train.tumor")?,
-            liver_model: merged_section(get(model, "liver").as_ref(), defaults.liver_model, "model.liver")?,
-            tumor_model: merged_section(get(model, "tumor").as_ref(), defaults.tumor_model, "model.tumor")?,
+            liver_model: merged_section(
+                get(model, "liver").as_ref(),
+                defaults.liver_model,
+                "model.liver",
+            )?,
+            tumor_model: merged_section(
+                get(model, "tumor").as_ref(),
+                defaults.tumor_model,
+                "model.tumor",
+            )?,
         };
         params.validate()?;
         Ok(params)
@@ -295,9 +365,15 @@ impl TrainParameters {
         self.data.validate()?;
         self.liver.validate("train.liver", Stage::Liver)?;
         self.tumor.validate("train.tumor", Stage::Tumor)?;
-        for (name, m) in [("model.liver", &self.liver_model), ("model.tumor", &self.tumor_model)] {
+        for (name, m) in [
+            ("model.liver", &self.liver_model),
+            ("model.tumor", &self.tumor_model),
+        ] {
             if m.width < 8 || m.width % 8 != 0 {
-                return Err(HeparError::Config(format!("{name}.width: {} (a positive multiple of 8)", m.width)));
+                return Err(HeparError::Config(format!(
+                    "{name}.width: {} (a positive multiple of 8)",
+                    m.width
+                )));
             }
         }
         let s = &self.synthetic;
@@ -308,7 +384,10 @@ impl TrainParameters {
             )));
         }
         if s.shape_zyx.iter().any(|&d| d < 8) {
-            return Err(HeparError::Config(format!("train.synthetic.shape_zyx: {:?} (each side at least 8)", s.shape_zyx)));
+            return Err(HeparError::Config(format!(
+                "train.synthetic.shape_zyx: {:?} (each side at least 8)",
+                s.shape_zyx
+            )));
         }
         // The U-Net pools four times: every network input side must be at least 16.
         let data = self.effective_data();
@@ -319,15 +398,23 @@ impl TrainParameters {
             } else {
                 "train.synthetic.stage1_shape_zyx"
             };
-            return Err(HeparError::Config(format!("{key}: {:?} (each side at least 16, the network pools four times)", data.preprocess.stage1.shape_zyx)));
+            return Err(HeparError::Config(format!(
+                "{key}: {:?} (each side at least 16, the network pools four times)",
+                data.preprocess.stage1.shape_zyx
+            )));
         }
         if too_small(&data.preprocess.stage2.slice_shape_yx) {
-            let key = if data.preprocess.stage2.slice_shape_yx == self.data.preprocess.stage2.slice_shape_yx {
+            let key = if data.preprocess.stage2.slice_shape_yx
+                == self.data.preprocess.stage2.slice_shape_yx
+            {
                 "preprocess.stage2.slice_shape_yx"
             } else {
                 "train.synthetic.stage2_slice_shape_yx"
             };
-            return Err(HeparError::Config(format!("{key}: {:?} (each side at least 16, the network pools four times)", data.preprocess.stage2.slice_shape_yx)));
+            return Err(HeparError::Config(format!(
+                "{key}: {:?} (each side at least 16, the network pools four times)",
+                data.preprocess.stage2.slice_shape_yx
+            )));
         }
         // Training-mode BatchNorm (inside the CoT attention) needs more than one value per
         // channel at the deepest stage, where each side is floor(side / 16).
@@ -361,7 +448,9 @@ mod tests {
 
     #[test]
     fn sections_override_only_their_keys() {
-        let p = TrainParameters::from_toml_str("[train.liver]\nepochs = 3\n[model.tumor]\nwidth = 8\n").unwrap();
+        let p =
+            TrainParameters::from_toml_str("[train.liver]\nepochs = 3\n[model.tumor]\nwidth = 8\n")
+                .unwrap();
         assert_eq!(p.liver.epochs, 3);
         assert_eq!(p.liver.learning_rate, 1e-3);
         assert_eq!(p.tumor_model.width, 8);
@@ -370,15 +459,28 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
-        let err = TrainParameters::from_toml_str("[train.liver]\nepoch = 3\n").unwrap_err().to_string();
-        assert!(err.contains("train.liver") && err.contains("epoch"), "{err}");
-        let err = TrainParameters::from_toml_str("[train.tumor]\nlearning_rate = -1.0\n").unwrap_err().to_string();
+        let err = TrainParameters::from_toml_str("[train.liver]\nepoch = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("train.liver") && err.contains("epoch"),
+            "{err}"
+        );
+        let err = TrainParameters::from_toml_str("[train.tumor]\nlearning_rate = -1.0\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("train.tumor.learning_rate"), "{err}");
-        let err = TrainParameters::from_toml_str("[train.liver]\nbatches_per_epoch = 3\n").unwrap_err().to_string();
+        let err = TrainParameters::from_toml_str("[train.liver]\nbatches_per_epoch = 3\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("train.liver.batches_per_epoch"), "{err}");
-        let err = TrainParameters::from_toml_str("[model.liver]\nwidth = 12\n").unwrap_err().to_string();
+        let err = TrainParameters::from_toml_str("[model.liver]\nwidth = 12\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("model.liver.width"), "{err}");
-        let err = TrainParameters::from_toml_str("[train.lever]\nepochs = 1\n").unwrap_err().to_string();
+        let err = TrainParameters::from_toml_str("[train.lever]\nepochs = 1\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("train.lever"), "{err}");
     }
 
@@ -387,6 +489,9 @@ mod tests {
         let p = TrainParameters::default();
         assert_eq!(p.effective_data().preprocess.stage1.shape_zyx, [64, 64, 64]);
         let p = TrainParameters::from_toml_str("[data]\nroot = \"/data/lits\"\n").unwrap();
-        assert_eq!(p.effective_data().preprocess.stage1.shape_zyx, [128, 128, 128]);
+        assert_eq!(
+            p.effective_data().preprocess.stage1.shape_zyx,
+            [128, 128, 128]
+        );
     }
 }

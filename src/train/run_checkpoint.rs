@@ -5,7 +5,10 @@
 use super::config::{Stage, StageTraining};
 use crate::data::config::DataParameters;
 use crate::error::{HeparError, Result};
-use crate::io::{load_checkpoint, save_checkpoint, tensor_bridge, NamedTensors, OptimizerState, TrainingCheckpoint};
+use crate::io::{
+    load_checkpoint, save_checkpoint, tensor_bridge, NamedTensors, OptimizerState,
+    TrainingCheckpoint,
+};
 use crate::nn::cotnext::{CotNextConfig, CotNextUnet};
 use crate::nn::{load_state_dict, to_named_tensors};
 use crate::optim::Optimizer;
@@ -69,10 +72,17 @@ pub fn save_run_checkpoint(
     }
     let mut scalars = BTreeMap::new();
     scalars.insert("learning_rate".to_string(), optimizer.learning_rate());
-    let config = serde_json::to_value(info).map_err(|e| HeparError::Checkpoint(format!("{}: run info: {e}", path.display())))?;
+    let config = serde_json::to_value(info)
+        .map_err(|e| HeparError::Checkpoint(format!("{}: run info: {e}", path.display())))?;
     save_checkpoint(
         path,
-        &TrainingCheckpoint { model: to_named_tensors(model)?, optimizer: OptimizerState { tensors, scalars }, epoch, step, config },
+        &TrainingCheckpoint {
+            model: to_named_tensors(model)?,
+            optimizer: OptimizerState { tensors, scalars },
+            epoch,
+            step,
+            config,
+        },
     )
 }
 
@@ -84,8 +94,12 @@ pub struct LoadedRun {
 
 pub fn load_run_checkpoint(path: &Path) -> Result<LoadedRun> {
     let checkpoint = load_checkpoint(path)?;
-    let info: RunInfo = serde_json::from_value(checkpoint.config.clone())
-        .map_err(|e| HeparError::format(path, format!("not a `hepar train` checkpoint: its config does not describe a run ({e})")))?;
+    let info: RunInfo = serde_json::from_value(checkpoint.config.clone()).map_err(|e| {
+        HeparError::format(
+            path,
+            format!("not a `hepar train` checkpoint: its config does not describe a run ({e})"),
+        )
+    })?;
     Ok(LoadedRun { checkpoint, info })
 }
 
@@ -93,7 +107,11 @@ impl LoadedRun {
     /// A network built from the run's description, with the checkpoint's weights.
     pub fn model(&self, source: &Path) -> Result<CotNextUnet> {
         let model = CotNextUnet::new(self.info.model, 0)?;
-        load_state_dict(&model, &self.checkpoint.model, &source.display().to_string())?;
+        load_state_dict(
+            &model,
+            &self.checkpoint.model,
+            &source.display().to_string(),
+        )?;
         Ok(model)
     }
 

@@ -45,7 +45,10 @@ pub fn target_label(stage: Stage) -> f32 {
 }
 
 fn mask(labels: &[f32], min_label: f32) -> Vec<f32> {
-    labels.iter().map(|&l| if l >= min_label { 1.0 } else { 0.0 }).collect()
+    labels
+        .iter()
+        .map(|&l| if l >= min_label { 1.0 } else { 0.0 })
+        .collect()
 }
 
 fn report_problems(problems: &[crate::data::dataset::CaseProblem]) {
@@ -66,7 +69,12 @@ fn no_validation(data: &DataParameters) -> HeparError {
 
 impl StageData {
     /// Discovers, splits and preprocesses the dataset for `stage` (through the cache).
-    pub fn prepare(stage: Stage, data: &DataParameters, training: &StageTraining, show_progress: bool) -> Result<Self> {
+    pub fn prepare(
+        stage: Stage,
+        data: &DataParameters,
+        training: &StageTraining,
+        show_progress: bool,
+    ) -> Result<Self> {
         let batch_size = training.batch_size;
         match stage {
             Stage::Liver => {
@@ -109,9 +117,15 @@ impl StageData {
                         let n = chunk.len();
                         validation.push(ValidationBatch {
                             case,
-                            images: chunk.iter().flat_map(|st| st.image.iter().copied()).collect(),
+                            images: chunk
+                                .iter()
+                                .flat_map(|st| st.image.iter().copied())
+                                .collect(),
                             image_shape: vec![n, slices, h, w],
-                            target: chunk.iter().flat_map(|st| mask(&st.label, target_label(stage))).collect(),
+                            target: chunk
+                                .iter()
+                                .flat_map(|st| mask(&st.label, target_label(stage)))
+                                .collect(),
                             target_shape: vec![n, 1, h, w],
                         });
                     }

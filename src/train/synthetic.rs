@@ -12,7 +12,10 @@ pub fn ensure_synthetic_data(params: &TrainParameters) -> Result<bool> {
         return Ok(false);
     }
     let root = &params.data.data.root;
-    let has_cases = root.is_dir() && Dataset::discover(root).map(|d| !d.cases.is_empty()).unwrap_or(false);
+    let has_cases = root.is_dir()
+        && Dataset::discover(root)
+            .map(|d| !d.cases.is_empty())
+            .unwrap_or(false);
     if has_cases {
         return Ok(false);
     }

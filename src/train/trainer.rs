@@ -55,7 +55,12 @@ fn model_config(params: &TrainParameters, stage: Stage, in_channels: usize) -> C
 
 /// Validation loss and mean per-case Dice of `sigmoid(logits) > 0.5` (a case with neither
 /// prediction nor target scores 1).
-fn validate(model: &CotNextUnet, batches: &[ValidationBatch], params: &TrainParameters, stage: Stage) -> Result<(f64, f64)> {
+fn validate(
+    model: &CotNextUnet,
+    batches: &[ValidationBatch],
+    params: &TrainParameters,
+    stage: Stage,
+) -> Result<(f64, f64)> {
     let t = params.stage(stage);
     let cases = batches.iter().map(|b| b.case + 1).max().unwrap_or(0);
     let mut overlap = vec![0f64; cases];
@@ -66,7 +71,8 @@ fn validate(model: &CotNextUnet, batches: &[ValidationBatch], params: &TrainPara
             let x = Tensor::from_vec(b.images.clone(), &b.image_shape)?;
             let target = Tensor::from_vec(b.target.clone(), &b.target_shape)?;
             let logits = model.forward(&x, false)?;
-            loss_sum += dice_bce(&logits, &target, t.dice_weight, t.bce_weight, t.dice_smooth)?.to_scalar()?;
+            loss_sum += dice_bce(&logits, &target, t.dice_weight, t.bce_weight, t.dice_smooth)?
+                .to_scalar()?;
             for (l, &g) in logits.to_vec_f32().iter().zip(&b.target) {
                 let predicted = (*l > 0.0) as u8 as f64; // sigmoid(l) > 0.5
                 overlap[b.case] += predicted * g as f64;
@@ -89,7 +95,9 @@ fn epoch_bar(show: bool, epoch: u64, epochs: u64, batches: usize) -> indicatif::
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(batches as u64);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})") {
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
+    ) {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_prefix(format!("epoch {epoch}/{epochs}"));
@@ -193,7 +201,11 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
                 config
             )));
         }
-        crate::nn::load_state_dict(&model, &r.checkpoint.model, &run.last().display().to_string())?;
+        crate::nn::load_state_dict(
+            &model,
+            &r.checkpoint.model,
+            &run.last().display().to_string(),
+        )?;
         r.restore_optimizer(&mut optimizer)?;
         epoch = r.checkpoint.epoch;
         step = r.checkpoint.step;
@@ -218,7 +230,11 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
         }
     }
 
-    let schedule = CosineAnnealing { base_lr: training.learning_rate, t_max: epochs, eta_min: training.eta_min };
+    let schedule = CosineAnnealing {
+        base_lr: training.learning_rate,
+        t_max: epochs,
+        eta_min: training.eta_min,
+    };
     let first_epoch_this_call = epoch + 1;
     let workers = params.data.data.workers;
     let prefetch = params.data.data.prefetch;
@@ -228,27 +244,44 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
         let lr = schedule.lr_at(epoch);
         optimizer.set_learning_rate(lr);
         let display_epoch = epoch + 1;
-        let bar = epoch_bar(options.show_progress, display_epoch, epochs, data.batches_per_epoch());
+        let bar = epoch_bar(
+            options.show_progress,
+            display_epoch,
+            epochs,
+            data.batches_per_epoch(),
+        );
         let mut loss_sum = 0.0;
         let mut batches = 0usize;
-        for (index, batch) in Prefetcher::start(data.training_source(epoch)?, workers, prefetch).enumerate() {
+        for (index, batch) in
+            Prefetcher::start(data.training_source(epoch)?, workers, prefetch).enumerate()
+        {
             let batch = batch?;
             let target = Tensor::from_vec(batch.mask_at_least(min_label), &batch.label_shape)?;
             let x = Tensor::from_vec(batch.images, &batch.image_shape)?;
             optimizer.zero_grad();
             let logits = model.forward(&x, true)?;
-            let loss = dice_bce(&logits, &target, training.dice_weight, training.bce_weight, training.dice_smooth)?;
+            let loss = dice_bce(
+                &logits,
+                &target,
+                training.dice_weight,
+                training.bce_weight,
+                training.dice_smooth,
+            )?;
             let value = loss.to_scalar()?;
             step += 1;
             if !value.is_finite() {
                 bar.abandon();
+                let last_good = if run.last().is_file() {
+                    format!("; the last good checkpoint is {}", run.last().display())
+                } else {
+                    String::new()
+                };
                 return Err(HeparError::NonFinite {
                     op: "train",
                     msg: format!(
-                        "loss is {value} at epoch {display_epoch}, step {step} (batch {} of the epoch); \
-                         lower train.{stage}.learning_rate or check the data. The last good checkpoint is {}",
+                        "loss is {value} at epoch {display_epoch}, step {step} (batch {} of the \
+                         epoch); lower train.{stage}.learning_rate or check the data{last_good}",
                         index + 1,
-                        run.last().display()
                     ),
                 });
             }
