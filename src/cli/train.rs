@@ -12,9 +12,10 @@ pub struct TrainArgs {
     /// Which network: liver (stage 1, 3D volumes) or tumor (stage 2, 2D slice stacks).
     #[arg(long, value_enum, default_value_t = Stage::Liver)]
     pub stage: Stage,
-    /// Settings file ([data], [preprocess], [augment], [sampling], [train.*], [model.*]).
-    #[arg(long, default_value = "parameters.toml")]
-    pub config: PathBuf,
+    /// Settings file ([data], [preprocess], [augment], [sampling], [train.*], [model.*])
+    /// [default: parameters.toml, or the built-in defaults (the same values) when it is absent].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Number of epochs (replaces the stage's `epochs`; the learning-rate schedule spans it).
     #[arg(long)]
     pub epochs: Option<u64>,
@@ -27,7 +28,15 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
-    let params = TrainParameters::load(&args.config)?;
+    let default_config = std::path::Path::new("parameters.toml");
+    let params = match &args.config {
+        Some(path) => TrainParameters::load(path)?,
+        None if default_config.is_file() => TrainParameters::load(default_config)?,
+        None => {
+            eprintln!("no parameters.toml here: using the built-in defaults");
+            TrainParameters::default()
+        }
+    };
     let run_dir = args.out.unwrap_or_else(|| default_run_dir(args.stage));
     let started = std::time::Instant::now();
     let summary = train(
