@@ -156,6 +156,12 @@ fn liver_run_writes_history_and_checkpoints_and_resumes_where_it_stopped() {
         vec![resumed.checkpoint.step as f64]
     );
 
+    // Resuming without --epochs keeps the run's own schedule length (3), not the config's (2).
+    let err = train(&params, &options(Stage::Liver, run_dir.clone(), None, true))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already finished 3 of 3 epochs"), "{err}");
+
     // `hepar predict` turns a phantom into a 0/1 mask on the phantom's own grid and geometry.
     let input = dir.join("synth/volume-0.nii.gz");
     let mask_path = dir.join("mask.nii.gz");

@@ -107,13 +107,6 @@ fn epoch_bar(show: bool, epoch: u64, epochs: u64, batches: usize) -> indicatif::
 /// Trains one stage as configured; see the module documentation.
 pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSummary> {
     let stage = options.stage;
-    let mut params = params.clone();
-    if let Some(epochs) = options.epochs {
-        params.stage_mut(stage).epochs = epochs;
-    }
-    params.validate()?;
-    let training = params.stage(stage).clone();
-    let epochs = training.epochs;
     let run = RunFolder::new(&options.run_dir);
 
     // Decide about the run folder before any expensive work.
@@ -137,6 +130,15 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
         }
         None
     };
+    let mut params = params.clone();
+    // A resumed run keeps its schedule's length unless told otherwise.
+    let epochs_override = options.epochs.or(resumed.as_ref().map(|r| r.info.epochs));
+    if let Some(epochs) = epochs_override {
+        params.stage_mut(stage).epochs = epochs;
+    }
+    params.validate()?;
+    let training = params.stage(stage).clone();
+    let epochs = training.epochs;
     if let Some(r) = &resumed {
         if r.info.stage != stage {
             return Err(HeparError::Checkpoint(format!(
