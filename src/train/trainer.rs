@@ -3,7 +3,7 @@
 //! without gradients (Dice of the thresholded prediction), the history is rewritten and the
 //! last (and, when the Dice improved, best) checkpoint saved.
 
-use super::config::{Stage, TrainParameters};
+use super::config::{Stage, StageTraining, TrainParameters};
 use super::history::{read_history, write_history, EpochRecord};
 use super::run_checkpoint::{load_run_checkpoint, save_run_checkpoint, RunFolder, RunInfo};
 use super::stage_data::{target_label, StageData, ValidationBatch};
@@ -102,6 +102,75 @@ fn epoch_bar(show: bool, epoch: u64, epochs: u64, batches: usize) -> indicatif::
     }
     bar.set_prefix(format!("epoch {epoch}/{epochs}"));
     bar
+}
+
+/// What every training epoch shares.
+struct EpochPlan<'a> {
+    data: &'a StageData,
+    training: &'a StageTraining,
+    stage: Stage,
+    workers: usize,
+    prefetch: usize,
+    /// Named in the error when the loss stops being finite.
+    last_checkpoint: PathBuf,
+}
+
+/// One pass over epoch `epoch`'s batches (0-based): forward, loss, backward, AdamW step.
+/// Returns the mean loss; `step` counts optimizer steps over the whole run.
+fn train_epoch(
+    model: &CotNextUnet,
+    optimizer: &mut dyn Optimizer,
+    plan: &EpochPlan,
+    epoch: u64,
+    bar: &indicatif::ProgressBar,
+    step: &mut u64,
+) -> Result<f64> {
+    let t = plan.training;
+    let min_label = target_label(plan.stage);
+    let batches = Prefetcher::start(
+        plan.data.training_source(epoch)?,
+        plan.workers,
+        plan.prefetch,
+    );
+    let (mut loss_sum, mut count) = (0.0, 0usize);
+    for (index, batch) in batches.enumerate() {
+        let batch = batch?;
+        let target = Tensor::from_vec(batch.mask_at_least(min_label), &batch.label_shape)?;
+        let x = Tensor::from_vec(batch.images, &batch.image_shape)?;
+        optimizer.zero_grad();
+        let logits = model.forward(&x, true)?;
+        let loss = dice_bce(&logits, &target, t.dice_weight, t.bce_weight, t.dice_smooth)?;
+        let value = loss.to_scalar()?;
+        *step += 1;
+        if !value.is_finite() {
+            bar.abandon();
+            let last_good = if plan.last_checkpoint.is_file() {
+                format!(
+                    "; the last good checkpoint is {}",
+                    plan.last_checkpoint.display()
+                )
+            } else {
+                String::new()
+            };
+            return Err(HeparError::NonFinite {
+                op: "train",
+                msg: format!(
+                    "loss is {value} at epoch {}, step {step} (batch {} of the epoch); lower \
+                     train.{}.learning_rate or check the data{last_good}",
+                    epoch + 1,
+                    index + 1,
+                    plan.stage,
+                ),
+            });
+        }
+        loss.backward()?;
+        optimizer.step()?;
+        loss_sum += value;
+        count += 1;
+        bar.inc(1);
+        bar.set_message(format!("loss {:.4}", loss_sum / count as f64));
+    }
+    Ok(loss_sum / count.max(1) as f64)
 }
 
 /// Trains one stage as configured; see the module documentation.
@@ -238,9 +307,14 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
         eta_min: training.eta_min,
     };
     let first_epoch_this_call = epoch + 1;
-    let workers = params.data.data.workers;
-    let prefetch = params.data.data.prefetch;
-    let min_label = target_label(stage);
+    let plan = EpochPlan {
+        data: &data,
+        training: &training,
+        stage,
+        workers: params.data.data.workers,
+        prefetch: params.data.data.prefetch,
+        last_checkpoint: run.last(),
+    };
     while epoch < epochs {
         let started = Instant::now();
         let lr = schedule.lr_at(epoch);
@@ -252,53 +326,12 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
             epochs,
             data.batches_per_epoch(),
         );
-        let mut loss_sum = 0.0;
-        let mut batches = 0usize;
-        for (index, batch) in
-            Prefetcher::start(data.training_source(epoch)?, workers, prefetch).enumerate()
-        {
-            let batch = batch?;
-            let target = Tensor::from_vec(batch.mask_at_least(min_label), &batch.label_shape)?;
-            let x = Tensor::from_vec(batch.images, &batch.image_shape)?;
-            optimizer.zero_grad();
-            let logits = model.forward(&x, true)?;
-            let loss = dice_bce(
-                &logits,
-                &target,
-                training.dice_weight,
-                training.bce_weight,
-                training.dice_smooth,
-            )?;
-            let value = loss.to_scalar()?;
-            step += 1;
-            if !value.is_finite() {
-                bar.abandon();
-                let last_good = if run.last().is_file() {
-                    format!("; the last good checkpoint is {}", run.last().display())
-                } else {
-                    String::new()
-                };
-                return Err(HeparError::NonFinite {
-                    op: "train",
-                    msg: format!(
-                        "loss is {value} at epoch {display_epoch}, step {step} (batch {} of the \
-                         epoch); lower train.{stage}.learning_rate or check the data{last_good}",
-                        index + 1,
-                    ),
-                });
-            }
-            loss.backward()?;
-            optimizer.step()?;
-            loss_sum += value;
-            batches += 1;
-            bar.inc(1);
-            bar.set_message(format!("loss {:.4}", loss_sum / batches as f64));
-        }
+        let train_loss = train_epoch(&model, &mut optimizer, &plan, epoch, &bar, &mut step)?;
         bar.finish_and_clear();
         let (val_loss, val_dice) = validate(&model, &data.validation, &params, stage)?;
         let record = EpochRecord {
             epoch: display_epoch,
-            train_loss: loss_sum / batches.max(1) as f64,
+            train_loss,
             val_loss,
             val_dice,
             learning_rate: lr,
