@@ -485,6 +485,24 @@ mod tests {
     }
 
     #[test]
+    fn inputs_too_small_for_the_network_are_refused() {
+        let err =
+            TrainParameters::from_toml_str("[train.synthetic]\nstage1_shape_zyx = [8, 64, 64]\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("train.synthetic.stage1_shape_zyx"), "{err}");
+        // 16^3 pools down to one voxel, which training-mode BatchNorm cannot normalise.
+        let err =
+            TrainParameters::from_toml_str("[train.synthetic]\nstage1_shape_zyx = [16, 16, 16]\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("BatchNorm") && err.contains("at least 32"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn reduced_inputs_apply_only_to_the_synthetic_folder() {
         let p = TrainParameters::default();
         assert_eq!(p.effective_data().preprocess.stage1.shape_zyx, [64, 64, 64]);
