@@ -28,6 +28,10 @@ enum Command {
     Inspect(hepar::cli::inspect::InspectArgs),
     /// Write synthetic abdominal CT phantoms in the LiTS layout.
     Synth(hepar::cli::synth::SynthArgs),
+    /// Train the liver (stage 1) or tumour (stage 2) network; on a fresh machine, on synthetic phantoms.
+    Train(hepar::cli::train::TrainArgs),
+    /// Segment the liver of a CT volume with a trained stage-1 checkpoint.
+    Predict(hepar::cli::predict::PredictArgs),
 }
 
 /// mimalloc's `mi_option_purge_delay` (mimalloc.h, v2): how long freed memory is kept before it
@@ -48,6 +52,8 @@ fn main() {
         Command::Bench(args) => hepar::cli::bench::run(&args),
         Command::Inspect(args) => hepar::cli::inspect::run(args),
         Command::Synth(args) => hepar::cli::synth::run(args),
+        Command::Train(args) => hepar::cli::train::run(args),
+        Command::Predict(args) => hepar::cli::predict::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

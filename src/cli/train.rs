@@ -1,0 +1,64 @@
+//! `hepar train [--stage liver|tumor] [--config parameters.toml] [--epochs N] [--out RUN]
+//! [--resume]`: trains one stage's network. With the default configuration on a fresh machine it
+//! first writes synthetic phantoms, then trains on them in a few minutes.
+
+use crate::error::Result;
+use crate::train::config::default_run_dir;
+use crate::train::{train, Stage, TrainOptions, TrainParameters};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// Which network: liver (stage 1, 3D volumes) or tumor (stage 2, 2D slice stacks).
+    #[arg(long, value_enum, default_value_t = Stage::Liver)]
+    pub stage: Stage,
+    /// Settings file ([data], [preprocess], [augment], [sampling], [train.*], [model.*])
+    /// [default: parameters.toml, or the built-in defaults (the same values) when it is absent].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Number of epochs (replaces the stage's `epochs`; the learning-rate schedule spans it).
+    #[arg(long)]
+    pub epochs: Option<u64>,
+    /// Run folder for history.csv, last.safetensors and best.safetensors [default: runs/STAGE].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in the run folder from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let default_config = std::path::Path::new("parameters.toml");
+    let params = match &args.config {
+        Some(path) => TrainParameters::load(path)?,
+        None if default_config.is_file() => TrainParameters::load(default_config)?,
+        None => {
+            eprintln!("no parameters.toml here: using the built-in defaults");
+            TrainParameters::default()
+        }
+    };
+    let run_dir = args.out.unwrap_or_else(|| default_run_dir(args.stage));
+    let started = std::time::Instant::now();
+    let summary = train(
+        &params,
+        &TrainOptions {
+            stage: args.stage,
+            run_dir,
+            epochs: args.epochs,
+            resume: args.resume,
+            show_progress: true,
+        },
+    )?;
+    let best = summary
+        .best_val_dice
+        .map_or("n/a".to_string(), |d| format!("{d:.3}"));
+    println!(
+        "done in {:.1} s: best validation Dice {best} at epoch {}; {} (best), {} (last), {} (history)",
+        started.elapsed().as_secs_f64(),
+        summary.best_epoch,
+        summary.run.best().display(),
+        summary.run.last().display(),
+        summary.run.history().display()
+    );
+    Ok(())
+}

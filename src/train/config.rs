@@ -1,0 +1,515 @@
+//! The training sections of `parameters.toml`: `[train.synthetic]`, `[train.liver]`,
+//! `[train.tumor]`, `[model.liver]` and `[model.tumor]`, next to the data pipeline's sections
+//! (read by `crate::data::config`). A section may list only the keys it changes; every key has a
+//! default (the seed's value where it had one) and an unknown key is an error naming it.
+
+use crate::data::config::DataParameters;
+use crate::error::{HeparError, Result};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Which network a run trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Stage 1: whole CT volumes at low resolution, liver (tumour included) vs background, 3D.
+    Liver,
+    /// Stage 2: 2.5D stacks of axial slices inside the liver box, tumour vs the rest, 2D.
+    Tumor,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Liver => "liver",
+            Stage::Tumor => "tumor",
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Optimiser, schedule, loss and epoch settings of one stage (`[train.liver]`, `[train.tumor]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageTraining {
+    /// Passes over the training data; the cosine schedule spans them.
+    pub epochs: u64,
+    pub batch_size: usize,
+    /// Tumour stage only: batches drawn per epoch (stacks are drawn with replacement by weight).
+    /// The liver stage visits every training volume once per epoch instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batches_per_epoch: Option<usize>,
+    /// AdamW (decoupled weight decay).
+    pub learning_rate: f64,
+    pub betas: [f64; 2],
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Cosine annealing from `learning_rate` to `eta_min` over `epochs`, stepped per epoch.
+    pub eta_min: f64,
+    /// Loss = dice_weight * soft Dice + bce_weight * BCE (with logits).
+    pub dice_weight: f64,
+    pub bce_weight: f64,
+    /// Smoothing term of the soft Dice.
+    pub dice_smooth: f64,
+}
+
+impl StageTraining {
+    fn seed_optimiser(epochs: u64, batch_size: usize, batches_per_epoch: Option<usize>) -> Self {
+        StageTraining {
+            epochs,
+            batch_size,
+            batches_per_epoch,
+            learning_rate: 1e-3,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            weight_decay: 1e-5,
+            eta_min: 1e-5,
+            dice_weight: 0.7,
+            bce_weight: 0.3,
+            dice_smooth: 1e-5,
+        }
+    }
+
+    /// Liver defaults: the seed's optimiser and loss; few epochs so the first run is short.
+    pub fn liver_default() -> Self {
+        Self::seed_optimiser(12, 1, None)
+    }
+
+    /// Tumour defaults: the seed's optimiser and loss, batches of 16 stacks.
+    pub fn tumor_default() -> Self {
+        Self::seed_optimiser(12, 16, Some(10))
+    }
+
+    fn validate(&self, section: &str, stage: Stage) -> Result<()> {
+        let bad =
+            |key: &str, msg: String| Err(HeparError::Config(format!("{section}.{key}: {msg}")));
+        if self.epochs == 0 {
+            return bad("epochs", "0 (need at least 1)".into());
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size", "0 (need at least 1)".into());
+        }
+        match (stage, self.batches_per_epoch) {
+            (Stage::Liver, Some(_)) => {
+                return bad(
+                    "batches_per_epoch",
+                    "the liver stage visits every training volume once per epoch; remove this key"
+                        .into(),
+                )
+            }
+            (Stage::Tumor, Some(0)) => {
+                return bad("batches_per_epoch", "0 (need at least 1)".into())
+            }
+            (Stage::Tumor, None) => return bad("batches_per_epoch", "missing".into()),
+            _ => {}
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return bad(
+                "learning_rate",
+                format!("{} (must be positive and finite)", self.learning_rate),
+            );
+        }
+        if !(self.eta_min.is_finite() && (0.0..=self.learning_rate).contains(&self.eta_min)) {
+            return bad(
+                "eta_min",
+                format!(
+                    "{} (must be between 0 and learning_rate = {})",
+                    self.eta_min, self.learning_rate
+                ),
+            );
+        }
+        if !self.betas.iter().all(|b| (0.0..1.0).contains(b)) {
+            return bad("betas", format!("{:?} (each in [0, 1))", self.betas));
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return bad("eps", format!("{} (must be positive)", self.eps));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(
+                "weight_decay",
+                format!("{} (must be zero or positive)", self.weight_decay),
+            );
+        }
+        let weights_ok = [self.dice_weight, self.bce_weight]
+            .iter()
+            .all(|w| w.is_finite() && *w >= 0.0);
+        if !weights_ok || self.dice_weight + self.bce_weight <= 0.0 {
+            return bad(
+                "dice_weight / bce_weight",
+                format!(
+                    "{} / {} (non-negative, with a positive sum)",
+                    self.dice_weight, self.bce_weight
+                ),
+            );
+        }
+        if !(self.dice_smooth.is_finite() && self.dice_smooth >= 0.0) {
+            return bad(
+                "dice_smooth",
+                format!("{} (must be zero or positive)", self.dice_smooth),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `[model.liver]`, `[model.tumor]`: what is not fixed by the stage (dims, channels, classes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSettings {
+    /// Base width n: the stages have n, 2n, 4n, 8n, 8n channels (a multiple of 8).
+    pub width: usize,
+    /// Seed of the weight initialisation.
+    pub init_seed: u64,
+}
+
+/// `[train.synthetic]`: the phantoms a fresh machine trains on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyntheticSettings {
+    /// When `[data] root` is this folder and it holds no case, `hepar train` writes phantoms
+    /// there first.
+    pub root: PathBuf,
+    pub cases: usize,
+    /// Phantom grid (z, y, x).
+    pub shape_zyx: [usize; 3],
+    pub seed: u64,
+    /// Train on the phantoms at the reduced network inputs below instead of the `[preprocess]`
+    /// sizes, so the first run takes minutes on a CPU.
+    pub reduced_inputs: bool,
+    pub stage1_shape_zyx: [usize; 3],
+    pub stage2_slice_shape_yx: [usize; 2],
+}
+
+impl Default for SyntheticSettings {
+    fn default() -> Self {
+        SyntheticSettings {
+            root: crate::data::config::DataConfig::default().root,
+            cases: 8,
+            shape_zyx: crate::data::synth::DEFAULT_SHAPE_ZYX,
+            seed: 0,
+            reduced_inputs: true,
+            stage1_shape_zyx: [64, 64, 64],
+            stage2_slice_shape_yx: [64, 64],
+        }
+    }
+}
+
+/// Everything `hepar train` reads from `parameters.toml`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainParameters {
+    pub data: DataParameters,
+    pub synthetic: SyntheticSettings,
+    pub liver: StageTraining,
+    pub tumor: StageTraining,
+    pub liver_model: ModelSettings,
+    pub tumor_model: ModelSettings,
+}
+
+impl Default for TrainParameters {
+    fn default() -> Self {
+        TrainParameters {
+            data: DataParameters::default(),
+            synthetic: SyntheticSettings::default(),
+            liver: StageTraining::liver_default(),
+            tumor: StageTraining::tumor_default(),
+            liver_model: ModelSettings {
+                width: 16,
+                init_seed: 0,
+            },
+            tumor_model: ModelSettings {
+                width: 32,
+                init_seed: 0,
+            },
+        }
+    }
+}
+
+/// `default` with the keys of `value` (a TOML table) replacing its own; unknown keys are errors.
+fn merged_section<T: Serialize + DeserializeOwned>(
+    value: Option<&toml::Value>,
+    default: T,
+    name: &str,
+) -> Result<T> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    let given = value.as_table().ok_or_else(|| {
+        HeparError::Config(format!(
+            "[{name}] must be a table, found {}",
+            value.type_str()
+        ))
+    })?;
+    let mut merged = match toml::Value::try_from(&default) {
+        Ok(toml::Value::Table(t)) => t,
+        _ => {
+            return Err(HeparError::Config(format!(
+                "[{name}]: default settings are not a table"
+            )))
+        }
+    };
+    for (key, v) in given {
+        merged.insert(key.clone(), v.clone());
+    }
+    toml::Value::Table(merged)
+        .try_into()
+        .map_err(|e: toml::de::Error| HeparError::Config(format!("[{name}] {}", e.message())))
+}
+
+/// The sub-tables of a top-level table, rejecting names outside `allowed`.
+fn subsections<'a>(
+    doc: &'a toml::Table,
+    name: &str,
+    allowed: &[&str],
+) -> Result<Option<&'a toml::Table>> {
+    let Some(value) = doc.get(name) else {
+        return Ok(None);
+    };
+    let table = value
+        .as_table()
+        .ok_or_else(|| HeparError::Config(format!("[{name}] must be a table")))?;
+    if let Some(key) = table.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(HeparError::Config(format!(
+            "{name}.{key}: unknown section (expected one of {})",
+            allowed.join(", ")
+        )));
+    }
+    Ok(Some(table))
+}
+
+impl TrainParameters {
+    pub fn from_toml_str(text: &str) -> Result<Self> {
+        let data = DataParameters::from_toml_str(text)?;
+        let doc: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| HeparError::Config(e.to_string()))?;
+        let defaults = TrainParameters::default();
+        let train = subsections(&doc, "train", &["synthetic", "liver", "tumor"])?;
+        let model = subsections(&doc, "model", &["liver", "tumor"])?;
+        let get = |t: Option<&toml::Table>, key: &str| t.and_then(|t| t.get(key)).cloned();
+        let params = TrainParameters {
+            data,
+            synthetic: merged_section(
+                get(train, "synthetic").as_ref(),
+                defaults.synthetic,
+                "train.synthetic",
+            )?,
+            liver: merged_section(get(train, "liver").as_ref(), defaults.liver, "train.liver")?,
+            tumor: merged_section(get(train, "tumor").as_ref(), defaults.tumor, "train.tumor")?,
+            liver_model: merged_section(
+                get(model, "liver").as_ref(),
+                defaults.liver_model,
+                "model.liver",
+            )?,
+            tumor_model: merged_section(
+                get(model, "tumor").as_ref(),
+                defaults.tumor_model,
+                "model.tumor",
+            )?,
+        };
+        params.validate()?;
+        Ok(params)
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| HeparError::io(path, e))?;
+        Self::from_toml_str(&text).map_err(|e| match e {
+            HeparError::Config(msg) => HeparError::Config(format!("{}: {msg}", path.display())),
+            other => other,
+        })
+    }
+
+    pub fn stage(&self, stage: Stage) -> &StageTraining {
+        match stage {
+            Stage::Liver => &self.liver,
+            Stage::Tumor => &self.tumor,
+        }
+    }
+
+    pub fn stage_mut(&mut self, stage: Stage) -> &mut StageTraining {
+        match stage {
+            Stage::Liver => &mut self.liver,
+            Stage::Tumor => &mut self.tumor,
+        }
+    }
+
+    pub fn model(&self, stage: Stage) -> &ModelSettings {
+        match stage {
+            Stage::Liver => &self.liver_model,
+            Stage::Tumor => &self.tumor_model,
+        }
+    }
+
+    /// Whether `[data] root` is the synthetic folder (phantoms are generated there when empty).
+    pub fn uses_synthetic_data(&self) -> bool {
+        self.data.data.root == self.synthetic.root
+    }
+
+    /// The data settings a run uses: `[preprocess]` input sizes replaced by the reduced ones when
+    /// training on the synthetic phantoms with `reduced_inputs`.
+    pub fn effective_data(&self) -> DataParameters {
+        let mut data = self.data.clone();
+        if self.uses_synthetic_data() && self.synthetic.reduced_inputs {
+            data.preprocess.stage1.shape_zyx = self.synthetic.stage1_shape_zyx;
+            data.preprocess.stage2.slice_shape_yx = self.synthetic.stage2_slice_shape_yx;
+        }
+        data
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.data.validate()?;
+        self.liver.validate("train.liver", Stage::Liver)?;
+        self.tumor.validate("train.tumor", Stage::Tumor)?;
+        for (name, m) in [
+            ("model.liver", &self.liver_model),
+            ("model.tumor", &self.tumor_model),
+        ] {
+            if m.width < 8 || m.width % 8 != 0 {
+                return Err(HeparError::Config(format!(
+                    "{name}.width: {} (a positive multiple of 8)",
+                    m.width
+                )));
+            }
+        }
+        let s = &self.synthetic;
+        if s.cases < self.data.data.folds {
+            return Err(HeparError::Config(format!(
+                "train.synthetic.cases: {} (need at least data.folds = {} so every fold has a case)",
+                s.cases, self.data.data.folds
+            )));
+        }
+        if s.shape_zyx.iter().any(|&d| d < 8) {
+            return Err(HeparError::Config(format!(
+                "train.synthetic.shape_zyx: {:?} (each side at least 8)",
+                s.shape_zyx
+            )));
+        }
+        // The U-Net pools four times: every network input side must be at least 16.
+        let data = self.effective_data();
+        let too_small = |shape: &[usize]| shape.iter().any(|&d| d < 16);
+        if too_small(&data.preprocess.stage1.shape_zyx) {
+            let key = if data.preprocess.stage1.shape_zyx == self.data.preprocess.stage1.shape_zyx {
+                "preprocess.stage1.shape_zyx"
+            } else {
+                "train.synthetic.stage1_shape_zyx"
+            };
+            return Err(HeparError::Config(format!(
+                "{key}: {:?} (each side at least 16, the network pools four times)",
+                data.preprocess.stage1.shape_zyx
+            )));
+        }
+        if too_small(&data.preprocess.stage2.slice_shape_yx) {
+            let key = if data.preprocess.stage2.slice_shape_yx
+                == self.data.preprocess.stage2.slice_shape_yx
+            {
+                "preprocess.stage2.slice_shape_yx"
+            } else {
+                "train.synthetic.stage2_slice_shape_yx"
+            };
+            return Err(HeparError::Config(format!(
+                "{key}: {:?} (each side at least 16, the network pools four times)",
+                data.preprocess.stage2.slice_shape_yx
+            )));
+        }
+        // Training-mode BatchNorm (inside the CoT attention) needs more than one value per
+        // channel at the deepest stage, where each side is floor(side / 16).
+        let deepest = |shape: &[usize]| shape.iter().map(|&d| d / 16).product::<usize>();
+        let stage1 = data.preprocess.stage1.shape_zyx;
+        if deepest(&stage1) < 2 {
+            return Err(HeparError::Config(format!(
+                "stage-1 input {stage1:?}: the deepest stage would hold one voxel, too few for BatchNorm in training \
+                 (make one side of preprocess.stage1.shape_zyx / train.synthetic.stage1_shape_zyx at least 32)"
+            )));
+        }
+        let stage2 = data.preprocess.stage2.slice_shape_yx;
+        if deepest(&stage2) * self.tumor.batch_size < 2 {
+            return Err(HeparError::Config(format!(
+                "train.tumor.batch_size: 1 with slices {stage2:?} leaves one value per channel at the deepest stage, \
+                 too few for BatchNorm in training (use batches of 2 or more, or larger slices)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Default run folder of a stage: `runs/<stage>`.
+pub fn default_run_dir(stage: Stage) -> PathBuf {
+    PathBuf::from("runs").join(stage.name())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_override_only_their_keys() {
+        let p =
+            TrainParameters::from_toml_str("[train.liver]\nepochs = 3\n[model.tumor]\nwidth = 8\n")
+                .unwrap();
+        assert_eq!(p.liver.epochs, 3);
+        assert_eq!(p.liver.learning_rate, 1e-3);
+        assert_eq!(p.tumor_model.width, 8);
+        assert_eq!(p.liver_model.width, 16);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let err = TrainParameters::from_toml_str("[train.liver]\nepoch = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("train.liver") && err.contains("epoch"),
+            "{err}"
+        );
+        let err = TrainParameters::from_toml_str("[train.tumor]\nlearning_rate = -1.0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("train.tumor.learning_rate"), "{err}");
+        let err = TrainParameters::from_toml_str("[train.liver]\nbatches_per_epoch = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("train.liver.batches_per_epoch"), "{err}");
+        let err = TrainParameters::from_toml_str("[model.liver]\nwidth = 12\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("model.liver.width"), "{err}");
+        let err = TrainParameters::from_toml_str("[train.lever]\nepochs = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("train.lever"), "{err}");
+    }
+
+    #[test]
+    fn inputs_too_small_for_the_network_are_refused() {
+        let err =
+            TrainParameters::from_toml_str("[train.synthetic]\nstage1_shape_zyx = [8, 64, 64]\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("train.synthetic.stage1_shape_zyx"), "{err}");
+        // 16^3 pools down to one voxel, which training-mode BatchNorm cannot normalise.
+        let err =
+            TrainParameters::from_toml_str("[train.synthetic]\nstage1_shape_zyx = [16, 16, 16]\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("BatchNorm") && err.contains("at least 32"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reduced_inputs_apply_only_to_the_synthetic_folder() {
+        let p = TrainParameters::default();
+        assert_eq!(p.effective_data().preprocess.stage1.shape_zyx, [64, 64, 64]);
+        let p = TrainParameters::from_toml_str("[data]\nroot = \"/data/lits\"\n").unwrap();
+        assert_eq!(
+            p.effective_data().preprocess.stage1.shape_zyx,
+            [128, 128, 128]
+        );
+    }
+}

@@ -1,0 +1,126 @@
+//! A run's checkpoints (`last.safetensors`, `best.safetensors`): the network's weights and
+//! statistics, AdamW's moments, the epoch and step counters, and a [`RunInfo`] JSON describing
+//! the run, enough to resume it or to rebuild the network for inference.
+
+use super::config::{Stage, StageTraining};
+use crate::data::config::DataParameters;
+use crate::error::{HeparError, Result};
+use crate::io::{
+    load_checkpoint, save_checkpoint, tensor_bridge, NamedTensors, OptimizerState,
+    TrainingCheckpoint,
+};
+use crate::nn::cotnext::{CotNextConfig, CotNextUnet};
+use crate::nn::{load_state_dict, to_named_tensors};
+use crate::optim::Optimizer;
+use crate::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const LAST: &str = "last.safetensors";
+pub const BEST: &str = "best.safetensors";
+pub const HISTORY: &str = "history.csv";
+
+/// What a checkpoint says about its run (stored as the checkpoint's config JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub stage: Stage,
+    pub model: CotNextConfig,
+    pub training: StageTraining,
+    /// Epoch count the learning-rate schedule spans.
+    pub epochs: u64,
+    /// The data settings actually used (preprocessing included, for inference).
+    pub data: DataParameters,
+    /// Best validation Dice so far and the epoch (from 1) it was reached at.
+    pub best_val_dice: Option<f64>,
+    pub best_epoch: u64,
+}
+
+/// Where a run keeps its files.
+#[derive(Debug, Clone)]
+pub struct RunFolder {
+    pub dir: PathBuf,
+}
+
+impl RunFolder {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        RunFolder { dir: dir.into() }
+    }
+    pub fn last(&self) -> PathBuf {
+        self.dir.join(LAST)
+    }
+    pub fn best(&self) -> PathBuf {
+        self.dir.join(BEST)
+    }
+    pub fn history(&self) -> PathBuf {
+        self.dir.join(HISTORY)
+    }
+}
+
+/// Writes the model, optimizer and counters to `path` atomically.
+pub fn save_run_checkpoint(
+    path: &Path,
+    model: &CotNextUnet,
+    optimizer: &dyn Optimizer,
+    epoch: u64,
+    step: u64,
+    info: &RunInfo,
+) -> Result<()> {
+    let mut tensors = NamedTensors::new();
+    for (name, t) in optimizer.state() {
+        tensors.insert(name, tensor_bridge::to_host(&t)?)?;
+    }
+    let mut scalars = BTreeMap::new();
+    scalars.insert("learning_rate".to_string(), optimizer.learning_rate());
+    let config = serde_json::to_value(info)
+        .map_err(|e| HeparError::Checkpoint(format!("{}: run info: {e}", path.display())))?;
+    save_checkpoint(
+        path,
+        &TrainingCheckpoint {
+            model: to_named_tensors(model)?,
+            optimizer: OptimizerState { tensors, scalars },
+            epoch,
+            step,
+            config,
+        },
+    )
+}
+
+/// A checkpoint with its run description parsed.
+pub struct LoadedRun {
+    pub checkpoint: TrainingCheckpoint,
+    pub info: RunInfo,
+}
+
+pub fn load_run_checkpoint(path: &Path) -> Result<LoadedRun> {
+    let checkpoint = load_checkpoint(path)?;
+    let info: RunInfo = serde_json::from_value(checkpoint.config.clone()).map_err(|e| {
+        HeparError::format(
+            path,
+            format!("not a `hepar train` checkpoint: its config does not describe a run ({e})"),
+        )
+    })?;
+    Ok(LoadedRun { checkpoint, info })
+}
+
+impl LoadedRun {
+    /// A network built from the run's description, with the checkpoint's weights.
+    pub fn model(&self, source: &Path) -> Result<CotNextUnet> {
+        let model = CotNextUnet::new(self.info.model, 0)?;
+        load_state_dict(
+            &model,
+            &self.checkpoint.model,
+            &source.display().to_string(),
+        )?;
+        Ok(model)
+    }
+
+    /// Restores the optimizer's moments and step counts.
+    pub fn restore_optimizer(&self, optimizer: &mut dyn Optimizer) -> Result<()> {
+        let mut state: BTreeMap<String, Tensor> = BTreeMap::new();
+        for (name, h) in self.checkpoint.optimizer.tensors.iter() {
+            state.insert(name.to_string(), tensor_bridge::to_tensor(h)?);
+        }
+        optimizer.load_state(&state)
+    }
+}

@@ -1,0 +1,178 @@
+//! A stage's prepared cases as the trainer sees them: a batch source per training epoch
+//! (augmented, built by the loader's workers) and fixed, unaugmented validation batches grouped
+//! by case.
+
+use super::config::{Stage, StageTraining};
+use crate::data::config::DataParameters;
+use crate::data::loader::{BatchSource, StackBatches, VolumeBatches};
+use crate::data::prepare::{stage1_split, stage2_split, Stage1Sample, Stage2Sample};
+use crate::error::{HeparError, Result};
+use std::sync::Arc;
+
+/// One validation forward pass: inputs and the 0/1 target, tagged with the case it belongs to.
+pub struct ValidationBatch {
+    pub case: usize,
+    pub images: Vec<f32>,
+    pub image_shape: Vec<usize>,
+    pub target: Vec<f32>,
+    pub target_shape: Vec<usize>,
+}
+
+enum TrainingCases {
+    Volumes(Arc<Vec<Stage1Sample>>),
+    Stacks(Arc<Vec<Stage2Sample>>),
+}
+
+pub struct StageData {
+    training: TrainingCases,
+    data: DataParameters,
+    batch_size: usize,
+    batches_per_epoch: usize,
+    pub validation: Vec<ValidationBatch>,
+    pub validation_cases: usize,
+    pub training_cases: usize,
+    /// Network input channels and spatial shape.
+    pub in_channels: usize,
+    pub input_shape: Vec<usize>,
+}
+
+/// The label value a stage's target starts at: liver (1, tumour included) or tumour (2).
+pub fn target_label(stage: Stage) -> f32 {
+    match stage {
+        Stage::Liver => 1.0,
+        Stage::Tumor => 2.0,
+    }
+}
+
+fn mask(labels: &[f32], min_label: f32) -> Vec<f32> {
+    labels
+        .iter()
+        .map(|&l| if l >= min_label { 1.0 } else { 0.0 })
+        .collect()
+}
+
+fn report_problems(problems: &[crate::data::dataset::CaseProblem]) {
+    for p in problems {
+        eprintln!("warning: left out {p}");
+    }
+}
+
+fn no_validation(data: &DataParameters) -> HeparError {
+    HeparError::format(
+        &data.data.root,
+        format!(
+            "no usable validation case in fold {} of {}: add cases or lower data.folds",
+            data.data.fold, data.data.folds
+        ),
+    )
+}
+
+impl StageData {
+    /// Discovers, splits and preprocesses the dataset for `stage` (through the cache).
+    pub fn prepare(
+        stage: Stage,
+        data: &DataParameters,
+        training: &StageTraining,
+        show_progress: bool,
+    ) -> Result<Self> {
+        let batch_size = training.batch_size;
+        match stage {
+            Stage::Liver => {
+                let split = stage1_split(data, show_progress)?;
+                report_problems(&split.problems);
+                if split.validation.is_empty() {
+                    return Err(no_validation(data));
+                }
+                let shape = split.train[0].shape_zyx;
+                let mut validation = Vec::new();
+                for (case, s) in split.validation.iter().enumerate() {
+                    validation.push(ValidationBatch {
+                        case,
+                        images: s.image.clone(),
+                        image_shape: vec![1, 1, shape[0], shape[1], shape[2]],
+                        target: mask(&s.label, target_label(stage)),
+                        target_shape: vec![1, 1, shape[0], shape[1], shape[2]],
+                    });
+                }
+                Ok(StageData {
+                    training_cases: split.train.len(),
+                    validation_cases: split.validation.len(),
+                    batches_per_epoch: split.train.len().div_ceil(batch_size),
+                    training: TrainingCases::Volumes(Arc::new(split.train)),
+                    data: data.clone(),
+                    batch_size,
+                    validation,
+                    in_channels: 1,
+                    input_shape: shape.to_vec(),
+                })
+            }
+            Stage::Tumor => {
+                let split = stage2_split(data, show_progress)?;
+                report_problems(&split.problems);
+                let first = &split.train[0].case;
+                let (slices, [h, w]) = (first.slices, first.shape_yx);
+                let mut validation = Vec::new();
+                for (case, s) in split.validation.iter().enumerate() {
+                    for chunk in s.case.stacks.chunks(batch_size) {
+                        let n = chunk.len();
+                        validation.push(ValidationBatch {
+                            case,
+                            images: chunk
+                                .iter()
+                                .flat_map(|st| st.image.iter().copied())
+                                .collect(),
+                            image_shape: vec![n, slices, h, w],
+                            target: chunk
+                                .iter()
+                                .flat_map(|st| mask(&st.label, target_label(stage)))
+                                .collect(),
+                            target_shape: vec![n, 1, h, w],
+                        });
+                    }
+                }
+                if validation.is_empty() {
+                    return Err(no_validation(data));
+                }
+                Ok(StageData {
+                    training_cases: split.train.len(),
+                    validation_cases: split.validation.len(),
+                    batches_per_epoch: training.batches_per_epoch.unwrap_or(1),
+                    training: TrainingCases::Stacks(Arc::new(split.train)),
+                    data: data.clone(),
+                    batch_size,
+                    validation,
+                    in_channels: slices,
+                    input_shape: vec![h, w],
+                })
+            }
+        }
+    }
+
+    pub fn batches_per_epoch(&self) -> usize {
+        self.batches_per_epoch
+    }
+
+    /// The training batches of epoch `epoch` (0-based): shuffled and augmented from seeds, so a
+    /// resumed run sees the batches it would have seen.
+    pub fn training_source(&self, epoch: u64) -> Result<Arc<dyn BatchSource>> {
+        let augment = self.data.augment.clone();
+        Ok(match &self.training {
+            TrainingCases::Volumes(samples) => Arc::new(VolumeBatches::new(
+                samples.clone(),
+                self.batch_size,
+                augment,
+                self.data.sampling.seed,
+                epoch,
+                true,
+            )?),
+            TrainingCases::Stacks(samples) => Arc::new(StackBatches::new(
+                samples.clone(),
+                &self.data.sampling,
+                self.batches_per_epoch,
+                self.batch_size,
+                augment,
+                epoch,
+            )?),
+        })
+    }
+}

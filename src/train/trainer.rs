@@ -1,0 +1,370 @@
+//! The training loop: for each epoch, the prefetched batches go through forward, loss, backward
+//! and an AdamW step at the epoch's cosine learning rate; then the validation cases are scored
+//! without gradients (Dice of the thresholded prediction), the history is rewritten and the
+//! last (and, when the Dice improved, best) checkpoint saved.
+
+use super::config::{Stage, StageTraining, TrainParameters};
+use super::history::{read_history, write_history, EpochRecord};
+use super::run_checkpoint::{load_run_checkpoint, save_run_checkpoint, RunFolder, RunInfo};
+use super::stage_data::{target_label, StageData, ValidationBatch};
+use super::synthetic::ensure_synthetic_data;
+use crate::data::loader::Prefetcher;
+use crate::error::{HeparError, Result};
+use crate::nn::cotnext::{CotNextConfig, CotNextUnet};
+use crate::nn::parameters;
+use crate::ops::loss::dice_bce;
+use crate::optim::{Adam, AdamConfig, CosineAnnealing, LrSchedule, Optimizer};
+use crate::tensor::Tensor;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub stage: Stage,
+    pub run_dir: PathBuf,
+    /// Replaces the stage's `epochs` (the schedule's length) when given.
+    pub epochs: Option<u64>,
+    /// Continue from `run_dir/last.safetensors`.
+    pub resume: bool,
+    /// Progress bars and a line per epoch on stdout.
+    pub show_progress: bool,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub run: RunFolder,
+    /// Every epoch of the run so far (resumed runs included).
+    pub history: Vec<EpochRecord>,
+    pub first_epoch_this_call: u64,
+    pub best_epoch: u64,
+    pub best_val_dice: Option<f64>,
+}
+
+fn model_config(params: &TrainParameters, stage: Stage, in_channels: usize) -> CotNextConfig {
+    CotNextConfig {
+        dims: match stage {
+            Stage::Liver => 3,
+            Stage::Tumor => 2,
+        },
+        in_channels,
+        classes: 1,
+        width: params.model(stage).width,
+    }
+}
+
+/// Validation loss and mean per-case Dice of `sigmoid(logits) > 0.5` (a case with neither
+/// prediction nor target scores 1).
+fn validate(
+    model: &CotNextUnet,
+    batches: &[ValidationBatch],
+    params: &TrainParameters,
+    stage: Stage,
+) -> Result<(f64, f64)> {
+    let t = params.stage(stage);
+    let cases = batches.iter().map(|b| b.case + 1).max().unwrap_or(0);
+    let mut overlap = vec![0f64; cases];
+    let mut sizes = vec![0f64; cases];
+    let mut loss_sum = 0.0;
+    crate::no_grad(|| -> Result<()> {
+        for b in batches {
+            let x = Tensor::from_vec(b.images.clone(), &b.image_shape)?;
+            let target = Tensor::from_vec(b.target.clone(), &b.target_shape)?;
+            let logits = model.forward(&x, false)?;
+            loss_sum += dice_bce(&logits, &target, t.dice_weight, t.bce_weight, t.dice_smooth)?
+                .to_scalar()?;
+            for (l, &g) in logits.to_vec_f32().iter().zip(&b.target) {
+                let predicted = (*l > 0.0) as u8 as f64; // sigmoid(l) > 0.5
+                overlap[b.case] += predicted * g as f64;
+                sizes[b.case] += predicted + g as f64;
+            }
+        }
+        Ok(())
+    })?;
+    let dice: f64 = overlap
+        .iter()
+        .zip(&sizes)
+        .map(|(&o, &s)| if s == 0.0 { 1.0 } else { 2.0 * o / s })
+        .sum::<f64>()
+        / cases.max(1) as f64;
+    Ok((loss_sum / batches.len().max(1) as f64, dice))
+}
+
+fn epoch_bar(show: bool, epoch: u64, epochs: u64, batches: usize) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(batches as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(format!("epoch {epoch}/{epochs}"));
+    bar
+}
+
+/// What every training epoch shares.
+struct EpochPlan<'a> {
+    data: &'a StageData,
+    training: &'a StageTraining,
+    stage: Stage,
+    workers: usize,
+    prefetch: usize,
+    /// Named in the error when the loss stops being finite.
+    last_checkpoint: PathBuf,
+}
+
+/// One pass over epoch `epoch`'s batches (0-based): forward, loss, backward, AdamW step.
+/// Returns the mean loss; `step` counts optimizer steps over the whole run.
+fn train_epoch(
+    model: &CotNextUnet,
+    optimizer: &mut dyn Optimizer,
+    plan: &EpochPlan,
+    epoch: u64,
+    bar: &indicatif::ProgressBar,
+    step: &mut u64,
+) -> Result<f64> {
+    let t = plan.training;
+    let min_label = target_label(plan.stage);
+    let batches = Prefetcher::start(
+        plan.data.training_source(epoch)?,
+        plan.workers,
+        plan.prefetch,
+    );
+    let (mut loss_sum, mut count) = (0.0, 0usize);
+    for (index, batch) in batches.enumerate() {
+        let batch = batch?;
+        let target = Tensor::from_vec(batch.mask_at_least(min_label), &batch.label_shape)?;
+        let x = Tensor::from_vec(batch.images, &batch.image_shape)?;
+        optimizer.zero_grad();
+        let logits = model.forward(&x, true)?;
+        let loss = dice_bce(&logits, &target, t.dice_weight, t.bce_weight, t.dice_smooth)?;
+        let value = loss.to_scalar()?;
+        *step += 1;
+        if !value.is_finite() {
+            bar.abandon();
+            let last_good = if plan.last_checkpoint.is_file() {
+                format!(
+                    "; the last good checkpoint is {}",
+                    plan.last_checkpoint.display()
+                )
+            } else {
+                String::new()
+            };
+            return Err(HeparError::NonFinite {
+                op: "train",
+                msg: format!(
+                    "loss is {value} at epoch {}, step {step} (batch {} of the epoch); lower \
+                     train.{}.learning_rate or check the data{last_good}",
+                    epoch + 1,
+                    index + 1,
+                    plan.stage,
+                ),
+            });
+        }
+        loss.backward()?;
+        optimizer.step()?;
+        loss_sum += value;
+        count += 1;
+        bar.inc(1);
+        bar.set_message(format!("loss {:.4}", loss_sum / count as f64));
+    }
+    Ok(loss_sum / count.max(1) as f64)
+}
+
+/// Trains one stage as configured; see the module documentation.
+pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSummary> {
+    let stage = options.stage;
+    let run = RunFolder::new(&options.run_dir);
+
+    // Decide about the run folder before any expensive work.
+    let resumed = if options.resume {
+        if !run.last().is_file() {
+            return Err(HeparError::Checkpoint(format!(
+                "--resume: {} does not exist; start the run without --resume",
+                run.last().display()
+            )));
+        }
+        Some(load_run_checkpoint(&run.last())?)
+    } else {
+        if run.last().exists() {
+            return Err(HeparError::invalid(
+                "train",
+                format!(
+                    "{} already holds a run; pass --resume to continue it or --out for a new folder",
+                    run.dir.display()
+                ),
+            ));
+        }
+        None
+    };
+    let mut params = params.clone();
+    // A resumed run keeps its schedule's length unless told otherwise.
+    let epochs_override = options.epochs.or(resumed.as_ref().map(|r| r.info.epochs));
+    if let Some(epochs) = epochs_override {
+        params.stage_mut(stage).epochs = epochs;
+    }
+    params.validate()?;
+    let training = params.stage(stage).clone();
+    let epochs = training.epochs;
+    if let Some(r) = &resumed {
+        if r.info.stage != stage {
+            return Err(HeparError::Checkpoint(format!(
+                "{} is a {} run, not {}",
+                run.last().display(),
+                r.info.stage,
+                stage
+            )));
+        }
+        if r.checkpoint.epoch >= epochs {
+            return Err(HeparError::invalid(
+                "train --resume",
+                format!(
+                    "{} already finished {} of {epochs} epochs; pass --epochs with a larger number to train further",
+                    run.dir.display(),
+                    r.checkpoint.epoch
+                ),
+            ));
+        }
+    }
+
+    ensure_synthetic_data(&params)?;
+    if params.uses_synthetic_data() && params.synthetic.reduced_inputs && options.show_progress {
+        eprintln!(
+            "training on the synthetic phantoms at reduced inputs (stage 1 {:?}, stage 2 slices {:?}); \
+             set [train.synthetic] reduced_inputs = false for the [preprocess] sizes",
+            params.synthetic.stage1_shape_zyx, params.synthetic.stage2_slice_shape_yx
+        );
+    }
+    let data_params = params.effective_data();
+    let data = StageData::prepare(stage, &data_params, &training, options.show_progress)?;
+
+    let config = model_config(&params, stage, data.in_channels);
+    let model = CotNextUnet::new(config, params.model(stage).init_seed)?;
+    let mut optimizer = Adam::new(
+        parameters(&model),
+        AdamConfig {
+            lr: training.learning_rate,
+            beta1: training.betas[0],
+            beta2: training.betas[1],
+            eps: training.eps,
+            weight_decay: training.weight_decay,
+            decoupled: true,
+        },
+    );
+    let mut info = RunInfo {
+        stage,
+        model: config,
+        training: training.clone(),
+        epochs,
+        data: data_params,
+        best_val_dice: None,
+        best_epoch: 0,
+    };
+    let (mut epoch, mut step, mut history) = (0u64, 0u64, Vec::new());
+    if let Some(r) = &resumed {
+        if r.info.model != config {
+            return Err(HeparError::Checkpoint(format!(
+                "{} was trained with network {:?}, the configuration now gives {:?}",
+                run.last().display(),
+                r.info.model,
+                config
+            )));
+        }
+        crate::nn::load_state_dict(
+            &model,
+            &r.checkpoint.model,
+            &run.last().display().to_string(),
+        )?;
+        r.restore_optimizer(&mut optimizer)?;
+        epoch = r.checkpoint.epoch;
+        step = r.checkpoint.step;
+        info.best_val_dice = r.info.best_val_dice;
+        info.best_epoch = r.info.best_epoch;
+        history = read_history(&run.history())?;
+        history.retain(|h| h.epoch <= epoch);
+    }
+    std::fs::create_dir_all(&run.dir).map_err(|e| HeparError::io(&run.dir, e))?;
+    if options.show_progress {
+        println!(
+            "training the {stage} network ({} parameters, input {:?} x {} channel(s)) on {} cases, validating on {}; run folder {}",
+            crate::nn::parameter_count(&model),
+            data.input_shape,
+            data.in_channels,
+            data.training_cases,
+            data.validation_cases,
+            run.dir.display()
+        );
+        if epoch > 0 {
+            println!("resuming after epoch {epoch} (step {step})");
+        }
+    }
+
+    let schedule = CosineAnnealing {
+        base_lr: training.learning_rate,
+        t_max: epochs,
+        eta_min: training.eta_min,
+    };
+    let first_epoch_this_call = epoch + 1;
+    let plan = EpochPlan {
+        data: &data,
+        training: &training,
+        stage,
+        workers: params.data.data.workers,
+        prefetch: params.data.data.prefetch,
+        last_checkpoint: run.last(),
+    };
+    while epoch < epochs {
+        let started = Instant::now();
+        let lr = schedule.lr_at(epoch);
+        optimizer.set_learning_rate(lr);
+        let display_epoch = epoch + 1;
+        let bar = epoch_bar(
+            options.show_progress,
+            display_epoch,
+            epochs,
+            data.batches_per_epoch(),
+        );
+        let train_loss = train_epoch(&model, &mut optimizer, &plan, epoch, &bar, &mut step)?;
+        bar.finish_and_clear();
+        let (val_loss, val_dice) = validate(&model, &data.validation, &params, stage)?;
+        let record = EpochRecord {
+            epoch: display_epoch,
+            train_loss,
+            val_loss,
+            val_dice,
+            learning_rate: lr,
+            // Milliseconds are plenty, and keep the record equal to its CSV line.
+            seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        };
+        epoch += 1;
+        let improved = info.best_val_dice.is_none_or(|best| val_dice > best);
+        if improved {
+            info.best_val_dice = Some(val_dice);
+            info.best_epoch = display_epoch;
+            save_run_checkpoint(&run.best(), &model, &optimizer, epoch, step, &info)?;
+        }
+        save_run_checkpoint(&run.last(), &model, &optimizer, epoch, step, &info)?;
+        history.push(record.clone());
+        write_history(&run.history(), &history)?;
+        if options.show_progress {
+            println!(
+                "epoch {display_epoch}/{epochs}  train loss {:.4}  val loss {:.4}  val Dice {:.3}  lr {:.2e}  {:.1} s{}",
+                record.train_loss,
+                record.val_loss,
+                record.val_dice,
+                lr,
+                record.seconds,
+                if improved { "  (best)" } else { "" }
+            );
+        }
+    }
+    Ok(RunSummary {
+        run,
+        history,
+        first_epoch_this_call,
+        best_epoch: info.best_epoch,
+        best_val_dice: info.best_val_dice,
+    })
+}
