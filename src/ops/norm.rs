@@ -50,32 +50,16 @@ impl Tensor {
         let (w, b) = (dense(weight)?, dense(bias)?);
         let (y, stats) = self.storage().group_norm(self.layout(), groups, w.as_ref(), b.as_ref(), eps, activation)?;
         let x = self.clone();
-        let mut inputs = vec![self];
-        inputs.extend(weight);
-        inputs.extend(bias);
-        let (has_w, has_b) = (weight.is_some(), bias.is_some());
-        Ok(Tensor::from_op(
-            y,
-            Layout::contiguous(self.shape()),
-            if activation == NormActivation::Silu { "group_norm_silu" } else { "group_norm" },
-            &inputs,
-            Box::new(move |g| {
-                let stats: NormStats<Storage> = stats;
-                let (gx, gw, gb) = {
-                    let (xs, gs) = (x.storage(), g.storage());
-                    xs.group_norm_backward(x.layout(), &gs, g.layout(), groups, w.as_ref(), b.as_ref(), &stats, activation)?
-                };
-                let c = x.shape()[1];
-                let mut grads = vec![Some(Tensor::from_storage(gx, Layout::contiguous(x.shape())))];
-                if has_w {
-                    grads.push(Some(Tensor::from_storage(gw, Layout::contiguous(&[c]))));
-                }
-                if has_b {
-                    grads.push(Some(Tensor::from_storage(gb, Layout::contiguous(&[c]))));
-                }
-                Ok(grads)
-            }),
-        ))
+        let name = if activation == NormActivation::Silu { "group_norm_silu" } else { "group_norm" };
+        Ok(record_norm(name, y, self, weight, bias, move |g| {
+            let stats: NormStats<Storage> = stats;
+            let (gx, gw, gb) = {
+                let (xs, gs) = (x.storage(), g.storage());
+                xs.group_norm_backward(x.layout(), &gs, g.layout(), groups, w.as_ref(), b.as_ref(), &stats, activation)?
+            };
+            let c = [x.shape()[1]];
+            Ok((Tensor::from_storage(gx, Layout::contiguous(x.shape())), Tensor::from_storage(gw, Layout::contiguous(&c)), Tensor::from_storage(gb, Layout::contiguous(&c))))
+        }))
     }
 
     /// BatchNorm over [N, C, ...]. In training it normalises with the batch statistics and
@@ -124,43 +108,58 @@ impl Tensor {
         let y = self.storage().batch_norm_apply(self.layout(), &mean, &rstd, w.as_ref(), b.as_ref())?;
         let x = self.clone();
         let weight_t = weight.cloned();
-        let mut inputs = vec![self];
-        inputs.extend(weight);
-        inputs.extend(bias);
-        let (has_w, has_b) = (weight.is_some(), bias.is_some());
-        Ok(Tensor::from_op(
-            y,
-            Layout::contiguous(self.shape()),
-            "batch_norm",
-            &inputs,
-            Box::new(move |g| {
-                let c = x.shape()[1];
-                let (gx, gw, gb) = if training {
-                    let (xs, gs) = (x.storage(), g.storage());
-                    let (a, b, cc) = xs.batch_norm_train_backward(x.layout(), &gs, g.layout(), &mean, &rstd, w.as_ref())?;
-                    (Tensor::from_storage(a, Layout::contiguous(x.shape())), Tensor::from_storage(b, Layout::contiguous(&[c])), Tensor::from_storage(cc, Layout::contiguous(&[c])))
-                } else {
-                    // Eval mode is a per-channel affine map: compose its gradient from ops.
-                    let cs = channel_shape(&x);
-                    let rstd_t = Tensor::from_vec(rstd.clone(), &cs)?.to_dtype(x.dtype())?;
-                    let mean_t = Tensor::from_vec(mean.clone(), &cs)?.to_dtype(x.dtype())?;
-                    let scale = match &weight_t {
-                        Some(w) => rstd_t.mul(&w.reshape(&cs)?)?,
-                        None => rstd_t.clone(),
-                    };
-                    let xhat = x.sub(&mean_t)?.mul(&rstd_t)?;
-                    let reduce_axes: Vec<usize> = (0..x.rank()).filter(|&a| a != 1).collect();
-                    (g.mul(&scale)?, g.mul(&xhat)?.sum_axes(&reduce_axes, false)?, g.sum_axes(&reduce_axes, false)?)
+        Ok(record_norm("batch_norm", y, self, weight, bias, move |g| {
+            let c = x.shape()[1];
+            if training {
+                let (xs, gs) = (x.storage(), g.storage());
+                let (a, b, cc) = xs.batch_norm_train_backward(x.layout(), &gs, g.layout(), &mean, &rstd, w.as_ref())?;
+                Ok((Tensor::from_storage(a, Layout::contiguous(x.shape())), Tensor::from_storage(b, Layout::contiguous(&[c])), Tensor::from_storage(cc, Layout::contiguous(&[c]))))
+            } else {
+                // Eval mode is a per-channel affine map: compose its gradient from ops.
+                let cs = channel_shape(&x);
+                let rstd_t = Tensor::from_vec(rstd.clone(), &cs)?.to_dtype(x.dtype())?;
+                let mean_t = Tensor::from_vec(mean.clone(), &cs)?.to_dtype(x.dtype())?;
+                let scale = match &weight_t {
+                    Some(w) => rstd_t.mul(&w.reshape(&cs)?)?,
+                    None => rstd_t.clone(),
                 };
-                let mut grads = vec![Some(gx)];
-                if has_w {
-                    grads.push(Some(gw));
-                }
-                if has_b {
-                    grads.push(Some(gb));
-                }
-                Ok(grads)
-            }),
-        ))
+                let xhat = x.sub(&mean_t)?.mul(&rstd_t)?;
+                let reduce_axes: Vec<usize> = (0..x.rank()).filter(|&a| a != 1).collect();
+                Ok((g.mul(&scale)?, g.mul(&xhat)?.sum_axes(&reduce_axes, false)?, g.sum_axes(&reduce_axes, false)?))
+            }
+        }))
     }
+}
+
+/// Records a normalisation's output as an op over (x, weight?, bias?); `backward` returns the
+/// gradients of x, weight and bias, and those of absent affine parameters are dropped.
+fn record_norm(
+    name: &'static str,
+    y: Storage,
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    backward: impl FnOnce(&Tensor) -> Result<(Tensor, Tensor, Tensor)> + Send + Sync + 'static,
+) -> Tensor {
+    let mut inputs = vec![x];
+    inputs.extend(weight);
+    inputs.extend(bias);
+    let (has_w, has_b) = (weight.is_some(), bias.is_some());
+    Tensor::from_op(
+        y,
+        Layout::contiguous(x.shape()),
+        name,
+        &inputs,
+        Box::new(move |g| {
+            let (gx, gw, gb) = backward(g)?;
+            let mut grads = vec![Some(gx)];
+            if has_w {
+                grads.push(Some(gw));
+            }
+            if has_b {
+                grads.push(Some(gb));
+            }
+            Ok(grads)
+        }),
+    )
 }

@@ -33,18 +33,9 @@ pub struct ConvGeometry {
 }
 
 impl ConvGeometry {
-    /// Output spatial size: `(in + 2 pad - dil (k - 1) - 1) / stride + 1` per axis (0 if the
-    /// dilated kernel does not fit; [`validate`](Self::validate) rejects that).
+    /// Output spatial size per axis (0 if the dilated kernel does not fit; `validate` rejects that).
     pub fn output(&self) -> [usize; 3] {
-        std::array::from_fn(|a| {
-            let span = self.dilation[a] * (self.kernel[a].max(1) - 1) + 1;
-            let padded = self.input[a] + 2 * self.padding[a];
-            if padded < span || self.stride[a] == 0 {
-                0
-            } else {
-                (padded - span) / self.stride[a] + 1
-            }
-        })
+        super::window::sliding_output(self.input, self.kernel, self.stride, self.padding, self.dilation)
     }
 
     /// Checks that the sizes describe a convolution, naming what is wrong.

@@ -8,6 +8,7 @@ pub mod gemm;
 pub mod pool;
 pub mod scalar;
 pub mod upsample;
+pub mod window;
 pub mod elementwise;
 pub mod norm;
 pub mod reduce;
