@@ -99,6 +99,22 @@ fn reductions_match_naive_loops_over_any_axes() {
 }
 
 #[test]
+fn large_reductions_take_the_parallel_paths_correctly() {
+    // (shape, axes): a k*k-style middle-axis mean, per-row sums, a full sum, a batch max.
+    let cases: [(Vec<usize>, Vec<usize>); 4] = [(vec![2, 9, 40_000], vec![1]), (vec![3, 50, 1_000], vec![1, 2]), (vec![200_000], vec![0]), (vec![5, 70_000], vec![0])];
+    for (i, (shape, axes)) in cases.iter().enumerate() {
+        let x = rand_f64(shape, 30 + i as u64);
+        let xv = x.to_vec_f64();
+        let sum = naive::reduce(&xv, shape, axes, 0.0, |a, b| a + b);
+        assert_close(&x.sum_axes(axes, true).unwrap().to_vec_f64(), &sum, 1e-10, "large sum");
+        let max = naive::reduce(&xv, shape, axes, f64::NEG_INFINITY, f64::max);
+        assert_close(&x.max_axes(axes, true).unwrap().to_vec_f64(), &max, 0.0, "large max");
+        let x32 = x.to_dtype(DType::F32).unwrap();
+        assert_close(&x32.sum_axes(axes, true).unwrap().to_vec_f64(), &sum, 1e-4, "large f32 sum");
+    }
+}
+
+#[test]
 fn softmax_and_log_softmax_along_every_axis() {
     let shape = [2, 3, 5];
     let x = rand_f64(&shape, 4);

@@ -22,8 +22,91 @@ fn split_axes(layout: &Layout, axes: &[usize]) -> (Layout, Vec<usize>, usize, us
     (permuted, out_shape, outer, inner)
 }
 
+/// Combines two partial results of a reduction.
+#[inline(always)]
+fn combine<T: Float>(op: ReduceOp, acc: T, v: T) -> T {
+    match op {
+        ReduceOp::Sum => acc + v,
+        // NaN propagates, as in PyTorch.
+        ReduceOp::Max => if v > acc || v.is_nan() { v } else { acc },
+        ReduceOp::Min => if v < acc || v.is_nan() { v } else { acc },
+    }
+}
+
+fn identity<T: Float>(op: ReduceOp) -> T {
+    match op {
+        ReduceOp::Sum => T::zero(),
+        ReduceOp::Max => T::neg_infinity(),
+        ReduceOp::Min => T::infinity(),
+    }
+}
+
+/// Reduces dense data viewed as [outer, len, inner] over the middle axis: the common case of
+/// reducing a block of adjacent axes (spatial sums, a batch sum, the CoT mean over k*k maps).
+/// Each step reads a contiguous run, so loops vectorise; sums go through f64 per run.
+fn reduce_middle<T: Float>(x: &[T], outer: usize, len: usize, inner: usize, op: ReduceOp) -> Vec<T> {
+    let mut out = vec![identity::<T>(op); outer * inner];
+    if inner == 1 {
+        // Each output reduces one contiguous run.
+        let run = |(o, slot): (usize, &mut T)| {
+            let src = &x[o * len..(o + 1) * len];
+            *slot = match op {
+                ReduceOp::Sum => T::from_f64_lossy(src.chunks(256).map(|c| c.iter().fold(T::zero(), |a, &v| a + v).to_f64_lossless()).sum()),
+                _ => src.iter().fold(identity::<T>(op), |a, &v| combine(op, a, v)),
+            };
+        };
+        if outer > 1 && outer * len >= 1 << 15 {
+            out.par_iter_mut().enumerate().for_each(run);
+        } else if outer == 1 && len >= 1 << 16 && op == ReduceOp::Sum {
+            let total: f64 = x[..len].par_chunks(1 << 14).map(|c| c.iter().map(|v| v.to_f64_lossless()).sum::<f64>()).sum();
+            out[0] = T::from_f64_lossy(total);
+        } else {
+            out.iter_mut().enumerate().for_each(run);
+        }
+        return out;
+    }
+    // Several outputs per outer index: accumulate whole inner runs, split across threads by
+    // output position so each thread owns its slice of the result.
+    let tile = 4096.min(inner);
+    let tiles_per_outer = inner.div_ceil(tile);
+    let work = |(t, dst): (usize, &mut [T])| {
+        let (o, i0) = (t / tiles_per_outer, (t % tiles_per_outer) * tile);
+        let mut acc = vec![0.0f64; dst.len()];
+        for k in 0..len {
+            let src = &x[(o * len + k) * inner + i0..(o * len + k) * inner + i0 + dst.len()];
+            match op {
+                ReduceOp::Sum => acc.iter_mut().zip(src).for_each(|(a, &v)| *a += v.to_f64_lossless()),
+                _ => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = combine(op, *d, v)),
+            }
+        }
+        if op == ReduceOp::Sum {
+            dst.iter_mut().zip(&acc).for_each(|(d, &a)| *d = T::from_f64_lossy(a));
+        }
+    };
+    // Tiles never straddle two outer indices: chunk each outer row separately.
+    let chunks: Vec<(usize, &mut [T])> = out.chunks_mut(inner).flat_map(|row| row.chunks_mut(tile)).enumerate().collect();
+    if outer * len * inner >= 1 << 15 {
+        chunks.into_par_iter().for_each(work);
+    } else {
+        chunks.into_iter().for_each(work);
+    }
+    out
+}
+
 /// Reduces `x` over `axes` (sorted, unique, validated). f32 sums accumulate in f64.
 pub fn reduce<T: Float>(x: &[T], layout: &Layout, axes: &[usize], op: ReduceOp) -> (Vec<T>, Vec<usize>) {
+    let adjacent = axes.windows(2).all(|w| w[1] == w[0] + 1);
+    if let (Some(r), true, Some(&first), Some(&last)) = (layout.contiguous_range(), adjacent, axes.first(), axes.last()) {
+        let shape = layout.shape();
+        let (outer, len, inner) = (shape[..first].iter().product(), shape[first..=last].iter().product(), shape[last + 1..].iter().product());
+        let mut out_shape = shape.to_vec();
+        for &a in axes {
+            out_shape[a] = 1;
+        }
+        if len > 0 {
+            return (reduce_middle(&x[r], outer, len, inner, op), out_shape);
+        }
+    }
     let (permuted, out_shape, outer, inner) = split_axes(layout, axes);
     let mut out = vec![T::zero(); outer];
     let reduce_run = |o: usize, slot: &mut T| {
