@@ -46,6 +46,9 @@ fn main() {
     let result: hepar::Result<()> = match cli.command {
         Command::Version => {
             println!("hepar {}", env!("CARGO_PKG_VERSION"));
+            for line in hepar::backend::probe::describe_backends() {
+                println!("  {line}");
+            }
             Ok(())
         }
         Command::Verify(args) => hepar::cli::verify::run(&args),

@@ -7,6 +7,7 @@
 pub mod cpu;
 pub mod cuda;
 pub mod ops;
+pub mod probe;
 
 use crate::error::Result;
 use crate::tensor::dtype::DType;
