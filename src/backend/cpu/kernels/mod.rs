@@ -9,6 +9,9 @@ pub mod pool;
 pub mod scalar;
 pub mod upsample;
 pub mod window;
+
+#[cfg(test)]
+mod test_util;
 pub mod elementwise;
 pub mod norm;
 pub mod reduce;

@@ -368,22 +368,7 @@ pub fn avg_pool_backward<T: Float>(geom: &PoolGeometry, grad_out: &[T], grad_inp
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn random(len: usize, seed: u64) -> Vec<f64> {
-        let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15).wrapping_add(7);
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-            })
-            .collect()
-    }
-
-    fn dot(a: &[f64], b: &[f64]) -> f64 {
-        a.iter().zip(b).map(|(x, y)| x * y).sum()
-    }
+    use crate::backend::cpu::kernels::test_util::{dot, random};
 
     fn geometries() -> Vec<PoolGeometry> {
         let g = |input, kernel, stride, padding, dilation| PoolGeometry {
