@@ -151,12 +151,7 @@ impl VolumeBatches {
         epoch: u64,
         shuffle: bool,
     ) -> Result<Self> {
-        if samples.is_empty() || batch_size == 0 {
-            return Err(HeparError::invalid(
-                "VolumeBatches",
-                format!("{} samples, batch size {batch_size}", samples.len()),
-            ));
-        }
+        require_batches("VolumeBatches", samples.len(), batch_size)?;
         if let Some(s) = samples.iter().find(|s| s.shape_zyx != samples[0].shape_zyx) {
             return Err(HeparError::shape(
                 "VolumeBatches",
@@ -350,12 +345,7 @@ impl PatchBatches {
         seed: u64,
         epoch: u64,
     ) -> Result<Self> {
-        if samples.is_empty() || batch_size == 0 {
-            return Err(HeparError::invalid(
-                "PatchBatches",
-                format!("{} samples, batch size {batch_size}", samples.len()),
-            ));
-        }
+        require_batches("PatchBatches", samples.len(), batch_size)?;
         let samplers = samples
             .iter()
             .map(|s| PatchSampler::new(&s.label, s.shape_zyx, probabilities))
@@ -402,4 +392,12 @@ impl BatchSource for PatchBatches {
         }
         Ok(batch)
     }
+}
+
+/// A batch source needs at least one sample and a positive batch size.
+fn require_batches(source: &'static str, samples: usize, batch_size: usize) -> Result<()> {
+    if samples == 0 || batch_size == 0 {
+        return Err(HeparError::invalid(source, format!("{samples} samples, batch size {batch_size}")));
+    }
+    Ok(())
 }
