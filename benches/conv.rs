@@ -27,7 +27,9 @@ fn conv3d(channels: usize, groups: usize, kernel: usize, size: usize) -> ConvGeo
 }
 
 fn filled(len: usize) -> Vec<f32> {
-    (0..len).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect()
+    (0..len)
+        .map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5)
+        .collect()
 }
 
 fn bench_geometry(c: &mut Criterion, name: &str, g: ConvGeometry) {

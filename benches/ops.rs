@@ -12,11 +12,13 @@ use std::hint::black_box;
 fn group_norm(c: &mut Criterion) {
     // [1, 32, 64^3]: the widest full-resolution activation of the 3D network (n 16 -> 2n).
     let x = Tensor::randn(&[1, 32, 64, 64, 64], DType::F32, 1);
-    let w = Tensor::ones(&[32], DType::F32, Default::default());
-    let b = Tensor::zeros(&[32], DType::F32, Default::default());
+    let w = Tensor::ones(&[32], DType::F32, Default::default()).unwrap();
+    let b = Tensor::zeros(&[32], DType::F32, Default::default()).unwrap();
     let mut group = c.benchmark_group("group_norm");
     group.throughput(Throughput::Bytes((x.numel() * 4 * 2) as u64));
-    group.bench_function("forward [1,32,64,64,64] g4", |bench| bench.iter(|| black_box(x.group_norm(4, Some(&w), Some(&b), 1e-5).unwrap())));
+    group.bench_function("forward [1,32,64,64,64] g4", |bench| {
+        bench.iter(|| black_box(x.group_norm(4, Some(&w), Some(&b), 1e-5).unwrap()))
+    });
     let xg = x.requires_grad_leaf();
     group.bench_function("forward+backward [1,32,64,64,64] g4", |bench| {
         bench.iter(|| {
@@ -33,10 +35,14 @@ fn softmax(c: &mut Criterion) {
     let x = Tensor::randn(&[1, 16, 32 * 32 * 32], DType::F32, 2);
     let mut group = c.benchmark_group("softmax");
     group.throughput(Throughput::Bytes((x.numel() * 4 * 2) as u64));
-    group.bench_function("last axis [1,16,32768]", |bench| bench.iter(|| black_box(x.softmax(-1).unwrap())));
+    group.bench_function("last axis [1,16,32768]", |bench| {
+        bench.iter(|| black_box(x.softmax(-1).unwrap()))
+    });
     // Along a strided axis: the channel softmax of a multi-class output.
     let y = Tensor::randn(&[2, 3, 64, 64, 64], DType::F32, 3);
-    group.bench_function("channel axis [2,3,64,64,64]", |bench| bench.iter(|| black_box(y.softmax(1).unwrap())));
+    group.bench_function("channel axis [2,3,64,64,64]", |bench| {
+        bench.iter(|| black_box(y.softmax(1).unwrap()))
+    });
     group.finish();
 }
 
@@ -47,12 +53,16 @@ fn matmul(c: &mut Criterion) {
     let a = Tensor::randn(&[n, n], DType::F32, 4);
     let b = Tensor::randn(&[n, n], DType::F32, 5);
     group.throughput(Throughput::Elements((2 * n * n * n) as u64));
-    group.bench_function("sgemm 2048^3", |bench| bench.iter(|| black_box(a.matmul(&b).unwrap())));
+    group.bench_function("sgemm 2048^3", |bench| {
+        bench.iter(|| black_box(a.matmul(&b).unwrap()))
+    });
     let (batch, m) = (64, 128);
     let p = Tensor::randn(&[batch, m, m], DType::F32, 6);
     let q = Tensor::randn(&[batch, m, m], DType::F32, 7);
     group.throughput(Throughput::Elements((2 * batch * m * m * m) as u64));
-    group.bench_function("batched 64 x 128^3", |bench| bench.iter(|| black_box(p.matmul(&q).unwrap())));
+    group.bench_function("batched 64 x 128^3", |bench| {
+        bench.iter(|| black_box(p.matmul(&q).unwrap()))
+    });
     group.finish();
 }
 

@@ -6,11 +6,15 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hepar::backend::cpu::kernels::pool::{
     avg_pool_backward, avg_pool_forward, max_pool_backward, max_pool_forward, PoolGeometry,
 };
-use hepar::backend::cpu::kernels::upsample::{upsample_backward, upsample_forward, UpsampleGeometry, UpsampleMode};
+use hepar::backend::cpu::kernels::upsample::{
+    upsample_backward, upsample_forward, UpsampleGeometry, UpsampleMode,
+};
 use std::hint::black_box;
 
 fn filled(len: usize) -> Vec<f32> {
-    (0..len).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect()
+    (0..len)
+        .map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5)
+        .collect()
 }
 
 fn benches(c: &mut Criterion) {
@@ -49,15 +53,25 @@ fn benches(c: &mut Criterion) {
     });
     group.finish();
 
-    let up = UpsampleGeometry::from_scale(1, 32, [32; 3], [2.0; 3], UpsampleMode::Linear { align_corners: false })
-        .expect("valid upsample geometry");
+    let up = UpsampleGeometry::from_scale(
+        1,
+        32,
+        [32; 3],
+        [2.0; 3],
+        UpsampleMode::Linear {
+            align_corners: false,
+        },
+    )
+    .expect("valid upsample geometry");
     let x = filled(up.input_len());
     let mut y = vec![0f32; up.output_len()];
     let mut gx = vec![0f32; up.input_len()];
     let mut group = c.benchmark_group("trilinear_x2_32ch_32cubed");
     group.sample_size(10);
     group.throughput(Throughput::Elements(up.output_len() as u64));
-    group.bench_function("forward", |b| b.iter(|| upsample_forward(&up, black_box(&x), &mut y)));
+    group.bench_function("forward", |b| {
+        b.iter(|| upsample_forward(&up, black_box(&x), &mut y))
+    });
     group.bench_function("backward", |b| {
         b.iter(|| upsample_backward(&up, black_box(&y), &mut gx))
     });

@@ -2,34 +2,49 @@
 //! elementwise kernel over 1M elements.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use hepar::backend::cuda::{DeviceApi, LaunchConfig};
 use hepar::kernel_args;
-use hepar::ptx::{DeviceApi, LaunchConfig, VirtualGpu};
+use hepar::ptx::VirtualGpu;
 
 fn sgemm_256(c: &mut Criterion) {
-    let source_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ptx_kernels/sgemm.cu");
-    let source = std::fs::read_to_string(&source_path).unwrap_or_else(|e| panic!("{}: {e}", source_path.display()));
+    let source_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ptx_kernels/sgemm.cu");
+    let source = std::fs::read_to_string(&source_path)
+        .unwrap_or_else(|e| panic!("{}: {e}", source_path.display()));
     let gpu = VirtualGpu::default();
-    let module = gpu.compile_module(&source, "sgemm.cu").unwrap_or_else(|e| panic!("{e}"));
+    let module = gpu
+        .compile_module(&source, "sgemm.cu")
+        .unwrap_or_else(|e| panic!("{e}"));
     let kernel = gpu.kernel(&module, "sgemm_tiled").unwrap();
     let n = 256usize;
     let a: Vec<f32> = (0..n * n).map(|i| (i % 17) as f32 * 0.125).collect();
     let b: Vec<f32> = (0..n * n).map(|i| (i % 13) as f32 * 0.25).collect();
     let (da, db) = (gpu.upload(&a).unwrap(), gpu.upload(&b).unwrap());
     let dc = gpu.alloc(n * n * 4).unwrap();
-    let cfg = LaunchConfig { grid_dim: (16, 16, 1), block_dim: (16, 16, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid_dim: (16, 16, 1),
+        block_dim: (16, 16, 1),
+        shared_mem_bytes: 0,
+    };
     let args = kernel_args![da, db, dc, n as i32, n as i32, n as i32];
     let mut group = c.benchmark_group("ptx_vm");
     group.sample_size(10);
-    group.bench_function("sgemm_tiled_256", |bench| bench.iter(|| gpu.launch(&kernel, &cfg, &args).unwrap()));
+    group.bench_function("sgemm_tiled_256", |bench| {
+        bench.iter(|| gpu.launch(&kernel, &cfg, &args).unwrap())
+    });
     group.finish();
 }
 
 /// Elementwise throughput: saxpy over 1M elements in 4096 blocks of 256 threads.
 fn saxpy_1m(c: &mut Criterion) {
-    let source_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ptx_kernels/vector_ops.cu");
-    let source = std::fs::read_to_string(&source_path).unwrap_or_else(|e| panic!("{}: {e}", source_path.display()));
+    let source_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ptx_kernels/vector_ops.cu");
+    let source = std::fs::read_to_string(&source_path)
+        .unwrap_or_else(|e| panic!("{}: {e}", source_path.display()));
     let gpu = VirtualGpu::default();
-    let module = gpu.compile_module(&source, "vector_ops.cu").unwrap_or_else(|e| panic!("{e}"));
+    let module = gpu
+        .compile_module(&source, "vector_ops.cu")
+        .unwrap_or_else(|e| panic!("{e}"));
     let kernel = gpu.kernel(&module, "saxpy").unwrap();
     let n = 1 << 20;
     let x: Vec<f32> = (0..n).map(|i| (i % 101) as f32).collect();
@@ -39,7 +54,9 @@ fn saxpy_1m(c: &mut Criterion) {
     let args = kernel_args![2.0f32, dx, dy, out, n as i32];
     let mut group = c.benchmark_group("ptx_vm");
     group.sample_size(10);
-    group.bench_function("saxpy_1m", |bench| bench.iter(|| gpu.launch(&kernel, &cfg, &args).unwrap()));
+    group.bench_function("saxpy_1m", |bench| {
+        bench.iter(|| gpu.launch(&kernel, &cfg, &args).unwrap())
+    });
     group.finish();
 }
 

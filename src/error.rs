@@ -31,7 +31,10 @@ pub enum HeparError {
 
     /// A file that could not be read or written.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     /// A file whose content is not what its format requires (corrupt NIfTI, truncated .pth...).
     #[error("{}: {msg}", path.display())]
@@ -50,18 +53,33 @@ pub type Result<T, E = HeparError> = std::result::Result<T, E>;
 
 impl HeparError {
     pub fn shape(op: &'static str, msg: impl Into<String>) -> Self {
-        HeparError::Shape { op, msg: msg.into() }
+        HeparError::Shape {
+            op,
+            msg: msg.into(),
+        }
     }
     pub fn dtype(op: &'static str, msg: impl Into<String>) -> Self {
-        HeparError::DType { op, msg: msg.into() }
+        HeparError::DType {
+            op,
+            msg: msg.into(),
+        }
     }
     pub fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
-        HeparError::InvalidArgument { op, msg: msg.into() }
+        HeparError::InvalidArgument {
+            op,
+            msg: msg.into(),
+        }
     }
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        HeparError::Io { path: path.into(), source }
+        HeparError::Io {
+            path: path.into(),
+            source,
+        }
     }
     pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        HeparError::Format { path: path.into(), msg: msg.into() }
+        HeparError::Format {
+            path: path.into(),
+            msg: msg.into(),
+        }
     }
 }

@@ -3,7 +3,9 @@
 //! statistics and the weights after AdamW steps with cosine annealing.
 
 use crate::error::{HeparError, Result};
-use crate::io::{self, tensor_bridge, Fixture, FixtureTensors, HostTensor, NamedTensors, Tolerance};
+use crate::io::{
+    self, tensor_bridge, Fixture, FixtureTensors, HostTensor, NamedTensors, Tolerance,
+};
 use crate::nn::cotnext::{CotNextConfig, CotNextUnet};
 use crate::nn::{self, Module};
 use crate::ops::loss;
@@ -37,7 +39,9 @@ impl VerifyReport {
         self.groups.iter().all(GroupScore::passed)
     }
     pub fn worst(&self) -> Option<&GroupScore> {
-        self.groups.iter().max_by(|a, b| a.worst_score.total_cmp(&b.worst_score))
+        self.groups
+            .iter()
+            .max_by(|a, b| a.worst_score.total_cmp(&b.worst_score))
     }
 }
 
@@ -47,12 +51,24 @@ struct Scorer {
 }
 
 impl Scorer {
-    fn add(&mut self, group: &str, name: &str, actual: &Tensor, reference: &HostTensor, tolerance: Tolerance) -> Result<()> {
+    fn add(
+        &mut self,
+        group: &str,
+        name: &str,
+        actual: &Tensor,
+        reference: &HostTensor,
+        tolerance: Tolerance,
+    ) -> Result<()> {
         let s = io::score_tensors(name, &tensor_bridge::to_host(actual)?, reference, tolerance)?;
         let entry = match self.groups.iter_mut().find(|g| g.group == group) {
             Some(g) => g,
             None => {
-                self.groups.push(GroupScore { group: group.to_string(), tensors: 0, worst_name: String::new(), worst_score: f64::NEG_INFINITY });
+                self.groups.push(GroupScore {
+                    group: group.to_string(),
+                    tensors: 0,
+                    worst_name: String::new(),
+                    worst_score: f64::NEG_INFINITY,
+                });
                 self.groups.last_mut().expect("just pushed")
             }
         };
@@ -67,7 +83,12 @@ impl Scorer {
 }
 
 fn config_of(f: &Fixture) -> CotNextConfig {
-    CotNextConfig { dims: f.dims, in_channels: f.in_channels, classes: f.n_classes, width: f.n_channels }
+    CotNextConfig {
+        dims: f.dims,
+        in_channels: f.in_channels,
+        classes: f.n_classes,
+        width: f.n_channels,
+    }
 }
 
 /// Runs one fixture file and scores every tensor it holds.
@@ -80,42 +101,85 @@ pub fn verify_fixture(path: &Path) -> Result<VerifyReport> {
     let mut scorer = Scorer { groups: Vec::new() };
     match &fixture.tensors {
         FixtureTensors::Forward(t) => {
-            let checkpoint = fixture.checkpoint.as_ref().ok_or_else(|| HeparError::format(path, "forward fixture names no checkpoint"))?;
+            let checkpoint = fixture
+                .checkpoint
+                .as_ref()
+                .ok_or_else(|| HeparError::format(path, "forward fixture names no checkpoint"))?;
             let weights = io::load_pth(checkpoint)?;
             nn::load_state_dict(&model, &weights, &checkpoint.display().to_string())?;
             let input = tensor_bridge::to_tensor(&t.input)?.to_dtype(DType::F32)?;
             let training = fixture.mode == io::NetworkMode::Train;
             let logits = crate::no_grad(|| model.forward(&input, training))?;
-            scorer.add("logits", "expected_logits", &logits, &t.expected_logits, fixture.tolerance)?;
+            scorer.add(
+                "logits",
+                "expected_logits",
+                &logits,
+                &t.expected_logits,
+                fixture.tolerance,
+            )?;
         }
         FixtureTensors::Train(t) => verify_training(&fixture, t, &model, &mut scorer)?,
     }
-    Ok(VerifyReport { fixture: path.display().to_string(), groups: scorer.groups })
+    Ok(VerifyReport {
+        fixture: path.display().to_string(),
+        groups: scorer.groups,
+    })
 }
 
 /// The Dice and BCE weights of a fixture's `loss` metadata, `"A*soft_dice+B*bce"` (the README's
 /// 0.7 and 0.3 when absent).
 fn loss_weights(fixture: &Fixture) -> Result<(f64, f64)> {
-    let Some(text) = fixture.metadata.get("loss") else { return Ok((0.7, 0.3)) };
+    let Some(text) = fixture.metadata.get("loss") else {
+        return Ok((0.7, 0.3));
+    };
     let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
     let parsed = compact.split_once('+').and_then(|(dice, bce)| {
         let dice = dice.strip_suffix("*soft_dice")?.parse::<f64>().ok()?;
         let bce = bce.strip_suffix("*bce")?.parse::<f64>().ok()?;
         Some((dice, bce))
     });
-    parsed.ok_or_else(|| HeparError::format(&fixture.path, format!("loss `{text}` is not of the form `A*soft_dice+B*bce`")))
+    parsed.ok_or_else(|| {
+        HeparError::format(
+            &fixture.path,
+            format!("loss `{text}` is not of the form `A*soft_dice+B*bce`"),
+        )
+    })
 }
 
-fn verify_training(fixture: &Fixture, t: &io::TrainTensors, model: &CotNextUnet, scorer: &mut Scorer) -> Result<()> {
-    let settings = fixture.train.as_ref().ok_or_else(|| HeparError::format(&fixture.path, "train fixture without training settings"))?;
+fn verify_training(
+    fixture: &Fixture,
+    t: &io::TrainTensors,
+    model: &CotNextUnet,
+    scorer: &mut Scorer,
+) -> Result<()> {
+    let settings = fixture.train.as_ref().ok_or_else(|| {
+        HeparError::format(&fixture.path, "train fixture without training settings")
+    })?;
     let (dice_weight, bce_weight) = loss_weights(fixture)?;
-    nn::load_state_dict(model, &t.init, &format!("{} (init.*)", fixture.path.display()))?;
-    let input = tensor_bridge::to_tensor(&t.input)?.to_dtype(DType::F32)?.requires_grad_leaf();
+    nn::load_state_dict(
+        model,
+        &t.init,
+        &format!("{} (init.*)", fixture.path.display()),
+    )?;
+    let input = tensor_bridge::to_tensor(&t.input)?
+        .to_dtype(DType::F32)?
+        .requires_grad_leaf();
     let target = tensor_bridge::to_tensor(&t.target)?.to_dtype(DType::F32)?;
     let tol = fixture.tolerance;
     let params = nn::parameters(model);
-    let config = AdamConfig { lr: settings.lr, beta1: settings.betas.0, beta2: settings.betas.1, eps: settings.adam_eps, weight_decay: settings.weight_decay, decoupled: true };
-    let schedule = CosineAnnealing { base_lr: settings.lr, t_max: settings.t_max as u64, eta_min: settings.eta_min };
+    let config = AdamConfig {
+        lr: settings.lr,
+        beta1: settings.betas.0,
+        beta2: settings.betas.1,
+        eps: settings.adam_eps,
+        weight_decay: settings.weight_decay,
+        decoupled: true,
+    };
+    let schedule = CosineAnnealing {
+        base_lr: settings.lr,
+        t_max: settings.t_max as u64,
+        eta_min: settings.eta_min,
+    };
     let mut optimizer = Adam::new(params.clone(), config);
     for step in 0..settings.steps {
         optimizer.zero_grad();
@@ -127,11 +191,21 @@ fn verify_training(fixture: &Fixture, t: &io::TrainTensors, model: &CotNextUnet,
         }
         loss.backward()?;
         if step == 0 {
-            let grad_input = input.grad().ok_or_else(|| HeparError::Autograd("no gradient reached the input".into()))?;
+            let grad_input = input
+                .grad()
+                .ok_or_else(|| HeparError::Autograd("no gradient reached the input".into()))?;
             scorer.add("grad.input", "grad.input", &grad_input, &t.grad_input, tol)?;
             for p in &params {
-                let reference = t.grads.get(&p.name).ok_or_else(|| HeparError::format(&fixture.path, format!("no reference gradient `grad.{}`", p.name)))?;
-                let g = p.tensor.grad().unwrap_or_else(|| p.tensor.zeros_like());
+                let reference = t.grads.get(&p.name).ok_or_else(|| {
+                    HeparError::format(
+                        &fixture.path,
+                        format!("no reference gradient `grad.{}`", p.name),
+                    )
+                })?;
+                let g = match p.tensor.grad() {
+                    Some(g) => g,
+                    None => p.tensor.zeros_like()?,
+                };
                 scorer.add("grad", &format!("grad.{}", p.name), &g, reference, tol)?;
             }
         }
@@ -142,11 +216,29 @@ fn verify_training(fixture: &Fixture, t: &io::TrainTensors, model: &CotNextUnet,
 }
 
 /// Scores every reference tensor of a group against the model tensor of the same name.
-fn score_named(scorer: &mut Scorer, group: &str, prefix: &str, model: &dyn Module, reference: &NamedTensors, fixture: &Fixture) -> Result<()> {
+fn score_named(
+    scorer: &mut Scorer,
+    group: &str,
+    prefix: &str,
+    model: &dyn Module,
+    reference: &NamedTensors,
+    fixture: &Fixture,
+) -> Result<()> {
     let state = nn::state_dict(model);
     for (name, r) in reference.iter() {
-        let actual = state.get(name).ok_or_else(|| HeparError::format(&fixture.path, format!("`{prefix}{name}` names no tensor of the model")))?;
-        scorer.add(group, &format!("{prefix}{name}"), actual, r, fixture.tolerance_for(&format!("{prefix}{name}")))?;
+        let actual = state.get(name).ok_or_else(|| {
+            HeparError::format(
+                &fixture.path,
+                format!("`{prefix}{name}` names no tensor of the model"),
+            )
+        })?;
+        scorer.add(
+            group,
+            &format!("{prefix}{name}"),
+            actual,
+            r,
+            fixture.tolerance_for(&format!("{prefix}{name}")),
+        )?;
     }
     Ok(())
 }

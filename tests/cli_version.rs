@@ -2,7 +2,10 @@
 
 #[test]
 fn version_reports_every_backend_without_panicking() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hepar")).arg("version").output().expect("run hepar");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hepar"))
+        .arg("version")
+        .output()
+        .expect("run hepar");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     for backend in ["cpu:", "cuda driver:", "nvrtc + ptx-vm:"] {

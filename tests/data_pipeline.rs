@@ -9,10 +9,10 @@ use hepar::data::loader::{BatchSource, PatchBatches, Prefetcher, StackBatches, V
 use hepar::data::prepare::{Stage1Sample, Stage2Sample};
 use hepar::data::preprocess::{self, StackKind};
 use hepar::data::resize::Interpolation;
-use hepar::util::rng::Rng;
 use hepar::data::sampling::{PatchSampler, StackSampler};
 use hepar::data::synth::phantom;
 use hepar::data::Volume;
+use hepar::util::rng::Rng;
 use std::sync::Arc;
 
 fn no_augmentation() -> AugmentConfig {

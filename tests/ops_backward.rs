@@ -17,7 +17,17 @@ fn check(name: &str, f: impl Fn(&[Tensor]) -> hepar::Result<Tensor>, inputs: &[T
 /// Values away from 0 so kinks (relu, abs, clamp) are not straddled by the finite difference.
 fn away_from_zero(shape: &[usize], seed: u64) -> Tensor {
     let t = rand_f64(shape, seed);
-    let v: Vec<f64> = t.to_vec_f64().into_iter().map(|x| if x.abs() < 0.05 { x + 0.1_f64.copysign(x) } else { x }).collect();
+    let v: Vec<f64> = t
+        .to_vec_f64()
+        .into_iter()
+        .map(|x| {
+            if x.abs() < 0.05 {
+                x + 0.1_f64.copysign(x)
+            } else {
+                x
+            }
+        })
+        .collect();
     Tensor::from_vec(v, shape).unwrap()
 }
 
@@ -52,8 +62,16 @@ fn binary_ops_backward_with_broadcasting() {
     check("sub", |t| t[0].sub(&t[1]), &[a.clone(), b.clone()]);
     check("mul", |t| t[0].mul(&t[1]), &[a.clone(), b.clone()]);
     check("div", |t| t[0].div(&t[1]), &[a.clone(), b.clone()]);
-    check("maximum", |t| t[0].maximum(&t[1]), &[a.clone(), rand_f64(&[4, 5, 3], 4)]);
-    check("minimum", |t| t[0].minimum(&t[1]), &[a.clone(), rand_f64(&[4, 5, 3], 5)]);
+    check(
+        "maximum",
+        |t| t[0].maximum(&t[1]),
+        &[a.clone(), rand_f64(&[4, 5, 3], 4)],
+    );
+    check(
+        "minimum",
+        |t| t[0].minimum(&t[1]),
+        &[a.clone(), rand_f64(&[4, 5, 3], 5)],
+    );
     // The same tensor used twice accumulates both paths.
     check("x * x + x", |t| t[0].mul(&t[0])?.add(&t[0]), &[a]);
 }
@@ -74,19 +92,46 @@ fn reductions_and_softmax_backward() {
 #[test]
 fn shape_ops_backward() {
     let x = rand_f64(&[2, 3, 4], 7);
-    check("reshape", |t| t[0].reshape(&[6, 4])?.mul(&t[0].reshape(&[6, 4])?), &[x.clone()]);
+    check(
+        "reshape",
+        |t| t[0].reshape(&[6, 4])?.mul(&t[0].reshape(&[6, 4])?),
+        &[x.clone()],
+    );
     check("permute", |t| t[0].permute(&[2, 0, 1]), &[x.clone()]);
     check("narrow", |t| t[0].narrow(2, 1, 2), &[x.clone()]);
-    check("broadcast_to", |t| t[0].narrow(0, 0, 1)?.broadcast_to(&[5, 3, 4]), &[x.clone()]);
-    check("cat", |t| Tensor::cat(&[t[0].clone(), t[1].clone()], 1), &[x.clone(), rand_f64(&[2, 2, 4], 8)]);
-    check("split", |t| Ok(t[0].split(2, &[1, 3])?[1].clone()), &[x.clone()]);
+    check(
+        "broadcast_to",
+        |t| t[0].narrow(0, 0, 1)?.broadcast_to(&[5, 3, 4]),
+        &[x.clone()],
+    );
+    check(
+        "cat",
+        |t| Tensor::cat(&[t[0].clone(), t[1].clone()], 1),
+        &[x.clone(), rand_f64(&[2, 2, 4], 8)],
+    );
+    check(
+        "split",
+        |t| Ok(t[0].split(2, &[1, 3])?[1].clone()),
+        &[x.clone()],
+    );
     check("pad", |t| t[0].pad(&[(1, 2), (0, 3)], 0.5), &[x]);
 }
 
 #[test]
 fn matmul_backward() {
-    check("matmul", |t| t[0].matmul(&t[1]), &[rand_f64(&[2, 3, 4], 9), rand_f64(&[4, 5], 10).unsqueeze(0).unwrap()]);
-    check("matmul transposed", |t| t[0].transpose(0, 1)?.matmul(&t[1]), &[rand_f64(&[4, 3], 11), rand_f64(&[4, 2], 12)]);
+    check(
+        "matmul",
+        |t| t[0].matmul(&t[1]),
+        &[
+            rand_f64(&[2, 3, 4], 9),
+            rand_f64(&[4, 5], 10).unsqueeze(0).unwrap(),
+        ],
+    );
+    check(
+        "matmul transposed",
+        |t| t[0].transpose(0, 1)?.matmul(&t[1]),
+        &[rand_f64(&[4, 3], 11), rand_f64(&[4, 2], 12)],
+    );
 }
 
 #[test]
@@ -94,10 +139,27 @@ fn norms_backward() {
     let x = rand_f64(&[2, 4, 3, 5], 13);
     let w = rand_f64(&[4], 14);
     let b = rand_f64(&[4], 15);
-    check("group_norm", |t| t[0].group_norm(2, Some(&t[1]), Some(&t[2]), 1e-5), &[x.clone(), w.clone(), b.clone()]);
-    check("group_norm no affine", |t| t[0].group_norm(4, None, None, 1e-5), &[x.clone()]);
-    check("group_norm_silu", |t| t[0].group_norm_silu(2, Some(&t[1]), Some(&t[2]), 1e-5), &[x.clone(), w.clone(), b.clone()]);
-    let stats = || (Tensor::zeros(&[4], DType::F64, Default::default()), Tensor::ones(&[4], DType::F64, Default::default()));
+    check(
+        "group_norm",
+        |t| t[0].group_norm(2, Some(&t[1]), Some(&t[2]), 1e-5),
+        &[x.clone(), w.clone(), b.clone()],
+    );
+    check(
+        "group_norm no affine",
+        |t| t[0].group_norm(4, None, None, 1e-5),
+        &[x.clone()],
+    );
+    check(
+        "group_norm_silu",
+        |t| t[0].group_norm_silu(2, Some(&t[1]), Some(&t[2]), 1e-5),
+        &[x.clone(), w.clone(), b.clone()],
+    );
+    let stats = || {
+        (
+            Tensor::zeros(&[4], DType::F64, Default::default()).unwrap(),
+            Tensor::ones(&[4], DType::F64, Default::default()).unwrap(),
+        )
+    };
     check(
         "batch_norm train",
         |t| {
@@ -120,17 +182,39 @@ fn norms_backward() {
 #[test]
 fn losses_backward() {
     let logits = rand_f64(&[2, 2, 3, 3], 16);
-    let target = Tensor::from_vec((0..36).map(|i| ((i * 5) % 3 == 0) as i32 as f64).collect(), &[2, 2, 3, 3]).unwrap();
-    check("bce", |t| loss::bce_with_logits(&t[0], &target), &[logits.clone()]);
-    check("dice", |t| loss::soft_dice(&t[0], &target, 1e-5), &[logits.clone()]);
-    check("tversky", |t| loss::tversky(&t[0], &target, 0.3, 0.7, 1e-5), &[logits.clone()]);
+    let target = Tensor::from_vec(
+        (0..36).map(|i| ((i * 5) % 3 == 0) as i32 as f64).collect(),
+        &[2, 2, 3, 3],
+    )
+    .unwrap();
+    check(
+        "bce",
+        |t| loss::bce_with_logits(&t[0], &target),
+        &[logits.clone()],
+    );
+    check(
+        "dice",
+        |t| loss::soft_dice(&t[0], &target, 1e-5),
+        &[logits.clone()],
+    );
+    check(
+        "tversky",
+        |t| loss::tversky(&t[0], &target, 0.3, 0.7, 1e-5),
+        &[logits.clone()],
+    );
     let labels = Tensor::from_vec((0..18).map(|i| (i % 2) as f64).collect(), &[2, 3, 3]).unwrap();
-    check("cross_entropy", |t| loss::cross_entropy(&t[0], &labels, Some(&[0.3, 2.0])), &[logits]);
+    check(
+        "cross_entropy",
+        |t| loss::cross_entropy(&t[0], &labels, Some(&[0.3, 2.0])),
+        &[logits],
+    );
 }
 
 #[test]
 fn gradients_accumulate_until_zeroed() {
-    let x = Tensor::from_vec(vec![1.0f64, 2.0, 3.0], &[3]).unwrap().requires_grad_leaf();
+    let x = Tensor::from_vec(vec![1.0f64, 2.0, 3.0], &[3])
+        .unwrap()
+        .requires_grad_leaf();
     for _ in 0..2 {
         x.mul(&x).unwrap().sum_all().unwrap().backward().unwrap();
     }
@@ -143,9 +227,14 @@ fn gradients_accumulate_until_zeroed() {
 
 #[test]
 fn tape_errors_are_typed_not_panics() {
-    let x = Tensor::from_vec(vec![1.0f64, -2.0], &[2]).unwrap().requires_grad_leaf();
+    let x = Tensor::from_vec(vec![1.0f64, -2.0], &[2])
+        .unwrap()
+        .requires_grad_leaf();
     // backward on a non-scalar
-    assert!(matches!(x.exp().unwrap().backward(), Err(HeparError::Autograd(_))));
+    assert!(matches!(
+        x.exp().unwrap().backward(),
+        Err(HeparError::Autograd(_))
+    ));
     // backward twice through the same graph: the first pass freed it.
     let y = x.exp().unwrap().sum_all().unwrap();
     y.backward().unwrap();
@@ -160,7 +249,14 @@ fn tape_errors_are_typed_not_panics() {
     let z = no_grad(|| x.exp().unwrap());
     assert!(!z.requires_grad());
     assert!(!x.detach().requires_grad());
-    assert!(x.detach().exp().unwrap().sum_all().unwrap().backward().is_err());
+    assert!(x
+        .detach()
+        .exp()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .is_err());
 }
 
 #[test]
@@ -170,7 +266,13 @@ fn saved_activations_are_freed_after_backward() {
     let weak = std::sync::Arc::downgrade(&hidden.storage_handle());
     let loss = hidden.sigmoid().unwrap().sum_all().unwrap();
     drop(hidden);
-    assert!(weak.upgrade().is_some(), "the graph keeps the activation alive before backward");
+    assert!(
+        weak.upgrade().is_some(),
+        "the graph keeps the activation alive before backward"
+    );
     loss.backward().unwrap();
-    assert!(weak.upgrade().is_none(), "backward freed the saved activation");
+    assert!(
+        weak.upgrade().is_none(),
+        "backward freed the saved activation"
+    );
 }

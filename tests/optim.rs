@@ -1,16 +1,29 @@
 //! Optimizer steps against hand-computed values, state round trips, and LR schedules.
 
-use hepar::optim::{Adam, AdamConfig, CosineAnnealing, LrSchedule, Optimizer, Param, Sgd, SgdConfig, StepDecay};
+use hepar::optim::{
+    Adam, AdamConfig, CosineAnnealing, LrSchedule, Optimizer, Param, Sgd, SgdConfig, StepDecay,
+};
 use hepar::tensor::Tensor;
 
 fn param(values: &[f64]) -> Param {
-    Param { name: "w".into(), tensor: Tensor::from_vec(values.to_vec(), &[values.len()]).unwrap().requires_grad_leaf() }
+    Param {
+        name: "w".into(),
+        tensor: Tensor::from_vec(values.to_vec(), &[values.len()])
+            .unwrap()
+            .requires_grad_leaf(),
+    }
 }
 
 /// One step on the loss sum(w^2), whose gradient is 2w.
 fn step_on_square_loss(opt: &mut dyn Optimizer, p: &Param) {
     opt.zero_grad();
-    p.tensor.square().unwrap().sum_all().unwrap().backward().unwrap();
+    p.tensor
+        .square()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
     opt.step().unwrap();
 }
 
@@ -21,7 +34,14 @@ fn close(a: f64, b: f64) -> bool {
 #[test]
 fn sgd_with_momentum_matches_hand_computation() {
     let p = param(&[1.0]);
-    let mut opt = Sgd::new(vec![p.clone()], SgdConfig { lr: 0.1, momentum: 0.9, ..Default::default() });
+    let mut opt = Sgd::new(
+        vec![p.clone()],
+        SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            ..Default::default()
+        },
+    );
     // g=2 buf=2 p=0.8; g=1.6 buf=3.4 p=0.46; g=0.92 buf=3.98 p=0.062
     for expected in [0.8, 0.46, 0.062] {
         step_on_square_loss(&mut opt, &p);
@@ -34,7 +54,11 @@ fn sgd_with_momentum_matches_hand_computation() {
 fn adam_and_adamw_match_a_scalar_transcription() {
     for (decoupled, wd) in [(false, 0.0), (false, 0.05), (true, 0.1)] {
         let p = param(&[1.0, -0.5]);
-        let config = AdamConfig { weight_decay: wd, decoupled, ..AdamConfig::adam(0.1) };
+        let config = AdamConfig {
+            weight_decay: wd,
+            decoupled,
+            ..AdamConfig::adam(0.1)
+        };
         let mut opt = Adam::new(vec![p.clone()], config);
         let mut expected = [1.0f64, -0.5];
         let (mut m, mut v) = ([0.0f64; 2], [0.0f64; 2]);
@@ -54,7 +78,10 @@ fn adam_and_adamw_match_a_scalar_transcription() {
                 expected[i] -= 0.1 * mhat / (vhat.sqrt() + 1e-8);
             }
             let got = p.tensor.to_vec_f64();
-            assert!(close(got[0], expected[0]) && close(got[1], expected[1]), "step {t}: {got:?} vs {expected:?}");
+            assert!(
+                close(got[0], expected[0]) && close(got[1], expected[1]),
+                "step {t}: {got:?} vs {expected:?}"
+            );
         }
     }
     // First Adam step moves each weight by exactly lr (m_hat / sqrt(v_hat) = sign(g)).
@@ -78,13 +105,30 @@ fn optimizer_state_round_trips_and_continues_identically() {
     assert_eq!(p1.tensor.to_vec_f64(), p2.tensor.to_vec_f64());
 
     let mut wrong = Adam::new(vec![param(&[1.0])], AdamConfig::adam(0.1));
-    assert!(wrong.load_state(&a.state()).is_err(), "mis-shaped state is an error");
+    assert!(
+        wrong.load_state(&a.state()).is_err(),
+        "mis-shaped state is an error"
+    );
 
     let q1 = param(&[1.0, 2.0]);
-    let mut s = Sgd::new(vec![q1.clone()], SgdConfig { lr: 0.1, momentum: 0.9, ..Default::default() });
+    let mut s = Sgd::new(
+        vec![q1.clone()],
+        SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            ..Default::default()
+        },
+    );
     step_on_square_loss(&mut s, &q1);
     let q2 = param(&q1.tensor.to_vec_f64());
-    let mut s2 = Sgd::new(vec![q2.clone()], SgdConfig { lr: 0.1, momentum: 0.9, ..Default::default() });
+    let mut s2 = Sgd::new(
+        vec![q2.clone()],
+        SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            ..Default::default()
+        },
+    );
     s2.load_state(&s.state()).unwrap();
     step_on_square_loss(&mut s, &q1);
     step_on_square_loss(&mut s2, &q2);
@@ -93,12 +137,20 @@ fn optimizer_state_round_trips_and_continues_identically() {
 
 #[test]
 fn schedules_follow_their_formulas() {
-    let cos = CosineAnnealing { base_lr: 1e-3, t_max: 3, eta_min: 1e-5 };
+    let cos = CosineAnnealing {
+        base_lr: 1e-3,
+        t_max: 3,
+        eta_min: 1e-5,
+    };
     assert!(close(cos.lr_at(0), 1e-3));
     assert!(close(cos.lr_at(3), 1e-5));
     // cos(pi/3) = 0.5 -> eta_min + 0.75 (base - eta_min)
     assert!(close(cos.lr_at(1), 1e-5 + 0.75 * (1e-3 - 1e-5)));
-    let step = StepDecay { base_lr: 1.0, step_size: 2, gamma: 0.5 };
+    let step = StepDecay {
+        base_lr: 1.0,
+        step_size: 2,
+        gamma: 0.5,
+    };
     let lrs: Vec<f64> = (0..5).map(|t| step.lr_at(t)).collect();
     assert_eq!(lrs, vec![1.0, 1.0, 0.5, 0.5, 0.25]);
 }

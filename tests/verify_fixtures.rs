@@ -8,36 +8,84 @@ use std::process::Command;
 
 fn fixtures_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
-    assert!(dir.is_dir(), "the shared fixtures must be at {} (the `shared` folder beside the checkout)", dir.display());
+    assert!(
+        dir.is_dir(),
+        "the shared fixtures must be at {} (the `shared` folder beside the checkout)",
+        dir.display()
+    );
     dir
 }
 
 #[test]
 fn all_four_fixtures_pass_hepar_verify() {
     let dir = fixtures_dir();
-    let files = ["liver3d_forward", "tumor2d_forward", "train3d_small", "train2d_small"].map(|f| dir.join(format!("{f}.safetensors")));
-    let out = Command::new(env!("CARGO_BIN_EXE_hepar")).arg("verify").args(&files).output().expect("run hepar");
+    let files = [
+        "liver3d_forward",
+        "tumor2d_forward",
+        "train3d_small",
+        "train2d_small",
+    ]
+    .map(|f| dir.join(format!("{f}.safetensors")));
+    let out = Command::new(env!("CARGO_BIN_EXE_hepar"))
+        .arg("verify")
+        .args(&files)
+        .output()
+        .expect("run hepar");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "hepar verify failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "hepar verify failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // One line per group, the worst score last.
     for group in ["logits", "loss", "grad.input", "grad ", "stats", "trained"] {
         assert!(stdout.contains(group), "no `{group}` line in:\n{stdout}");
     }
     let last = stdout.lines().last().unwrap_or_default();
     assert!(last.starts_with("worst score: "), "{stdout}");
-    let worst: f64 = last["worst score: ".len()..].split_whitespace().next().unwrap().parse().unwrap();
+    let worst: f64 = last["worst score: ".len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(worst <= 1.0 && worst.is_finite());
 }
 
 #[test]
 fn a_checkpoint_for_another_width_names_the_first_offending_key() {
     let dir = fixtures_dir();
-    let model = CotNextUnet::new(CotNextConfig { dims: 3, in_channels: 1, classes: 1, width: 8 }, 0).unwrap();
+    let model = CotNextUnet::new(
+        CotNextConfig {
+            dims: 3,
+            in_channels: 1,
+            classes: 1,
+            width: 8,
+        },
+        0,
+    )
+    .unwrap();
     let weights = hepar::io::load_pth(&dir.join("seed/liver3d.pth")).unwrap();
-    let err = hepar::nn::load_state_dict(&model, &weights, "liver3d.pth").unwrap_err().to_string();
-    assert!(err.contains("conv.double_conv.0.weight") && err.contains("[16, 1, 3, 3, 3]") && err.contains("[8, 1, 3, 3, 3]"), "{err}");
+    let err = hepar::nn::load_state_dict(&model, &weights, "liver3d.pth")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("conv.double_conv.0.weight")
+            && err.contains("[16, 1, 3, 3, 3]")
+            && err.contains("[8, 1, 3, 3, 3]"),
+        "{err}"
+    );
     // The 2D checkpoint into the 3D network.
-    let model = CotNextUnet::new(CotNextConfig { dims: 3, in_channels: 1, classes: 1, width: 16 }, 0).unwrap();
+    let model = CotNextUnet::new(
+        CotNextConfig {
+            dims: 3,
+            in_channels: 1,
+            classes: 1,
+            width: 16,
+        },
+        0,
+    )
+    .unwrap();
     let weights = hepar::io::load_pth(&dir.join("seed/tumor2d.pth")).unwrap();
     assert!(hepar::nn::load_state_dict(&model, &weights, "tumor2d.pth").is_err());
 }
@@ -46,7 +94,12 @@ fn a_checkpoint_for_another_width_names_the_first_offending_key() {
 fn a_fixture_with_missing_keys_is_a_clear_error() {
     let dir = fixtures_dir();
     let mut file = hepar::io::read_safetensors(&dir.join("train2d_small.safetensors")).unwrap();
-    let victim = file.tensors.names().find(|n| n.starts_with("init.") && n.ends_with("conv2.0.weight")).unwrap().to_string();
+    let victim = file
+        .tensors
+        .names()
+        .find(|n| n.starts_with("init.") && n.ends_with("conv2.0.weight"))
+        .unwrap()
+        .to_string();
     let mut kept = hepar::io::NamedTensors::new();
     for (n, t) in file.tensors.iter() {
         if n != victim {
@@ -54,7 +107,10 @@ fn a_fixture_with_missing_keys_is_a_clear_error() {
         }
     }
     file.tensors = kept;
-    let tmp = std::env::temp_dir().join(format!("hepar-missing-key-{}.safetensors", std::process::id()));
+    let tmp = std::env::temp_dir().join(format!(
+        "hepar-missing-key-{}.safetensors",
+        std::process::id()
+    ));
     hepar::io::write_safetensors(&tmp, &file.tensors, &file.metadata).unwrap();
     let err = hepar::verify::verify_fixture(&tmp).unwrap_err().to_string();
     std::fs::remove_file(&tmp).ok();
@@ -65,7 +121,16 @@ fn a_fixture_with_missing_keys_is_a_clear_error() {
 #[test]
 fn odd_spatial_sizes_go_through_the_decoder_padding_path() {
     for (dims, shape) in [(2usize, vec![1, 3, 37, 41]), (3, vec![1, 1, 17, 19, 23])] {
-        let model = CotNextUnet::new(CotNextConfig { dims, in_channels: shape[1], classes: 2, width: 8 }, 3).unwrap();
+        let model = CotNextUnet::new(
+            CotNextConfig {
+                dims,
+                in_channels: shape[1],
+                classes: 2,
+                width: 8,
+            },
+            3,
+        )
+        .unwrap();
         let x = Tensor::randn(&shape, DType::F32, 1);
         let y = hepar::no_grad(|| model.forward(&x, false)).unwrap();
         let mut expected = shape.clone();
@@ -73,7 +138,32 @@ fn odd_spatial_sizes_go_through_the_decoder_padding_path() {
         assert_eq!(y.shape(), expected.as_slice());
         assert!(y.to_vec_f32().iter().all(|v| v.is_finite()));
     }
-    let model = CotNextUnet::new(CotNextConfig { dims: 2, in_channels: 3, classes: 1, width: 8 }, 3).unwrap();
-    assert!(model.forward(&Tensor::zeros(&[1, 1, 32, 32], DType::F32, Default::default()), false).is_err(), "wrong channel count");
-    assert!(model.forward(&Tensor::zeros(&[1, 3, 8, 32], DType::F32, Default::default()), false).is_err(), "too small to pool four times");
+    let model = CotNextUnet::new(
+        CotNextConfig {
+            dims: 2,
+            in_channels: 3,
+            classes: 1,
+            width: 8,
+        },
+        3,
+    )
+    .unwrap();
+    assert!(
+        model
+            .forward(
+                &Tensor::zeros(&[1, 1, 32, 32], DType::F32, Default::default()).unwrap(),
+                false
+            )
+            .is_err(),
+        "wrong channel count"
+    );
+    assert!(
+        model
+            .forward(
+                &Tensor::zeros(&[1, 3, 8, 32], DType::F32, Default::default()).unwrap(),
+                false
+            )
+            .is_err(),
+        "too small to pool four times"
+    );
 }

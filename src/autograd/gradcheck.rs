@@ -27,7 +27,12 @@ pub struct GradcheckOptions {
 
 impl Default for GradcheckOptions {
     fn default() -> Self {
-        GradcheckOptions { eps: 1e-6, atol: 1e-6, rtol: 1e-4, max_elements_per_input: None }
+        GradcheckOptions {
+            eps: 1e-6,
+            atol: 1e-6,
+            rtol: 1e-4,
+            max_elements_per_input: None,
+        }
     }
 }
 
@@ -39,16 +44,35 @@ pub struct GradcheckReport {
 
 /// Checks d(sum(f(inputs) * w))/d(inputs) for a fixed random projection `w`, element by element.
 /// Inputs are converted to f64. Returns an error describing the first mismatch.
-pub fn gradcheck(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor], opts: GradcheckOptions) -> Result<GradcheckReport> {
-    let leaves: Vec<Tensor> = inputs.iter().map(|t| Ok(t.to_dtype(DType::F64)?.contiguous()?.detach().requires_grad_leaf())).collect::<Result<_>>()?;
+pub fn gradcheck(
+    f: impl Fn(&[Tensor]) -> Result<Tensor>,
+    inputs: &[Tensor],
+    opts: GradcheckOptions,
+) -> Result<GradcheckReport> {
+    let leaves: Vec<Tensor> = inputs
+        .iter()
+        .map(|t| {
+            Ok(t.to_dtype(DType::F64)?
+                .contiguous()?
+                .detach()
+                .requires_grad_leaf())
+        })
+        .collect::<Result<_>>()?;
     let out = f(&leaves)?;
     let projection = Tensor::rand_uniform(out.shape(), -1.0, 1.0, DType::F64, 0x5eed);
-    let objective = |xs: &[Tensor]| -> Result<f64> { f(xs)?.mul(&projection)?.sum_all()?.to_scalar() };
+    let objective =
+        |xs: &[Tensor]| -> Result<f64> { f(xs)?.mul(&projection)?.sum_all()?.to_scalar() };
     out.mul(&projection)?.sum_all()?.backward()?;
-    let mut report = GradcheckReport { max_abs_error: 0.0, elements_checked: 0 };
+    let mut report = GradcheckReport {
+        max_abs_error: 0.0,
+        elements_checked: 0,
+    };
     let mut rng = Rng::new(17);
     for (i, leaf) in leaves.iter().enumerate() {
-        let analytic = leaf.grad().map(|g| g.to_vec_f64()).unwrap_or_else(|| vec![0.0; leaf.numel()]);
+        let analytic = leaf
+            .grad()
+            .map(|g| g.to_vec_f64())
+            .unwrap_or_else(|| vec![0.0; leaf.numel()]);
         let base = leaf.to_vec_f64();
         let positions: Vec<usize> = match opts.max_elements_per_input {
             Some(m) if m < base.len() => (0..m).map(|_| rng.below(base.len())).collect(),

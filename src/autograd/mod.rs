@@ -37,7 +37,9 @@ pub struct NoGradGuard {
 
 impl NoGradGuard {
     pub fn new() -> Self {
-        NoGradGuard { previous: GRAD_ENABLED.with(|g| g.replace(false)) }
+        NoGradGuard {
+            previous: GRAD_ENABLED.with(|g| g.replace(false)),
+        }
     }
 }
 
@@ -74,7 +76,13 @@ fn topological_order(root: &Tensor) -> Vec<Tensor> {
             continue;
         }
         stack.push((t.clone(), true));
-        let inputs: Vec<Tensor> = t.0.grad_fn.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|g| g.inputs.clone()).unwrap_or_default();
+        let inputs: Vec<Tensor> =
+            t.0.grad_fn
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map(|g| g.inputs.clone())
+                .unwrap_or_default();
         for input in inputs {
             if input.requires_grad() && !visited.contains(&input.id()) {
                 stack.push((input, false));
@@ -87,31 +95,56 @@ fn topological_order(root: &Tensor) -> Vec<Tensor> {
 /// Backpropagates from a scalar: accumulates d(root)/d(leaf) into every leaf that requires grad.
 pub fn backward(root: &Tensor) -> Result<()> {
     if root.numel() != 1 {
-        return Err(HeparError::Autograd(format!("backward() needs a scalar (one element), got shape {:?}", root.shape())));
+        return Err(HeparError::Autograd(format!(
+            "backward() needs a scalar (one element), got shape {:?}",
+            root.shape()
+        )));
     }
     if !root.requires_grad() {
         return Err(HeparError::Autograd("backward() on a tensor that does not require grad (no input required it, or it was made under no_grad)".into()));
     }
     let value = root.to_scalar()?;
     if !value.is_finite() {
-        let op = root.0.grad_fn.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map_or("leaf", |g| g.name);
-        return Err(HeparError::NonFinite { op: "backward", msg: format!("the loss is {value} (produced by op `{op}`)") });
+        let op = root
+            .0
+            .grad_fn
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map_or("leaf", |g| g.name);
+        return Err(HeparError::NonFinite {
+            op: "backward",
+            msg: format!("the loss is {value} (produced by op `{op}`)"),
+        });
     }
     let _guard = NoGradGuard::new();
     let order = topological_order(root);
     let mut grads: HashMap<TensorId, Tensor> = HashMap::new();
-    grads.insert(root.id(), root.ones_like());
+    grads.insert(root.id(), root.ones_like()?);
     // Consuming the order from the output back drops each node once processed.
     for node in order.into_iter().rev() {
-        let Some(grad) = grads.remove(&node.id()) else { continue };
+        let Some(grad) = grads.remove(&node.id()) else {
+            continue;
+        };
         if node.is_leaf() {
             node.accumulate_grad(grad)?;
             continue;
         }
-        let grad_fn = node.0.grad_fn.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let Some(GradFn { name, inputs, backward }) = grad_fn else {
+        let grad_fn = node
+            .0
+            .grad_fn
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(GradFn {
+            name,
+            inputs,
+            backward,
+        }) = grad_fn
+        else {
             return Err(HeparError::Autograd(
-                "this graph was already freed by an earlier backward(); run the forward pass again".into(),
+                "this graph was already freed by an earlier backward(); run the forward pass again"
+                    .into(),
             ));
         };
         let input_grads = backward(&grad)?;

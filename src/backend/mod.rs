@@ -6,17 +6,20 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod geometry;
 pub mod ops;
 pub mod probe;
 
-use crate::error::Result;
+use crate::error::{HeparError, Result};
+use crate::ptx::VirtualGpu;
 use crate::tensor::dtype::DType;
 use crate::tensor::layout::Layout;
 pub use cpu::storage::CpuStorage;
-pub use cpu::kernels::conv::{ConvGeometry, ConvTransposeGeometry};
-pub use cpu::kernels::norm::NormActivation;
-pub use cpu::kernels::pool::PoolGeometry;
-pub use cpu::kernels::upsample::{UpsampleGeometry, UpsampleMode};
+use cuda::{CudaDriver, CudaStorage, DeviceApi};
+pub use geometry::{
+    ConvGeometry, ConvTransposeGeometry, NormActivation, PoolGeometry, UpsampleGeometry,
+    UpsampleMode,
+};
 pub use ops::{BinaryOp, ReduceOp, UnaryOp};
 
 /// Where a tensor lives.
@@ -24,12 +27,78 @@ pub use ops::{BinaryOp, ReduceOp, UnaryOp};
 pub enum Device {
     #[default]
     Cpu,
+    /// The PTX virtual machine: the CUDA kernels, run on the CPU with memcheck.
+    PtxVm,
+    /// A real NVIDIA GPU by ordinal.
+    Cuda(usize),
 }
 
 impl std::fmt::Display for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Device::Cpu => f.write_str("cpu"),
+            Device::PtxVm => f.write_str("ptxvm"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Device {
+    type Err = HeparError;
+    /// `cpu`, `ptxvm` (or `ptx-vm`), `cuda` (GPU 0) or `cuda:N`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim() {
+            "cpu" => Ok(Device::Cpu),
+            "ptxvm" | "ptx-vm" => Ok(Device::PtxVm),
+            "cuda" | "gpu" => Ok(Device::Cuda(0)),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Device::Cuda)
+                .ok_or_else(|| {
+                    HeparError::invalid(
+                        "device",
+                        format!("`{other}` is not a device: use cpu, ptxvm, cuda or cuda:N"),
+                    )
+                }),
+        }
+    }
+}
+
+impl Device {
+    /// The device named by `HEPAR_DEVICE`, else the CPU.
+    pub fn from_env() -> Result<Device> {
+        match std::env::var("HEPAR_DEVICE") {
+            Ok(v) if !v.trim().is_empty() => v
+                .parse()
+                .map_err(|e| HeparError::Config(format!("HEPAR_DEVICE: {e}"))),
+            _ => Ok(Device::Cpu),
+        }
+    }
+
+    /// Opens the device now, so that a missing GPU or driver is reported before any work.
+    pub fn ensure_available(self) -> Result<()> {
+        match self {
+            Device::Cpu | Device::PtxVm => Ok(()),
+            Device::Cuda(n) => cuda::context::cuda(n).map(|_| ()),
+        }
+    }
+
+    /// Allocator counters of a GPU device (`None` on the CPU).
+    pub fn memory_stats(self) -> Option<cuda::MemoryStats> {
+        match self {
+            Device::Cpu => None,
+            Device::PtxVm => Some(cuda::context::ptx_vm().memory_stats()),
+            Device::Cuda(n) => cuda::context::cuda(n).ok().map(|c| c.memory_stats()),
+        }
+    }
+
+    /// Waits until the work queued on the device is done (nothing to wait for on the CPU).
+    pub fn synchronize(self) -> Result<()> {
+        match self {
+            Device::Cpu => Ok(()),
+            Device::PtxVm => cuda::context::ptx_vm().driver().synchronize(),
+            Device::Cuda(n) => cuda::context::cuda(n)?.driver().synchronize(),
         }
     }
 }
@@ -64,24 +133,70 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
     /// [..., M, K] @ [..., K, N] with identical batch axes.
     fn matmul(&self, l: &Layout, rhs: &Self, rl: &Layout) -> Result<Self>;
     /// GroupNorm over [N, C, ...]: output and per-(sample, group) statistics.
-    fn group_norm(&self, l: &Layout, groups: usize, weight: Option<&Self>, bias: Option<&Self>, eps: f64, activation: NormActivation) -> Result<(Self, NormStats<Self>)>;
+    fn group_norm(
+        &self,
+        l: &Layout,
+        groups: usize,
+        weight: Option<&Self>,
+        bias: Option<&Self>,
+        eps: f64,
+        activation: NormActivation,
+    ) -> Result<(Self, NormStats<Self>)>;
     /// GroupNorm backward: (grad input, grad weight, grad bias).
-    fn group_norm_backward(&self, l: &Layout, grad: &Self, gl: &Layout, groups: usize, weight: Option<&Self>, bias: Option<&Self>, stats: &NormStats<Self>, activation: NormActivation) -> Result<(Self, Self, Self)>;
+    fn group_norm_backward(
+        &self,
+        l: &Layout,
+        grad: &Self,
+        gl: &Layout,
+        groups: usize,
+        weight: Option<&Self>,
+        bias: Option<&Self>,
+        stats: &NormStats<Self>,
+        activation: NormActivation,
+    ) -> Result<(Self, Self, Self)>;
     /// Per-channel mean and biased variance of [N, C, ...] over batch and space.
     fn batch_norm_stats(&self, l: &Layout) -> Result<(Vec<f64>, Vec<f64>)>;
     /// `(x - mean[c]) * rstd[c] * w[c] + b[c]`.
-    fn batch_norm_apply(&self, l: &Layout, mean: &[f64], rstd: &[f64], weight: Option<&Self>, bias: Option<&Self>) -> Result<Self>;
+    fn batch_norm_apply(
+        &self,
+        l: &Layout,
+        mean: &[f64],
+        rstd: &[f64],
+        weight: Option<&Self>,
+        bias: Option<&Self>,
+    ) -> Result<Self>;
     /// BatchNorm backward with batch statistics: (grad input, grad weight, grad bias).
-    fn batch_norm_train_backward(&self, l: &Layout, grad: &Self, gl: &Layout, mean: &[f64], rstd: &[f64], weight: Option<&Self>) -> Result<(Self, Self, Self)>;
+    fn batch_norm_train_backward(
+        &self,
+        l: &Layout,
+        grad: &Self,
+        gl: &Layout,
+        mean: &[f64],
+        rstd: &[f64],
+        weight: Option<&Self>,
+    ) -> Result<(Self, Self, Self)>;
     /// Convolution of dense [N, C, spatial] data with a dense weight (and bias).
     fn conv(&self, weight: &Self, bias: Option<&Self>, g: &ConvGeometry) -> Result<Self>;
     /// Gradient of `conv` w.r.t. its input, from the dense output gradient `self`.
     fn conv_backward_input(&self, weight: &Self, g: &ConvGeometry) -> Result<Self>;
     /// Gradient of `conv` w.r.t. its weight; `self` is the dense input.
     fn conv_backward_weight(&self, grad_out: &Self, g: &ConvGeometry) -> Result<Self>;
-    fn conv_transpose(&self, weight: &Self, bias: Option<&Self>, g: &ConvTransposeGeometry) -> Result<Self>;
-    fn conv_transpose_backward_input(&self, weight: &Self, g: &ConvTransposeGeometry) -> Result<Self>;
-    fn conv_transpose_backward_weight(&self, grad_out: &Self, g: &ConvTransposeGeometry) -> Result<Self>;
+    fn conv_transpose(
+        &self,
+        weight: &Self,
+        bias: Option<&Self>,
+        g: &ConvTransposeGeometry,
+    ) -> Result<Self>;
+    fn conv_transpose_backward_input(
+        &self,
+        weight: &Self,
+        g: &ConvTransposeGeometry,
+    ) -> Result<Self>;
+    fn conv_transpose_backward_weight(
+        &self,
+        grad_out: &Self,
+        g: &ConvTransposeGeometry,
+    ) -> Result<Self>;
     fn max_pool(&self, g: &PoolGeometry) -> Result<Self>;
     /// Gradient of `max_pool`; `self` is the dense input (the argmax is found again).
     fn max_pool_backward(&self, grad_out: &Self, g: &PoolGeometry) -> Result<Self>;
@@ -93,51 +208,130 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
     fn upsample_backward(&self, g: &UpsampleGeometry) -> Result<Self>;
 }
 
+/// Runs `$body` with `$x` bound to the storage of whichever backend `$s` lives on.
+macro_rules! on_backend {
+    ($s:expr, |$x:ident| $body:expr) => {
+        match $s {
+            Storage::Cpu($x) => $body,
+            Storage::PtxVm($x) => $body,
+            Storage::Cuda($x) => $body,
+        }
+    };
+}
+
 /// Tensor data on one of the backends.
 #[derive(Clone, Debug)]
 pub enum Storage {
     Cpu(CpuStorage),
+    PtxVm(CudaStorage<VirtualGpu>),
+    Cuda(CudaStorage<CudaDriver>),
 }
 
 impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            Storage::PtxVm(_) => Device::PtxVm,
+            Storage::Cuda(s) => s.device(),
         }
     }
     pub fn dtype(&self) -> DType {
-        match self {
-            Storage::Cpu(s) => s.dtype(),
-        }
+        on_backend!(self, |s| s.dtype())
     }
-    pub fn full(device: Device, numel: usize, dtype: DType, value: f64) -> Storage {
-        match device {
+    pub fn full(device: Device, numel: usize, dtype: DType, value: f64) -> Result<Storage> {
+        Ok(match device {
             Device::Cpu => Storage::Cpu(CpuStorage::full(numel, dtype, value)),
-        }
+            Device::PtxVm => Storage::PtxVm(CudaStorage::full(
+                &cuda::context::ptx_vm(),
+                numel,
+                dtype,
+                value,
+            )?),
+            Device::Cuda(n) => Storage::Cuda(CudaStorage::full(
+                &cuda::context::cuda(n)?,
+                numel,
+                dtype,
+                value,
+            )?),
+        })
     }
-    pub fn as_cpu(&self) -> &CpuStorage {
-        match self {
-            Storage::Cpu(s) => s,
-        }
+    /// Host data placed on `device` (a copy to the GPU for the GPU devices).
+    pub fn from_cpu(cpu: CpuStorage, device: Device) -> Result<Storage> {
+        Ok(match device {
+            Device::Cpu => Storage::Cpu(cpu),
+            Device::PtxVm => Storage::PtxVm(CudaStorage::upload(&cuda::context::ptx_vm(), &cpu)?),
+            Device::Cuda(n) => Storage::Cuda(CudaStorage::upload(&cuda::context::cuda(n)?, &cpu)?),
+        })
+    }
+    /// The whole storage in host memory: borrowed on the CPU, copied back from a GPU.
+    pub fn to_cpu(&self) -> Result<std::borrow::Cow<'_, CpuStorage>> {
+        Ok(match self {
+            Storage::Cpu(s) => std::borrow::Cow::Borrowed(s),
+            Storage::PtxVm(s) => std::borrow::Cow::Owned(s.download()?),
+            Storage::Cuda(s) => std::borrow::Cow::Owned(s.download()?),
+        })
     }
 }
 
-/// Unwraps operands that must share one backend; an error names the op and both devices.
-macro_rules! on_backend {
-    ($op:expr, $a:expr) => {
-        match $a {
-            Storage::Cpu(a) => a,
-        }
-    };
-    ($op:expr, $a:expr, $b:expr) => {
-        match ($a, $b) {
-            (Storage::Cpu(a), Storage::Cpu(b)) => (a, b),
+/// The concrete storage types `Storage` holds, so generic code can unwrap and re-wrap them.
+trait Variant: Sized {
+    fn wrap(self) -> Storage;
+    fn unwrap(s: &Storage) -> Option<&Self>;
+}
+
+macro_rules! variant {
+    ($ty:ty, $name:ident) => {
+        impl Variant for $ty {
+            fn wrap(self) -> Storage {
+                Storage::$name(self)
+            }
+            fn unwrap(s: &Storage) -> Option<&Self> {
+                match s {
+                    Storage::$name(x) => Some(x),
+                    _ => None,
+                }
+            }
         }
     };
 }
+variant!(CpuStorage, Cpu);
+variant!(CudaStorage<VirtualGpu>, PtxVm);
+variant!(CudaStorage<CudaDriver>, Cuda);
 
-fn opt_cpu(s: Option<&Storage>) -> Option<&CpuStorage> {
-    s.map(|s| on_backend!("optional operand", s))
+/// Another operand of an op on `device`; an error names the op and both devices.
+fn operand<'a, T: Variant>(op: &str, device: Device, s: &'a Storage) -> Result<&'a T> {
+    match T::unwrap(s) {
+        Some(x) if s.device() == device => Ok(x),
+        _ => Err(HeparError::invalid(
+            "device",
+            format!("{op}: operands live on different devices ({device} and {}); move them with to_device first", s.device()),
+        )),
+    }
+}
+
+fn optional<'a, T: Variant>(
+    op: &str,
+    device: Device,
+    s: Option<&'a Storage>,
+) -> Result<Option<&'a T>> {
+    s.map(|s| operand(op, device, s)).transpose()
+}
+
+/// GroupNorm statistics unwrapped to the backend of `_like`.
+fn stats_like<T: Variant + Clone>(
+    _like: &T,
+    op: &str,
+    device: Device,
+    stats: &NormStats<Storage>,
+) -> Result<NormStats<T>> {
+    Ok(NormStats {
+        mean: operand::<T>(op, device, &stats.mean)?.clone(),
+        rstd: operand::<T>(op, device, &stats.rstd)?.clone(),
+    })
+}
+
+fn wrap3<T: Variant>((a, b, c): (T, T, T)) -> (Storage, Storage, Storage) {
+    (a.wrap(), b.wrap(), c.wrap())
 }
 
 /// `Storage` dispatches every primitive to the backend its data lives on.
@@ -147,101 +341,225 @@ impl BackendStorage for Storage {
         Storage::dtype(self)
     }
     fn len(&self) -> usize {
-        on_backend!("len", self).len()
+        on_backend!(self, |s| s.len())
     }
     fn to_dtype(&self, l: &Layout, dtype: DType) -> Result<Self> {
-        on_backend!("to_dtype", self).to_dtype(l, dtype).map(Storage::Cpu)
+        on_backend!(self, |s| s.to_dtype(l, dtype).map(Variant::wrap))
     }
     fn copy_strided(&self, l: &Layout) -> Result<Self> {
-        on_backend!("copy", self).copy_strided(l).map(Storage::Cpu)
+        on_backend!(self, |s| s.copy_strided(l).map(Variant::wrap))
     }
     fn write_strided(&mut self, dst: &Layout, src: &Self, src_layout: &Layout) -> Result<()> {
-        let (d, s) = on_backend!("write_strided", self, src);
-        d.write_strided(dst, s, src_layout)
+        let device = self.device();
+        on_backend!(self, |d| d.write_strided(
+            dst,
+            operand("write_strided", device, src)?,
+            src_layout
+        ))
     }
     fn unary(&self, l: &Layout, op: UnaryOp) -> Result<Self> {
-        on_backend!(op.name(), self).unary(l, op).map(Storage::Cpu)
+        on_backend!(self, |s| s.unary(l, op).map(Variant::wrap))
     }
     fn unary_grad(&self, l: &Layout, grad: &Self, gl: &Layout, op: UnaryOp) -> Result<Self> {
-        let (x, g) = on_backend!(op.name(), self, grad);
-        x.unary_grad(l, g, gl, op).map(Storage::Cpu)
+        let device = self.device();
+        on_backend!(self, |x| x
+            .unary_grad(l, operand(op.name(), device, grad)?, gl, op)
+            .map(Variant::wrap))
     }
     fn binary(&self, l: &Layout, rhs: &Self, rl: &Layout, op: BinaryOp) -> Result<Self> {
-        let (a, b) = on_backend!(op.name(), self, rhs);
-        a.binary(l, b, rl, op).map(Storage::Cpu)
+        let device = self.device();
+        on_backend!(self, |a| a
+            .binary(l, operand(op.name(), device, rhs)?, rl, op)
+            .map(Variant::wrap))
     }
     fn reduce(&self, l: &Layout, axes: &[usize], op: ReduceOp) -> Result<Self> {
-        on_backend!("reduce", self).reduce(l, axes, op).map(Storage::Cpu)
+        on_backend!(self, |s| s.reduce(l, axes, op).map(Variant::wrap))
     }
     fn softmax(&self, l: &Layout, axis: usize, log: bool) -> Result<Self> {
-        on_backend!("softmax", self).softmax(l, axis, log).map(Storage::Cpu)
+        on_backend!(self, |s| s.softmax(l, axis, log).map(Variant::wrap))
     }
     fn matmul(&self, l: &Layout, rhs: &Self, rl: &Layout) -> Result<Self> {
-        let (a, b) = on_backend!("matmul", self, rhs);
-        a.matmul(l, b, rl).map(Storage::Cpu)
+        let device = self.device();
+        on_backend!(self, |a| a
+            .matmul(l, operand("matmul", device, rhs)?, rl)
+            .map(Variant::wrap))
     }
-    fn group_norm(&self, l: &Layout, groups: usize, weight: Option<&Self>, bias: Option<&Self>, eps: f64, activation: NormActivation) -> Result<(Self, NormStats<Self>)> {
-        let (y, st) = on_backend!("group_norm", self).group_norm(l, groups, opt_cpu(weight), opt_cpu(bias), eps, activation)?;
-        Ok((Storage::Cpu(y), NormStats { mean: Storage::Cpu(st.mean), rstd: Storage::Cpu(st.rstd) }))
+    fn group_norm(
+        &self,
+        l: &Layout,
+        groups: usize,
+        weight: Option<&Self>,
+        bias: Option<&Self>,
+        eps: f64,
+        activation: NormActivation,
+    ) -> Result<(Self, NormStats<Self>)> {
+        let (device, op) = (self.device(), "group_norm");
+        on_backend!(self, |x| {
+            let (y, st) = x.group_norm(
+                l,
+                groups,
+                optional(op, device, weight)?,
+                optional(op, device, bias)?,
+                eps,
+                activation,
+            )?;
+            Ok((
+                y.wrap(),
+                NormStats {
+                    mean: st.mean.wrap(),
+                    rstd: st.rstd.wrap(),
+                },
+            ))
+        })
     }
-    fn group_norm_backward(&self, l: &Layout, grad: &Self, gl: &Layout, groups: usize, weight: Option<&Self>, bias: Option<&Self>, stats: &NormStats<Self>, activation: NormActivation) -> Result<(Self, Self, Self)> {
-        let (x, g) = on_backend!("group_norm_backward", self, grad);
-        let stats = NormStats { mean: on_backend!("group_norm_backward", &stats.mean).clone(), rstd: on_backend!("group_norm_backward", &stats.rstd).clone() };
-        let (a, b, c) = x.group_norm_backward(l, g, gl, groups, opt_cpu(weight), opt_cpu(bias), &stats, activation)?;
-        Ok((Storage::Cpu(a), Storage::Cpu(b), Storage::Cpu(c)))
+    fn group_norm_backward(
+        &self,
+        l: &Layout,
+        grad: &Self,
+        gl: &Layout,
+        groups: usize,
+        weight: Option<&Self>,
+        bias: Option<&Self>,
+        stats: &NormStats<Self>,
+        activation: NormActivation,
+    ) -> Result<(Self, Self, Self)> {
+        let (device, op) = (self.device(), "group_norm_backward");
+        on_backend!(self, |x| {
+            let stats = stats_like(x, op, device, stats)?;
+            x.group_norm_backward(
+                l,
+                operand(op, device, grad)?,
+                gl,
+                groups,
+                optional(op, device, weight)?,
+                optional(op, device, bias)?,
+                &stats,
+                activation,
+            )
+            .map(wrap3)
+        })
     }
     fn batch_norm_stats(&self, l: &Layout) -> Result<(Vec<f64>, Vec<f64>)> {
-        on_backend!("batch_norm", self).batch_norm_stats(l)
+        on_backend!(self, |s| s.batch_norm_stats(l))
     }
-    fn batch_norm_apply(&self, l: &Layout, mean: &[f64], rstd: &[f64], weight: Option<&Self>, bias: Option<&Self>) -> Result<Self> {
-        on_backend!("batch_norm", self).batch_norm_apply(l, mean, rstd, opt_cpu(weight), opt_cpu(bias)).map(Storage::Cpu)
+    fn batch_norm_apply(
+        &self,
+        l: &Layout,
+        mean: &[f64],
+        rstd: &[f64],
+        weight: Option<&Self>,
+        bias: Option<&Self>,
+    ) -> Result<Self> {
+        let (device, op) = (self.device(), "batch_norm");
+        on_backend!(self, |x| x
+            .batch_norm_apply(
+                l,
+                mean,
+                rstd,
+                optional(op, device, weight)?,
+                optional(op, device, bias)?
+            )
+            .map(Variant::wrap))
     }
-    fn batch_norm_train_backward(&self, l: &Layout, grad: &Self, gl: &Layout, mean: &[f64], rstd: &[f64], weight: Option<&Self>) -> Result<(Self, Self, Self)> {
-        let (x, g) = on_backend!("batch_norm_backward", self, grad);
-        let (a, b, c) = x.batch_norm_train_backward(l, g, gl, mean, rstd, opt_cpu(weight))?;
-        Ok((Storage::Cpu(a), Storage::Cpu(b), Storage::Cpu(c)))
+    fn batch_norm_train_backward(
+        &self,
+        l: &Layout,
+        grad: &Self,
+        gl: &Layout,
+        mean: &[f64],
+        rstd: &[f64],
+        weight: Option<&Self>,
+    ) -> Result<(Self, Self, Self)> {
+        let (device, op) = (self.device(), "batch_norm_backward");
+        on_backend!(self, |x| x
+            .batch_norm_train_backward(
+                l,
+                operand(op, device, grad)?,
+                gl,
+                mean,
+                rstd,
+                optional(op, device, weight)?
+            )
+            .map(wrap3))
     }
     fn conv(&self, weight: &Self, bias: Option<&Self>, g: &ConvGeometry) -> Result<Self> {
-        let (x, w) = on_backend!("conv", self, weight);
-        x.conv(w, opt_cpu(bias), g).map(Storage::Cpu)
+        let (device, op) = (self.device(), "conv");
+        on_backend!(self, |x| x
+            .conv(operand(op, device, weight)?, optional(op, device, bias)?, g)
+            .map(Variant::wrap))
     }
     fn conv_backward_input(&self, weight: &Self, g: &ConvGeometry) -> Result<Self> {
-        let (go, w) = on_backend!("conv_backward_input", self, weight);
-        go.conv_backward_input(w, g).map(Storage::Cpu)
+        let device = self.device();
+        on_backend!(self, |go| go
+            .conv_backward_input(operand("conv_backward_input", device, weight)?, g)
+            .map(Variant::wrap))
     }
     fn conv_backward_weight(&self, grad_out: &Self, g: &ConvGeometry) -> Result<Self> {
-        let (x, go) = on_backend!("conv_backward_weight", self, grad_out);
-        x.conv_backward_weight(go, g).map(Storage::Cpu)
+        let device = self.device();
+        on_backend!(self, |x| x
+            .conv_backward_weight(operand("conv_backward_weight", device, grad_out)?, g)
+            .map(Variant::wrap))
     }
-    fn conv_transpose(&self, weight: &Self, bias: Option<&Self>, g: &ConvTransposeGeometry) -> Result<Self> {
-        let (x, w) = on_backend!("conv_transpose", self, weight);
-        x.conv_transpose(w, opt_cpu(bias), g).map(Storage::Cpu)
+    fn conv_transpose(
+        &self,
+        weight: &Self,
+        bias: Option<&Self>,
+        g: &ConvTransposeGeometry,
+    ) -> Result<Self> {
+        let (device, op) = (self.device(), "conv_transpose");
+        on_backend!(self, |x| x
+            .conv_transpose(operand(op, device, weight)?, optional(op, device, bias)?, g)
+            .map(Variant::wrap))
     }
-    fn conv_transpose_backward_input(&self, weight: &Self, g: &ConvTransposeGeometry) -> Result<Self> {
-        let (go, w) = on_backend!("conv_transpose_backward_input", self, weight);
-        go.conv_transpose_backward_input(w, g).map(Storage::Cpu)
+    fn conv_transpose_backward_input(
+        &self,
+        weight: &Self,
+        g: &ConvTransposeGeometry,
+    ) -> Result<Self> {
+        let device = self.device();
+        on_backend!(self, |go| go
+            .conv_transpose_backward_input(
+                operand("conv_transpose_backward_input", device, weight)?,
+                g
+            )
+            .map(Variant::wrap))
     }
-    fn conv_transpose_backward_weight(&self, grad_out: &Self, g: &ConvTransposeGeometry) -> Result<Self> {
-        let (x, go) = on_backend!("conv_transpose_backward_weight", self, grad_out);
-        x.conv_transpose_backward_weight(go, g).map(Storage::Cpu)
+    fn conv_transpose_backward_weight(
+        &self,
+        grad_out: &Self,
+        g: &ConvTransposeGeometry,
+    ) -> Result<Self> {
+        let device = self.device();
+        on_backend!(self, |x| x
+            .conv_transpose_backward_weight(
+                operand("conv_transpose_backward_weight", device, grad_out)?,
+                g
+            )
+            .map(Variant::wrap))
     }
     fn max_pool(&self, g: &PoolGeometry) -> Result<Self> {
-        on_backend!("max_pool", self).max_pool(g).map(Storage::Cpu)
+        on_backend!(self, |x| x.max_pool(g).map(Variant::wrap))
     }
     fn max_pool_backward(&self, grad_out: &Self, g: &PoolGeometry) -> Result<Self> {
-        let (x, go) = on_backend!("max_pool_backward", self, grad_out);
-        x.max_pool_backward(go, g).map(Storage::Cpu)
+        let device = self.device();
+        on_backend!(self, |x| x
+            .max_pool_backward(operand("max_pool_backward", device, grad_out)?, g)
+            .map(Variant::wrap))
     }
     fn avg_pool(&self, g: &PoolGeometry, count_include_pad: bool) -> Result<Self> {
-        on_backend!("avg_pool", self).avg_pool(g, count_include_pad).map(Storage::Cpu)
+        on_backend!(self, |x| x
+            .avg_pool(g, count_include_pad)
+            .map(Variant::wrap))
     }
     fn avg_pool_backward(&self, g: &PoolGeometry, count_include_pad: bool) -> Result<Self> {
-        on_backend!("avg_pool_backward", self).avg_pool_backward(g, count_include_pad).map(Storage::Cpu)
+        on_backend!(self, |go| go
+            .avg_pool_backward(g, count_include_pad)
+            .map(Variant::wrap))
     }
     fn upsample(&self, g: &UpsampleGeometry) -> Result<Self> {
-        on_backend!("upsample", self).upsample(g).map(Storage::Cpu)
+        on_backend!(self, |x| x.upsample(g).map(Variant::wrap))
     }
     fn upsample_backward(&self, g: &UpsampleGeometry) -> Result<Self> {
-        on_backend!("upsample_backward", self).upsample_backward(g).map(Storage::Cpu)
+        on_backend!(self, |go| go.upsample_backward(g).map(Variant::wrap))
     }
 }

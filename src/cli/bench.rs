@@ -41,11 +41,42 @@ impl Workload {
 
     fn setup(self) -> Result<(CotNextUnet, Tensor, bool)> {
         let (config, shape, train) = match self {
-            Workload::Liver3dForward => (CotNextConfig { dims: 3, in_channels: 1, classes: 1, width: 16 }, vec![1, 1, 128, 128, 128], false),
-            Workload::Liver3dStep => (CotNextConfig { dims: 3, in_channels: 1, classes: 1, width: 16 }, vec![1, 1, 64, 64, 64], true),
-            Workload::Tumor2dStep => (CotNextConfig { dims: 2, in_channels: 3, classes: 1, width: 32 }, vec![16, 3, 256, 256], true),
+            Workload::Liver3dForward => (
+                CotNextConfig {
+                    dims: 3,
+                    in_channels: 1,
+                    classes: 1,
+                    width: 16,
+                },
+                vec![1, 1, 128, 128, 128],
+                false,
+            ),
+            Workload::Liver3dStep => (
+                CotNextConfig {
+                    dims: 3,
+                    in_channels: 1,
+                    classes: 1,
+                    width: 16,
+                },
+                vec![1, 1, 64, 64, 64],
+                true,
+            ),
+            Workload::Tumor2dStep => (
+                CotNextConfig {
+                    dims: 2,
+                    in_channels: 3,
+                    classes: 1,
+                    width: 32,
+                },
+                vec![16, 3, 256, 256],
+                true,
+            ),
         };
-        Ok((CotNextUnet::new(config, 1)?, Tensor::randn(&shape, DType::F32, 2), train))
+        Ok((
+            CotNextUnet::new(config, 1)?,
+            Tensor::randn(&shape, DType::F32, 2),
+            train,
+        ))
     }
 }
 
@@ -65,7 +96,16 @@ pub fn reset_peak_rss() {
 /// Median seconds of one workload over `repeats` runs after a warm-up.
 pub fn time_workload(w: Workload, repeats: usize) -> Result<f64> {
     let (model, input, train) = w.setup()?;
-    let target = if train { Some(input.narrow(1, 0, 1)?.affine(1.0, 0.0)?.unary(crate::backend::UnaryOp::Positive)?) } else { None };
+    let target = if train {
+        Some(
+            input
+                .narrow(1, 0, 1)?
+                .affine(1.0, 0.0)?
+                .unary(crate::backend::UnaryOp::Positive)?,
+        )
+    } else {
+        None
+    };
     let mut optimizer = Adam::new(parameters(&model), AdamConfig::adamw(1e-3, 1e-5));
     let mut run = || -> Result<()> {
         match &target {
@@ -96,13 +136,33 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.repeats == 0 {
         return Err(HeparError::Config("--repeats must be at least 1".into()));
     }
-    let workloads = if args.workloads.is_empty() { vec![Workload::Liver3dStep, Workload::Liver3dForward, Workload::Tumor2dStep] } else { args.workloads.clone() };
-    println!("{:<18} {:>10} {:>10} {:>15} {:>14}", "workload", "hepar s", "pytorch s", "speed vs torch", "peak mem GiB");
+    let workloads = if args.workloads.is_empty() {
+        vec![
+            Workload::Liver3dStep,
+            Workload::Liver3dForward,
+            Workload::Tumor2dStep,
+        ]
+    } else {
+        args.workloads.clone()
+    };
+    println!(
+        "{:<18} {:>10} {:>10} {:>15} {:>14}",
+        "workload", "hepar s", "pytorch s", "speed vs torch", "peak mem GiB"
+    );
     for w in workloads {
         reset_peak_rss();
         let seconds = time_workload(w, args.repeats)?;
-        let peak = peak_rss_bytes().map_or("?".to_string(), |b| format!("{:.2}", b as f64 / (1u64 << 30) as f64));
-        println!("{:<18} {:>10.3} {:>10.3} {:>14.0}% {:>14}", format!("{w:?}"), seconds, w.pytorch_seconds(), 100.0 * w.pytorch_seconds() / seconds, peak);
+        let peak = peak_rss_bytes().map_or("?".to_string(), |b| {
+            format!("{:.2}", b as f64 / (1u64 << 30) as f64)
+        });
+        println!(
+            "{:<18} {:>10.3} {:>10.3} {:>14.0}% {:>14}",
+            format!("{w:?}"),
+            seconds,
+            w.pytorch_seconds(),
+            100.0 * w.pytorch_seconds() / seconds,
+            peak
+        );
     }
     Ok(())
 }

@@ -18,7 +18,10 @@ pub struct VerifyArgs {
 /// when any tensor scores above 1.
 pub fn run(args: &VerifyArgs) -> Result<()> {
     if args.device != "cpu" {
-        return Err(HeparError::Config(format!("--device {}: this build runs fixtures on `cpu` only", args.device)));
+        return Err(HeparError::Config(format!(
+            "--device {}: this build runs fixtures on `cpu` only",
+            args.device
+        )));
     }
     let mut worst: Option<(f64, String)> = None;
     let mut failed = 0;
@@ -27,12 +30,18 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
         println!("{}", report.fixture);
         for g in &report.groups {
             let verdict = if g.passed() { "ok  " } else { "FAIL" };
-            println!("  {verdict} {:<10} {:>4} tensors  worst {:.4}  ({})", g.group, g.tensors, g.worst_score, g.worst_name);
+            println!(
+                "  {verdict} {:<10} {:>4} tensors  worst {:.4}  ({})",
+                g.group, g.tensors, g.worst_score, g.worst_name
+            );
             if !g.passed() {
                 failed += 1;
             }
             if worst.as_ref().is_none_or(|(s, _)| g.worst_score > *s) {
-                worst = Some((g.worst_score, format!("{} in {}", g.worst_name, report.fixture)));
+                worst = Some((
+                    g.worst_score,
+                    format!("{} in {}", g.worst_name, report.fixture),
+                ));
             }
         }
     }
@@ -40,7 +49,9 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
         println!("worst score: {score:.4} ({what})");
     }
     if failed > 0 {
-        return Err(HeparError::Config(format!("{failed} tensor group(s) scored above 1")));
+        return Err(HeparError::Config(format!(
+            "{failed} tensor group(s) scored above 1"
+        )));
     }
     Ok(())
 }

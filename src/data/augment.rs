@@ -7,8 +7,8 @@
 //! the (y, x) plane.
 
 use super::config::AugmentConfig;
-use crate::util::rng::Rng;
 use crate::error::{HeparError, Result};
+use crate::util::rng::Rng;
 use rayon::prelude::*;
 
 #[derive(Debug, Clone, PartialEq)]

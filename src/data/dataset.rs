@@ -9,9 +9,9 @@
 //! Labels: 0 background, 1 liver, 2 tumour. A case whose files are missing or inconsistent is
 //! recorded in [`Dataset::problems`] and left out; the others are unaffected.
 
-use crate::util::rng::Rng;
 use super::volume::Volume;
 use crate::error::{HeparError, Result};
+use crate::util::rng::Rng;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,9 +9,9 @@
 use super::augment::{augment, Example};
 use super::config::{AugmentConfig, PatchProbabilities};
 use super::prepare::{Stage1Sample, Stage2Sample};
-use crate::util::rng::Rng;
 use super::sampling::{extract_patch, PatchSampler, StackSampler};
 use crate::error::{HeparError, Result};
+use crate::util::rng::Rng;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -29,7 +29,10 @@ impl Batch {
     /// A 0/1 target from the labels: 1 where the label is at least `min_label` (1 for the
     /// stage-1 liver target, tumour included; 2 for the stage-2 tumour target).
     pub fn mask_at_least(&self, min_label: f32) -> Vec<f32> {
-        self.labels.iter().map(|&l| if l >= min_label { 1.0 } else { 0.0 }).collect()
+        self.labels
+            .iter()
+            .map(|&l| if l >= min_label { 1.0 } else { 0.0 })
+            .collect()
     }
 }
 
@@ -397,7 +400,10 @@ impl BatchSource for PatchBatches {
 /// A batch source needs at least one sample and a positive batch size.
 fn require_batches(source: &'static str, samples: usize, batch_size: usize) -> Result<()> {
     if samples == 0 || batch_size == 0 {
-        return Err(HeparError::invalid(source, format!("{samples} samples, batch size {batch_size}")));
+        return Err(HeparError::invalid(
+            source,
+            format!("{samples} samples, batch size {batch_size}"),
+        ));
     }
     Ok(())
 }

@@ -7,8 +7,8 @@
 
 use super::config::{PatchProbabilities, SamplingConfig};
 use super::preprocess::StackKind;
-use crate::util::rng::Rng;
 use crate::error::{HeparError, Result};
+use crate::util::rng::Rng;
 
 /// Weighted sampling with replacement over the kept stacks.
 #[derive(Debug, Clone)]

@@ -10,9 +10,9 @@
 //! (seed, case index): the same arguments give the same files on any machine and thread count.
 
 use super::nifti::NiftiDataType;
-use crate::util::rng::Rng;
 use super::volume::Volume;
 use crate::error::{HeparError, Result};
+use crate::util::rng::Rng;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 

@@ -23,7 +23,23 @@ pub fn to_host(t: &Tensor) -> Result<HostTensor> {
     match t.dtype() {
         DType::F64 => HostTensor::from_f64(shape, t.to_vec_f64()),
         DType::F32 => HostTensor::from_f32(shape, t.to_vec_f32()),
-        DType::F16 => HostTensor::new(shape, HostData::F16(t.to_vec_f64().into_iter().map(half::f16::from_f64).collect())),
-        DType::BF16 => HostTensor::new(shape, HostData::BF16(t.to_vec_f64().into_iter().map(half::bf16::from_f64).collect())),
+        DType::F16 => HostTensor::new(
+            shape,
+            HostData::F16(
+                t.to_vec_f64()
+                    .into_iter()
+                    .map(half::f16::from_f64)
+                    .collect(),
+            ),
+        ),
+        DType::BF16 => HostTensor::new(
+            shape,
+            HostData::BF16(
+                t.to_vec_f64()
+                    .into_iter()
+                    .map(half::bf16::from_f64)
+                    .collect(),
+            ),
+        ),
     }
 }

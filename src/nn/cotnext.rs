@@ -21,10 +21,17 @@ pub struct CotNextConfig {
 impl CotNextConfig {
     pub fn validate(&self) -> Result<()> {
         if !(self.dims == 2 || self.dims == 3) {
-            return Err(HeparError::Config(format!("dims must be 2 or 3, got {}", self.dims)));
+            return Err(HeparError::Config(format!(
+                "dims must be 2 or 3, got {}",
+                self.dims
+            )));
         }
         // GroupNorm(8) on n channels, GroupNorm(4) and 4 conv groups on n/2 channels.
-        if self.width < 8 || !self.width.is_multiple_of(8) || self.in_channels == 0 || self.classes == 0 {
+        if self.width < 8
+            || !self.width.is_multiple_of(8)
+            || self.in_channels == 0
+            || self.classes == 0
+        {
             return Err(HeparError::Config(format!("width must be a positive multiple of 8 and channels/classes positive, got {self:?}")));
         }
         Ok(())
@@ -39,8 +46,21 @@ struct ConvNorm {
 }
 
 impl ConvNorm {
-    fn new(init: &mut Init, dims: usize, cin: usize, cout: usize, kernel: usize, groups: usize, norm_groups: usize, activate: bool) -> Self {
-        ConvNorm { conv: Conv::new(init, dims, cin, cout, kernel, groups, false), norm: GroupNorm::new(norm_groups, cout), activate }
+    fn new(
+        init: &mut Init,
+        dims: usize,
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        groups: usize,
+        norm_groups: usize,
+        activate: bool,
+    ) -> Self {
+        ConvNorm {
+            conv: Conv::new(init, dims, cin, cout, kernel, groups, false),
+            norm: GroupNorm::new(norm_groups, cout),
+            activate,
+        }
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = self.conv.forward(x)?;
@@ -90,23 +110,39 @@ impl CotAttention {
     }
 
     fn set_batchnorm_momentum(&mut self, momentum: f64) {
-        for bn in [&mut self.key_norm, &mut self.value_norm, &mut self.attention_norm] {
+        for bn in [
+            &mut self.key_norm,
+            &mut self.value_norm,
+            &mut self.attention_norm,
+        ] {
             bn.momentum = momentum;
         }
     }
 
     fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
-        let keys = self.key_norm.forward(&self.key_conv.forward(x)?, training)?.silu()?;
-        let values = self.value_norm.forward(&self.value_conv.forward(x)?, training)?;
+        let keys = self
+            .key_norm
+            .forward(&self.key_conv.forward(x)?, training)?
+            .silu()?;
+        let values = self
+            .value_norm
+            .forward(&self.value_conv.forward(x)?, training)?;
         let context = Tensor::cat(&[keys.clone(), x.clone()], 1)?;
-        let hidden = self.attention_norm.forward(&self.attention_reduce.forward(&context)?, training)?.silu()?;
+        let hidden = self
+            .attention_norm
+            .forward(&self.attention_reduce.forward(&context)?, training)?
+            .silu()?;
         let logits = self.attention_expand.forward(&hidden)?;
         // Channels are grouped (c, k*k): average the k*k attention maps of each channel.
         let (n, c) = (x.shape()[0], x.shape()[1]);
         let positions: usize = x.shape()[2..].iter().product();
-        let attention = logits.reshape(&[n, c, self.kernel_positions, positions])?.mean_axes(&[2], false)?;
+        let attention = logits
+            .reshape(&[n, c, self.kernel_positions, positions])?
+            .mean_axes(&[2], false)?;
         let weights = attention.softmax(-1)?;
-        let dynamic = weights.mul(&values.reshape(&[n, c, positions])?)?.reshape(x.shape())?;
+        let dynamic = weights
+            .mul(&values.reshape(&[n, c, positions])?)?
+            .reshape(x.shape())?;
         keys.add(&dynamic)
     }
 }
@@ -117,9 +153,12 @@ impl Module for CotAttention {
         self.key_norm.visit(&join(prefix, "key_embed.1"), f);
         self.value_conv.visit(&join(prefix, "value_embed.0"), f);
         self.value_norm.visit(&join(prefix, "value_embed.1"), f);
-        self.attention_reduce.visit(&join(prefix, "attention_embed.0"), f);
-        self.attention_norm.visit(&join(prefix, "attention_embed.1"), f);
-        self.attention_expand.visit(&join(prefix, "attention_embed.3"), f);
+        self.attention_reduce
+            .visit(&join(prefix, "attention_embed.0"), f);
+        self.attention_norm
+            .visit(&join(prefix, "attention_embed.1"), f);
+        self.attention_expand
+            .visit(&join(prefix, "attention_embed.3"), f);
     }
 }
 
@@ -148,7 +187,9 @@ impl Block {
 
     fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
         let y = self.grouped.forward(&self.reduce.forward(x)?)?;
-        let y = self.attention_norm.forward_silu(&self.attention.forward(&y, training)?)?;
+        let y = self
+            .attention_norm
+            .forward_silu(&self.attention.forward(&y, training)?)?;
         let y = self.expand.forward(&y)?;
         let shortcut = match &self.residual {
             Some(r) => r.forward(x)?,
@@ -186,11 +227,26 @@ impl CotNextUnet {
         config.validate()?;
         let mut init = Init::new(seed);
         let (d, n) = (config.dims, config.width);
-        let stem = [ConvNorm::new(&mut init, d, config.in_channels, n, 3, 1, 8, true), ConvNorm::new(&mut init, d, n, n, 3, 1, 8, true)];
-        let encoders = [(n, 2 * n), (2 * n, 4 * n), (4 * n, 8 * n), (8 * n, 8 * n)].iter().map(|&(i, o)| Block::new(&mut init, d, i, o)).collect();
-        let decoders = [(16 * n, 4 * n), (8 * n, 2 * n), (4 * n, n), (2 * n, n)].iter().map(|&(i, o)| Block::new(&mut init, d, i, o)).collect();
+        let stem = [
+            ConvNorm::new(&mut init, d, config.in_channels, n, 3, 1, 8, true),
+            ConvNorm::new(&mut init, d, n, n, 3, 1, 8, true),
+        ];
+        let encoders = [(n, 2 * n), (2 * n, 4 * n), (4 * n, 8 * n), (8 * n, 8 * n)]
+            .iter()
+            .map(|&(i, o)| Block::new(&mut init, d, i, o))
+            .collect();
+        let decoders = [(16 * n, 4 * n), (8 * n, 2 * n), (4 * n, n), (2 * n, n)]
+            .iter()
+            .map(|&(i, o)| Block::new(&mut init, d, i, o))
+            .collect();
         let head = Conv::new(&mut init, d, n, config.classes, 1, 1, true);
-        Ok(CotNextUnet { config, stem, encoders, decoders, head })
+        Ok(CotNextUnet {
+            config,
+            stem,
+            encoders,
+            decoders,
+            head,
+        })
     }
 
     /// Sets the running-statistics momentum of every BatchNorm (PyTorch's default is 0.1).
@@ -206,11 +262,22 @@ impl CotNextUnet {
         if x.rank() != expected_rank || x.shape()[1] != self.config.in_channels {
             return Err(HeparError::shape(
                 "cotnext_unet",
-                format!("input {:?}: expected [N, {}, {}]", x.shape(), self.config.in_channels, vec!["size"; self.config.dims].join(", ")),
+                format!(
+                    "input {:?}: expected [N, {}, {}]",
+                    x.shape(),
+                    self.config.in_channels,
+                    vec!["size"; self.config.dims].join(", ")
+                ),
             ));
         }
         if x.shape()[2..].iter().any(|&s| s < 16) {
-            return Err(HeparError::shape("cotnext_unet", format!("input {:?}: every spatial size must be at least 16 (four 2x poolings)", x.shape())));
+            return Err(HeparError::shape(
+                "cotnext_unet",
+                format!(
+                    "input {:?}: every spatial size must be at least 16 (four 2x poolings)",
+                    x.shape()
+                ),
+            ));
         }
         let pool = PoolOptions::new(vec![2; self.config.dims]);
         let mut skips = vec![self.stem[1].forward(&self.stem[0].forward(x)?)?];
@@ -240,16 +307,28 @@ fn upsample_to_skip(x: &Tensor, skip: &Tensor) -> Result<Tensor> {
             (diff / 2, diff - diff / 2)
         })
         .collect();
-    let up = if pads.iter().any(|&(a, b)| a + b > 0) { up.pad(&pads, 0.0)? } else { up };
+    let up = if pads.iter().any(|&(a, b)| a + b > 0) {
+        up.pad(&pads, 0.0)?
+    } else {
+        up
+    };
     Tensor::cat(&[skip.clone(), up], 1)
 }
 
 impl Module for CotNextUnet {
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
-        self.stem[0].conv.visit(&join(prefix, "conv.double_conv.0"), f);
-        self.stem[0].norm.visit(&join(prefix, "conv.double_conv.1"), f);
-        self.stem[1].conv.visit(&join(prefix, "conv.double_conv.3"), f);
-        self.stem[1].norm.visit(&join(prefix, "conv.double_conv.4"), f);
+        self.stem[0]
+            .conv
+            .visit(&join(prefix, "conv.double_conv.0"), f);
+        self.stem[0]
+            .norm
+            .visit(&join(prefix, "conv.double_conv.1"), f);
+        self.stem[1]
+            .conv
+            .visit(&join(prefix, "conv.double_conv.3"), f);
+        self.stem[1]
+            .norm
+            .visit(&join(prefix, "conv.double_conv.4"), f);
         for (i, e) in self.encoders.iter().enumerate() {
             e.visit(&join(prefix, &format!("enc{}.encoder.1", i + 1)), f);
         }

@@ -3,7 +3,6 @@
 use super::{join, Init, Module, TensorKind};
 use crate::error::Result;
 use crate::ops::conv::ConvOptions;
-use crate::backend::Device;
 use crate::tensor::{DType, Tensor};
 
 /// A 2D or 3D convolution (the weight's rank decides).
@@ -15,14 +14,30 @@ pub struct Conv {
 
 impl Conv {
     /// `kernel` in every spatial axis, padding `kernel / 2`, stride 1.
-    pub fn new(init: &mut Init, dims: usize, cin: usize, cout: usize, kernel: usize, groups: usize, bias: bool) -> Self {
+    pub fn new(
+        init: &mut Init,
+        dims: usize,
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        groups: usize,
+        bias: bool,
+    ) -> Self {
         let mut shape = vec![cout, cin / groups];
         shape.extend(std::iter::repeat_n(kernel, dims));
         let fan_in = (cin / groups) * kernel.pow(dims as u32);
         let bound = 1.0 / (fan_in as f64).sqrt();
         let weight = init.uniform(&shape, bound);
         let bias = bias.then(|| init.uniform(&[cout], bound));
-        Conv { weight, bias, options: ConvOptions { padding: vec![kernel / 2], groups, ..ConvOptions::default() } }
+        Conv {
+            weight,
+            bias,
+            options: ConvOptions {
+                padding: vec![kernel / 2],
+                groups,
+                ..ConvOptions::default()
+            },
+        }
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -50,8 +65,8 @@ impl GroupNorm {
     pub fn new(groups: usize, channels: usize) -> Self {
         GroupNorm {
             groups,
-            weight: Tensor::ones(&[channels], DType::F32, Device::Cpu).requires_grad_leaf(),
-            bias: Tensor::zeros(&[channels], DType::F32, Device::Cpu).requires_grad_leaf(),
+            weight: Tensor::host_full(&[channels], 1.0, DType::F32).requires_grad_leaf(),
+            bias: Tensor::host_full(&[channels], 0.0, DType::F32).requires_grad_leaf(),
             eps: 1e-5,
         }
     }
@@ -87,11 +102,11 @@ pub struct BatchNorm {
 impl BatchNorm {
     pub fn new(channels: usize) -> Self {
         BatchNorm {
-            weight: Tensor::ones(&[channels], DType::F32, Device::Cpu).requires_grad_leaf(),
-            bias: Tensor::zeros(&[channels], DType::F32, Device::Cpu).requires_grad_leaf(),
-            running_mean: Tensor::zeros(&[channels], DType::F32, Device::Cpu),
-            running_var: Tensor::ones(&[channels], DType::F32, Device::Cpu),
-            num_batches_tracked: Tensor::zeros(&[], DType::F32, Device::Cpu),
+            weight: Tensor::host_full(&[channels], 1.0, DType::F32).requires_grad_leaf(),
+            bias: Tensor::host_full(&[channels], 0.0, DType::F32).requires_grad_leaf(),
+            running_mean: Tensor::host_full(&[channels], 0.0, DType::F32),
+            running_var: Tensor::host_full(&[channels], 1.0, DType::F32),
+            num_batches_tracked: Tensor::host_full(&[], 0.0, DType::F32),
             momentum: 0.1,
             eps: 1e-5,
         }
@@ -100,9 +115,18 @@ impl BatchNorm {
     pub fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
         if training {
             let n = self.num_batches_tracked.to_scalar()? + 1.0;
-            self.num_batches_tracked.assign(&Tensor::scalar(n, DType::F32))?;
+            self.num_batches_tracked
+                .assign(&Tensor::scalar(n, DType::F32))?;
         }
-        x.batch_norm(Some(&self.weight), Some(&self.bias), &self.running_mean, &self.running_var, training, self.momentum, self.eps)
+        x.batch_norm(
+            Some(&self.weight),
+            Some(&self.bias),
+            &self.running_mean,
+            &self.running_var,
+            training,
+            self.momentum,
+            self.eps,
+        )
     }
 }
 
@@ -110,8 +134,20 @@ impl Module for BatchNorm {
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
         f(&join(prefix, "weight"), &self.weight, TensorKind::Parameter);
         f(&join(prefix, "bias"), &self.bias, TensorKind::Parameter);
-        f(&join(prefix, "running_mean"), &self.running_mean, TensorKind::Buffer);
-        f(&join(prefix, "running_var"), &self.running_var, TensorKind::Buffer);
-        f(&join(prefix, "num_batches_tracked"), &self.num_batches_tracked, TensorKind::Buffer);
+        f(
+            &join(prefix, "running_mean"),
+            &self.running_mean,
+            TensorKind::Buffer,
+        );
+        f(
+            &join(prefix, "running_var"),
+            &self.running_var,
+            TensorKind::Buffer,
+        );
+        f(
+            &join(prefix, "num_batches_tracked"),
+            &self.num_batches_tracked,
+            TensorKind::Buffer,
+        );
     }
 }

@@ -35,13 +35,19 @@ pub fn join(prefix: &str, name: &str) -> String {
 
 pub fn named_tensors(m: &dyn Module) -> Vec<(String, Tensor, TensorKind)> {
     let mut out = Vec::new();
-    m.visit("", &mut |name, t, kind| out.push((name.to_string(), t.clone(), kind)));
+    m.visit("", &mut |name, t, kind| {
+        out.push((name.to_string(), t.clone(), kind))
+    });
     out
 }
 
 /// The trainable parameters, for an optimizer.
 pub fn parameters(m: &dyn Module) -> Vec<Param> {
-    named_tensors(m).into_iter().filter(|(_, _, k)| *k == TensorKind::Parameter).map(|(name, tensor, _)| Param { name, tensor }).collect()
+    named_tensors(m)
+        .into_iter()
+        .filter(|(_, _, k)| *k == TensorKind::Parameter)
+        .map(|(name, tensor, _)| Param { name, tensor })
+        .collect()
 }
 
 pub fn parameter_count(m: &dyn Module) -> usize {
@@ -50,7 +56,10 @@ pub fn parameter_count(m: &dyn Module) -> usize {
 
 /// Parameters and buffers by name.
 pub fn state_dict(m: &dyn Module) -> BTreeMap<String, Tensor> {
-    named_tensors(m).into_iter().map(|(n, t, _)| (n, t)).collect()
+    named_tensors(m)
+        .into_iter()
+        .map(|(n, t, _)| (n, t))
+        .collect()
 }
 
 /// Every named tensor as a host tensor, in the module's order (for checkpoints).
@@ -67,12 +76,17 @@ pub fn to_named_tensors(m: &dyn Module) -> Result<NamedTensors> {
 /// shapes (`source` names the file). `num_batches_tracked` counters are loaded when present.
 pub fn load_state_dict(m: &dyn Module, values: &NamedTensors, source: &str) -> Result<()> {
     let targets = named_tensors(m);
-    let expected: Vec<(String, Vec<usize>)> =
-        targets.iter().filter(|(n, _, _)| !n.ends_with(".num_batches_tracked")).map(|(n, t, _)| (n.clone(), t.shape().to_vec())).collect();
+    let expected: Vec<(String, Vec<usize>)> = targets
+        .iter()
+        .filter(|(n, _, _)| !n.ends_with(".num_batches_tracked"))
+        .map(|(n, t, _)| (n.clone(), t.shape().to_vec()))
+        .collect();
     StateDictReport::compare(&expected, values).into_result(source)?;
     for (name, target, _) in &targets {
         if let Some(v) = values.get(name) {
-            let value = tensor_bridge::to_tensor(v)?.reshape(target.shape())?.to_dtype(target.dtype())?;
+            let value = tensor_bridge::to_tensor(v)?
+                .reshape(target.shape())?
+                .to_dtype(target.dtype())?;
             target.assign(&value)?;
         }
     }
@@ -87,12 +101,18 @@ pub struct Init {
 
 impl Init {
     pub fn new(seed: u64) -> Self {
-        Init { rng: crate::util::rng::Rng::new(seed) }
+        Init {
+            rng: crate::util::rng::Rng::new(seed),
+        }
     }
 
     pub fn uniform(&mut self, shape: &[usize], bound: f64) -> Tensor {
         let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| self.rng.range(-bound, bound) as f32).collect();
-        Tensor::from_vec(v, shape).expect("length matches shape").requires_grad_leaf()
+        let v: Vec<f32> = (0..n)
+            .map(|_| self.rng.range(-bound, bound) as f32)
+            .collect();
+        Tensor::from_vec(v, shape)
+            .expect("length matches shape")
+            .requires_grad_leaf()
     }
 }

@@ -18,7 +18,10 @@ impl Tensor {
             &[self],
             Box::new(move |g| {
                 let grad = with_storages(&x, g, |xs, xl, gs, gl| xs.unary_grad(xl, gs, gl, op))?;
-                Ok(vec![Some(Tensor::from_storage(grad, Layout::contiguous(x.shape())))])
+                Ok(vec![Some(Tensor::from_storage(
+                    grad,
+                    Layout::contiguous(x.shape()),
+                ))])
             }),
         ))
     }
@@ -69,7 +72,10 @@ impl Tensor {
     }
     pub fn clamp(&self, min: f64, max: f64) -> Result<Tensor> {
         if min > max {
-            return Err(HeparError::invalid("clamp", format!("min {min} > max {max}")));
+            return Err(HeparError::invalid(
+                "clamp",
+                format!("min {min} > max {max}"),
+            ));
         }
         self.unary(UnaryOp::Clamp { min, max })
     }
@@ -91,10 +97,22 @@ impl Tensor {
     /// Applies a binary primitive after broadcasting both operands to a common shape.
     pub fn binary(&self, rhs: &Tensor, op: BinaryOp) -> Result<Tensor> {
         if self.dtype() != rhs.dtype() {
-            return Err(HeparError::dtype(op.name(), format!("{} {:?} vs {} {:?}", self.dtype(), self.shape(), rhs.dtype(), rhs.shape())));
+            return Err(HeparError::dtype(
+                op.name(),
+                format!(
+                    "{} {:?} vs {} {:?}",
+                    self.dtype(),
+                    self.shape(),
+                    rhs.dtype(),
+                    rhs.shape()
+                ),
+            ));
         }
         let shape = broadcast_shape(op.name(), self.shape(), rhs.shape())?;
-        let (la, lb) = (self.layout().broadcast_to(op.name(), &shape)?, rhs.layout().broadcast_to(op.name(), &shape)?);
+        let (la, lb) = (
+            self.layout().broadcast_to(op.name(), &shape)?,
+            rhs.layout().broadcast_to(op.name(), &shape)?,
+        );
         let out = {
             let (sa, sb) = (self.storage(), rhs.storage());
             sa.binary(&la, &sb, &lb, op)?
@@ -119,15 +137,21 @@ impl Tensor {
                     }
                     BinaryOp::Maximum | BinaryOp::Minimum => {
                         // The gradient goes to whichever operand was selected (`a` on ties).
-                        let selected = a.broadcast_to(&result_shape)?.binary(&b.broadcast_to(&result_shape)?, op)?;
-                        let mask_a = selected.binary(&a.broadcast_to(&result_shape)?, BinaryOp::Equal)?;
+                        let selected = a
+                            .broadcast_to(&result_shape)?
+                            .binary(&b.broadcast_to(&result_shape)?, op)?;
+                        let mask_a =
+                            selected.binary(&a.broadcast_to(&result_shape)?, BinaryOp::Equal)?;
                         let ga = g.mul(&mask_a)?;
                         let gb = g.mul(&mask_a.rsub_scalar(1.0)?)?;
                         (ga, gb)
                     }
                     BinaryOp::Equal => return Ok(vec![None, None]),
                 };
-                Ok(vec![Some(ga.sum_to_shape(&sa)?), Some(gb.sum_to_shape(&sb)?)])
+                Ok(vec![
+                    Some(ga.sum_to_shape(&sa)?),
+                    Some(gb.sum_to_shape(&sb)?),
+                ])
             }),
         ))
     }

@@ -10,15 +10,28 @@ impl Tensor {
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
         let (ra, rb) = (self.rank(), rhs.rank());
         if ra < 2 || rb < 2 || self.shape()[ra - 1] != rhs.shape()[rb - 2] {
-            return Err(HeparError::shape("matmul", format!("{:?} @ {:?}", self.shape(), rhs.shape())));
+            return Err(HeparError::shape(
+                "matmul",
+                format!("{:?} @ {:?}", self.shape(), rhs.shape()),
+            ));
         }
         if self.dtype() != rhs.dtype() {
-            return Err(HeparError::dtype("matmul", format!("{} @ {}", self.dtype(), rhs.dtype())));
+            return Err(HeparError::dtype(
+                "matmul",
+                format!("{} @ {}", self.dtype(), rhs.dtype()),
+            ));
         }
         let batch = broadcast_shape("matmul", &self.shape()[..ra - 2], &rhs.shape()[..rb - 2])?;
-        let (m, k, n) = (self.shape()[ra - 2], self.shape()[ra - 1], rhs.shape()[rb - 1]);
+        let (m, k, n) = (
+            self.shape()[ra - 2],
+            self.shape()[ra - 1],
+            rhs.shape()[rb - 1],
+        );
         let full = |tail: [usize; 2]| batch.iter().copied().chain(tail).collect::<Vec<_>>();
-        let (la, lb) = (self.layout().broadcast_to("matmul", &full([m, k]))?, rhs.layout().broadcast_to("matmul", &full([k, n]))?);
+        let (la, lb) = (
+            self.layout().broadcast_to("matmul", &full([m, k]))?,
+            rhs.layout().broadcast_to("matmul", &full([k, n]))?,
+        );
         let out = {
             let (sa, sb) = (self.storage(), rhs.storage());
             sa.matmul(&la, &sb, &lb)?

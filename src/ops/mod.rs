@@ -17,13 +17,20 @@ use crate::error::Result;
 use crate::tensor::{Layout, Tensor};
 
 /// Runs `f` on a tensor's storage and layout under a read lock.
-pub(crate) fn with_storage<R>(t: &Tensor, f: impl FnOnce(&Storage, &Layout) -> Result<R>) -> Result<R> {
+pub(crate) fn with_storage<R>(
+    t: &Tensor,
+    f: impl FnOnce(&Storage, &Layout) -> Result<R>,
+) -> Result<R> {
     let s = t.storage();
     f(&s, t.layout())
 }
 
 /// Runs `f` on two tensors' storages and layouts.
-pub(crate) fn with_storages<R>(a: &Tensor, b: &Tensor, f: impl FnOnce(&Storage, &Layout, &Storage, &Layout) -> Result<R>) -> Result<R> {
+pub(crate) fn with_storages<R>(
+    a: &Tensor,
+    b: &Tensor,
+    f: impl FnOnce(&Storage, &Layout, &Storage, &Layout) -> Result<R>,
+) -> Result<R> {
     let sa = a.storage();
     let sb = b.storage();
     f(&sa, a.layout(), &sb, b.layout())

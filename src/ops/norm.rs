@@ -9,10 +9,21 @@ use crate::tensor::Tensor;
 fn check_affine(op: &'static str, x: &Tensor, p: Option<&Tensor>, what: &str) -> Result<()> {
     if let Some(p) = p {
         if p.shape() != [x.shape()[1]] {
-            return Err(HeparError::shape(op, format!("{what} of shape {:?} for input {:?} (expected [{}])", p.shape(), x.shape(), x.shape()[1])));
+            return Err(HeparError::shape(
+                op,
+                format!(
+                    "{what} of shape {:?} for input {:?} (expected [{}])",
+                    p.shape(),
+                    x.shape(),
+                    x.shape()[1]
+                ),
+            ));
         }
         if p.dtype() != x.dtype() {
-            return Err(HeparError::dtype(op, format!("{what} is {} but input is {}", p.dtype(), x.dtype())));
+            return Err(HeparError::dtype(
+                op,
+                format!("{what} is {} but input is {}", p.dtype(), x.dtype()),
+            ));
         }
     }
     Ok(())
@@ -31,34 +42,83 @@ fn channel_shape(x: &Tensor) -> Vec<usize> {
 
 impl Tensor {
     /// GroupNorm over [N, C, ...] with `groups` groups, optional per-channel affine.
-    pub fn group_norm(&self, groups: usize, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+    pub fn group_norm(
+        &self,
+        groups: usize,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+    ) -> Result<Tensor> {
         self.group_norm_with(groups, weight, bias, eps, NormActivation::Identity)
     }
 
     /// `silu(group_norm(x))` in one pass each way; the backward recomputes the normalised value
     /// from x and the statistics instead of keeping it, so it also saves an activation's memory.
-    pub fn group_norm_silu(&self, groups: usize, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+    pub fn group_norm_silu(
+        &self,
+        groups: usize,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+    ) -> Result<Tensor> {
         self.group_norm_with(groups, weight, bias, eps, NormActivation::Silu)
     }
 
-    fn group_norm_with(&self, groups: usize, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64, activation: NormActivation) -> Result<Tensor> {
+    fn group_norm_with(
+        &self,
+        groups: usize,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+        activation: NormActivation,
+    ) -> Result<Tensor> {
         if self.rank() < 2 || groups == 0 || !self.shape()[1].is_multiple_of(groups) {
-            return Err(HeparError::invalid("group_norm", format!("{groups} groups for input {:?} (channels must divide evenly)", self.shape())));
+            return Err(HeparError::invalid(
+                "group_norm",
+                format!(
+                    "{groups} groups for input {:?} (channels must divide evenly)",
+                    self.shape()
+                ),
+            ));
         }
         check_affine("group_norm", self, weight, "weight")?;
         check_affine("group_norm", self, bias, "bias")?;
         let (w, b) = (dense(weight)?, dense(bias)?);
-        let (y, stats) = self.storage().group_norm(self.layout(), groups, w.as_ref(), b.as_ref(), eps, activation)?;
+        let (y, stats) = self.storage().group_norm(
+            self.layout(),
+            groups,
+            w.as_ref(),
+            b.as_ref(),
+            eps,
+            activation,
+        )?;
         let x = self.clone();
-        let name = if activation == NormActivation::Silu { "group_norm_silu" } else { "group_norm" };
+        let name = if activation == NormActivation::Silu {
+            "group_norm_silu"
+        } else {
+            "group_norm"
+        };
         Ok(record_norm(name, y, self, weight, bias, move |g| {
             let stats: NormStats<Storage> = stats;
             let (gx, gw, gb) = {
                 let (xs, gs) = (x.storage(), g.storage());
-                xs.group_norm_backward(x.layout(), &gs, g.layout(), groups, w.as_ref(), b.as_ref(), &stats, activation)?
+                xs.group_norm_backward(
+                    x.layout(),
+                    &gs,
+                    g.layout(),
+                    groups,
+                    w.as_ref(),
+                    b.as_ref(),
+                    &stats,
+                    activation,
+                )?
             };
             let c = [x.shape()[1]];
-            Ok((Tensor::from_storage(gx, Layout::contiguous(x.shape())), Tensor::from_storage(gw, Layout::contiguous(&c)), Tensor::from_storage(gb, Layout::contiguous(&c))))
+            Ok((
+                Tensor::from_storage(gx, Layout::contiguous(x.shape())),
+                Tensor::from_storage(gw, Layout::contiguous(&c)),
+                Tensor::from_storage(gb, Layout::contiguous(&c)),
+            ))
         }))
     }
 
@@ -77,7 +137,10 @@ impl Tensor {
         eps: f64,
     ) -> Result<Tensor> {
         if self.rank() < 2 {
-            return Err(HeparError::shape("batch_norm", format!("input {:?} has no channel axis", self.shape())));
+            return Err(HeparError::shape(
+                "batch_norm",
+                format!("input {:?} has no channel axis", self.shape()),
+            ));
         }
         check_affine("batch_norm", self, weight, "weight")?;
         check_affine("batch_norm", self, bias, "bias")?;
@@ -86,34 +149,70 @@ impl Tensor {
         let per_channel = self.numel() / self.shape()[1].max(1);
         let (mean, rstd) = if training {
             if per_channel <= 1 {
-                return Err(HeparError::invalid("batch_norm", format!("training needs more than one value per channel, input {:?}", self.shape())));
+                return Err(HeparError::invalid(
+                    "batch_norm",
+                    format!(
+                        "training needs more than one value per channel, input {:?}",
+                        self.shape()
+                    ),
+                ));
             }
             let (mean, var) = self.storage().batch_norm_stats(self.layout())?;
             // Running statistics use the unbiased variance.
             let unbiased = per_channel as f64 / (per_channel as f64 - 1.0);
             let old_mean = running_mean.to_vec_f64();
             let old_var = running_var.to_vec_f64();
-            let new_mean: Vec<f64> = old_mean.iter().zip(&mean).map(|(r, m)| (1.0 - momentum) * r + momentum * m).collect();
-            let new_var: Vec<f64> = old_var.iter().zip(&var).map(|(r, v)| (1.0 - momentum) * r + momentum * v * unbiased).collect();
-            running_mean.assign(&Tensor::from_vec(new_mean, running_mean.shape())?.to_dtype(running_mean.dtype())?)?;
-            running_var.assign(&Tensor::from_vec(new_var, running_var.shape())?.to_dtype(running_var.dtype())?)?;
+            let new_mean: Vec<f64> = old_mean
+                .iter()
+                .zip(&mean)
+                .map(|(r, m)| (1.0 - momentum) * r + momentum * m)
+                .collect();
+            let new_var: Vec<f64> = old_var
+                .iter()
+                .zip(&var)
+                .map(|(r, v)| (1.0 - momentum) * r + momentum * v * unbiased)
+                .collect();
+            running_mean.assign(
+                &Tensor::from_vec(new_mean, running_mean.shape())?
+                    .to_dtype(running_mean.dtype())?,
+            )?;
+            running_var.assign(
+                &Tensor::from_vec(new_var, running_var.shape())?.to_dtype(running_var.dtype())?,
+            )?;
             let rstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
             (mean, rstd)
         } else {
             let mean = running_mean.to_vec_f64();
-            let rstd = running_var.to_vec_f64().iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+            let rstd = running_var
+                .to_vec_f64()
+                .iter()
+                .map(|v| 1.0 / (v + eps).sqrt())
+                .collect();
             (mean, rstd)
         };
         let (w, b) = (dense(weight)?, dense(bias)?);
-        let y = self.storage().batch_norm_apply(self.layout(), &mean, &rstd, w.as_ref(), b.as_ref())?;
+        let y =
+            self.storage()
+                .batch_norm_apply(self.layout(), &mean, &rstd, w.as_ref(), b.as_ref())?;
         let x = self.clone();
         let weight_t = weight.cloned();
         Ok(record_norm("batch_norm", y, self, weight, bias, move |g| {
             let c = x.shape()[1];
             if training {
                 let (xs, gs) = (x.storage(), g.storage());
-                let (a, b, cc) = xs.batch_norm_train_backward(x.layout(), &gs, g.layout(), &mean, &rstd, w.as_ref())?;
-                Ok((Tensor::from_storage(a, Layout::contiguous(x.shape())), Tensor::from_storage(b, Layout::contiguous(&[c])), Tensor::from_storage(cc, Layout::contiguous(&[c]))))
+                let (a, b, cc) = xs.batch_norm_train_backward(
+                    x.layout(),
+                    &gs,
+                    g.layout(),
+                    &mean,
+                    &rstd,
+                    w.as_ref(),
+                )?;
+                Ok((
+                    Tensor::from_storage(a, Layout::contiguous(x.shape())),
+                    Tensor::from_storage(b, Layout::contiguous(&[c])),
+                    Tensor::from_storage(cc, Layout::contiguous(&[c])),
+                ))
             } else {
                 // Eval mode is a per-channel affine map: compose its gradient from ops.
                 let cs = channel_shape(&x);
@@ -125,7 +224,11 @@ impl Tensor {
                 };
                 let xhat = x.sub(&mean_t)?.mul(&rstd_t)?;
                 let reduce_axes: Vec<usize> = (0..x.rank()).filter(|&a| a != 1).collect();
-                Ok((g.mul(&scale)?, g.mul(&xhat)?.sum_axes(&reduce_axes, false)?, g.sum_axes(&reduce_axes, false)?))
+                Ok((
+                    g.mul(&scale)?,
+                    g.mul(&xhat)?.sum_axes(&reduce_axes, false)?,
+                    g.sum_axes(&reduce_axes, false)?,
+                ))
             }
         }))
     }

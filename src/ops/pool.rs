@@ -20,13 +20,24 @@ pub struct PoolOptions {
 impl PoolOptions {
     /// Non-overlapping windows of `kernel`, no padding.
     pub fn new(kernel: Vec<usize>) -> Self {
-        PoolOptions { stride: kernel.clone(), kernel, padding: vec![0], dilation: vec![1] }
+        PoolOptions {
+            stride: kernel.clone(),
+            kernel,
+            padding: vec![0],
+            dilation: vec![1],
+        }
     }
 }
 
 fn geometry(op: &'static str, x: &Tensor, o: &PoolOptions) -> Result<PoolGeometry> {
     if !(x.rank() == 4 || x.rank() == 5) {
-        return Err(HeparError::shape(op, format!("input {:?}: expected [N, C, H, W] or [N, C, D, H, W]", x.shape())));
+        return Err(HeparError::shape(
+            op,
+            format!(
+                "input {:?}: expected [N, C, H, W] or [N, C, D, H, W]",
+                x.shape()
+            ),
+        ));
     }
     let dims = x.rank() - 2;
     let g = PoolGeometry {
@@ -34,11 +45,22 @@ fn geometry(op: &'static str, x: &Tensor, o: &PoolOptions) -> Result<PoolGeometr
         channels: x.shape()[1],
         input: spatial_of(x.shape()),
         kernel: spatial3(op, "kernel", &o.kernel, dims, 1)?,
-        stride: spatial3(op, "stride", if o.stride.is_empty() { &o.kernel } else { &o.stride }, dims, 1)?,
+        stride: spatial3(
+            op,
+            "stride",
+            if o.stride.is_empty() {
+                &o.kernel
+            } else {
+                &o.stride
+            },
+            dims,
+            1,
+        )?,
         padding: spatial3(op, "padding", &o.padding, dims, 0)?,
         dilation: spatial3(op, "dilation", &o.dilation, dims, 1)?,
     };
-    g.validate(op).map_err(|e| HeparError::invalid(op, format!("input {:?}: {e}", x.shape())))?;
+    g.validate(op)
+        .map_err(|e| HeparError::invalid(op, format!("input {:?}: {e}", x.shape())))?;
     Ok(g)
 }
 
@@ -64,7 +86,10 @@ impl Tensor {
             &[self],
             Box::new(move |grad| {
                 let gx = with_dense(&x, |xs| with_dense(grad, |gs| xs.max_pool_backward(gs, &g)))?;
-                Ok(vec![Some(Tensor::from_storage(gx, Layout::contiguous(&x_shape)))])
+                Ok(vec![Some(Tensor::from_storage(
+                    gx,
+                    Layout::contiguous(&x_shape),
+                ))])
             }),
         ))
     }
@@ -81,7 +106,10 @@ impl Tensor {
             &[self],
             Box::new(move |grad| {
                 let gx = with_dense(grad, |gs| gs.avg_pool_backward(&g, count_include_pad))?;
-                Ok(vec![Some(Tensor::from_storage(gx, Layout::contiguous(&x_shape)))])
+                Ok(vec![Some(Tensor::from_storage(
+                    gx,
+                    Layout::contiguous(&x_shape),
+                ))])
             }),
         ))
     }

@@ -11,17 +11,34 @@ fn normalise_axes(op: &'static str, axes: &[usize], rank: usize) -> Result<Vec<u
     v.sort_unstable();
     v.dedup();
     if v.iter().any(|&a| a >= rank) {
-        return Err(HeparError::invalid(op, format!("axes {axes:?} out of range for rank {rank}")));
+        return Err(HeparError::invalid(
+            op,
+            format!("axes {axes:?} out of range for rank {rank}"),
+        ));
     }
     Ok(v)
 }
 
 fn kept_shape(shape: &[usize], axes: &[usize], keepdim: bool) -> Vec<usize> {
-    shape.iter().enumerate().filter_map(|(i, &d)| if axes.contains(&i) { keepdim.then_some(1) } else { Some(d) }).collect()
+    shape
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &d)| {
+            if axes.contains(&i) {
+                keepdim.then_some(1)
+            } else {
+                Some(d)
+            }
+        })
+        .collect()
 }
 
 impl Tensor {
-    fn reduce_raw(&self, axes: &[usize], op: ReduceOp) -> Result<(crate::backend::Storage, Vec<usize>)> {
+    fn reduce_raw(
+        &self,
+        axes: &[usize],
+        op: ReduceOp,
+    ) -> Result<(crate::backend::Storage, Vec<usize>)> {
         let out = with_storage(self, |s, l| s.reduce(l, axes, op))?;
         Ok((out, kept_shape(self.shape(), axes, true)))
     }
@@ -39,7 +56,10 @@ impl Tensor {
         let checked = normalise_axes("mean", axes, self.rank())?;
         let count: usize = checked.iter().map(|&a| self.shape()[a]).product();
         if count == 0 {
-            return Err(HeparError::invalid("mean", format!("mean over empty axes {axes:?} of {:?}", self.shape())));
+            return Err(HeparError::invalid(
+                "mean",
+                format!("mean over empty axes {axes:?} of {:?}", self.shape()),
+            ));
         }
         self.scaled_sum("mean", axes, keepdim, Some(1.0 / count as f64))
     }
@@ -50,11 +70,20 @@ impl Tensor {
     }
 
     /// Sum over axes, optionally scaled (the mean), as one op.
-    fn scaled_sum(&self, name: &'static str, axes: &[usize], keepdim: bool, scale: Option<f64>) -> Result<Tensor> {
+    fn scaled_sum(
+        &self,
+        name: &'static str,
+        axes: &[usize],
+        keepdim: bool,
+        scale: Option<f64>,
+    ) -> Result<Tensor> {
         let axes = normalise_axes(name, axes, self.rank())?;
         let (mut out, kshape) = self.reduce_raw(&axes, ReduceOp::Sum)?;
         if let Some(k) = scale {
-            out = out.unary(&Layout::contiguous(&kshape), crate::backend::UnaryOp::Affine { mul: k, add: 0.0 })?;
+            out = out.unary(
+                &Layout::contiguous(&kshape),
+                crate::backend::UnaryOp::Affine { mul: k, add: 0.0 },
+            )?;
         }
         let input_shape = self.shape().to_vec();
         let shape = kept_shape(self.shape(), &axes, keepdim);
@@ -77,7 +106,10 @@ impl Tensor {
     pub fn max_axes(&self, axes: &[usize], keepdim: bool) -> Result<Tensor> {
         let axes = normalise_axes("max", axes, self.rank())?;
         if axes.iter().any(|&a| self.shape()[a] == 0) {
-            return Err(HeparError::invalid("max", format!("max over an empty axis of {:?}", self.shape())));
+            return Err(HeparError::invalid(
+                "max",
+                format!("max over an empty axis of {:?}", self.shape()),
+            ));
         }
         let (out, kshape) = self.reduce_raw(&axes, ReduceOp::Max)?;
         let shape = kept_shape(self.shape(), &axes, keepdim);
@@ -108,7 +140,11 @@ impl Tensor {
     }
 
     fn softmax_impl(&self, axis: isize, log: bool) -> Result<Tensor> {
-        let ax = resolve_axis(if log { "log_softmax" } else { "softmax" }, axis, self.rank())?;
+        let ax = resolve_axis(
+            if log { "log_softmax" } else { "softmax" },
+            axis,
+            self.rank(),
+        )?;
         let out = with_storage(self, |s, l| s.softmax(l, ax, log))?;
         let y = Tensor::from_storage(out.clone(), Layout::contiguous(self.shape()));
         Ok(Tensor::from_op(

@@ -10,18 +10,35 @@ impl Tensor {
     /// Same data, new shape (a view when the data is dense, a copy otherwise).
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         if layout::numel(shape) != self.numel() {
-            return Err(HeparError::shape("reshape", format!("cannot reshape {:?} ({} elements) to {shape:?}", self.shape(), self.numel())));
+            return Err(HeparError::shape(
+                "reshape",
+                format!(
+                    "cannot reshape {:?} ({} elements) to {shape:?}",
+                    self.shape(),
+                    self.numel()
+                ),
+            ));
         }
         let source = self.contiguous()?;
-        let view = source.layout().reshape_view(shape).expect("contiguous source");
+        let view = source
+            .layout()
+            .reshape_view(shape)
+            .expect("contiguous source");
         let input_shape = self.shape().to_vec();
-        Ok(source.view_op(view, "reshape", Box::new(move |g| Ok(vec![Some(g.reshape(&input_shape)?)]))))
+        Ok(source.view_op(
+            view,
+            "reshape",
+            Box::new(move |g| Ok(vec![Some(g.reshape(&input_shape)?)])),
+        ))
     }
 
     /// Collapses axes `start..=end` into one.
     pub fn flatten(&self, start: usize, end: usize) -> Result<Tensor> {
         if start > end || end >= self.rank() {
-            return Err(HeparError::invalid("flatten", format!("axes {start}..={end} of shape {:?}", self.shape())));
+            return Err(HeparError::invalid(
+                "flatten",
+                format!("axes {start}..={end} of shape {:?}", self.shape()),
+            ));
         }
         let sh = self.shape();
         let mut shape: Vec<usize> = sh[..start].to_vec();
@@ -36,11 +53,18 @@ impl Tensor {
         for (i, &d) in dims.iter().enumerate() {
             inverse[d] = i;
         }
-        Ok(self.view_op(view, "permute", Box::new(move |g| Ok(vec![Some(g.permute(&inverse)?)]))))
+        Ok(self.view_op(
+            view,
+            "permute",
+            Box::new(move |g| Ok(vec![Some(g.permute(&inverse)?)])),
+        ))
     }
 
     pub fn transpose(&self, a: isize, b: isize) -> Result<Tensor> {
-        let (a, b) = (resolve_axis("transpose", a, self.rank())?, resolve_axis("transpose", b, self.rank())?);
+        let (a, b) = (
+            resolve_axis("transpose", a, self.rank())?,
+            resolve_axis("transpose", b, self.rank())?,
+        );
         let mut dims: Vec<usize> = (0..self.rank()).collect();
         dims.swap(a, b);
         self.permute(&dims)
@@ -56,7 +80,7 @@ impl Tensor {
             "narrow",
             Box::new(move |g| {
                 // The gradient is zero outside the window.
-                let full = Tensor::zeros(&input_shape, g.dtype(), g.device());
+                let full = Tensor::zeros(&input_shape, g.dtype(), g.device())?;
                 let window = full.layout().narrow("narrow", axis, start, len)?;
                 write_into(&full, &window, g)?;
                 Ok(vec![Some(full)])
@@ -68,7 +92,13 @@ impl Tensor {
     pub fn split(&self, axis: isize, sizes: &[usize]) -> Result<Vec<Tensor>> {
         let ax = resolve_axis("split", axis, self.rank())?;
         if sizes.iter().sum::<usize>() != self.shape()[ax] {
-            return Err(HeparError::shape("split", format!("sizes {sizes:?} do not add up to axis {ax} of {:?}", self.shape())));
+            return Err(HeparError::shape(
+                "split",
+                format!(
+                    "sizes {sizes:?} do not add up to axis {ax} of {:?}",
+                    self.shape()
+                ),
+            ));
         }
         let mut start = 0;
         sizes
@@ -91,7 +121,10 @@ impl Tensor {
     pub fn squeeze(&self, axis: isize) -> Result<Tensor> {
         let axis = resolve_axis("squeeze", axis, self.rank())?;
         if self.shape()[axis] != 1 {
-            return Err(HeparError::shape("squeeze", format!("axis {axis} of {:?} is not of size 1", self.shape())));
+            return Err(HeparError::shape(
+                "squeeze",
+                format!("axis {axis} of {:?} is not of size 1", self.shape()),
+            ));
         }
         let mut shape = self.shape().to_vec();
         shape.remove(axis);
@@ -105,7 +138,11 @@ impl Tensor {
         }
         let view = self.layout().broadcast_to("broadcast_to", shape)?;
         let input_shape = self.shape().to_vec();
-        Ok(self.view_op(view, "broadcast_to", Box::new(move |g| Ok(vec![Some(g.sum_to_shape(&input_shape)?)]))))
+        Ok(self.view_op(
+            view,
+            "broadcast_to",
+            Box::new(move |g| Ok(vec![Some(g.sum_to_shape(&input_shape)?)])),
+        ))
     }
 
     /// Sums a broadcast result back down to `shape` (the adjoint of `broadcast_to`).
@@ -113,27 +150,45 @@ impl Tensor {
         if self.shape() == shape {
             return Ok(self.clone());
         }
-        let lead = self.rank().checked_sub(shape.len()).ok_or_else(|| HeparError::shape("sum_to_shape", format!("{:?} to {shape:?}", self.shape())))?;
-        let axes: Vec<usize> = (0..self.rank()).filter(|&a| a < lead || (shape[a - lead] == 1 && self.shape()[a] != 1)).collect();
-        let summed = if axes.is_empty() { self.clone() } else { self.sum_axes(&axes, true)? };
+        let lead = self.rank().checked_sub(shape.len()).ok_or_else(|| {
+            HeparError::shape("sum_to_shape", format!("{:?} to {shape:?}", self.shape()))
+        })?;
+        let axes: Vec<usize> = (0..self.rank())
+            .filter(|&a| a < lead || (shape[a - lead] == 1 && self.shape()[a] != 1))
+            .collect();
+        let summed = if axes.is_empty() {
+            self.clone()
+        } else {
+            self.sum_axes(&axes, true)?
+        };
         summed.reshape(shape)
     }
 
     /// Concatenates tensors along `axis`; all other axes must agree.
     pub fn cat(tensors: &[Tensor], axis: isize) -> Result<Tensor> {
-        let first = tensors.first().ok_or_else(|| HeparError::invalid("cat", "no tensors to concatenate"))?;
+        let first = tensors
+            .first()
+            .ok_or_else(|| HeparError::invalid("cat", "no tensors to concatenate"))?;
         let ax = resolve_axis("cat", axis, first.rank())?;
         let mut shape = first.shape().to_vec();
         shape[ax] = 0;
         for t in tensors {
-            let compatible = t.rank() == first.rank() && t.shape().iter().zip(first.shape()).enumerate().all(|(i, (a, b))| i == ax || a == b);
+            let compatible = t.rank() == first.rank()
+                && t.shape()
+                    .iter()
+                    .zip(first.shape())
+                    .enumerate()
+                    .all(|(i, (a, b))| i == ax || a == b);
             if !compatible || t.dtype() != first.dtype() {
                 let shapes: Vec<_> = tensors.iter().map(|t| t.shape().to_vec()).collect();
-                return Err(HeparError::shape("cat", format!("along axis {ax}: shapes {shapes:?} (dtypes must match too)")));
+                return Err(HeparError::shape(
+                    "cat",
+                    format!("along axis {ax}: shapes {shapes:?} (dtypes must match too)"),
+                ));
             }
             shape[ax] += t.shape()[ax];
         }
-        let out = Tensor::zeros(&shape, first.dtype(), first.device());
+        let out = Tensor::zeros(&shape, first.dtype(), first.device())?;
         let mut start = 0;
         let mut sizes = Vec::with_capacity(tensors.len());
         for t in tensors {
@@ -149,7 +204,12 @@ impl Tensor {
             Layout::contiguous(&shape),
             "cat",
             &inputs,
-            Box::new(move |g| Ok(g.split(ax as isize, &sizes)?.into_iter().map(Some).collect())),
+            Box::new(move |g| {
+                Ok(g.split(ax as isize, &sizes)?
+                    .into_iter()
+                    .map(Some)
+                    .collect())
+            }),
         ))
     }
 
@@ -157,20 +217,27 @@ impl Tensor {
     /// so `pads` may name only the trailing (spatial) axes.
     pub fn pad(&self, pads: &[(usize, usize)], value: f64) -> Result<Tensor> {
         if pads.len() > self.rank() {
-            return Err(HeparError::invalid("pad", format!("{} pad pairs for shape {:?}", pads.len(), self.shape())));
+            return Err(HeparError::invalid(
+                "pad",
+                format!("{} pad pairs for shape {:?}", pads.len(), self.shape()),
+            ));
         }
         let lead = self.rank() - pads.len();
         let mut shape = self.shape().to_vec();
         for (i, &(b, a)) in pads.iter().enumerate() {
             shape[lead + i] += b + a;
         }
-        let out = Tensor::full(&shape, value, self.dtype(), self.device());
+        let out = Tensor::full(&shape, value, self.dtype(), self.device())?;
         let mut window = out.layout().clone();
         for (i, &(b, _)) in pads.iter().enumerate() {
             window = window.narrow("pad", lead + i, b, self.shape()[lead + i])?;
         }
         write_into(&out, &window, self)?;
-        let starts: Vec<(usize, usize, usize)> = pads.iter().enumerate().map(|(i, &(b, _))| (lead + i, b, self.shape()[lead + i])).collect();
+        let starts: Vec<(usize, usize, usize)> = pads
+            .iter()
+            .enumerate()
+            .map(|(i, &(b, _))| (lead + i, b, self.shape()[lead + i]))
+            .collect();
         Ok(Tensor::from_op(
             take_storage(out),
             Layout::contiguous(&shape),

@@ -20,10 +20,24 @@ pub struct AdamConfig {
 
 impl AdamConfig {
     pub fn adam(lr: f64) -> Self {
-        AdamConfig { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false }
+        AdamConfig {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            decoupled: false,
+        }
     }
     pub fn adamw(lr: f64, weight_decay: f64) -> Self {
-        AdamConfig { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, decoupled: true }
+        AdamConfig {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+            decoupled: true,
+        }
     }
 }
 
@@ -38,7 +52,13 @@ pub struct Adam {
 impl Adam {
     pub fn new(params: Vec<Param>, config: AdamConfig) -> Self {
         let n = params.len();
-        Adam { params, config, first_moments: vec![None; n], second_moments: vec![None; n], steps: vec![0; n] }
+        Adam {
+            params,
+            config,
+            first_moments: vec![None; n],
+            second_moments: vec![None; n],
+            steps: vec![0; n],
+        }
     }
 }
 
@@ -63,7 +83,9 @@ impl Optimizer for Adam {
                     None => g.mul_scalar(1.0 - c.beta1)?,
                 };
                 let v = match self.second_moments[i].take() {
-                    Some(v) => v.mul_scalar(c.beta2)?.add(&g.square()?.mul_scalar(1.0 - c.beta2)?)?,
+                    Some(v) => v
+                        .mul_scalar(c.beta2)?
+                        .add(&g.square()?.mul_scalar(1.0 - c.beta2)?)?,
                     None => g.square()?.mul_scalar(1.0 - c.beta2)?,
                 };
                 let bias1 = 1.0 - c.beta1.powi(t);
@@ -94,7 +116,10 @@ impl Optimizer for Adam {
             if let (Some(m), Some(v)) = (&self.first_moments[i], &self.second_moments[i]) {
                 s.insert(format!("{name}.exp_avg"), m.clone());
                 s.insert(format!("{name}.exp_avg_sq"), v.clone());
-                s.insert(format!("{name}.step"), Tensor::scalar(self.steps[i] as f64, crate::tensor::DType::F64));
+                s.insert(
+                    format!("{name}.step"),
+                    Tensor::scalar(self.steps[i] as f64, crate::tensor::DType::F64),
+                );
             }
         }
         s
@@ -112,11 +137,19 @@ impl Optimizer for Adam {
                 Some(step) => {
                     let step = step.to_scalar()?;
                     if step < 0.0 || step.fract() != 0.0 {
-                        return Err(HeparError::Checkpoint(format!("optimizer state `{key}` = {step} is not a step count")));
+                        return Err(HeparError::Checkpoint(format!(
+                            "optimizer state `{key}` = {step} is not a step count"
+                        )));
                     }
                     self.steps[i] = step as u64;
-                    self.first_moments[i] = Some(state_entry(state, &format!("{}.exp_avg", p.name), &p.tensor)?.to_dtype(p.tensor.dtype())?);
-                    self.second_moments[i] = Some(state_entry(state, &format!("{}.exp_avg_sq", p.name), &p.tensor)?.to_dtype(p.tensor.dtype())?);
+                    self.first_moments[i] = Some(
+                        state_entry(state, &format!("{}.exp_avg", p.name), &p.tensor)?
+                            .to_dtype(p.tensor.dtype())?,
+                    );
+                    self.second_moments[i] = Some(
+                        state_entry(state, &format!("{}.exp_avg_sq", p.name), &p.tensor)?
+                            .to_dtype(p.tensor.dtype())?,
+                    );
                 }
             }
         }

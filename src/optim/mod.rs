@@ -40,10 +40,20 @@ pub(crate) fn zero_all(params: &[Param]) {
 }
 
 /// Finds `key` in a saved state and checks it has the parameter's shape.
-pub(crate) fn state_entry<'a>(state: &'a BTreeMap<String, Tensor>, key: &str, like: &Tensor) -> Result<&'a Tensor> {
-    let t = state.get(key).ok_or_else(|| HeparError::Checkpoint(format!("optimizer state has no entry `{key}`")))?;
+pub(crate) fn state_entry<'a>(
+    state: &'a BTreeMap<String, Tensor>,
+    key: &str,
+    like: &Tensor,
+) -> Result<&'a Tensor> {
+    let t = state
+        .get(key)
+        .ok_or_else(|| HeparError::Checkpoint(format!("optimizer state has no entry `{key}`")))?;
     if t.shape() != like.shape() {
-        return Err(HeparError::Checkpoint(format!("optimizer state `{key}` has shape {:?}, parameter has {:?}", t.shape(), like.shape())));
+        return Err(HeparError::Checkpoint(format!(
+            "optimizer state `{key}` has shape {:?}, parameter has {:?}",
+            t.shape(),
+            like.shape()
+        )));
     }
     Ok(t)
 }

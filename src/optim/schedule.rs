@@ -17,7 +17,10 @@ pub struct CosineAnnealing {
 impl LrSchedule for CosineAnnealing {
     fn lr_at(&self, t: u64) -> f64 {
         let t_max = self.t_max.max(1) as f64;
-        self.eta_min + (self.base_lr - self.eta_min) * (1.0 + (std::f64::consts::PI * t as f64 / t_max).cos()) / 2.0
+        self.eta_min
+            + (self.base_lr - self.eta_min)
+                * (1.0 + (std::f64::consts::PI * t as f64 / t_max).cos())
+                / 2.0
     }
 }
 

@@ -17,7 +17,12 @@ pub struct SgdConfig {
 
 impl Default for SgdConfig {
     fn default() -> Self {
-        SgdConfig { lr: 1e-2, momentum: 0.0, weight_decay: 0.0, nesterov: false }
+        SgdConfig {
+            lr: 1e-2,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+        }
     }
 }
 
@@ -30,7 +35,11 @@ pub struct Sgd {
 impl Sgd {
     pub fn new(params: Vec<Param>, config: SgdConfig) -> Self {
         let n = params.len();
-        Sgd { params, config, momentum_buffers: vec![None; n] }
+        Sgd {
+            params,
+            config,
+            momentum_buffers: vec![None; n],
+        }
     }
 }
 
@@ -39,7 +48,9 @@ impl Optimizer for Sgd {
         no_grad(|| {
             let c = self.config;
             for (p, buf) in self.params.iter().zip(self.momentum_buffers.iter_mut()) {
-                let Some(mut g) = p.tensor.grad() else { continue };
+                let Some(mut g) = p.tensor.grad() else {
+                    continue;
+                };
                 if c.weight_decay != 0.0 {
                     g = g.add(&p.tensor.mul_scalar(c.weight_decay)?)?;
                 }
@@ -48,7 +59,11 @@ impl Optimizer for Sgd {
                         Some(b) => b.mul_scalar(c.momentum)?.add(&g)?,
                         None => g.clone(),
                     };
-                    g = if c.nesterov { g.add(&b.mul_scalar(c.momentum)?)? } else { b.clone() };
+                    g = if c.nesterov {
+                        g.add(&b.mul_scalar(c.momentum)?)?
+                    } else {
+                        b.clone()
+                    };
                     *buf = Some(b);
                 }
                 p.tensor.assign(&p.tensor.sub(&g.mul_scalar(c.lr)?)?)?;
@@ -66,12 +81,23 @@ impl Optimizer for Sgd {
         self.config.lr = lr;
     }
     fn state(&self) -> BTreeMap<String, Tensor> {
-        self.params.iter().zip(&self.momentum_buffers).filter_map(|(p, b)| b.as_ref().map(|b| (format!("{}.momentum", p.name), b.clone()))).collect()
+        self.params
+            .iter()
+            .zip(&self.momentum_buffers)
+            .filter_map(|(p, b)| {
+                b.as_ref()
+                    .map(|b| (format!("{}.momentum", p.name), b.clone()))
+            })
+            .collect()
     }
     fn load_state(&mut self, state: &BTreeMap<String, Tensor>) -> Result<()> {
         for (p, buf) in self.params.iter().zip(self.momentum_buffers.iter_mut()) {
             let key = format!("{}.momentum", p.name);
-            *buf = if state.contains_key(&key) { Some(state_entry(state, &key, &p.tensor)?.clone()) } else { None };
+            *buf = if state.contains_key(&key) {
+                Some(state_entry(state, &key, &p.tensor)?.clone())
+            } else {
+                None
+            };
         }
         Ok(())
     }

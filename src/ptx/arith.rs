@@ -164,12 +164,35 @@ pub fn float_binary(
         Ty::F64 => f64_op(f64::from_bits(a), f64::from_bits(b)).to_bits(),
         Ty::F16 | Ty::BF16 => {
             let r = f64_op(float_value(ty, a), float_value(ty, b));
-            u64::from(round_to_16(if sat { r.clamp(0.0, 1.0) } else { r }, ty, rnd, false))
+            u64::from(round_to_16(
+                if sat { r.clamp(0.0, 1.0) } else { r },
+                ty,
+                rnd,
+                false,
+            ))
         }
         Ty::F16x2 | Ty::BF16x2 => {
             let scalar = if ty == Ty::F16x2 { Ty::F16 } else { Ty::BF16 };
-            let lo = float_binary(scalar, rnd, ftz, sat, a & 0xffff, b & 0xffff, f32_op, f64_op);
-            let hi = float_binary(scalar, rnd, ftz, sat, (a >> 16) & 0xffff, (b >> 16) & 0xffff, f32_op, f64_op);
+            let lo = float_binary(
+                scalar,
+                rnd,
+                ftz,
+                sat,
+                a & 0xffff,
+                b & 0xffff,
+                f32_op,
+                f64_op,
+            );
+            let hi = float_binary(
+                scalar,
+                rnd,
+                ftz,
+                sat,
+                (a >> 16) & 0xffff,
+                (b >> 16) & 0xffff,
+                f32_op,
+                f64_op,
+            );
             lo | (hi << 16)
         }
         _ => 0,
@@ -190,7 +213,11 @@ fn saturate32(x: f32, sat: bool) -> f32 {
 pub fn float_fma(ty: Ty, rnd: Rnd, ftz: bool, sat: bool, a: u64, b: u64, c: u64) -> u64 {
     match ty {
         Ty::F32 => {
-            let (x, y, z) = (flush32(f32_of(a), ftz), flush32(f32_of(b), ftz), flush32(f32_of(c), ftz));
+            let (x, y, z) = (
+                flush32(f32_of(a), ftz),
+                flush32(f32_of(b), ftz),
+                flush32(f32_of(c), ftz),
+            );
             let r = if matches!(rnd, Rnd::Rz | Rnd::Rm | Rnd::Rp) {
                 // The f64 product of two f32 is exact; the sum is rounded once to f64 then to f32.
                 round_to_f32(f64::from(x).mul_add(f64::from(y), f64::from(z)), rnd)
@@ -199,15 +226,30 @@ pub fn float_fma(ty: Ty, rnd: Rnd, ftz: bool, sat: bool, a: u64, b: u64, c: u64)
             };
             bits32(saturate32(flush32(r, ftz), sat))
         }
-        Ty::F64 => f64::from_bits(a).mul_add(f64::from_bits(b), f64::from_bits(c)).to_bits(),
+        Ty::F64 => f64::from_bits(a)
+            .mul_add(f64::from_bits(b), f64::from_bits(c))
+            .to_bits(),
         Ty::F16 | Ty::BF16 => {
             let r = float_value(ty, a).mul_add(float_value(ty, b), float_value(ty, c));
-            u64::from(round_to_16(if sat { r.clamp(0.0, 1.0) } else { r }, ty, rnd, false))
+            u64::from(round_to_16(
+                if sat { r.clamp(0.0, 1.0) } else { r },
+                ty,
+                rnd,
+                false,
+            ))
         }
         Ty::F16x2 | Ty::BF16x2 => {
             let scalar = if ty == Ty::F16x2 { Ty::F16 } else { Ty::BF16 };
             let lo = float_fma(scalar, rnd, ftz, sat, a & 0xffff, b & 0xffff, c & 0xffff);
-            let hi = float_fma(scalar, rnd, ftz, sat, (a >> 16) & 0xffff, (b >> 16) & 0xffff, (c >> 16) & 0xffff);
+            let hi = float_fma(
+                scalar,
+                rnd,
+                ftz,
+                sat,
+                (a >> 16) & 0xffff,
+                (b >> 16) & 0xffff,
+                (c >> 16) & 0xffff,
+            );
             lo | (hi << 16)
         }
         _ => 0,
@@ -219,14 +261,18 @@ pub fn float_unary(ty: Ty, rnd: Rnd, ftz: bool, a: u64, f: fn(f64) -> f64) -> u6
     match ty {
         Ty::F32 => {
             let x = flush32(f32_of(a), ftz);
-            let r = round_to_f32(f(f64::from(x)), if rnd == Rnd::Default { Rnd::Rn } else { rnd });
+            let r = round_to_f32(
+                f(f64::from(x)),
+                if rnd == Rnd::Default { Rnd::Rn } else { rnd },
+            );
             bits32(flush32(r, ftz))
         }
         Ty::F64 => f(f64::from_bits(a)).to_bits(),
         Ty::F16 | Ty::BF16 => u64::from(round_to_16(f(float_value(ty, a)), ty, rnd, false)),
         Ty::F16x2 | Ty::BF16x2 => {
             let scalar = if ty == Ty::F16x2 { Ty::F16 } else { Ty::BF16 };
-            float_unary(scalar, rnd, ftz, a & 0xffff, f) | (float_unary(scalar, rnd, ftz, (a >> 16) & 0xffff, f) << 16)
+            float_unary(scalar, rnd, ftz, a & 0xffff, f)
+                | (float_unary(scalar, rnd, ftz, (a >> 16) & 0xffff, f) << 16)
         }
         _ => 0,
     }
@@ -324,7 +370,12 @@ pub fn int_div(ty: Ty, a: u64, b: u64, remainder: bool) -> u64 {
             // Division by zero is undefined in PTX; return all ones like the hardware's sequence does.
             return if remainder { x as u64 } else { u64::MAX } & mask(ty.bits());
         }
-        (if remainder { x.wrapping_rem(y) } else { x.wrapping_div(y) }) as u64 & mask(ty.bits())
+        (if remainder {
+            x.wrapping_rem(y)
+        } else {
+            x.wrapping_div(y)
+        }) as u64
+            & mask(ty.bits())
     } else {
         let (x, y) = (as_u(ty, a), as_u(ty, b));
         if y == 0 {
@@ -360,7 +411,11 @@ pub fn compare(ty: Ty, cmp: Cmp, a: u64, b: u64) -> bool {
         };
     }
     let signed = ty.is_signed() && !matches!(cmp, Cmp::Lo | Cmp::Ls | Cmp::Hi | Cmp::Hs);
-    let ord = if signed { as_s(ty, a).cmp(&as_s(ty, b)) } else { as_u(ty, a).cmp(&as_u(ty, b)) };
+    let ord = if signed {
+        as_s(ty, a).cmp(&as_s(ty, b))
+    } else {
+        as_u(ty, a).cmp(&as_u(ty, b))
+    };
     use std::cmp::Ordering::*;
     match cmp {
         Cmp::Eq | Cmp::Equ => ord == Equal,
@@ -464,7 +519,11 @@ pub fn convert(dst: Ty, src: Ty, rnd: Rnd, sat: bool, ftz: bool, a: u64) -> u64 
         };
     }
     // Integer to integer: extend by the source's signedness, then truncate or saturate.
-    let wide: i128 = if src.is_signed() { i128::from(as_s(src, a)) } else { i128::from(as_u(src, a)) };
+    let wide: i128 = if src.is_signed() {
+        i128::from(as_s(src, a))
+    } else {
+        i128::from(as_u(src, a))
+    };
     let bits = dst.bits();
     if sat {
         let (lo, hi) = if dst.is_signed() {
@@ -486,7 +545,16 @@ pub fn convert(dst: Ty, src: Ty, rnd: Rnd, sat: bool, ftz: bool, a: u64) -> u64 
 pub fn atomic_update(op: AtomOp, ty: Ty, old: u64, b: u64, c: u64) -> u64 {
     let m = mask(ty.bits());
     match op {
-        AtomOp::Add if ty.is_float() => float_binary(ty, Rnd::Rn, false, false, old, b, |x, y| x + y, |x, y| x + y),
+        AtomOp::Add if ty.is_float() => float_binary(
+            ty,
+            Rnd::Rn,
+            false,
+            false,
+            old,
+            b,
+            |x, y| x + y,
+            |x, y| x + y,
+        ),
         AtomOp::Add => old.wrapping_add(b) & m,
         AtomOp::Min if ty.is_float() => float_min_max(ty, old, b, false),
         AtomOp::Max if ty.is_float() => float_min_max(ty, old, b, true),
@@ -585,26 +653,103 @@ mod tests {
 
     #[test]
     fn float_to_int_conversions_saturate_and_round() {
-        assert_eq!(convert(Ty::S32, Ty::F32, Rnd::Rzi, false, false, u64::from(3.9f32.to_bits())), 3);
         assert_eq!(
-            convert(Ty::S32, Ty::F32, Rnd::Rmi, false, false, u64::from((-3.1f32).to_bits())) as u32,
+            convert(
+                Ty::S32,
+                Ty::F32,
+                Rnd::Rzi,
+                false,
+                false,
+                u64::from(3.9f32.to_bits())
+            ),
+            3
+        );
+        assert_eq!(
+            convert(
+                Ty::S32,
+                Ty::F32,
+                Rnd::Rmi,
+                false,
+                false,
+                u64::from((-3.1f32).to_bits())
+            ) as u32,
             (-4i32) as u32
         );
-        assert_eq!(convert(Ty::S32, Ty::F32, Rnd::Rni, false, false, u64::from(2.5f32.to_bits())), 2);
-        assert_eq!(convert(Ty::S32, Ty::F32, Rnd::Rzi, false, false, u64::from(1e20f32.to_bits())), i32::MAX as u64);
-        assert_eq!(convert(Ty::U32, Ty::F32, Rnd::Rzi, false, false, u64::from((-5.0f32).to_bits())), 0);
-        assert_eq!(convert(Ty::S32, Ty::F32, Rnd::Rzi, false, false, u64::from(f32::NAN.to_bits())), 0);
+        assert_eq!(
+            convert(
+                Ty::S32,
+                Ty::F32,
+                Rnd::Rni,
+                false,
+                false,
+                u64::from(2.5f32.to_bits())
+            ),
+            2
+        );
+        assert_eq!(
+            convert(
+                Ty::S32,
+                Ty::F32,
+                Rnd::Rzi,
+                false,
+                false,
+                u64::from(1e20f32.to_bits())
+            ),
+            i32::MAX as u64
+        );
+        assert_eq!(
+            convert(
+                Ty::U32,
+                Ty::F32,
+                Rnd::Rzi,
+                false,
+                false,
+                u64::from((-5.0f32).to_bits())
+            ),
+            0
+        );
+        assert_eq!(
+            convert(
+                Ty::S32,
+                Ty::F32,
+                Rnd::Rzi,
+                false,
+                false,
+                u64::from(f32::NAN.to_bits())
+            ),
+            0
+        );
         // Integer narrowing and sign extension.
-        assert_eq!(convert(Ty::S64, Ty::S32, Rnd::Default, false, false, 0xffff_fffe), (-2i64) as u64);
-        assert_eq!(convert(Ty::U8, Ty::S32, Rnd::Default, true, false, 300), 255);
+        assert_eq!(
+            convert(Ty::S64, Ty::S32, Rnd::Default, false, false, 0xffff_fffe),
+            (-2i64) as u64
+        );
+        assert_eq!(
+            convert(Ty::U8, Ty::S32, Rnd::Default, true, false, 300),
+            255
+        );
     }
 
     #[test]
     fn integer_multiply_modes() {
         assert_eq!(int_mul(Ty::U32, 0xffff_ffff, 2, MulMode::Hi), 1);
-        assert_eq!(int_mul(Ty::S32, (-3i32) as u32 as u64, 5, MulMode::Wide), (-15i64) as u64);
-        assert_eq!(int_mul(Ty::S32, (-1i32) as u32 as u64, 1, MulMode::Hi), 0xffff_ffff);
-        assert_eq!(int_div(Ty::S32, i32::MIN as u32 as u64, (-1i32) as u32 as u64, false), i32::MIN as u32 as u64);
+        assert_eq!(
+            int_mul(Ty::S32, (-3i32) as u32 as u64, 5, MulMode::Wide),
+            (-15i64) as u64
+        );
+        assert_eq!(
+            int_mul(Ty::S32, (-1i32) as u32 as u64, 1, MulMode::Hi),
+            0xffff_ffff
+        );
+        assert_eq!(
+            int_div(
+                Ty::S32,
+                i32::MIN as u32 as u64,
+                (-1i32) as u32 as u64,
+                false
+            ),
+            i32::MIN as u32 as u64
+        );
         assert_eq!(int_div(Ty::U32, 7, 0, false), 0xffff_ffff);
     }
 
@@ -634,6 +779,9 @@ mod tests {
         assert_eq!(permute_bytes(0x0000_0080, 0, 0x8888), 0xffff_ffff);
         // 0x96 is a ^ b ^ c.
         assert_eq!(lop3(0b1100, 0b1010, 0b0110, 0x96), 0b0000);
-        assert_eq!(lop3(0xf0, 0xcc, 0xaa, 0xe8), (0xf0 & 0xcc) | (0xf0 & 0xaa) | (0xcc & 0xaa));
+        assert_eq!(
+            lop3(0xf0, 0xcc, 0xaa, 0xe8),
+            (0xf0 & 0xcc) | (0xf0 & 0xaa) | (0xcc & 0xaa)
+        );
     }
 }

@@ -72,7 +72,10 @@ impl LaunchCounters {
 
     /// Extra wavefronts per shared-memory request caused by bank conflicts.
     pub fn bank_conflicts_per_shared_request(&self) -> f64 {
-        ratio(self.shared_bank_conflicts, self.shared_load_requests + self.shared_store_requests)
+        ratio(
+            self.shared_bank_conflicts,
+            self.shared_load_requests + self.shared_store_requests,
+        )
     }
 }
 
@@ -86,25 +89,67 @@ fn ratio(a: u64, b: u64) -> f64 {
 
 impl fmt::Display for LaunchCounters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{:<34} {:>14} {:>16}", "instruction class", "warp instr", "thread instr")?;
-        for ((name, warp), thread) in
-            INSTR_CLASS_NAMES.iter().zip(&self.warp_instructions).zip(&self.thread_instructions)
+        writeln!(
+            f,
+            "{:<34} {:>14} {:>16}",
+            "instruction class", "warp instr", "thread instr"
+        )?;
+        for ((name, warp), thread) in INSTR_CLASS_NAMES
+            .iter()
+            .zip(&self.warp_instructions)
+            .zip(&self.thread_instructions)
         {
             writeln!(f, "{name:<34} {warp:>14} {thread:>16}")?;
         }
         let rows: [(&str, String); 12] = [
-            ("global load requests", self.global_load_requests.to_string()),
-            ("global load sectors / request", format!("{:.2}", self.sectors_per_load_request())),
-            ("global store requests", self.global_store_requests.to_string()),
-            ("global store sectors / request", format!("{:.2}", self.sectors_per_store_request())),
-            ("global atomic requests", self.global_atomic_requests.to_string()),
-            ("shared load requests", self.shared_load_requests.to_string()),
-            ("shared store requests", self.shared_store_requests.to_string()),
-            ("shared bank conflicts / request", format!("{:.2}", self.bank_conflicts_per_shared_request())),
-            ("FLOPs (fp32 / fp16 / fp64)", format!("{} / {} / {}", self.fp32_flops, self.fp16_flops, self.fp64_flops)),
+            (
+                "global load requests",
+                self.global_load_requests.to_string(),
+            ),
+            (
+                "global load sectors / request",
+                format!("{:.2}", self.sectors_per_load_request()),
+            ),
+            (
+                "global store requests",
+                self.global_store_requests.to_string(),
+            ),
+            (
+                "global store sectors / request",
+                format!("{:.2}", self.sectors_per_store_request()),
+            ),
+            (
+                "global atomic requests",
+                self.global_atomic_requests.to_string(),
+            ),
+            (
+                "shared load requests",
+                self.shared_load_requests.to_string(),
+            ),
+            (
+                "shared store requests",
+                self.shared_store_requests.to_string(),
+            ),
+            (
+                "shared bank conflicts / request",
+                format!("{:.2}", self.bank_conflicts_per_shared_request()),
+            ),
+            (
+                "FLOPs (fp32 / fp16 / fp64)",
+                format!(
+                    "{} / {} / {}",
+                    self.fp32_flops, self.fp16_flops, self.fp64_flops
+                ),
+            ),
             ("global bytes read", self.global_bytes_read.to_string()),
-            ("global bytes written", self.global_bytes_written.to_string()),
-            ("total warp instructions", self.total_warp_instructions().to_string()),
+            (
+                "global bytes written",
+                self.global_bytes_written.to_string(),
+            ),
+            (
+                "total warp instructions",
+                self.total_warp_instructions().to_string(),
+            ),
         ];
         for (name, value) in rows {
             writeln!(f, "{name:<34} {value:>31}")?;

@@ -1,6 +1,5 @@
-//! The driver-like API: memory, modules, kernels and launches. [`DeviceApi`] is what the CUDA
-//! backend programs against; [`VirtualGpu`] implements it on the PTX virtual machine (and cudarc's
-//! driver can implement it on a real GPU).
+//! The PTX virtual machine as a device: [`VirtualGpu`] implements the CUDA backend's
+//! [`DeviceApi`] (memory, modules, kernels, launches) by interpreting PTX on the CPU.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -8,125 +7,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::counters::LaunchCounters;
 use super::exec::{run_grid, shared_size, LaunchEnv};
-use super::memory::{DevicePtr, GlobalMemory, GlobalView};
-use super::nvrtc::{compile_to_ptx, compile_to_ptx_with, Arch, NvrtcOptions};
+use super::memory::{GlobalMemory, GlobalView};
 use super::parser::{parse_module, GlobalPlacer};
 use super::program::{GlobalVar, Module};
 use super::racecheck::RaceHazard;
+use crate::backend::cuda::device::{DeviceApi, DevicePtr, KernelArg, LaunchConfig};
+use crate::backend::cuda::nvrtc::Arch;
 use crate::error::{HeparError, Result};
-
-/// Grid and block shape of a launch, named as in cudarc.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LaunchConfig {
-    pub grid_dim: (u32, u32, u32),
-    pub block_dim: (u32, u32, u32),
-    /// Dynamic shared memory per block, in bytes.
-    pub shared_mem_bytes: u32,
-}
-
-impl LaunchConfig {
-    /// A 1D launch covering `n` elements with `threads` threads per block.
-    pub fn for_elements(n: usize, threads: u32) -> Self {
-        let threads = threads.max(1);
-        let blocks = (n as u64).div_ceil(u64::from(threads)).max(1).min(u64::from(u32::MAX)) as u32;
-        LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
-    }
-}
-
-/// One kernel argument: the bytes of the value, as cudarc passes `&value` pointers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KernelArg {
-    bytes: Vec<u8>,
-}
-
-impl KernelArg {
-    /// An argument from raw bytes (a struct passed by value).
-    pub fn from_bytes(bytes: &[u8]) -> Self {
-        KernelArg { bytes: bytes.to_vec() }
-    }
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-}
-
-macro_rules! kernel_arg_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for KernelArg {
-            fn from(v: $t) -> Self {
-                KernelArg { bytes: v.to_le_bytes().to_vec() }
-            }
-        }
-    )*};
-}
-kernel_arg_from!(u8, i8, u16, i16, u32, i32, u64, i64, f32, f64, half::f16, half::bf16);
-
-impl From<DevicePtr> for KernelArg {
-    fn from(p: DevicePtr) -> Self {
-        KernelArg { bytes: p.0.to_le_bytes().to_vec() }
-    }
-}
-
-/// Builds an array of `KernelArg`s from values: `kernel_args![x_ptr, n as i32, 0.5f32]`.
-#[macro_export]
-macro_rules! kernel_args {
-    ($($a:expr),* $(,)?) => { [$($crate::ptx::KernelArg::from($a)),*] };
-}
-
-/// The operations the CUDA backend needs from a device.
-///
-/// On real hardware through cudarc: `DevicePtr` is a `CUdeviceptr`, `load_ptx` is
-/// `cuModuleLoadData`, and `launch` passes each `KernelArg`'s bytes as one entry of the kernel
-/// parameter array (`cudarc::driver::result::launch_kernel`), exactly as the VM lays them out.
-pub trait DeviceApi {
-    type Module: Clone;
-    type Kernel: Clone;
-
-    /// A short name for messages ("ptx-vm", "cuda:0").
-    fn device_name(&self) -> String;
-    fn alloc(&self, bytes: usize) -> Result<DevicePtr>;
-    fn free(&self, ptr: DevicePtr) -> Result<()>;
-    fn copy_to_device(&self, dst: DevicePtr, src: &[u8]) -> Result<()>;
-    fn copy_from_device(&self, src: DevicePtr, dst: &mut [u8]) -> Result<()>;
-    fn load_ptx(&self, ptx: &str, module_name: &str) -> Result<Self::Module>;
-    fn kernel(&self, module: &Self::Module, name: &str) -> Result<Self::Kernel>;
-    fn launch(&self, kernel: &Self::Kernel, config: &LaunchConfig, args: &[KernelArg]) -> Result<()>;
-    fn synchronize(&self) -> Result<()>;
-    /// The architecture PTX is generated for.
-    fn arch(&self) -> Arch;
-
-    /// Compiles CUDA C with NVRTC and loads the result.
-    fn compile_module(&self, source: &str, module_name: &str) -> Result<Self::Module> {
-        let ptx = compile_to_ptx(source, module_name, self.arch())?;
-        self.load_ptx(&ptx, module_name)
-    }
-
-    /// Compiles with include directories, defines or fast math, and loads the result.
-    fn compile_module_with(&self, source: &str, module_name: &str, options: &NvrtcOptions) -> Result<Self::Module> {
-        let ptx = compile_to_ptx_with(source, module_name, self.arch(), options)?;
-        self.load_ptx(&ptx, module_name)
-    }
-
-    /// Allocates and fills device memory with `data`.
-    fn upload<T: bytemuck::Pod>(&self, data: &[T]) -> Result<DevicePtr>
-    where
-        Self: Sized,
-    {
-        let bytes: &[u8] = bytemuck::cast_slice(data);
-        let ptr = self.alloc(bytes.len())?;
-        self.copy_to_device(ptr, bytes)?;
-        Ok(ptr)
-    }
-
-    /// Copies `len` elements back from device memory.
-    fn download<T: bytemuck::Pod>(&self, src: DevicePtr, len: usize) -> Result<Vec<T>>
-    where
-        Self: Sized,
-    {
-        let mut out = vec![T::zeroed(); len];
-        self.copy_from_device(src, bytemuck::cast_slice_mut(&mut out))?;
-        Ok(out)
-    }
-}
 
 /// What one launch on the virtual GPU observed.
 #[derive(Debug, Clone)]
@@ -150,7 +37,11 @@ impl std::fmt::Display for LaunchReport {
             writeln!(f, "{h}")?;
         }
         if self.hazard_count > self.hazards.len() as u64 {
-            writeln!(f, "... {} more race hazards", self.hazard_count - self.hazards.len() as u64)?;
+            writeln!(
+                f,
+                "... {} more race hazards",
+                self.hazard_count - self.hazards.len() as u64
+            )?;
         }
         Ok(())
     }
@@ -167,7 +58,10 @@ impl VmModule {
     /// Device address and size of a module-level `__device__` or `__constant__` variable.
     pub fn global(&self, name: &str) -> Result<(DevicePtr, usize)> {
         self.globals.get(name).copied().ok_or_else(|| {
-            HeparError::invalid("ptx module", format!("module `{}` has no global variable `{name}`", self.name))
+            HeparError::invalid(
+                "ptx module",
+                format!("module `{}` has no global variable `{name}`", self.name),
+            )
         })
     }
 
@@ -228,7 +122,8 @@ impl VirtualGpu {
     /// Sets how many warp-level instructions one block may execute before the launch fails as stuck
     /// in an endless loop.
     pub fn set_step_limit(&self, warp_instructions_per_block: u64) {
-        self.step_limit.store(warp_instructions_per_block.max(1), Ordering::Relaxed);
+        self.step_limit
+            .store(warp_instructions_per_block.max(1), Ordering::Relaxed);
     }
 
     /// The report of the most recent launch through [`DeviceApi::launch`].
@@ -262,7 +157,8 @@ impl VirtualGpu {
         args: &[KernelArg],
     ) -> Result<LaunchReport> {
         let k = &kernel.module.kernels[kernel.index];
-        let invalid = |msg: String| HeparError::invalid("ptx launch", format!("kernel `{}`: {msg}", k.name));
+        let invalid =
+            |msg: String| HeparError::invalid("ptx launch", format!("kernel `{}`: {msg}", k.name));
         let (bx, by, bz) = config.block_dim;
         let (gx, gy, gz) = config.grid_dim;
         if bx == 0 || by == 0 || bz == 0 || gx == 0 || gy == 0 || gz == 0 {
@@ -280,14 +176,23 @@ impl VirtualGpu {
         }
         if let Some(max) = k.max_threads {
             if threads > u64::from(max) {
-                return Err(invalid(format!("block has {threads} threads but the kernel declares at most {max}")));
+                return Err(invalid(format!(
+                    "block has {threads} threads but the kernel declares at most {max}"
+                )));
             }
         }
         if gy > 65535 || gz > 65535 || gx > i32::MAX as u32 {
-            return Err(invalid(format!("grid {:?} exceeds (2^31-1, 65535, 65535)", config.grid_dim)));
+            return Err(invalid(format!(
+                "grid {:?} exceeds (2^31-1, 65535, 65535)",
+                config.grid_dim
+            )));
         }
         if args.len() != k.params.len() {
-            return Err(invalid(format!("expects {} arguments, got {}", k.params.len(), args.len())));
+            return Err(invalid(format!(
+                "expects {} arguments, got {}",
+                k.params.len(),
+                args.len()
+            )));
         }
         let mut params = vec![0u8; k.param_bytes];
         for (i, (p, a)) in k.params.iter().zip(args).enumerate() {
@@ -309,7 +214,9 @@ impl VirtualGpu {
         }
         let racecheck = self.racecheck.load(Ordering::Relaxed);
         let mut memory = self.lock_memory();
-        let view = GlobalView { regions: memory.regions() };
+        let view = GlobalView {
+            regions: memory.regions(),
+        };
         let env = LaunchEnv {
             kernel: k,
             grid: [gx, gy, gz],
@@ -330,7 +237,11 @@ impl VirtualGpu {
         let mut outcome = run_grid(&env)?;
         drop(memory);
         outcome.printf.sort_by_key(|(block, _)| *block);
-        let printf_output = outcome.printf.into_iter().map(|(_, text)| text).collect::<String>();
+        let printf_output = outcome
+            .printf
+            .into_iter()
+            .map(|(_, text)| text)
+            .collect::<String>();
         Ok(LaunchReport {
             kernel: k.name.clone(),
             counters: outcome.counters,
@@ -355,11 +266,17 @@ struct Placer<'a> {
 impl GlobalPlacer for Placer<'_> {
     fn place(&mut self, var: &GlobalVar) -> Result<u64> {
         let ptr = self.memory.alloc(var.size.max(1)).ok_or_else(|| {
-            HeparError::invalid("ptx module", format!("cannot allocate {} bytes for `{}`", var.size, var.name))
+            HeparError::invalid(
+                "ptx module",
+                format!("cannot allocate {} bytes for `{}`", var.size, var.name),
+            )
         })?;
         if !var.init.is_empty() {
             let n = var.init.len().min(var.size);
-            let dst = self.memory.slice_mut(ptr.0, n).map_err(|e| HeparError::invalid("ptx module", e))?;
+            let dst = self
+                .memory
+                .slice_mut(ptr.0, n)
+                .map_err(|e| HeparError::invalid("ptx module", e))?;
             dst.copy_from_slice(&var.init[..n]);
         }
         self.placed.insert(var.name.clone(), (ptr, var.size));
@@ -380,40 +297,56 @@ impl DeviceApi for VirtualGpu {
     }
 
     fn alloc(&self, bytes: usize) -> Result<DevicePtr> {
-        self.lock_memory().alloc(bytes).ok_or_else(|| HeparError::Backend {
-            backend: "ptx-vm",
-            msg: format!("out of memory allocating {bytes} bytes"),
-        })
+        self.lock_memory()
+            .alloc(bytes)
+            .ok_or_else(|| HeparError::Backend {
+                backend: "ptx-vm",
+                msg: format!("out of memory allocating {bytes} bytes"),
+            })
     }
 
     fn free(&self, ptr: DevicePtr) -> Result<()> {
         if self.lock_memory().free(ptr) {
             Ok(())
         } else {
-            Err(HeparError::invalid("ptx free", format!("{:#x} is not the start of a live allocation", ptr.0)))
+            Err(HeparError::invalid(
+                "ptx free",
+                format!("{:#x} is not the start of a live allocation", ptr.0),
+            ))
         }
     }
 
     fn copy_to_device(&self, dst: DevicePtr, src: &[u8]) -> Result<()> {
         let mut memory = self.lock_memory();
-        let slice = memory.slice_mut(dst.0, src.len()).map_err(|e| HeparError::invalid("ptx copy to device", e))?;
+        let slice = memory
+            .slice_mut(dst.0, src.len())
+            .map_err(|e| HeparError::invalid("ptx copy to device", e))?;
         slice.copy_from_slice(src);
         Ok(())
     }
 
     fn copy_from_device(&self, src: DevicePtr, dst: &mut [u8]) -> Result<()> {
         let mut memory = self.lock_memory();
-        let slice = memory.slice_mut(src.0, dst.len()).map_err(|e| HeparError::invalid("ptx copy from device", e))?;
+        let slice = memory
+            .slice_mut(src.0, dst.len())
+            .map_err(|e| HeparError::invalid("ptx copy from device", e))?;
         dst.copy_from_slice(slice);
         Ok(())
     }
 
     fn load_ptx(&self, ptx: &str, module_name: &str) -> Result<VmModule> {
         let mut memory = self.lock_memory();
-        let mut placer = Placer { memory: &mut memory, placed: HashMap::new() };
+        let mut placer = Placer {
+            memory: &mut memory,
+            placed: HashMap::new(),
+        };
         let module = parse_module(ptx, module_name, &mut placer)?;
         let globals = std::mem::take(&mut placer.placed);
-        Ok(VmModule { module: Arc::new(module), name: module_name.to_string(), globals: Arc::new(globals) })
+        Ok(VmModule {
+            module: Arc::new(module),
+            name: module_name.to_string(),
+            globals: Arc::new(globals),
+        })
     }
 
     fn kernel(&self, module: &VmModule, name: &str) -> Result<VmKernel> {
@@ -427,7 +360,10 @@ impl DeviceApi for VirtualGpu {
                 ),
             )
         })?;
-        Ok(VmKernel { module: module.module.clone(), index })
+        Ok(VmKernel {
+            module: module.module.clone(),
+            index,
+        })
     }
 
     fn launch(&self, kernel: &VmKernel, config: &LaunchConfig, args: &[KernelArg]) -> Result<()> {
@@ -443,7 +379,10 @@ impl DeviceApi for VirtualGpu {
         let count = report.hazard_count;
         *self.lock_report() = Some(report);
         match first_hazard {
-            Some(h) => Err(HeparError::Backend { backend: "ptx-vm", msg: format!("{h} ({count} hazards in total)") }),
+            Some(h) => Err(HeparError::Backend {
+                backend: "ptx-vm",
+                msg: format!("{h} ({count} hazards in total)"),
+            }),
             None => Ok(()),
         }
     }

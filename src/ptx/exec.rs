@@ -108,7 +108,10 @@ struct BlockRunner<'a> {
 }
 
 fn vm_error(msg: String) -> HeparError {
-    HeparError::Backend { backend: "ptx-vm", msg }
+    HeparError::Backend {
+        backend: "ptx-vm",
+        msg,
+    }
 }
 
 impl<'a> BlockRunner<'a> {
@@ -122,7 +125,15 @@ impl<'a> BlockRunner<'a> {
             nthreads,
             nregs: k.reg_count,
             regs: vec![0; nwarps * k.reg_count * 32],
-            warps: vec![WarpState { pcs: [0; 32], live: 0, at_barrier: 0, warp_syncs: 0 }; nwarps],
+            warps: vec![
+                WarpState {
+                    pcs: [0; 32],
+                    live: 0,
+                    at_barrier: 0,
+                    warp_syncs: 0
+                };
+                nwarps
+            ],
             shared: vec![0; shared_bytes],
             local: vec![0; k.local_bytes * nthreads],
             race: env.racecheck.then(|| RaceShadow::new(shared_bytes)),
@@ -166,7 +177,11 @@ impl<'a> BlockRunner<'a> {
         self.steps = 0;
         for (w, warp) in self.warps.iter_mut().enumerate() {
             let lanes = (self.nthreads - w * 32).min(32);
-            warp.live = if lanes == 32 { u32::MAX } else { (1u32 << lanes) - 1 };
+            warp.live = if lanes == 32 {
+                u32::MAX
+            } else {
+                (1u32 << lanes) - 1
+            };
             warp.pcs = [0; 32];
             warp.at_barrier = 0;
             warp.warp_syncs = 0;
@@ -219,7 +234,10 @@ impl<'a> BlockRunner<'a> {
             // Run the group while it stays the lowest counter and does not split.
             loop {
                 let Some(instr) = code.get(pc as usize) else {
-                    return Err(vm_error(format!("kernel `{}`: fell off the end of the code", self.env.kernel.name)));
+                    return Err(vm_error(format!(
+                        "kernel `{}`: fell off the end of the code",
+                        self.env.kernel.name
+                    )));
                 };
                 self.steps += 1;
                 if self.steps > self.env.max_warp_steps_per_block {
@@ -244,7 +262,11 @@ impl<'a> BlockRunner<'a> {
                         } else if taken != 0 {
                             for lane in 0..32 {
                                 if group >> lane & 1 == 1 {
-                                    warp.pcs[lane] = if taken >> lane & 1 == 1 { target } else { pc + 1 };
+                                    warp.pcs[lane] = if taken >> lane & 1 == 1 {
+                                        target
+                                    } else {
+                                        pc + 1
+                                    };
                                 }
                             }
                             break;
@@ -359,7 +381,9 @@ impl<'a> BlockRunner<'a> {
             Operand::Imm(v) => *v,
             Operand::NotPred(r) => u64::from(self.reg(w, *r, lane) == 0),
             Operand::Special(s) => self.special(w, lane, *s),
-            Operand::Addr { base, offset } => base.map_or(0, |r| self.reg(w, r, lane)).wrapping_add(*offset as u64),
+            Operand::Addr { base, offset } => base
+                .map_or(0, |r| self.reg(w, r, lane))
+                .wrapping_add(*offset as u64),
             Operand::Target(t) => u64::from(*t),
             Operand::Vector(_) | Operand::Sink => 0,
         }
@@ -390,7 +414,9 @@ impl<'a> BlockRunner<'a> {
             Op::BarWarp => 0,
             _ => return Ok(()),
         };
-        let Some(mask_op) = instr.src.get(mask_index) else { return Ok(()) };
+        let Some(mask_op) = instr.src.get(mask_index) else {
+            return Ok(());
+        };
         let member = self.val(w, active.trailing_zeros() as usize, mask_op) as u32;
         let missing = member & self.warps[w].live & !active;
         if missing != 0 {
@@ -416,7 +442,9 @@ impl<'a> BlockRunner<'a> {
             }
             Op::Ld { space } => self.exec_ld(w, instr, active, *space)?,
             Op::St { space } => self.exec_st(w, instr, active, *space)?,
-            Op::Atom { space, op } | Op::Red { space, op } => self.exec_atom(w, instr, active, *space, *op)?,
+            Op::Atom { space, op } | Op::Red { space, op } => {
+                self.exec_atom(w, instr, active, *space, *op)?
+            }
             Op::CpAsync => self.exec_cp_async(w, instr, active)?,
             Op::Printf => self.exec_printf(w, instr, active)?,
             Op::Cvta { to_generic, space } => {
@@ -427,7 +455,11 @@ impl<'a> BlockRunner<'a> {
                 };
                 for lane in lanes(active) {
                     let a = self.src(w, lane, instr, 0);
-                    let v = if *to_generic { a.wrapping_add(window) } else { a.wrapping_sub(window) };
+                    let v = if *to_generic {
+                        a.wrapping_add(window)
+                    } else {
+                        a.wrapping_sub(window)
+                    };
                     self.write(w, lane, &instr.dst, as_u(ty, v));
                 }
             }
@@ -436,7 +468,10 @@ impl<'a> BlockRunner<'a> {
                     Some(Operand::Target(t)) => *t,
                     _ => return Err(self.instr_error(instr, "branch without target")),
                 };
-                return Ok(Flow::Branch { taken: active, target });
+                return Ok(Flow::Branch {
+                    taken: active,
+                    target,
+                });
             }
             Op::Exit => return Ok(Flow::Exit(active)),
             Op::Bar => return Ok(Flow::Barrier),
@@ -471,7 +506,8 @@ impl<'a> BlockRunner<'a> {
                 for lane in lanes(active) {
                     values[lane] = as_u(ty, self.src(w, lane, instr, 0));
                 }
-                let all_equal = lanes(active).all(|l| values[l] == values[active.trailing_zeros() as usize]);
+                let all_equal =
+                    lanes(active).all(|l| values[l] == values[active.trailing_zeros() as usize]);
                 for lane in lanes(active) {
                     let m = if instr.op == Op::MatchAll {
                         if all_equal {
@@ -480,7 +516,9 @@ impl<'a> BlockRunner<'a> {
                             0
                         }
                     } else {
-                        lanes(active).filter(|&l| values[l] == values[lane]).fold(0u32, |m, l| m | 1 << l)
+                        lanes(active)
+                            .filter(|&l| values[l] == values[lane])
+                            .fold(0u32, |m, l| m | 1 << l)
                     };
                     self.write(w, lane, &instr.dst, u64::from(m));
                     if let Some(p) = instr.dst_pred {
@@ -531,7 +569,11 @@ impl<'a> BlockRunner<'a> {
         let Operand::Reg(d) = instr.dst else { return };
         let (sa, sb, sc) = (&instr.src[0], &instr.src[1], &instr.src[2]);
         for lane in lanes(active) {
-            let v = f(self.val(w, lane, sa), self.val(w, lane, sb), self.val(w, lane, sc));
+            let v = f(
+                self.val(w, lane, sa),
+                self.val(w, lane, sb),
+                self.val(w, lane, sc),
+            );
             self.set_reg(w, d, lane, v);
         }
     }
@@ -540,37 +582,52 @@ impl<'a> BlockRunner<'a> {
     /// Returns false for anything else (handled lane by lane by `exec_alu`).
     fn fast_alu(&mut self, w: usize, instr: &Instr, active: u32) -> bool {
         let ty = instr.ty;
-        let plain_f32 = ty == Ty::F32 && matches!(instr.rnd, Rnd::Default | Rnd::Rn) && !instr.ftz && !instr.sat;
+        let plain_f32 = ty == Ty::F32
+            && matches!(instr.rnd, Rnd::Default | Rnd::Rn)
+            && !instr.ftz
+            && !instr.sat;
         let f = |v: u64| f32::from_bits(v as u32);
         let bits = |x: f32| u64::from(x.to_bits());
         match (&instr.op, ty) {
-            (Op::Add, Ty::F32) if plain_f32 => self.map2(w, instr, active, |a, b| bits(f(a) + f(b))),
-            (Op::Sub, Ty::F32) if plain_f32 => self.map2(w, instr, active, |a, b| bits(f(a) - f(b))),
-            (Op::Mul(_), Ty::F32) if plain_f32 => self.map2(w, instr, active, |a, b| bits(f(a) * f(b))),
+            (Op::Add, Ty::F32) if plain_f32 => {
+                self.map2(w, instr, active, |a, b| bits(f(a) + f(b)))
+            }
+            (Op::Sub, Ty::F32) if plain_f32 => {
+                self.map2(w, instr, active, |a, b| bits(f(a) - f(b)))
+            }
+            (Op::Mul(_), Ty::F32) if plain_f32 => {
+                self.map2(w, instr, active, |a, b| bits(f(a) * f(b)))
+            }
             (Op::Fma | Op::Mad(_), Ty::F32) if plain_f32 => {
                 self.map3(w, instr, active, |a, b, c| bits(f(a).mul_add(f(b), f(c))))
             }
             (Op::Add, Ty::S32 | Ty::U32 | Ty::B32) if !instr.sat => {
                 self.map2(w, instr, active, |a, b| (a.wrapping_add(b)) & 0xffff_ffff)
             }
-            (Op::Add, Ty::S64 | Ty::U64 | Ty::B64) => self.map2(w, instr, active, u64::wrapping_add),
+            (Op::Add, Ty::S64 | Ty::U64 | Ty::B64) => {
+                self.map2(w, instr, active, u64::wrapping_add)
+            }
             (Op::Sub, Ty::S32 | Ty::U32 | Ty::B32) if !instr.sat => {
                 self.map2(w, instr, active, |a, b| (a.wrapping_sub(b)) & 0xffff_ffff)
             }
             (Op::Mul(MulMode::Lo), Ty::S32 | Ty::U32) => {
                 self.map2(w, instr, active, |a, b| (a.wrapping_mul(b)) & 0xffff_ffff)
             }
-            (Op::Mul(MulMode::Wide), Ty::S32) => {
-                self.map2(w, instr, active, |a, b| (i64::from(a as i32) * i64::from(b as i32)) as u64)
+            (Op::Mul(MulMode::Wide), Ty::S32) => self.map2(w, instr, active, |a, b| {
+                (i64::from(a as i32) * i64::from(b as i32)) as u64
+            }),
+            (Op::Mul(MulMode::Wide), Ty::U32) => self.map2(w, instr, active, |a, b| {
+                (a & 0xffff_ffff) * (b & 0xffff_ffff)
+            }),
+            (Op::Mad(MulMode::Lo), Ty::S32 | Ty::U32) => self.map3(w, instr, active, |a, b, c| {
+                a.wrapping_mul(b).wrapping_add(c) & 0xffff_ffff
+            }),
+            (Op::And, Ty::B32 | Ty::B64 | Ty::Pred) => {
+                self.map2(w, instr, active, |a, b| as_u(ty, a & b))
             }
-            (Op::Mul(MulMode::Wide), Ty::U32) => {
-                self.map2(w, instr, active, |a, b| (a & 0xffff_ffff) * (b & 0xffff_ffff))
+            (Op::Or, Ty::B32 | Ty::B64 | Ty::Pred) => {
+                self.map2(w, instr, active, |a, b| as_u(ty, a | b))
             }
-            (Op::Mad(MulMode::Lo), Ty::S32 | Ty::U32) => {
-                self.map3(w, instr, active, |a, b, c| a.wrapping_mul(b).wrapping_add(c) & 0xffff_ffff)
-            }
-            (Op::And, Ty::B32 | Ty::B64 | Ty::Pred) => self.map2(w, instr, active, |a, b| as_u(ty, a & b)),
-            (Op::Or, Ty::B32 | Ty::B64 | Ty::Pred) => self.map2(w, instr, active, |a, b| as_u(ty, a | b)),
             (Op::Shl, Ty::B32) => self.map2(w, instr, active, |a, b| {
                 let n = b & 0xffff_ffff;
                 if n >= 32 {
@@ -593,7 +650,9 @@ impl<'a> BlockRunner<'a> {
                 let cmp = *cmp;
                 self.map2(w, instr, active, |a, b| u64::from(compare(ty, cmp, a, b)))
             }
-            (Op::Selp, _) => self.map3(w, instr, active, |a, b, p| as_u(ty, if p != 0 { a } else { b })),
+            (Op::Selp, _) => self.map3(w, instr, active, |a, b, p| {
+                as_u(ty, if p != 0 { a } else { b })
+            }),
             _ => return false,
         }
         true
@@ -643,7 +702,9 @@ impl<'a> BlockRunner<'a> {
                 Op::Add => Some(x + y),
                 Op::Sub => Some(x - y),
                 Op::Mul(_) => Some(x * y),
-                Op::Fma | Op::Mad(_) => Some(x.mul_add(y, f32::from_bits(self.src(w, lane, instr, 2) as u32))),
+                Op::Fma | Op::Mad(_) => {
+                    Some(x.mul_add(y, f32::from_bits(self.src(w, lane, instr, 2) as u32)))
+                }
                 _ => None,
             };
             if let Some(r) = fast {
@@ -654,17 +715,29 @@ impl<'a> BlockRunner<'a> {
         let v = match &instr.op {
             Op::Add if float => float_binary(ty, rnd, ftz, sat, a, b, |x, y| x + y, |x, y| x + y),
             Op::Sub if float => float_binary(ty, rnd, ftz, sat, a, b, |x, y| x - y, |x, y| x - y),
-            Op::Mul(_) if float => float_binary(ty, rnd, ftz, sat, a, b, |x, y| x * y, |x, y| x * y),
+            Op::Mul(_) if float => {
+                float_binary(ty, rnd, ftz, sat, a, b, |x, y| x * y, |x, y| x * y)
+            }
             Op::Div if float => float_binary(ty, rnd, ftz, sat, a, b, |x, y| x / y, |x, y| x / y),
-            Op::Fma | Op::Mad(_) if float => float_fma(ty, rnd, ftz, sat, a, b, self.src(w, lane, instr, 2)),
-            Op::Add if sat && ty == Ty::S32 => (as_s(ty, a) as i32).saturating_add(as_s(ty, b) as i32) as u32 as u64,
-            Op::Sub if sat && ty == Ty::S32 => (as_s(ty, a) as i32).saturating_sub(as_s(ty, b) as i32) as u32 as u64,
+            Op::Fma | Op::Mad(_) if float => {
+                float_fma(ty, rnd, ftz, sat, a, b, self.src(w, lane, instr, 2))
+            }
+            Op::Add if sat && ty == Ty::S32 => {
+                (as_s(ty, a) as i32).saturating_add(as_s(ty, b) as i32) as u32 as u64
+            }
+            Op::Sub if sat && ty == Ty::S32 => {
+                (as_s(ty, a) as i32).saturating_sub(as_s(ty, b) as i32) as u32 as u64
+            }
             Op::Add => as_u(ty, a.wrapping_add(b)),
             Op::Sub => as_u(ty, a.wrapping_sub(b)),
             Op::Mul(mode) => int_mul(ty, a, b, *mode),
             Op::Mad(mode) => {
                 let c = self.src(w, lane, instr, 2);
-                let width = if *mode == MulMode::Wide { 2 * ty.bits() } else { ty.bits() };
+                let width = if *mode == MulMode::Wide {
+                    2 * ty.bits()
+                } else {
+                    ty.bits()
+                };
                 int_mul(ty, a, b, *mode).wrapping_add(c) & mask(width)
             }
             Op::Div => int_div(ty, a, b, false),
@@ -692,7 +765,8 @@ impl<'a> BlockRunner<'a> {
                 }
             }
             Op::Shr => {
-                let n = (b & 0xffff_ffff).min(u64::from(ty.bits()) - 1 + u64::from(!ty.is_signed()));
+                let n =
+                    (b & 0xffff_ffff).min(u64::from(ty.bits()) - 1 + u64::from(!ty.is_signed()));
                 if ty.is_signed() {
                     as_u(ty, (as_s(ty, a) >> n.min(63)) as u64)
                 } else if n >= u64::from(ty.bits()) {
@@ -706,7 +780,11 @@ impl<'a> BlockRunner<'a> {
             Op::Brev => as_u(ty, a).reverse_bits() >> (64 - ty.bits()),
             Op::Bfind { shift_amount } => {
                 let bits = ty.bits();
-                let v = if ty.is_signed() && as_s(ty, a) < 0 { !a & mask(bits) } else { as_u(ty, a) };
+                let v = if ty.is_signed() && as_s(ty, a) < 0 {
+                    !a & mask(bits)
+                } else {
+                    as_u(ty, a)
+                };
                 if v == 0 {
                     0xffff_ffff
                 } else {
@@ -756,7 +834,12 @@ impl<'a> BlockRunner<'a> {
                     (joined >> n) & 0xffff_ffff
                 }
             }
-            Op::Lop3 => lop3(a, b, self.src(w, lane, instr, 2), self.src(w, lane, instr, 3)),
+            Op::Lop3 => lop3(
+                a,
+                b,
+                self.src(w, lane, instr, 2),
+                self.src(w, lane, instr, 3),
+            ),
             Op::Setp { cmp, bool_op } => {
                 let c = instr.src.get(2).map(|op| self.val(w, lane, op) != 0);
                 let combine = |x: bool| match (bool_op, c) {
@@ -779,7 +862,11 @@ impl<'a> BlockRunner<'a> {
                 }
                 u64::from(p)
             }
-            Op::Set { cmp, bool_op, src_ty } => {
+            Op::Set {
+                cmp,
+                bool_op,
+                src_ty,
+            } => {
                 let c = instr.src.get(2).map(|op| self.val(w, lane, op) != 0);
                 let combine = |t: bool| match (bool_op, c) {
                     (Some(BoolOp::And), Some(c)) => t && c,
@@ -789,7 +876,12 @@ impl<'a> BlockRunner<'a> {
                 };
                 if let Some(scalar) = packed_half_scalar(*src_ty) {
                     let lo = combine(compare(scalar, *cmp, a & 0xffff, b & 0xffff));
-                    let hi = combine(compare(scalar, *cmp, (a >> 16) & 0xffff, (b >> 16) & 0xffff));
+                    let hi = combine(compare(
+                        scalar,
+                        *cmp,
+                        (a >> 16) & 0xffff,
+                        (b >> 16) & 0xffff,
+                    ));
                     let one = match ty {
                         Ty::F16x2 => 0x3c00,
                         Ty::BF16x2 => 0x3f80,
@@ -844,7 +936,11 @@ impl<'a> BlockRunner<'a> {
             Op::Cos => float_unary(ty, rnd, ftz, a, f64::cos),
             Op::Tanh => float_unary(ty, rnd, ftz, a, f64::tanh),
             Op::Copysign => {
-                let sign_bit = if ty == Ty::F64 { 1u64 << 63 } else { 1u64 << 31 };
+                let sign_bit = if ty == Ty::F64 {
+                    1u64 << 63
+                } else {
+                    1u64 << 31
+                };
                 (b & !sign_bit) | (a & sign_bit)
             }
             Op::Testp(kind) => u64::from(test_float(ty, *kind, a)),
@@ -873,7 +969,10 @@ impl<'a> BlockRunner<'a> {
                 ShflMode::Up => (l - b, l - b >= max_lane),
                 ShflMode::Down => (l + b, l + b <= max_lane),
                 ShflMode::Bfly => (l ^ b, (l ^ b) <= max_lane),
-                ShflMode::Idx => (min_lane | (b & !segmask), (min_lane | (b & !segmask)) <= max_lane),
+                ShflMode::Idx => (
+                    min_lane | (b & !segmask),
+                    (min_lane | (b & !segmask)) <= max_lane,
+                ),
             };
             let j = if in_range { j } else { l };
             let v = values[(j & 31) as usize];
@@ -887,7 +986,12 @@ impl<'a> BlockRunner<'a> {
     fn instr_error(&self, instr: &Instr, msg: &str) -> HeparError {
         vm_error(format!(
             "kernel `{}`, block ({}, {}, {}), PTX line {} `{}`: {msg}",
-            self.env.kernel.name, self.block_idx[0], self.block_idx[1], self.block_idx[2], instr.line, instr.text
+            self.env.kernel.name,
+            self.block_idx[0],
+            self.block_idx[1],
+            self.block_idx[2],
+            instr.line,
+            instr.text
         ))
     }
 
@@ -929,7 +1033,10 @@ impl<'a> BlockRunner<'a> {
             ))
         };
         if size > 1 && addr % size as u64 != 0 {
-            return Err(fail(self, format!("address is misaligned for a {size}-byte access")));
+            return Err(fail(
+                self,
+                format!("address is misaligned for a {size}-byte access"),
+            ));
         }
         match space {
             Space::Shared => {
@@ -937,7 +1044,10 @@ impl<'a> BlockRunner<'a> {
                 if end.is_none_or(|e| e > self.shared.len() as u64) {
                     return Err(fail(
                         self,
-                        format!("out of bounds of the block's {} bytes of shared memory", self.shared.len()),
+                        format!(
+                            "out of bounds of the block's {} bytes of shared memory",
+                            self.shared.len()
+                        ),
                     ));
                 }
                 Ok(Place::Shared(addr as usize))
@@ -945,13 +1055,20 @@ impl<'a> BlockRunner<'a> {
             Space::Local => {
                 let frame = self.env.kernel.local_bytes as u64;
                 if addr.checked_add(size as u64).is_none_or(|e| e > frame) {
-                    return Err(fail(self, format!("out of bounds of the thread's {frame}-byte local frame")));
+                    return Err(fail(
+                        self,
+                        format!("out of bounds of the thread's {frame}-byte local frame"),
+                    ));
                 }
                 let t = w * 32 + lane;
                 Ok(Place::Local(t * frame as usize + addr as usize))
             }
             Space::Param => {
-                if write || addr.checked_add(size as u64).is_none_or(|e| e > self.env.params.len() as u64) {
+                if write
+                    || addr
+                        .checked_add(size as u64)
+                        .is_none_or(|e| e > self.env.params.len() as u64)
+                {
                     return Err(fail(self, "outside the kernel parameters".to_string()));
                 }
                 Ok(Place::Param(addr as usize))
@@ -986,11 +1103,20 @@ impl<'a> BlockRunner<'a> {
         }
     }
 
-    fn race_access(&mut self, w: usize, lane: usize, instr: &Instr, offset: usize, size: usize, write: bool) {
+    fn race_access(
+        &mut self,
+        w: usize,
+        lane: usize,
+        instr: &Instr,
+        offset: usize,
+        size: usize,
+        write: bool,
+    ) {
         let Some(race) = &mut self.race else { return };
         let thread = (w * 32 + lane) as u32;
         let interval = (self.barriers_passed << 24) | (self.warps[w].warp_syncs & 0xff_ffff);
-        if let Some((kind, other, word)) = race.access(offset as u64, size, thread, interval, write) {
+        if let Some((kind, other, word)) = race.access(offset as u64, size, thread, interval, write)
+        {
             self.hazard_count += 1;
             if self.hazards.len() < MAX_KEPT_HAZARDS {
                 self.hazards.push(RaceHazard {
@@ -1044,11 +1170,16 @@ impl<'a> BlockRunner<'a> {
     /// `ld.shared` of one 4-byte value without the race checker: the bulk of tiled kernels' loads.
     /// Returns false (having done nothing) when any lane needs the general path's error reporting.
     fn fast_shared_load32(&mut self, w: usize, instr: &Instr, active: u32) -> bool {
-        let (Operand::Reg(d), Some(addr_op)) = (&instr.dst, instr.src.first()) else { return false };
+        let (Operand::Reg(d), Some(addr_op)) = (&instr.dst, instr.src.first()) else {
+            return false;
+        };
         let mut offsets = LaneAddrs::default();
         for lane in lanes(active) {
             let o = self.val(w, lane, addr_op);
-            if !o.is_multiple_of(4) || o.checked_add(4).is_none_or(|end| end > self.shared.len() as u64) {
+            if !o.is_multiple_of(4)
+                || o.checked_add(4)
+                    .is_none_or(|end| end > self.shared.len() as u64)
+            {
                 return false;
             }
             offsets.push(o);
@@ -1134,9 +1265,10 @@ impl<'a> BlockRunner<'a> {
             }
             for i in 0..vec {
                 let v = match instr.src.first() {
-                    Some(Operand::Vector(elems)) => {
-                        elems.get(i).and_then(|e| e.as_ref()).map_or(0, |e| self.val(w, lane, e))
-                    }
+                    Some(Operand::Vector(elems)) => elems
+                        .get(i)
+                        .and_then(|e| e.as_ref())
+                        .map_or(0, |e| self.val(w, lane, e)),
                     Some(op) => self.val(w, lane, op),
                     None => 0,
                 };
@@ -1154,11 +1286,22 @@ impl<'a> BlockRunner<'a> {
         Ok(())
     }
 
-    fn exec_atom(&mut self, w: usize, instr: &Instr, active: u32, space: Space, op: AtomOp) -> Result<()> {
+    fn exec_atom(
+        &mut self,
+        w: usize,
+        instr: &Instr,
+        active: u32,
+        space: Space,
+        op: AtomOp,
+    ) -> Result<()> {
         let ty = instr.ty;
         let size = ty.bytes();
         let is_red = matches!(instr.op, Op::Red { .. });
-        let addr_op = if is_red { &instr.dst } else { instr.src.first().unwrap_or(&Operand::Sink) };
+        let addr_op = if is_red {
+            &instr.dst
+        } else {
+            instr.src.first().unwrap_or(&Operand::Sink)
+        };
         let value_index = if is_red { 0 } else { 1 };
         let mut any_global = false;
         for lane in lanes(active) {
@@ -1181,7 +1324,11 @@ impl<'a> BlockRunner<'a> {
                 }
             };
             if !is_red {
-                let old = if ty.is_signed() { as_s(ty, old) as u64 } else { old };
+                let old = if ty.is_signed() {
+                    as_s(ty, old) as u64
+                } else {
+                    old
+                };
                 self.write(w, lane, &instr.dst, old);
             }
         }
@@ -1199,7 +1346,11 @@ impl<'a> BlockRunner<'a> {
         for lane in lanes(active) {
             let dst = self.val(w, lane, &instr.dst);
             let src = self.src(w, lane, instr, 0);
-            let src_size = if instr.src.len() > 2 { self.src(w, lane, instr, 2) as usize } else { copy_size };
+            let src_size = if instr.src.len() > 2 {
+                self.src(w, lane, instr, 2) as usize
+            } else {
+                copy_size
+            };
             let to = self.place(w, lane, instr, Space::Shared, dst, copy_size, true)?;
             let from = self.place(w, lane, instr, Space::Global, src, copy_size, false)?;
             for i in 0..copy_size / 4 {
@@ -1238,7 +1389,15 @@ impl super::printf::PrintfArgs for LaneArgs<'_, '_> {
         self.cursor = self.cursor.div_ceil(size as u64) * size as u64;
         let place = self
             .runner
-            .place(self.w, self.lane, self.instr, Space::Generic, self.cursor, size, false)
+            .place(
+                self.w,
+                self.lane,
+                self.instr,
+                Space::Generic,
+                self.cursor,
+                size,
+                false,
+            )
             .map_err(|e| e.to_string())?;
         self.cursor += size as u64;
         Ok(self.runner.load(&place, size))
@@ -1249,7 +1408,15 @@ impl super::printf::PrintfArgs for LaneArgs<'_, '_> {
         for i in 0..4096u64 {
             let place = self
                 .runner
-                .place(self.w, self.lane, self.instr, Space::Generic, address.wrapping_add(i), 1, false)
+                .place(
+                    self.w,
+                    self.lane,
+                    self.instr,
+                    Space::Generic,
+                    address.wrapping_add(i),
+                    1,
+                    false,
+                )
                 .map_err(|e| e.to_string())?;
             match self.runner.load(&place, 1) as u8 {
                 0 => break,
@@ -1271,12 +1438,24 @@ impl BlockRunner<'_> {
             let place = self.place(w, lane, instr, Space::Local, args_slot, 8, false)?;
             let args_address = self.load(&place, 8);
             let format_text = {
-                let mut reader = LaneArgs { runner: self, w, lane, instr, cursor: 0 };
+                let mut reader = LaneArgs {
+                    runner: self,
+                    w,
+                    lane,
+                    instr,
+                    cursor: 0,
+                };
                 super::printf::PrintfArgs::string_at(&mut reader, format_address)
             }
             .map_err(|e| self.instr_error(instr, &format!("printf format string: {e}")))?;
             let text = {
-                let mut reader = LaneArgs { runner: self, w, lane, instr, cursor: args_address };
+                let mut reader = LaneArgs {
+                    runner: self,
+                    w,
+                    lane,
+                    instr,
+                    cursor: args_address,
+                };
                 super::printf::format(format_text.as_bytes(), &mut reader)
             }
             .map_err(|e| self.instr_error(instr, &format!("printf: {e}")))?;
@@ -1299,7 +1478,8 @@ unsafe fn global_atomic(p: *mut u8, size: usize, update: impl Fn(u64) -> u64) ->
             let a = AtomicU64::from_ptr(p as *mut u64);
             let mut old = a.load(Ordering::Relaxed);
             loop {
-                match a.compare_exchange_weak(old, update(old), Ordering::AcqRel, Ordering::Relaxed) {
+                match a.compare_exchange_weak(old, update(old), Ordering::AcqRel, Ordering::Relaxed)
+                {
                     Ok(_) => return old,
                     Err(cur) => old = cur,
                 }

@@ -13,16 +13,7 @@ pub const SHARED_WINDOW: u64 = 0x0000_5000_0000_0000;
 pub const LOCAL_WINDOW: u64 = 0x0000_6000_0000_0000;
 pub const WINDOW_SIZE: u64 = 1 << 32;
 
-/// A device pointer (an address in the virtual GPU's global space, or a real CUDA device address).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DevicePtr(pub u64);
-
-impl DevicePtr {
-    /// The pointer `bytes` further on.
-    pub fn offset(self, bytes: usize) -> DevicePtr {
-        DevicePtr(self.0.wrapping_add(bytes as u64))
-    }
-}
+pub use crate::backend::cuda::device::DevicePtr;
 
 struct Allocation {
     /// u64 storage so every allocation is 8-byte aligned on the host, like device allocations are
@@ -56,7 +47,12 @@ pub fn describe_nearest(regions: &[Region], addr: u64) -> String {
     }
     if idx < regions.len() {
         let r = &regions[idx];
-        parts.push(format!("{} bytes before the {}-byte allocation at {:#x}", r.base - addr, r.size, r.base));
+        parts.push(format!(
+            "{} bytes before the {}-byte allocation at {:#x}",
+            r.base - addr,
+            r.size,
+            r.base
+        ));
     }
     if parts.is_empty() {
         "no allocation exists".to_string()
@@ -67,7 +63,10 @@ pub fn describe_nearest(regions: &[Region], addr: u64) -> String {
 
 impl GlobalMemory {
     pub fn new() -> Self {
-        GlobalMemory { allocations: BTreeMap::new(), next_address: GLOBAL_BASE }
+        GlobalMemory {
+            allocations: BTreeMap::new(),
+            next_address: GLOBAL_BASE,
+        }
     }
 
     pub fn alloc(&mut self, bytes: usize) -> Option<DevicePtr> {
@@ -81,7 +80,8 @@ impl GlobalMemory {
         if self.next_address >= SHARED_WINDOW {
             return None;
         }
-        self.allocations.insert(base, Allocation { data, size: bytes });
+        self.allocations
+            .insert(base, Allocation { data, size: bytes });
         Some(DevicePtr(base))
     }
 
@@ -112,7 +112,11 @@ impl GlobalMemory {
     pub fn regions(&mut self) -> Vec<Region> {
         self.allocations
             .iter_mut()
-            .map(|(base, a)| Region { base: *base, size: a.size, ptr: a.data.as_mut_ptr() as *mut u8 })
+            .map(|(base, a)| Region {
+                base: *base,
+                size: a.size,
+                ptr: a.data.as_mut_ptr() as *mut u8,
+            })
             .collect()
     }
 }
@@ -120,7 +124,9 @@ impl GlobalMemory {
 /// Whether `size` bytes at `offset` lie within `len` bytes.
 #[inline]
 fn fits(offset: u64, size: usize, len: usize) -> bool {
-    offset.checked_add(size as u64).is_some_and(|end| end <= len as u64)
+    offset
+        .checked_add(size as u64)
+        .is_some_and(|end| end <= len as u64)
 }
 
 /// One allocation as seen by a running kernel.

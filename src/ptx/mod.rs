@@ -1,15 +1,16 @@
-//! A PTX virtual machine: compiles CUDA C with NVRTC and executes the PTX on the CPU with CUDA's
-//! semantics, checking memory accesses (memcheck) and shared-memory races (racecheck) and counting
-//! what the kernel does.
+//! A PTX virtual machine: executes PTX (compiled from CUDA C by NVRTC, see
+//! `crate::backend::cuda::nvrtc`) on the CPU with CUDA's semantics, checking memory accesses
+//! (memcheck) and shared-memory races (racecheck) and counting what the kernel does. It is one of
+//! the two drivers of the CUDA backend's `DeviceApi`; the other is a real GPU through cudarc.
 //!
-//! `nvrtc` finds and calls the compiler, `parser` turns PTX text into the pre-decoded `program`,
-//! `exec` interprets it with `arith` for value semantics and `memory` for the address spaces,
-//! `racecheck` and `counters` observe it, `printf` formats device printf output, and `device`
-//! exposes it all as a driver-like API.
+//! `parser` turns PTX text into the pre-decoded `program`, `exec` interprets it with `arith` for
+//! value semantics and `memory` for the address spaces, `racecheck` and `counters` observe it,
+//! `printf` formats device printf output, and `device` implements the device API over it all.
 //!
 //! ```no_run
 //! use hepar::kernel_args;
-//! use hepar::ptx::{DeviceApi, LaunchConfig, VirtualGpu};
+//! use hepar::backend::cuda::{DeviceApi, LaunchConfig};
+//! use hepar::ptx::VirtualGpu;
 //!
 //! # fn main() -> hepar::Result<()> {
 //! let gpu = VirtualGpu::default(); // sm_80; memcheck always on
@@ -45,14 +46,11 @@ pub mod counters;
 pub mod device;
 mod exec;
 pub mod memory;
-pub mod nvrtc;
 pub mod parser;
 mod printf;
 pub mod program;
 pub mod racecheck;
 
 pub use counters::LaunchCounters;
-pub use device::{DeviceApi, KernelArg, LaunchConfig, LaunchReport, VirtualGpu, VmKernel, VmModule};
-pub use memory::DevicePtr;
-pub use nvrtc::{compile_to_ptx, compile_to_ptx_with, Arch, NvrtcOptions};
+pub use device::{LaunchReport, VirtualGpu, VmKernel, VmModule};
 pub use racecheck::RaceHazard;

@@ -7,7 +7,10 @@ use super::program::*;
 use crate::error::{HeparError, Result};
 
 fn parse_error(module: &str, line: u32, msg: impl std::fmt::Display) -> HeparError {
-    HeparError::Backend { backend: "ptx-vm", msg: format!("{module}:{line}: {msg}") }
+    HeparError::Backend {
+        backend: "ptx-vm",
+        msg: format!("{module}:{line}: {msg}"),
+    }
 }
 
 #[derive(Debug)]
@@ -225,7 +228,11 @@ fn parse_var_decl(text: &str) -> Option<VarDecl> {
     let (name, count) = match last.split_once('[') {
         Some((n, rest)) => {
             let inner = rest.trim_end_matches(']');
-            let count = if inner.is_empty() { 0 } else { parse_immediate(inner)? as usize };
+            let count = if inner.is_empty() {
+                0
+            } else {
+                parse_immediate(inner)? as usize
+            };
             (n.to_string(), count)
         }
         None => (last.to_string(), 1),
@@ -248,7 +255,13 @@ fn parse_var_decl(text: &str) -> Option<VarDecl> {
     }
     let align = if align == 0 { elem_bytes } else { align };
     let size = count.checked_mul(elem_bytes)?;
-    Some(VarDecl { name, align, size, init: bytes, is_extern })
+    Some(VarDecl {
+        name,
+        align,
+        size,
+        init: bytes,
+        is_extern,
+    })
 }
 
 fn align_up(x: usize, a: usize) -> usize {
@@ -275,7 +288,10 @@ pub fn parse_module(text: &str, name: &str, placer: &mut dyn GlobalPlacer) -> Re
     for line in strip_comments(text).lines() {
         let t = line.trim_start();
         let first = t.split_whitespace().next().unwrap_or("");
-        if matches!(first, ".version" | ".target" | ".address_size" | ".file" | ".loc" | ".section") {
+        if matches!(
+            first,
+            ".version" | ".target" | ".address_size" | ".file" | ".loc" | ".section"
+        ) {
             if first == ".target" {
                 target = t[".target".len()..].trim().to_string();
             }
@@ -304,8 +320,9 @@ pub fn parse_module(text: &str, name: &str, placer: &mut dyn GlobalPlacer) -> Re
                         if is_func_decl {
                             continue; // a prototype (e.g. `.extern .func vprintf`)
                         }
-                        let var = parse_var_decl(&t)
-                            .ok_or_else(|| parse_error(name, line, format!("cannot parse declaration `{t}`")))?;
+                        let var = parse_var_decl(&t).ok_or_else(|| {
+                            parse_error(name, line, format!("cannot parse declaration `{t}`"))
+                        })?;
                         if t.contains(".shared") {
                             if var.is_extern || var.size == 0 {
                                 module_extern_shared = Some((var.name, var.align));
@@ -315,13 +332,21 @@ pub fn parse_module(text: &str, name: &str, placer: &mut dyn GlobalPlacer) -> Re
                                 module_syms.insert(var.name, Sym::Shared(off));
                             }
                         } else if t.contains(".global") || t.contains(".const") {
-                            let gv =
-                                GlobalVar { name: var.name.clone(), size: var.size, align: var.align, init: var.init };
+                            let gv = GlobalVar {
+                                name: var.name.clone(),
+                                size: var.size,
+                                align: var.align,
+                                init: var.init,
+                            };
                             let addr = placer.place(&gv)?;
                             module_syms.insert(var.name, Sym::Global(addr));
                             globals.push(gv);
                         } else {
-                            return Err(parse_error(name, line, format!("unsupported module-level statement `{t}`")));
+                            return Err(parse_error(
+                                name,
+                                line,
+                                format!("unsupported module-level statement `{t}`"),
+                            ));
                         }
                     }
                 }
@@ -345,7 +370,11 @@ pub fn parse_module(text: &str, name: &str, placer: &mut dyn GlobalPlacer) -> Re
                 if depth != 0 {
                     return Err(parse_error(name, line, "unterminated function body"));
                 }
-                functions.push(FunctionText { header, header_line: line, body });
+                functions.push(FunctionText {
+                    header,
+                    header_line: line,
+                    body,
+                });
             }
             Stmt::Close(line) => return Err(parse_error(name, line, "unbalanced `}`")),
         }
@@ -357,7 +386,11 @@ pub fn parse_module(text: &str, name: &str, placer: &mut dyn GlobalPlacer) -> Re
             Some(p) => {
                 let after = f.header[p + 5..].trim_start();
                 // Skip the return list, then the name runs up to the parameter list.
-                let after = if after.starts_with('(') { &after[after.find(')').map_or(0, |c| c + 1)..] } else { after };
+                let after = if after.starts_with('(') {
+                    &after[after.find(')').map_or(0, |c| c + 1)..]
+                } else {
+                    after
+                };
                 after.split('(').next().unwrap_or("").trim().to_string()
             }
             None => continue,
@@ -366,28 +399,63 @@ pub fn parse_module(text: &str, name: &str, placer: &mut dyn GlobalPlacer) -> Re
     }
     let mut kernels = Vec::new();
     for f in functions.iter().filter(|f| f.header.contains(".entry")) {
-        let kernel =
-            decode_kernel(f, name, &device_functions, &module_syms, module_shared_bytes, &module_extern_shared)?;
+        let kernel = decode_kernel(
+            f,
+            name,
+            &device_functions,
+            &module_syms,
+            module_shared_bytes,
+            &module_extern_shared,
+        )?;
         kernels.push(kernel);
     }
-    let kernel_index = kernels.iter().enumerate().map(|(i, k)| (k.name.clone(), i)).collect();
-    Ok(Module { target, kernels, kernel_index, globals })
+    let kernel_index = kernels
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.name.clone(), i))
+        .collect();
+    Ok(Module {
+        target,
+        kernels,
+        kernel_index,
+        globals,
+    })
 }
 
-fn parse_header(f: &FunctionText, module: &str) -> Result<(String, Vec<Param>, usize, Option<u32>)> {
+fn parse_header(
+    f: &FunctionText,
+    module: &str,
+) -> Result<(String, Vec<Param>, usize, Option<u32>)> {
     let h = &f.header;
-    let open = h.find('(').ok_or_else(|| parse_error(module, f.header_line, "entry without parameter list"))?;
-    let close =
-        h.rfind(')').filter(|&c| c > open).ok_or_else(|| parse_error(module, f.header_line, "entry without `)`"))?;
-    let name = h[..open].split_whitespace().last().unwrap_or("").to_string();
+    let open = h
+        .find('(')
+        .ok_or_else(|| parse_error(module, f.header_line, "entry without parameter list"))?;
+    let close = h
+        .rfind(')')
+        .filter(|&c| c > open)
+        .ok_or_else(|| parse_error(module, f.header_line, "entry without `)`"))?;
+    let name = h[..open]
+        .split_whitespace()
+        .last()
+        .unwrap_or("")
+        .to_string();
     let mut params = Vec::new();
     let mut offset = 0usize;
     for p in split_operands(&h[open + 1..close]) {
-        let var = parse_var_decl(&p)
-            .ok_or_else(|| parse_error(module, f.header_line, format!("{name}: cannot parse parameter `{p}`")))?;
+        let var = parse_var_decl(&p).ok_or_else(|| {
+            parse_error(
+                module,
+                f.header_line,
+                format!("{name}: cannot parse parameter `{p}`"),
+            )
+        })?;
         let off = align_up(offset, var.align);
         offset = off + var.size;
-        params.push(Param { name: var.name, offset: off, size: var.size });
+        params.push(Param {
+            name: var.name,
+            offset: off,
+            size: var.size,
+        });
     }
     let mut max_threads = None;
     let tail: Vec<&str> = h[close + 1..].split_whitespace().collect();
@@ -396,7 +464,12 @@ fn parse_header(f: &FunctionText, module: &str) -> Result<(String, Vec<Param>, u
             let dims: String = tail[i + 1..].join("");
             let mut prod = 1u32;
             for d in dims.split(',').take(3) {
-                match d.trim().split(|c: char| !c.is_ascii_digit()).next().and_then(|s| s.parse::<u32>().ok()) {
+                match d
+                    .trim()
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .and_then(|s| s.parse::<u32>().ok())
+                {
                     Some(v) => prod = prod.saturating_mul(v),
                     None => break,
                 }
@@ -416,9 +489,14 @@ fn decode_kernel(
     module_extern_shared: &Option<(String, usize)>,
 ) -> Result<Kernel> {
     let (kname, params, param_bytes, max_threads) = parse_header(f, module)?;
-    let mut kernel_scope = Scope { prefix: String::new(), syms: HashMap::new() };
+    let mut kernel_scope = Scope {
+        prefix: String::new(),
+        syms: HashMap::new(),
+    };
     for p in &params {
-        kernel_scope.syms.insert(p.name.clone(), Sym::Param(p.offset));
+        kernel_scope
+            .syms
+            .insert(p.name.clone(), Sym::Param(p.offset));
     }
     let mut ex = Expander {
         module,
@@ -433,7 +511,12 @@ fn decode_kernel(
         inline_count: 0,
     };
     ex.expand_body(&f.body, 0, 0)?;
-    let dynamic_shared_align = ex.extern_shared.as_ref().map(|(_, a)| *a).unwrap_or(16).max(1);
+    let dynamic_shared_align = ex
+        .extern_shared
+        .as_ref()
+        .map(|(_, a)| *a)
+        .unwrap_or(16)
+        .max(1);
     let mut module_syms = module_syms.clone();
     if let Some((n, align)) = &ex.extern_shared {
         module_syms.insert(n.clone(), Sym::Shared(align_up(ex.shared_bytes, *align)));
@@ -441,7 +524,12 @@ fn decode_kernel(
     let mut code = Vec::with_capacity(ex.pending.len() + 1);
     for p in &ex.pending {
         let scope = &ex.scopes[p.scope];
-        let ctx = DecodeCtx { regs: &ex.regs, prefix: &scope.prefix, syms: &scope.syms, module_syms: &module_syms };
+        let ctx = DecodeCtx {
+            regs: &ex.regs,
+            prefix: &scope.prefix,
+            syms: &scope.syms,
+            module_syms: &module_syms,
+        };
         let instr = decode_instr(&p.text, p.line, &ctx)
             .map_err(|m| parse_error(module, p.line, format!("kernel `{kname}`: {m}")))?;
         code.push(instr);
@@ -500,7 +588,11 @@ struct Expander<'a> {
 
 impl Expander<'_> {
     fn err(&self, line: u32, msg: String) -> HeparError {
-        parse_error(self.module, line, format!("kernel `{}`: {msg}", self.kernel))
+        parse_error(
+            self.module,
+            line,
+            format!("kernel `{}`: {msg}", self.kernel),
+        )
     }
 
     fn alloc_local(&mut self, size: usize, align: usize) -> usize {
@@ -516,8 +608,9 @@ impl Expander<'_> {
         for stmt in body {
             if let Stmt::Text(t, line) = stmt {
                 if t.trim_start().starts_with(".param") {
-                    let var =
-                        parse_var_decl(t).ok_or_else(|| self.err(*line, format!("cannot parse declaration `{t}`")))?;
+                    let var = parse_var_decl(t).ok_or_else(|| {
+                        self.err(*line, format!("cannot parse declaration `{t}`"))
+                    })?;
                     let slot = param_slots.entry(var.name).or_insert((0, 1));
                     slot.0 = slot.0.max(var.size);
                     slot.1 = slot.1.max(var.align);
@@ -538,23 +631,35 @@ impl Expander<'_> {
             while let Some(colon) = rest.find(':') {
                 let head = &rest[..colon];
                 let is_label = !head.is_empty()
-                    && head.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$' || c == '.')
+                    && head
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$' || c == '.')
                     && !head.starts_with('.')
                     && rest.as_bytes().get(colon + 1) != Some(&b':');
                 if !is_label {
                     break;
                 }
                 let at = self.pending.len() as u32;
-                self.scopes[scope].syms.insert(head.to_string(), Sym::Label(at));
+                self.scopes[scope]
+                    .syms
+                    .insert(head.to_string(), Sym::Label(at));
                 rest = rest[colon + 1..].trim();
             }
             if rest.is_empty() {
                 continue;
             }
             let first = rest.split_whitespace().next().unwrap_or("");
-            let opcode = if first.starts_with('@') { rest.split_whitespace().nth(1).unwrap_or("") } else { first };
+            let opcode = if first.starts_with('@') {
+                rest.split_whitespace().nth(1).unwrap_or("")
+            } else {
+                first
+            };
             // `.reg.b32 x` (no space) is legal too.
-            let first = if first.starts_with(".reg.") { ".reg" } else { first };
+            let first = if first.starts_with(".reg.") {
+                ".reg"
+            } else {
+                first
+            };
             match first {
                 ".reg" => {
                     let after = rest[4..].trim();
@@ -563,13 +668,15 @@ impl Expander<'_> {
                     for n in names.split(',') {
                         let n = n.trim();
                         if let Some((base, count)) = n.split_once('<') {
-                            let count: usize = count
-                                .trim_end_matches('>')
-                                .parse()
-                                .map_err(|_| self.err(line, format!("bad register declaration `{n}`")))?;
+                            let count: usize =
+                                count.trim_end_matches('>').parse().map_err(|_| {
+                                    self.err(line, format!("bad register declaration `{n}`"))
+                                })?;
                             for i in 0..count {
                                 let next = self.regs.len() as u32;
-                                self.regs.entry(format!("{prefix}{base}{i}")).or_insert(next);
+                                self.regs
+                                    .entry(format!("{prefix}{base}{i}"))
+                                    .or_insert(next);
                             }
                         } else if !n.is_empty() {
                             let next = self.regs.len() as u32;
@@ -579,8 +686,9 @@ impl Expander<'_> {
                 }
                 ".param" => {} // placed above
                 ".shared" | ".local" | ".extern" | ".global" | ".const" => {
-                    let var = parse_var_decl(rest)
-                        .ok_or_else(|| self.err(line, format!("cannot parse declaration `{rest}`")))?;
+                    let var = parse_var_decl(rest).ok_or_else(|| {
+                        self.err(line, format!("cannot parse declaration `{rest}`"))
+                    })?;
                     if rest.contains(".shared") {
                         if var.is_extern || var.size == 0 {
                             self.extern_shared = Some((var.name, var.align));
@@ -593,18 +701,31 @@ impl Expander<'_> {
                         let off = self.alloc_local(var.size, var.align);
                         self.scopes[scope].syms.insert(var.name, Sym::Local(off));
                     } else {
-                        return Err(
-                            self.err(line, format!("function-scope `{first}` variables are not supported: `{rest}`"))
-                        );
+                        return Err(self.err(
+                            line,
+                            format!(
+                                "function-scope `{first}` variables are not supported: `{rest}`"
+                            ),
+                        ));
                     }
                 }
                 ".pragma" | ".loc" | ".file" | ".maxnreg" => {}
-                _ if opcode == "call" || opcode.starts_with("call.") => self.expand_call(rest, line, scope, depth)?,
+                _ if opcode == "call" || opcode.starts_with("call.") => {
+                    self.expand_call(rest, line, scope, depth)?
+                }
                 _ if scope != 0 && (opcode == "ret" || opcode.starts_with("ret.")) => {
                     let guard = if first.starts_with('@') { first } else { "" };
-                    self.pending.push(Pending { text: format!("{guard} bra.uni {RETURN_LABEL}"), line, scope });
+                    self.pending.push(Pending {
+                        text: format!("{guard} bra.uni {RETURN_LABEL}"),
+                        line,
+                        scope,
+                    });
                 }
-                _ => self.pending.push(Pending { text: rest.to_string(), line, scope }),
+                _ => self.pending.push(Pending {
+                    text: rest.to_string(),
+                    line,
+                    scope,
+                }),
             }
         }
         Ok(())
@@ -614,7 +735,10 @@ impl Expander<'_> {
         if text.starts_with('@') {
             return Err(self.err(line, format!("guarded calls are not supported: `{text}`")));
         }
-        let operand_text = text.split_once(char::is_whitespace).map(|(_, r)| r.trim()).unwrap_or("");
+        let operand_text = text
+            .split_once(char::is_whitespace)
+            .map(|(_, r)| r.trim())
+            .unwrap_or("");
         let mut ops = split_operands(operand_text).into_iter();
         let mut rets = Vec::new();
         let mut callee = ops.next().unwrap_or_default();
@@ -635,15 +759,20 @@ impl Expander<'_> {
             }
             // A failed device-side assert().
             "__assertfail" => {
-                self.pending.push(Pending { text: "trap".to_string(), line, scope });
+                self.pending.push(Pending {
+                    text: "trap".to_string(),
+                    line,
+                    scope,
+                });
                 return Ok(());
             }
             _ => {}
         }
         let Some(f) = self.functions.get(callee.as_str()).copied() else {
-            return Err(
-                self.err(line, format!("call of `{callee}`, which has no body in this module, is not supported"))
-            );
+            return Err(self.err(
+                line,
+                format!("call of `{callee}`, which has no body in this module, is not supported"),
+            ));
         };
         if depth >= MAX_INLINE_DEPTH {
             return Err(self.err(
@@ -651,28 +780,49 @@ impl Expander<'_> {
                 format!("call depth of `{callee}` exceeds {MAX_INLINE_DEPTH} (recursion is not supported)"),
             ));
         }
-        let (ret_names, param_names) = parse_func_header(&f.header)
-            .ok_or_else(|| self.err(f.header_line, format!("cannot parse device function header of `{callee}`")))?;
+        let (ret_names, param_names) = parse_func_header(&f.header).ok_or_else(|| {
+            self.err(
+                f.header_line,
+                format!("cannot parse device function header of `{callee}`"),
+            )
+        })?;
         if ret_names.len() != rets.len() || param_names.len() != args.len() {
-            return Err(self.err(line, format!("call of `{callee}` does not match its parameter list")));
+            return Err(self.err(
+                line,
+                format!("call of `{callee}` does not match its parameter list"),
+            ));
         }
         self.inline_count += 1;
         let mut syms = HashMap::new();
-        for (formal, actual) in ret_names.iter().zip(&rets).chain(param_names.iter().zip(&args)) {
+        for (formal, actual) in ret_names
+            .iter()
+            .zip(&rets)
+            .chain(param_names.iter().zip(&args))
+        {
             let slot = self.scopes[scope].syms.get(actual.trim()).copied();
             match slot {
                 Some(s @ Sym::Local(_)) => {
                     syms.insert(formal.clone(), s);
                 }
-                _ => return Err(self.err(line, format!("call argument `{actual}` is not a declared .param"))),
+                _ => {
+                    return Err(self.err(
+                        line,
+                        format!("call argument `{actual}` is not a declared .param"),
+                    ))
+                }
             }
         }
-        let prefix = format!("{}{callee}#{}::", self.scopes[scope].prefix, self.inline_count);
+        let prefix = format!(
+            "{}{callee}#{}::",
+            self.scopes[scope].prefix, self.inline_count
+        );
         self.scopes.push(Scope { prefix, syms });
         let callee_scope = self.scopes.len() - 1;
         self.expand_body(&f.body, callee_scope, depth + 1)?;
         let end = self.pending.len() as u32;
-        self.scopes[callee_scope].syms.insert(RETURN_LABEL.to_string(), Sym::Label(end));
+        self.scopes[callee_scope]
+            .syms
+            .insert(RETURN_LABEL.to_string(), Sym::Label(end));
         Ok(())
     }
 }
@@ -682,7 +832,10 @@ fn parse_func_header(h: &str) -> Option<(Vec<String>, Vec<String>)> {
     let after = &h[h.find(".func")? + 5..];
     let after = after.trim_start();
     let names_of = |list: &str| -> Option<Vec<String>> {
-        split_operands(list).iter().map(|p| parse_var_decl(p).map(|v| v.name)).collect()
+        split_operands(list)
+            .iter()
+            .map(|p| parse_var_decl(p).map(|v| v.name))
+            .collect()
     };
     let (rets, rest) = if let Some(r) = after.strip_prefix('(') {
         let close = r.find(')')?;
@@ -734,11 +887,15 @@ impl DecodeCtx<'_> {
     }
 
     fn reg(&self, name: &str) -> std::result::Result<u32, String> {
-        self.lookup_reg(name).ok_or_else(|| format!("undeclared register `{name}`"))
+        self.lookup_reg(name)
+            .ok_or_else(|| format!("undeclared register `{name}`"))
     }
 
     fn symbol(&self, name: &str) -> Option<Sym> {
-        self.syms.get(name).or_else(|| self.module_syms.get(name)).copied()
+        self.syms
+            .get(name)
+            .or_else(|| self.module_syms.get(name))
+            .copied()
     }
 
     /// Whether an address like `[param0+4]` names per-thread memory (a call parameter).
@@ -762,15 +919,24 @@ impl DecodeCtx<'_> {
             return Ok(Operand::Sink);
         }
         if let Some(inner) = t.strip_prefix('[') {
-            let inner = inner.strip_suffix(']').ok_or_else(|| format!("bad address `{t}`"))?.trim();
+            let inner = inner
+                .strip_suffix(']')
+                .ok_or_else(|| format!("bad address `{t}`"))?
+                .trim();
             return self.address(inner);
         }
         if let Some(inner) = t.strip_prefix('{') {
-            let inner = inner.strip_suffix('}').ok_or_else(|| format!("bad vector `{t}`"))?;
+            let inner = inner
+                .strip_suffix('}')
+                .ok_or_else(|| format!("bad vector `{t}`"))?;
             let mut elems = Vec::new();
             for e in split_operands(inner) {
                 let op = self.operand(&e)?;
-                elems.push(if op == Operand::Sink { None } else { Some(Box::new(op)) });
+                elems.push(if op == Operand::Sink {
+                    None
+                } else {
+                    Some(Box::new(op))
+                });
             }
             return Ok(Operand::Vector(elems));
         }
@@ -796,7 +962,9 @@ impl DecodeCtx<'_> {
             return Ok(Operand::Imm(v));
         }
         if let Some((base, off)) = t.split_once('+') {
-            if let (Some(b), Some(o)) = (self.symbol_value(base.trim()), parse_immediate(off.trim())) {
+            if let (Some(b), Some(o)) =
+                (self.symbol_value(base.trim()), parse_immediate(off.trim()))
+            {
                 return Ok(Operand::Imm(b.wrapping_add(o)));
             }
         }
@@ -809,7 +977,9 @@ impl DecodeCtx<'_> {
             None => (inner, None),
         };
         let mut offset: i64 = match off_tok {
-            Some(o) => parse_immediate(o).ok_or_else(|| format!("bad address offset `{o}`"))? as i64,
+            Some(o) => {
+                parse_immediate(o).ok_or_else(|| format!("bad address offset `{o}`"))? as i64
+            }
             None => 0,
         };
         let base = if let Some(r) = self.lookup_reg(base_tok) {
@@ -882,7 +1052,9 @@ fn decode_instr(text: &str, line: u32, ctx: &DecodeCtx) -> std::result::Result<I
     let mut rest = text.trim();
     let mut guard = None;
     if let Some(g) = rest.strip_prefix('@') {
-        let (p, r) = g.split_once(char::is_whitespace).ok_or_else(|| format!("bad guard in `{text}`"))?;
+        let (p, r) = g
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| format!("bad guard in `{text}`"))?;
         guard = Some(match p.strip_prefix('!') {
             Some(p) => (ctx.reg(p)?, true),
             None => (ctx.reg(p)?, false),
@@ -938,19 +1110,39 @@ fn decode_instr(text: &str, line: u32, ctx: &DecodeCtx) -> std::result::Result<I
     };
     // Call parameters are kept in local memory (see `Expander`).
     let first_operand = split_operands(operand_text);
-    let param_is_local =
-        |i: usize| space == Some(Space::Param) && first_operand.get(i).is_some_and(|t| ctx.address_is_local(t));
+    let param_is_local = |i: usize| {
+        space == Some(Space::Param)
+            && first_operand
+                .get(i)
+                .is_some_and(|t| ctx.address_is_local(t))
+    };
     // Modifiers that change results and are not modelled: better an error than a wrong answer.
-    if let Some(m) = mods.iter().find(|m| matches!(**m, "relu" | "xorsign" | "NaN" | "oob" | "cc")) {
-        return Err(format!("unsupported PTX instruction `{opcode}` (modifier `.{m}`)"));
+    if let Some(m) = mods
+        .iter()
+        .find(|m| matches!(**m, "relu" | "xorsign" | "NaN" | "oob" | "cc"))
+    {
+        return Err(format!(
+            "unsupported PTX instruction `{opcode}` (modifier `.{m}`)"
+        ));
     }
     let op = match base {
         "mov" => Op::Mov,
-        "ld" | "ldu" if param_is_local(1) => Op::Ld { space: Space::Local },
-        "st" if param_is_local(0) => Op::St { space: Space::Local },
-        "ld" | "ldu" => Op::Ld { space: space.unwrap_or(Space::Generic) },
-        "st" => Op::St { space: space.unwrap_or(Space::Generic) },
-        "cvta" => Op::Cvta { to_generic: !has("to"), space: space.ok_or_else(unknown)? },
+        "ld" | "ldu" if param_is_local(1) => Op::Ld {
+            space: Space::Local,
+        },
+        "st" if param_is_local(0) => Op::St {
+            space: Space::Local,
+        },
+        "ld" | "ldu" => Op::Ld {
+            space: space.unwrap_or(Space::Generic),
+        },
+        "st" => Op::St {
+            space: space.unwrap_or(Space::Generic),
+        },
+        "cvta" => Op::Cvta {
+            to_generic: !has("to"),
+            space: space.ok_or_else(unknown)?,
+        },
         "add" if !has("cc") => Op::Add,
         "sub" if !has("cc") => Op::Sub,
         "mul" => Op::Mul(mul_mode),
@@ -972,11 +1164,16 @@ fn decode_instr(text: &str, line: u32, ctx: &DecodeCtx) -> std::result::Result<I
         "popc" => Op::Popc,
         "clz" => Op::Clz,
         "brev" => Op::Brev,
-        "bfind" => Op::Bfind { shift_amount: has("shiftamt") },
+        "bfind" => Op::Bfind {
+            shift_amount: has("shiftamt"),
+        },
         "bfe" => Op::Bfe,
         "bfi" => Op::Bfi,
         "prmt" if mods.len() == 1 => Op::Prmt,
-        "shf" => Op::Shf { left: has("l"), wrap: has("wrap") },
+        "shf" => Op::Shf {
+            left: has("l"),
+            wrap: has("wrap"),
+        },
         "lop3" => Op::Lop3,
         "setp" | "set" => {
             let cmp = mods.iter().find_map(|m| parse_cmp(m)).ok_or_else(unknown)?;
@@ -993,7 +1190,11 @@ fn decode_instr(text: &str, line: u32, ctx: &DecodeCtx) -> std::result::Result<I
                 Op::Setp { cmp, bool_op }
             } else {
                 let src_ty = *types.get(1).ok_or_else(unknown)?;
-                Op::Set { cmp, bool_op, src_ty }
+                Op::Set {
+                    cmp,
+                    bool_op,
+                    src_ty,
+                }
             }
         }
         "selp" => Op::Selp,
@@ -1054,9 +1255,16 @@ fn decode_instr(text: &str, line: u32, ctx: &DecodeCtx) -> std::result::Result<I
         "match" if has("any") => Op::MatchAny,
         "match" if has("all") => Op::MatchAll,
         "activemask" => Op::Activemask,
-        "redux" => Op::Redux(mods.iter().find_map(|m| parse_atom_op(m)).ok_or_else(unknown)?),
+        "redux" => Op::Redux(
+            mods.iter()
+                .find_map(|m| parse_atom_op(m))
+                .ok_or_else(unknown)?,
+        ),
         "atom" | "red" => {
-            let aop = mods.iter().find_map(|m| parse_atom_op(m)).ok_or_else(unknown)?;
+            let aop = mods
+                .iter()
+                .find_map(|m| parse_atom_op(m))
+                .ok_or_else(unknown)?;
             let space = space.unwrap_or(Space::Generic);
             if base == "atom" {
                 Op::Atom { space, op: aop }
@@ -1065,9 +1273,13 @@ fn decode_instr(text: &str, line: u32, ctx: &DecodeCtx) -> std::result::Result<I
             }
         }
         "hepar_printf" => Op::Printf,
-        "cp" if has("async") && (has("commit_group") || has("wait_group") || has("wait_all")) => Op::Nop,
+        "cp" if has("async") && (has("commit_group") || has("wait_group") || has("wait_all")) => {
+            Op::Nop
+        }
         "cp" if has("async") && (has("ca") || has("cg")) => Op::CpAsync,
-        "membar" | "fence" | "prefetch" | "prefetchu" | "nanosleep" | "pmevent" | "brkpt" => Op::Nop,
+        "membar" | "fence" | "prefetch" | "prefetchu" | "nanosleep" | "pmevent" | "brkpt" => {
+            Op::Nop
+        }
         "trap" => Op::Trap,
         _ => return Err(unknown()),
     };
@@ -1127,13 +1339,18 @@ fn decode_instr(text: &str, line: u32, ctx: &DecodeCtx) -> std::result::Result<I
         | Op::Printf => 2,
         Op::Mad(_) | Op::Fma | Op::Selp | Op::Bfe | Op::Prmt | Op::Shf { .. } | Op::Shfl(_) => 3,
         Op::Bfi | Op::Lop3 => 4,
-        Op::Atom { op: AtomOp::Cas, .. } => 3,
+        Op::Atom {
+            op: AtomOp::Cas, ..
+        } => 3,
         Op::Atom { .. } => 2,
         Op::Cvt { .. } if matches!(ty, Ty::F16x2 | Ty::BF16x2) => 2,
         _ => 1,
     };
     if src.len() < needed {
-        return Err(format!("`{opcode}` needs {needed} source operands, got {}: `{text}`", src.len()));
+        return Err(format!(
+            "`{opcode}` needs {needed} source operands, got {}: `{text}`",
+            src.len()
+        ));
     }
     if has_dst
         && needed > 0
@@ -1145,7 +1362,9 @@ fn decode_instr(text: &str, line: u32, ctx: &DecodeCtx) -> std::result::Result<I
         return Err(format!("`{opcode}` without a destination: `{text}`"));
     }
     if types.iter().any(|t| t.bits() > 64) {
-        return Err(format!("unsupported PTX instruction `{opcode}` (128-bit types are not supported)"));
+        return Err(format!(
+            "unsupported PTX instruction `{opcode}` (128-bit types are not supported)"
+        ));
     }
     let empty_vector = |o: &Operand| matches!(o, Operand::Vector(v) if v.is_empty());
     if empty_vector(&dst) || src.iter().any(empty_vector) {
@@ -1156,7 +1375,9 @@ fn decode_instr(text: &str, line: u32, ctx: &DecodeCtx) -> std::result::Result<I
     }
     let is_f16 = matches!(ty, Ty::F16 | Ty::F16x2 | Ty::BF16 | Ty::BF16x2);
     let class = match &op {
-        Op::Ld { .. } | Op::St { .. } | Op::Atom { .. } | Op::Red { .. } | Op::CpAsync => InstrClass::Memory,
+        Op::Ld { .. } | Op::St { .. } | Op::Atom { .. } | Op::Red { .. } | Op::CpAsync => {
+            InstrClass::Memory
+        }
         Op::Bra | Op::Exit | Op::Bar | Op::BarWarp | Op::Trap | Op::Printf => InstrClass::Control,
         Op::Mov
         | Op::Cvt { .. }
@@ -1168,14 +1389,20 @@ fn decode_instr(text: &str, line: u32, ctx: &DecodeCtx) -> std::result::Result<I
         | Op::MatchAll
         | Op::MatchAny
         | Op::Selp => InstrClass::Other,
-        Op::Rcp | Op::Sqrt | Op::Rsqrt | Op::Ex2 | Op::Lg2 | Op::Sin | Op::Cos | Op::Tanh => InstrClass::Special,
+        Op::Rcp | Op::Sqrt | Op::Rsqrt | Op::Ex2 | Op::Lg2 | Op::Sin | Op::Cos | Op::Tanh => {
+            InstrClass::Special
+        }
         Op::Div if ty.is_float() => InstrClass::Special,
         _ if is_f16 => InstrClass::Fp16,
         _ if ty == Ty::F32 => InstrClass::Fp32,
         _ if ty == Ty::F64 => InstrClass::Fp64,
         _ => InstrClass::Integer,
     };
-    let lanes_per_value = if matches!(ty, Ty::F16x2 | Ty::BF16x2) { 2 } else { 1 };
+    let lanes_per_value = if matches!(ty, Ty::F16x2 | Ty::BF16x2) {
+        2
+    } else {
+        1
+    };
     let flops = if ty.is_float() {
         match op {
             Op::Fma | Op::Mad(_) => 2 * lanes_per_value,
@@ -1211,14 +1438,20 @@ mod tests {
     struct NoGlobals;
     impl GlobalPlacer for NoGlobals {
         fn place(&mut self, var: &GlobalVar) -> Result<u64> {
-            Err(HeparError::invalid("test", format!("unexpected global {}", var.name)))
+            Err(HeparError::invalid(
+                "test",
+                format!("unexpected global {}", var.name),
+            ))
         }
     }
 
     #[test]
     fn immediates_of_every_form() {
         assert_eq!(parse_immediate("0f3F800000"), Some(0x3f80_0000));
-        assert_eq!(parse_immediate("0d3FF0000000000000"), Some(1.0f64.to_bits()));
+        assert_eq!(
+            parse_immediate("0d3FF0000000000000"),
+            Some(1.0f64.to_bits())
+        );
         assert_eq!(parse_immediate("-1"), Some(u64::MAX));
         assert_eq!(parse_immediate("0x10U"), Some(16));
         assert_eq!(parse_immediate("017"), Some(15));
@@ -1235,10 +1468,23 @@ mod tests {
         let m = parse_module(ptx, "t.ptx", &mut NoGlobals).unwrap();
         assert_eq!(m.target, "sm_90");
         let k = &m.kernels[0];
-        assert_eq!((k.params[1].offset, k.params[1].size, k.param_bytes), (8, 12, 20));
+        assert_eq!(
+            (k.params[1].offset, k.params[1].size, k.param_bytes),
+            (8, 12, 20)
+        );
         assert_eq!((k.static_shared_bytes, k.max_threads), (64, Some(128)));
-        assert_eq!(k.code[0].src[0], Operand::Addr { base: None, offset: 16 });
-        assert_eq!(k.code[2].guard, Some((1, true)), "%p<2> declares %p0 and %p1");
+        assert_eq!(
+            k.code[0].src[0],
+            Operand::Addr {
+                base: None,
+                offset: 16
+            }
+        );
+        assert_eq!(
+            k.code[2].guard,
+            Some((1, true)),
+            "%p<2> declares %p0 and %p1"
+        );
         assert_eq!(k.code[2].src[0], Operand::Target(1));
         assert!(matches!(k.code[3].dst, Operand::Vector(ref v) if v.len() == 2));
         assert_eq!(k.code[4].vec, 2);

@@ -90,7 +90,11 @@ pub fn format(format: &[u8], args: &mut dyn PrintfArgs) -> Result<String, String
             }
             b'd' | b'i' => {
                 let raw = args.next(int_size)?;
-                let v = if long { raw as i64 } else { raw as u32 as i32 as i64 };
+                let v = if long {
+                    raw as i64
+                } else {
+                    raw as u32 as i32 as i64
+                };
                 let digits = with_precision(v.unsigned_abs().to_string(), spec.precision);
                 let sign = if v < 0 {
                     "-"
@@ -123,7 +127,11 @@ pub fn format(format: &[u8], args: &mut dyn PrintfArgs) -> Result<String, String
             b'c' => pad(((args.next(4)? as u8) as char).to_string(), &spec),
             b's' => {
                 let address = args.next(8)?;
-                let mut text = if address == 0 { "(null)".to_string() } else { args.string_at(address)? };
+                let mut text = if address == 0 {
+                    "(null)".to_string()
+                } else {
+                    args.string_at(address)?
+                };
                 if let Some(p) = spec.precision {
                     text = text.chars().take(p).collect();
                 }
@@ -162,7 +170,12 @@ pub fn format(format: &[u8], args: &mut dyn PrintfArgs) -> Result<String, String
                     pad(format!("{sign}{text}"), &spec)
                 }
             }
-            other => return Err(format!("unsupported printf conversion `%{}`", other as char)),
+            other => {
+                return Err(format!(
+                    "unsupported printf conversion `%{}`",
+                    other as char
+                ))
+            }
         };
         out.push_str(&body);
     }
@@ -204,7 +217,11 @@ fn c_exponent(v: f64, precision: usize) -> String {
     match text.split_once('e') {
         Some((mantissa, exp)) => {
             let e: i32 = exp.parse().unwrap_or(0);
-            format!("{mantissa}e{}{:02}", if e < 0 { '-' } else { '+' }, e.unsigned_abs())
+            format!(
+                "{mantissa}e{}{:02}",
+                if e < 0 { '-' } else { '+' },
+                e.unsigned_abs()
+            )
         }
         None => text,
     }
@@ -217,12 +234,18 @@ fn c_general(v: f64, precision: usize, alt: bool) -> String {
         0
     } else {
         let e_text = format!("{v:.prec$e}", prec = p - 1);
-        e_text.split_once('e').and_then(|(_, e)| e.parse::<i32>().ok()).unwrap_or(0)
+        e_text
+            .split_once('e')
+            .and_then(|(_, e)| e.parse::<i32>().ok())
+            .unwrap_or(0)
     };
     let mut text = if exponent < -4 || exponent >= p as i32 {
         c_exponent(v, p - 1)
     } else {
-        format!("{v:.prec$}", prec = (p as i32 - 1 - exponent).max(0) as usize)
+        format!(
+            "{v:.prec$}",
+            prec = (p as i32 - 1 - exponent).max(0) as usize
+        )
     };
     if !alt {
         let (mantissa, exp) = match text.find('e') {
@@ -230,7 +253,10 @@ fn c_general(v: f64, precision: usize, alt: bool) -> String {
             None => (text.clone(), String::new()),
         };
         let mantissa = if mantissa.contains('.') {
-            mantissa.trim_end_matches('0').trim_end_matches('.').to_string()
+            mantissa
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+                .to_string()
         } else {
             mantissa
         };
@@ -291,7 +317,12 @@ mod tests {
         assert_eq!(
             run(
                 "%x %#X %lu %o",
-                &[&255u32.to_le_bytes(), &255u32.to_le_bytes(), &(1u64 << 40).to_le_bytes(), &8u32.to_le_bytes()]
+                &[
+                    &255u32.to_le_bytes(),
+                    &255u32.to_le_bytes(),
+                    &(1u64 << 40).to_le_bytes(),
+                    &8u32.to_le_bytes()
+                ]
             ),
             "ff 0XFF 1099511627776 10"
         );
@@ -309,7 +340,19 @@ mod tests {
             ),
             "1.500000 2.35 1.234568e+04 0.0001 1e-05 1.23457e+08"
         );
-        assert_eq!(run("%c%s%%", &[&(b'A' as i32).to_le_bytes(), &64u64.to_le_bytes()]), "A<str@64>%");
-        assert_eq!(run("%8.3f|%-8.1e|", &[&(-3.14259f64).to_le_bytes(), &0.5f64.to_le_bytes()]), "  -3.143|5.0e-01 |");
+        assert_eq!(
+            run(
+                "%c%s%%",
+                &[&(b'A' as i32).to_le_bytes(), &64u64.to_le_bytes()]
+            ),
+            "A<str@64>%"
+        );
+        assert_eq!(
+            run(
+                "%8.3f|%-8.1e|",
+                &[&(-3.14259f64).to_le_bytes(), &0.5f64.to_le_bytes()]
+            ),
+            "  -3.143|5.0e-01 |"
+        );
     }
 }

@@ -76,7 +76,10 @@ impl Ty {
     }
 
     pub fn is_float(self) -> bool {
-        matches!(self, Ty::F16 | Ty::F16x2 | Ty::BF16 | Ty::BF16x2 | Ty::F32 | Ty::F64)
+        matches!(
+            self,
+            Ty::F16 | Ty::F16x2 | Ty::BF16 | Ty::BF16x2 | Ty::F32 | Ty::F64
+        )
     }
 }
 
@@ -370,8 +373,16 @@ pub enum InstrClass {
 }
 
 pub const INSTR_CLASS_COUNT: usize = 8;
-pub const INSTR_CLASS_NAMES: [&str; INSTR_CLASS_COUNT] =
-    ["integer", "fp32", "fp16/bf16", "fp64", "special-function", "memory", "control", "move/convert"];
+pub const INSTR_CLASS_NAMES: [&str; INSTR_CLASS_COUNT] = [
+    "integer",
+    "fp32",
+    "fp16/bf16",
+    "fp64",
+    "special-function",
+    "memory",
+    "control",
+    "move/convert",
+];
 
 #[derive(Debug, Clone)]
 pub struct Instr {

@@ -15,7 +15,12 @@ struct WordState {
     reader_interval: u64,
 }
 
-const FRESH: WordState = WordState { writer: NOBODY, writer_interval: 0, reader: NOBODY, reader_interval: 0 };
+const FRESH: WordState = WordState {
+    writer: NOBODY,
+    writer_interval: 0,
+    reader: NOBODY,
+    reader_interval: 0,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HazardKind {
@@ -77,7 +82,11 @@ pub const MAX_KEPT_HAZARDS: usize = 64;
 
 impl RaceShadow {
     pub fn new(shared_bytes: usize) -> Self {
-        RaceShadow { words: vec![FRESH; shared_bytes.div_ceil(4)], hazards: Vec::new(), hazard_count: 0 }
+        RaceShadow {
+            words: vec![FRESH; shared_bytes.div_ceil(4)],
+            hazards: Vec::new(),
+            hazard_count: 0,
+        }
     }
 
     pub fn reset(&mut self, shared_bytes: usize) {
@@ -145,8 +154,14 @@ mod tests {
         let (kind, other, _) = shadow.access(0, 4, 40, BLOCK_INTERVAL, false).unwrap();
         assert_eq!((kind, other), (HazardKind::ReadAfterWrite, 0));
         assert!(shadow.access(8, 4, 3, BLOCK_INTERVAL, false).is_none());
-        assert_eq!(shadow.access(8, 4, 5, BLOCK_INTERVAL, true).unwrap().0, HazardKind::WriteAfterRead);
-        assert_eq!(shadow.access(8, 4, 6, BLOCK_INTERVAL, true).unwrap().0, HazardKind::WriteAfterWrite);
+        assert_eq!(
+            shadow.access(8, 4, 5, BLOCK_INTERVAL, true).unwrap().0,
+            HazardKind::WriteAfterRead
+        );
+        assert_eq!(
+            shadow.access(8, 4, 6, BLOCK_INTERVAL, true).unwrap().0,
+            HazardKind::WriteAfterWrite
+        );
     }
 
     #[test]
@@ -157,8 +172,12 @@ mod tests {
         assert!(shadow.access(0, 4, 40, 2 * BLOCK_INTERVAL, false).is_none());
         // A warp sync orders threads of the same warp only.
         shadow.access(16, 4, 1, 2 * BLOCK_INTERVAL, true);
-        assert!(shadow.access(16, 4, 2, 2 * BLOCK_INTERVAL + 1, false).is_none());
-        assert!(shadow.access(16, 4, 33, 2 * BLOCK_INTERVAL + 1, true).is_some());
+        assert!(shadow
+            .access(16, 4, 2, 2 * BLOCK_INTERVAL + 1, false)
+            .is_none());
+        assert!(shadow
+            .access(16, 4, 33, 2 * BLOCK_INTERVAL + 1, true)
+            .is_some());
         // The same thread never races with itself.
         assert!(shadow.access(32, 4, 7, 2 * BLOCK_INTERVAL, true).is_none());
         assert!(shadow.access(32, 4, 7, 2 * BLOCK_INTERVAL, false).is_none());

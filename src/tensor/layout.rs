@@ -23,13 +23,26 @@ pub fn broadcast_shape(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec
     let rank = a.len().max(b.len());
     let mut out = vec![0; rank];
     for i in 0..rank {
-        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
-        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
+        let da = if i + a.len() >= rank {
+            a[i + a.len() - rank]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= rank {
+            b[i + b.len() - rank]
+        } else {
+            1
+        };
         out[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
             (x, 1) => x,
-            _ => return Err(HeparError::shape(op, format!("cannot broadcast {a:?} with {b:?}"))),
+            _ => {
+                return Err(HeparError::shape(
+                    op,
+                    format!("cannot broadcast {a:?} with {b:?}"),
+                ))
+            }
         };
     }
     Ok(out)
@@ -45,12 +58,20 @@ pub struct Layout {
 
 impl Layout {
     pub fn contiguous(shape: &[usize]) -> Self {
-        Layout { shape: shape.to_vec(), strides: contiguous_strides(shape), offset: 0 }
+        Layout {
+            shape: shape.to_vec(),
+            strides: contiguous_strides(shape),
+            offset: 0,
+        }
     }
 
     pub fn new(shape: Vec<usize>, strides: Vec<usize>, offset: usize) -> Self {
         debug_assert_eq!(shape.len(), strides.len());
-        Layout { shape, strides, offset }
+        Layout {
+            shape,
+            strides,
+            offset,
+        }
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -83,14 +104,25 @@ impl Layout {
 
     /// The range of storage this layout reads when it is contiguous.
     pub fn contiguous_range(&self) -> Option<std::ops::Range<usize>> {
-        self.is_contiguous().then(|| self.offset..self.offset + self.numel())
+        self.is_contiguous()
+            .then(|| self.offset..self.offset + self.numel())
     }
 
     pub fn permute(&self, op: &'static str, dims: &[usize]) -> Result<Layout> {
         let rank = self.rank();
         let mut seen = vec![false; rank];
-        if dims.len() != rank || dims.iter().any(|&d| d >= rank || std::mem::replace(&mut seen[d], true)) {
-            return Err(HeparError::invalid(op, format!("{dims:?} is not a permutation of the axes of shape {:?}", self.shape)));
+        if dims.len() != rank
+            || dims
+                .iter()
+                .any(|&d| d >= rank || std::mem::replace(&mut seen[d], true))
+        {
+            return Err(HeparError::invalid(
+                op,
+                format!(
+                    "{dims:?} is not a permutation of the axes of shape {:?}",
+                    self.shape
+                ),
+            ));
         }
         Ok(Layout {
             shape: dims.iter().map(|&d| self.shape[d]).collect(),
@@ -99,22 +131,39 @@ impl Layout {
         })
     }
 
-    pub fn narrow(&self, op: &'static str, axis: usize, start: usize, len: usize) -> Result<Layout> {
+    pub fn narrow(
+        &self,
+        op: &'static str,
+        axis: usize,
+        start: usize,
+        len: usize,
+    ) -> Result<Layout> {
         if axis >= self.rank() || start + len > self.shape[axis] {
             return Err(HeparError::invalid(
                 op,
-                format!("range {start}..{} of axis {axis} is outside shape {:?}", start + len, self.shape),
+                format!(
+                    "range {start}..{} of axis {axis} is outside shape {:?}",
+                    start + len,
+                    self.shape
+                ),
             ));
         }
         let mut shape = self.shape.clone();
         shape[axis] = len;
-        Ok(Layout { shape, strides: self.strides.clone(), offset: self.offset + start * self.strides[axis] })
+        Ok(Layout {
+            shape,
+            strides: self.strides.clone(),
+            offset: self.offset + start * self.strides[axis],
+        })
     }
 
     /// A view with size-1 axes stretched (stride 0) and missing leading axes added.
     pub fn broadcast_to(&self, op: &'static str, target: &[usize]) -> Result<Layout> {
         if target.len() < self.rank() {
-            return Err(HeparError::shape(op, format!("cannot broadcast {:?} to {target:?}", self.shape)));
+            return Err(HeparError::shape(
+                op,
+                format!("cannot broadcast {:?} to {target:?}", self.shape),
+            ));
         }
         let lead = target.len() - self.rank();
         let mut strides = vec![0; target.len()];
@@ -125,15 +174,26 @@ impl Layout {
             } else if d == 1 {
                 0
             } else {
-                return Err(HeparError::shape(op, format!("cannot broadcast {:?} to {target:?}", self.shape)));
+                return Err(HeparError::shape(
+                    op,
+                    format!("cannot broadcast {:?} to {target:?}", self.shape),
+                ));
             };
         }
-        Ok(Layout { shape: target.to_vec(), strides, offset: self.offset })
+        Ok(Layout {
+            shape: target.to_vec(),
+            strides,
+            offset: self.offset,
+        })
     }
 
     /// A reshaped view when the data is contiguous; `None` when a copy is needed first.
     pub fn reshape_view(&self, shape: &[usize]) -> Option<Layout> {
-        self.is_contiguous().then(|| Layout { shape: shape.to_vec(), strides: contiguous_strides(shape), offset: self.offset })
+        self.is_contiguous().then(|| Layout {
+            shape: shape.to_vec(),
+            strides: contiguous_strides(shape),
+            offset: self.offset,
+        })
     }
 
     /// Visits the storage index of every element in row-major logical order. The innermost axis
@@ -191,7 +251,10 @@ pub fn resolve_axis(op: &'static str, axis: isize, rank: usize) -> Result<usize>
     let r = rank as isize;
     let a = if axis < 0 { axis + r } else { axis };
     if a < 0 || a >= r.max(1) {
-        return Err(HeparError::invalid(op, format!("axis {axis} is out of range for rank {rank}")));
+        return Err(HeparError::invalid(
+            op,
+            format!("axis {axis} is out of range for rank {rank}"),
+        ));
     }
     Ok(a as usize)
 }
@@ -216,15 +279,23 @@ mod tests {
         }
         assert_eq!(idx, expected);
         let n = l.narrow("t", 1, 1, 2).unwrap();
-        assert_eq!(n.indices(), vec![4, 5, 6, 7, 8, 9, 10, 11, 16, 17, 18, 19, 20, 21, 22, 23]);
+        assert_eq!(
+            n.indices(),
+            vec![4, 5, 6, 7, 8, 9, 10, 11, 16, 17, 18, 19, 20, 21, 22, 23]
+        );
         assert!(!n.is_contiguous());
     }
 
     #[test]
     fn broadcasting_follows_numpy_rules_and_rejects_mismatches() {
-        assert_eq!(broadcast_shape("t", &[3, 1, 5], &[4, 1]).unwrap(), vec![3, 4, 5]);
+        assert_eq!(
+            broadcast_shape("t", &[3, 1, 5], &[4, 1]).unwrap(),
+            vec![3, 4, 5]
+        );
         assert!(broadcast_shape("t", &[3, 2], &[3]).is_err());
-        let b = Layout::contiguous(&[3, 1]).broadcast_to("t", &[2, 3, 4]).unwrap();
+        let b = Layout::contiguous(&[3, 1])
+            .broadcast_to("t", &[2, 3, 4])
+            .unwrap();
         assert_eq!(b.strides(), &[0, 1, 0]);
     }
 }

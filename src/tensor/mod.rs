@@ -45,7 +45,18 @@ pub struct Tensor(pub(crate) Arc<TensorInner>);
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tensor({:?}, {}, {}{})", self.shape(), self.dtype(), self.device(), if self.requires_grad() { ", requires_grad" } else { "" })
+        write!(
+            f,
+            "Tensor({:?}, {}, {}{})",
+            self.shape(),
+            self.dtype(),
+            self.device(),
+            if self.requires_grad() {
+                ", requires_grad"
+            } else {
+                ""
+            }
+        )
     }
 }
 
@@ -56,7 +67,13 @@ impl Tensor {
         Self::build(Arc::new(RwLock::new(storage)), layout, false, true, None)
     }
 
-    fn build(storage: Arc<RwLock<Storage>>, layout: Layout, requires_grad: bool, is_leaf: bool, grad_fn: Option<GradFn>) -> Tensor {
+    fn build(
+        storage: Arc<RwLock<Storage>>,
+        layout: Layout,
+        requires_grad: bool,
+        is_leaf: bool,
+        grad_fn: Option<GradFn>,
+    ) -> Tensor {
         let (dtype, device) = {
             let s = storage.read().unwrap_or_else(|e| e.into_inner());
             (s.dtype(), s.device())
@@ -77,16 +94,41 @@ impl Tensor {
     /// The result of a differentiable op. The backward closure is kept only when gradients are
     /// being recorded and some input requires them; otherwise it is dropped at once, freeing what
     /// it saved.
-    pub(crate) fn from_op(storage: Storage, layout: Layout, name: &'static str, inputs: &[&Tensor], backward: autograd::BackwardFn) -> Tensor {
+    pub(crate) fn from_op(
+        storage: Storage,
+        layout: Layout,
+        name: &'static str,
+        inputs: &[&Tensor],
+        backward: autograd::BackwardFn,
+    ) -> Tensor {
         let record = autograd::is_grad_enabled() && inputs.iter().any(|t| t.requires_grad());
-        let grad_fn = record.then(|| GradFn { name, inputs: inputs.iter().map(|t| (*t).clone()).collect(), backward });
-        Self::build(Arc::new(RwLock::new(storage)), layout, record, !record, grad_fn)
+        let grad_fn = record.then(|| GradFn {
+            name,
+            inputs: inputs.iter().map(|t| (*t).clone()).collect(),
+            backward,
+        });
+        Self::build(
+            Arc::new(RwLock::new(storage)),
+            layout,
+            record,
+            !record,
+            grad_fn,
+        )
     }
 
     /// A view sharing this tensor's storage with another layout; differentiable.
-    pub(crate) fn view_op(&self, layout: Layout, name: &'static str, backward: autograd::BackwardFn) -> Tensor {
+    pub(crate) fn view_op(
+        &self,
+        layout: Layout,
+        name: &'static str,
+        backward: autograd::BackwardFn,
+    ) -> Tensor {
         let record = autograd::is_grad_enabled() && self.requires_grad();
-        let grad_fn = record.then(|| GradFn { name, inputs: vec![self.clone()], backward });
+        let grad_fn = record.then(|| GradFn {
+            name,
+            inputs: vec![self.clone()],
+            backward,
+        });
         Self::build(self.0.storage.clone(), layout, record, !record, grad_fn)
     }
 
@@ -94,15 +136,22 @@ impl Tensor {
         Self::from_vec_on(data, shape, Device::Cpu)
     }
 
-    pub fn from_vec_on<T: WithDType>(data: Vec<T>, shape: &[usize], device: Device) -> Result<Tensor> {
+    pub fn from_vec_on<T: WithDType>(
+        data: Vec<T>,
+        shape: &[usize],
+        device: Device,
+    ) -> Result<Tensor> {
         let n = layout::numel(shape);
         if data.len() != n {
-            return Err(HeparError::shape("from_vec", format!("{} values do not fill shape {shape:?} ({n} elements)", data.len())));
+            return Err(HeparError::shape(
+                "from_vec",
+                format!(
+                    "{} values do not fill shape {shape:?} ({n} elements)",
+                    data.len()
+                ),
+            ));
         }
-        let cpu = cpu_storage_from_vec(data);
-        let storage = match device {
-            Device::Cpu => Storage::Cpu(cpu),
-        };
+        let storage = Storage::from_cpu(cpu_storage_from_vec(data), device)?;
         Ok(Self::from_storage(storage, Layout::contiguous(shape)))
     }
 
@@ -110,40 +159,61 @@ impl Tensor {
         Self::from_vec(data.to_vec(), shape)
     }
 
-    pub fn full(shape: &[usize], value: f64, dtype: DType, device: Device) -> Tensor {
-        Self::from_storage(Storage::full(device, layout::numel(shape), dtype, value), Layout::contiguous(shape))
+    /// A tensor of one value; on a GPU the allocation can fail (out of memory, no device).
+    pub fn full(shape: &[usize], value: f64, dtype: DType, device: Device) -> Result<Tensor> {
+        Ok(Self::from_storage(
+            Storage::full(device, layout::numel(shape), dtype, value)?,
+            Layout::contiguous(shape),
+        ))
     }
-    pub fn zeros(shape: &[usize], dtype: DType, device: Device) -> Tensor {
+    pub fn zeros(shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
         Self::full(shape, 0.0, dtype, device)
     }
-    pub fn ones(shape: &[usize], dtype: DType, device: Device) -> Tensor {
+    pub fn ones(shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
         Self::full(shape, 1.0, dtype, device)
     }
-    pub fn zeros_like(&self) -> Tensor {
+    pub fn zeros_like(&self) -> Result<Tensor> {
         Self::zeros(self.shape(), self.dtype(), self.device())
     }
-    pub fn ones_like(&self) -> Tensor {
+    pub fn ones_like(&self) -> Result<Tensor> {
         Self::ones(self.shape(), self.dtype(), self.device())
     }
-    pub fn full_like(&self, value: f64) -> Tensor {
+    pub fn full_like(&self, value: f64) -> Result<Tensor> {
         Self::full(self.shape(), value, self.dtype(), self.device())
     }
+    /// A host tensor of one value (cannot fail, unlike `full` on a GPU).
+    pub fn host_full(shape: &[usize], value: f64, dtype: DType) -> Tensor {
+        Self::from_storage(
+            Storage::Cpu(CpuStorage::full(layout::numel(shape), dtype, value)),
+            Layout::contiguous(shape),
+        )
+    }
+    /// A one-element host tensor.
     pub fn scalar(value: f64, dtype: DType) -> Tensor {
-        Self::full(&[], value, dtype, Device::Cpu)
+        Self::from_storage(
+            Storage::Cpu(CpuStorage::full(1, dtype, value)),
+            Layout::contiguous(&[]),
+        )
     }
 
     /// Standard normal values from a seeded generator.
     pub fn randn(shape: &[usize], dtype: DType, seed: u64) -> Tensor {
         let mut rng = crate::util::rng::Rng::new(seed);
         let v: Vec<f64> = (0..layout::numel(shape)).map(|_| rng.normal()).collect();
-        Self::from_vec(v, shape).and_then(|t| t.to_dtype(dtype)).expect("shape and length agree")
+        Self::from_vec(v, shape)
+            .and_then(|t| t.to_dtype(dtype))
+            .expect("shape and length agree")
     }
 
     /// Uniform values in [low, high) from a seeded generator.
     pub fn rand_uniform(shape: &[usize], low: f64, high: f64, dtype: DType, seed: u64) -> Tensor {
         let mut rng = crate::util::rng::Rng::new(seed);
-        let v: Vec<f64> = (0..layout::numel(shape)).map(|_| rng.range(low, high)).collect();
-        Self::from_vec(v, shape).and_then(|t| t.to_dtype(dtype)).expect("shape and length agree")
+        let v: Vec<f64> = (0..layout::numel(shape))
+            .map(|_| rng.range(low, high))
+            .collect();
+        Self::from_vec(v, shape)
+            .and_then(|t| t.to_dtype(dtype))
+            .expect("shape and length agree")
     }
 
     // ----- accessors ----------------------------------------------------------------------------
@@ -199,44 +269,102 @@ impl Tensor {
 
     // ----- data out -----------------------------------------------------------------------------
 
-    /// All values in logical order, converted to f64.
+    /// All values in logical order, converted to f64. Reading a GPU tensor waits for its work;
+    /// a device failure there panics (use [`Tensor::try_to_vec_f64`] to get it as an error).
     pub fn to_vec_f64(&self) -> Vec<f64> {
-        match &*self.storage() {
-            Storage::Cpu(s) => s.to_f64_vec(self.layout()),
-        }
+        self.try_to_vec_f64()
+            .unwrap_or_else(|e| panic!("reading a tensor from {}: {e}", self.device()))
+    }
+
+    /// All values in logical order, converted to f64, or the device's error.
+    pub fn try_to_vec_f64(&self) -> Result<Vec<f64>> {
+        Ok(self.storage().to_cpu()?.to_f64_vec(self.layout()))
     }
 
     /// All values in logical order, converted to f32.
     pub fn to_vec_f32(&self) -> Vec<f32> {
-        if let (Storage::Cpu(CpuStorage::F32(v)), Some(r)) = (&*self.storage(), self.layout().contiguous_range()) {
-            return v[r].to_vec();
+        self.try_to_vec_f32()
+            .unwrap_or_else(|e| panic!("reading a tensor from {}: {e}", self.device()))
+    }
+
+    /// All values in logical order, converted to f32, or the device's error.
+    pub fn try_to_vec_f32(&self) -> Result<Vec<f32>> {
+        let storage = self.storage();
+        let host = storage.to_cpu()?;
+        if let (CpuStorage::F32(v), Some(r)) = (&*host, self.layout().contiguous_range()) {
+            return Ok(v[r].to_vec());
         }
-        self.to_vec_f64().into_iter().map(|v| v as f32).collect()
+        Ok(host
+            .to_f64_vec(self.layout())
+            .into_iter()
+            .map(|v| v as f32)
+            .collect())
     }
 
     /// The value of a one-element tensor.
     pub fn to_scalar(&self) -> Result<f64> {
         if self.numel() != 1 {
-            return Err(HeparError::shape("to_scalar", format!("tensor of shape {:?} is not a single value", self.shape())));
+            return Err(HeparError::shape(
+                "to_scalar",
+                format!("tensor of shape {:?} is not a single value", self.shape()),
+            ));
         }
-        Ok(self.to_vec_f64()[0])
+        Ok(self.try_to_vec_f64()?[0])
+    }
+
+    /// This tensor on `device` (itself when already there); differentiable, the gradient goes
+    /// back to this tensor's device.
+    pub fn to_device(&self, device: Device) -> Result<Tensor> {
+        if device == self.device() {
+            return Ok(self.clone());
+        }
+        let host = {
+            let storage = self.storage();
+            let cpu = storage.to_cpu()?;
+            cpu.copy_strided(self.layout())?
+        };
+        let storage = Storage::from_cpu(host, device)?;
+        let from = self.device();
+        Ok(Tensor::from_op(
+            storage,
+            Layout::contiguous(self.shape()),
+            "to_device",
+            &[self],
+            Box::new(move |g| Ok(vec![Some(g.to_device(from)?)])),
+        ))
     }
 
     // ----- autograd handles ---------------------------------------------------------------------
 
     /// A new leaf sharing this tensor's data, recording gradients into its own `grad()`.
     pub fn requires_grad_leaf(&self) -> Tensor {
-        Self::build(self.0.storage.clone(), self.0.layout.clone(), true, true, None)
+        Self::build(
+            self.0.storage.clone(),
+            self.0.layout.clone(),
+            true,
+            true,
+            None,
+        )
     }
 
     /// The same data, cut from the graph: no gradient flows through the result.
     pub fn detach(&self) -> Tensor {
-        Self::build(self.0.storage.clone(), self.0.layout.clone(), false, true, None)
+        Self::build(
+            self.0.storage.clone(),
+            self.0.layout.clone(),
+            false,
+            true,
+            None,
+        )
     }
 
     /// The gradient accumulated in this leaf by backward passes, if any.
     pub fn grad(&self) -> Option<Tensor> {
-        self.0.grad.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0
+            .grad
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn zero_grad(&self) {
@@ -263,33 +391,40 @@ impl Tensor {
         if value.shape() != self.shape() || value.dtype() != self.dtype() {
             return Err(HeparError::shape(
                 "assign",
-                format!("target {:?} {} vs value {:?} {}", self.shape(), self.dtype(), value.shape(), value.dtype()),
+                format!(
+                    "target {:?} {} vs value {:?} {}",
+                    self.shape(),
+                    self.dtype(),
+                    value.shape(),
+                    value.dtype()
+                ),
             ));
         }
-        let src = {
-            let s = value.storage();
-            match &*s {
-                Storage::Cpu(c) => c.copy_strided(value.layout())?,
-            }
-        };
-        if Arc::ptr_eq(&self.0.storage, &value.0.storage) {
-            // Reading and writing one storage: the copy above already detached the source.
+        if value.device() != self.device() {
+            return Err(HeparError::invalid(
+                "assign",
+                format!("target on {} vs value on {}", self.device(), value.device()),
+            ));
         }
+        // A dense copy first: the value may be a view of the very storage being written.
+        let src = value.storage().copy_strided(value.layout())?;
         let mut dst = self.0.storage.write().unwrap_or_else(|e| e.into_inner());
-        match &mut *dst {
-            Storage::Cpu(d) => d.write_strided(self.layout(), &src, &Layout::contiguous(self.shape())),
-        }
+        dst.write_strided(self.layout(), &src, &Layout::contiguous(self.shape()))
     }
 
     pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        let storage = match &*self.storage() {
-            Storage::Cpu(s) => Storage::Cpu(s.to_dtype(self.layout(), dtype)?),
-        };
+        let storage = self.storage().to_dtype(self.layout(), dtype)?;
         let from = self.dtype();
-        Ok(Tensor::from_op(storage, Layout::contiguous(self.shape()), "to_dtype", &[self], Box::new(move |g| Ok(vec![Some(g.to_dtype(from)?)]))))
+        Ok(Tensor::from_op(
+            storage,
+            Layout::contiguous(self.shape()),
+            "to_dtype",
+            &[self],
+            Box::new(move |g| Ok(vec![Some(g.to_dtype(from)?)])),
+        ))
     }
 
     /// A dense row-major copy (or this tensor when already dense).
@@ -297,10 +432,14 @@ impl Tensor {
         if self.is_contiguous() {
             return Ok(self.clone());
         }
-        let storage = match &*self.storage() {
-            Storage::Cpu(s) => Storage::Cpu(s.copy_strided(self.layout())?),
-        };
-        Ok(Tensor::from_op(storage, Layout::contiguous(self.shape()), "contiguous", &[self], Box::new(|g| Ok(vec![Some(g.clone())]))))
+        let storage = self.storage().copy_strided(self.layout())?;
+        Ok(Tensor::from_op(
+            storage,
+            Layout::contiguous(self.shape()),
+            "contiguous",
+            &[self],
+            Box::new(|g| Ok(vec![Some(g.clone())])),
+        ))
     }
 }
 
@@ -310,7 +449,13 @@ fn cpu_storage_from_vec<T: WithDType>(data: Vec<T>) -> CpuStorage {
     match T::DTYPE {
         DType::F32 => CpuStorage::F32(*any.downcast::<Vec<f32>>().expect("dtype tag matches type")),
         DType::F64 => CpuStorage::F64(*any.downcast::<Vec<f64>>().expect("dtype tag matches type")),
-        DType::F16 => CpuStorage::F16(*any.downcast::<Vec<half::f16>>().expect("dtype tag matches type")),
-        DType::BF16 => CpuStorage::BF16(*any.downcast::<Vec<half::bf16>>().expect("dtype tag matches type")),
+        DType::F16 => CpuStorage::F16(
+            *any.downcast::<Vec<half::f16>>()
+                .expect("dtype tag matches type"),
+        ),
+        DType::BF16 => CpuStorage::BF16(
+            *any.downcast::<Vec<half::bf16>>()
+                .expect("dtype tag matches type"),
+        ),
     }
 }

@@ -13,7 +13,10 @@ pub fn rand_f64(shape: &[usize], seed: u64) -> Tensor {
 pub fn assert_close(actual: &[f64], expected: &[f64], tol: f64, what: &str) {
     assert_eq!(actual.len(), expected.len(), "{what}: lengths differ");
     for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
-        assert!((a - e).abs() <= tol * (1.0 + e.abs()), "{what}: element {i}: {a} vs expected {e}");
+        assert!(
+            (a - e).abs() <= tol * (1.0 + e.abs()),
+            "{what}: element {i}: {a} vs expected {e}"
+        );
     }
 }
 
@@ -29,4 +32,30 @@ pub fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
 
 pub fn ravel(idx: &[usize], shape: &[usize]) -> usize {
     idx.iter().zip(shape).fold(0, |acc, (&i, &d)| acc * d + i)
+}
+
+/// The devices the op suite runs on: `HEPAR_TEST_DEVICES` (comma-separated, e.g. `cpu,ptxvm,cuda`),
+/// by default `cpu,ptxvm`. A listed device that cannot be opened fails the test, never skips it.
+pub fn test_devices() -> Vec<hepar::backend::Device> {
+    let list = std::env::var("HEPAR_TEST_DEVICES").unwrap_or_else(|_| "cpu,ptxvm".to_string());
+    list.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            let d: hepar::backend::Device = s
+                .parse()
+                .unwrap_or_else(|e| panic!("HEPAR_TEST_DEVICES: {e}"));
+            d.ensure_available().unwrap_or_else(|e| {
+                panic!("HEPAR_TEST_DEVICES lists {d}, which is not available: {e}")
+            });
+            d
+        })
+        .collect()
+}
+
+/// The GPU devices among [`test_devices`] (the PTX VM, and real GPUs when listed).
+pub fn gpu_test_devices() -> Vec<hepar::backend::Device> {
+    test_devices()
+        .into_iter()
+        .filter(|d| *d != hepar::backend::Device::Cpu)
+        .collect()
 }

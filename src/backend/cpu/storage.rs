@@ -2,7 +2,10 @@
 
 use super::kernels::{conv, elementwise, gemm, norm, pool, reduce, upsample};
 use crate::backend::ops::{BinaryOp, ReduceOp, UnaryOp};
-use crate::backend::{BackendStorage, ConvGeometry, ConvTransposeGeometry, NormActivation, NormStats, PoolGeometry, UpsampleGeometry};
+use crate::backend::{
+    BackendStorage, ConvGeometry, ConvTransposeGeometry, NormActivation, NormStats, PoolGeometry,
+    UpsampleGeometry,
+};
 use crate::error::{HeparError, Result};
 use crate::tensor::dtype::DType;
 use crate::tensor::layout::Layout;
@@ -23,7 +26,13 @@ macro_rules! compute {
         match $s {
             CpuStorage::F32($v) => Ok(CpuStorage::F32($body)),
             CpuStorage::F64($v) => Ok(CpuStorage::F64($body)),
-            other => Err(HeparError::dtype($op, format!("{} tensors are storage only: convert to f32 first", other.dtype()))),
+            other => Err(HeparError::dtype(
+                $op,
+                format!(
+                    "{} tensors are storage only: convert to f32 first",
+                    other.dtype()
+                ),
+            )),
         }
     };
 }
@@ -34,7 +43,10 @@ macro_rules! compute2 {
         match ($a, $b) {
             (CpuStorage::F32($x), CpuStorage::F32($y)) => Ok(CpuStorage::F32($body)),
             (CpuStorage::F64($x), CpuStorage::F64($y)) => Ok(CpuStorage::F64($body)),
-            (a, b) => Err(HeparError::dtype($op, format!("operands are {} and {}", a.dtype(), b.dtype()))),
+            (a, b) => Err(HeparError::dtype(
+                $op,
+                format!("operands are {} and {}", a.dtype(), b.dtype()),
+            )),
         }
     };
 }
@@ -139,9 +151,18 @@ impl BackendStorage for CpuStorage {
 
     fn write_strided(&mut self, dst: &Layout, src: &Self, src_layout: &Layout) -> Result<()> {
         match (self, src) {
-            (CpuStorage::F32(d), CpuStorage::F32(s)) => elementwise::scatter_into(&elementwise::copy_strided(s, src_layout), d, dst),
-            (CpuStorage::F64(d), CpuStorage::F64(s)) => elementwise::scatter_into(&elementwise::copy_strided(s, src_layout), d, dst),
-            (d, s) => return Err(HeparError::dtype("write_strided", format!("destination {} vs source {}", d.dtype(), s.dtype()))),
+            (CpuStorage::F32(d), CpuStorage::F32(s)) => {
+                elementwise::scatter_into(&elementwise::copy_strided(s, src_layout), d, dst)
+            }
+            (CpuStorage::F64(d), CpuStorage::F64(s)) => {
+                elementwise::scatter_into(&elementwise::copy_strided(s, src_layout), d, dst)
+            }
+            (d, s) => {
+                return Err(HeparError::dtype(
+                    "write_strided",
+                    format!("destination {} vs source {}", d.dtype(), s.dtype()),
+                ))
+            }
         }
         Ok(())
     }
@@ -151,11 +172,15 @@ impl BackendStorage for CpuStorage {
     }
 
     fn unary_grad(&self, l: &Layout, grad: &Self, gl: &Layout, op: UnaryOp) -> Result<Self> {
-        compute2!(op.name(), self, grad, |x, g| elementwise::unary_grad(x, l, g, gl, op))
+        compute2!(op.name(), self, grad, |x, g| elementwise::unary_grad(
+            x, l, g, gl, op
+        ))
     }
 
     fn binary(&self, l: &Layout, rhs: &Self, rl: &Layout, op: BinaryOp) -> Result<Self> {
-        compute2!(op.name(), self, rhs, |a, b| elementwise::binary(a, l, b, rl, op))
+        compute2!(op.name(), self, rhs, |a, b| elementwise::binary(
+            a, l, b, rl, op
+        ))
     }
 
     fn reduce(&self, l: &Layout, axes: &[usize], op: ReduceOp) -> Result<Self> {
@@ -170,33 +195,107 @@ impl BackendStorage for CpuStorage {
         compute2!("matmul", self, rhs, |a, b| batched_matmul(a, l, b, rl))
     }
 
-    fn group_norm(&self, l: &Layout, groups: usize, weight: Option<&Self>, bias: Option<&Self>, eps: f64, activation: NormActivation) -> Result<(Self, NormStats<Self>)> {
+    fn group_norm(
+        &self,
+        l: &Layout,
+        groups: usize,
+        weight: Option<&Self>,
+        bias: Option<&Self>,
+        eps: f64,
+        activation: NormActivation,
+    ) -> Result<(Self, NormStats<Self>)> {
         let (n, c, s) = ncs(l);
         macro_rules! run {
             ($x:expr, $w:expr, $b:expr, $wrap:path) => {{
-                let (y, mean, rstd) = norm::group_norm_forward(&dense($x, l), n, c, s, groups, $w, $b, eps, activation);
-                Ok(($wrap(y), NormStats { mean: $wrap(mean), rstd: $wrap(rstd) }))
+                let (y, mean, rstd) = norm::group_norm_forward(
+                    &dense($x, l),
+                    n,
+                    c,
+                    s,
+                    groups,
+                    $w,
+                    $b,
+                    eps,
+                    activation,
+                );
+                Ok((
+                    $wrap(y),
+                    NormStats {
+                        mean: $wrap(mean),
+                        rstd: $wrap(rstd),
+                    },
+                ))
             }};
         }
         match self {
-            CpuStorage::F32(x) => run!(x, weight.and_then(|w| w.as_f32()), bias.and_then(|b| b.as_f32()), CpuStorage::F32),
-            CpuStorage::F64(x) => run!(x, weight.and_then(|w| w.as_f64()), bias.and_then(|b| b.as_f64()), CpuStorage::F64),
-            other => Err(HeparError::dtype("group_norm", format!("{} is storage only", other.dtype()))),
+            CpuStorage::F32(x) => run!(
+                x,
+                weight.and_then(|w| w.as_f32()),
+                bias.and_then(|b| b.as_f32()),
+                CpuStorage::F32
+            ),
+            CpuStorage::F64(x) => run!(
+                x,
+                weight.and_then(|w| w.as_f64()),
+                bias.and_then(|b| b.as_f64()),
+                CpuStorage::F64
+            ),
+            other => Err(HeparError::dtype(
+                "group_norm",
+                format!("{} is storage only", other.dtype()),
+            )),
         }
     }
 
-    fn group_norm_backward(&self, l: &Layout, grad: &Self, gl: &Layout, groups: usize, weight: Option<&Self>, bias: Option<&Self>, stats: &NormStats<Self>, activation: NormActivation) -> Result<(Self, Self, Self)> {
+    fn group_norm_backward(
+        &self,
+        l: &Layout,
+        grad: &Self,
+        gl: &Layout,
+        groups: usize,
+        weight: Option<&Self>,
+        bias: Option<&Self>,
+        stats: &NormStats<Self>,
+        activation: NormActivation,
+    ) -> Result<(Self, Self, Self)> {
         let (n, c, s) = ncs(l);
         match (self, grad, &stats.mean, &stats.rstd) {
             (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(m), CpuStorage::F32(r)) => {
-                let (a, b, cc) = norm::group_norm_backward(&dense(x, l), &dense(g, gl), m, r, n, c, s, groups, weight.and_then(|w| w.as_f32()), bias.and_then(|b| b.as_f32()), activation);
+                let (a, b, cc) = norm::group_norm_backward(
+                    &dense(x, l),
+                    &dense(g, gl),
+                    m,
+                    r,
+                    n,
+                    c,
+                    s,
+                    groups,
+                    weight.and_then(|w| w.as_f32()),
+                    bias.and_then(|b| b.as_f32()),
+                    activation,
+                );
                 Ok((CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(cc)))
             }
             (CpuStorage::F64(x), CpuStorage::F64(g), CpuStorage::F64(m), CpuStorage::F64(r)) => {
-                let (a, b, cc) = norm::group_norm_backward(&dense(x, l), &dense(g, gl), m, r, n, c, s, groups, weight.and_then(|w| w.as_f64()), bias.and_then(|b| b.as_f64()), activation);
+                let (a, b, cc) = norm::group_norm_backward(
+                    &dense(x, l),
+                    &dense(g, gl),
+                    m,
+                    r,
+                    n,
+                    c,
+                    s,
+                    groups,
+                    weight.and_then(|w| w.as_f64()),
+                    bias.and_then(|b| b.as_f64()),
+                    activation,
+                );
                 Ok((CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(cc)))
             }
-            _ => Err(HeparError::dtype("group_norm_backward", "operands must all be f32 or all f64")),
+            _ => Err(HeparError::dtype(
+                "group_norm_backward",
+                "operands must all be f32 or all f64",
+            )),
         }
     }
 
@@ -205,31 +304,91 @@ impl BackendStorage for CpuStorage {
         match self {
             CpuStorage::F32(x) => Ok(norm::channel_stats(&dense(x, l), n, c, s)),
             CpuStorage::F64(x) => Ok(norm::channel_stats(&dense(x, l), n, c, s)),
-            other => Err(HeparError::dtype("batch_norm", format!("{} is storage only", other.dtype()))),
+            other => Err(HeparError::dtype(
+                "batch_norm",
+                format!("{} is storage only", other.dtype()),
+            )),
         }
     }
 
-    fn batch_norm_apply(&self, l: &Layout, mean: &[f64], rstd: &[f64], weight: Option<&Self>, bias: Option<&Self>) -> Result<Self> {
+    fn batch_norm_apply(
+        &self,
+        l: &Layout,
+        mean: &[f64],
+        rstd: &[f64],
+        weight: Option<&Self>,
+        bias: Option<&Self>,
+    ) -> Result<Self> {
         let (n, c, s) = ncs(l);
         match self {
-            CpuStorage::F32(x) => Ok(CpuStorage::F32(norm::channel_affine(&dense(x, l), n, c, s, mean, rstd, weight.and_then(|w| w.as_f32()), bias.and_then(|b| b.as_f32())))),
-            CpuStorage::F64(x) => Ok(CpuStorage::F64(norm::channel_affine(&dense(x, l), n, c, s, mean, rstd, weight.and_then(|w| w.as_f64()), bias.and_then(|b| b.as_f64())))),
-            other => Err(HeparError::dtype("batch_norm", format!("{} is storage only", other.dtype()))),
+            CpuStorage::F32(x) => Ok(CpuStorage::F32(norm::channel_affine(
+                &dense(x, l),
+                n,
+                c,
+                s,
+                mean,
+                rstd,
+                weight.and_then(|w| w.as_f32()),
+                bias.and_then(|b| b.as_f32()),
+            ))),
+            CpuStorage::F64(x) => Ok(CpuStorage::F64(norm::channel_affine(
+                &dense(x, l),
+                n,
+                c,
+                s,
+                mean,
+                rstd,
+                weight.and_then(|w| w.as_f64()),
+                bias.and_then(|b| b.as_f64()),
+            ))),
+            other => Err(HeparError::dtype(
+                "batch_norm",
+                format!("{} is storage only", other.dtype()),
+            )),
         }
     }
 
-    fn batch_norm_train_backward(&self, l: &Layout, grad: &Self, gl: &Layout, mean: &[f64], rstd: &[f64], weight: Option<&Self>) -> Result<(Self, Self, Self)> {
+    fn batch_norm_train_backward(
+        &self,
+        l: &Layout,
+        grad: &Self,
+        gl: &Layout,
+        mean: &[f64],
+        rstd: &[f64],
+        weight: Option<&Self>,
+    ) -> Result<(Self, Self, Self)> {
         let (n, c, s) = ncs(l);
         match (self, grad) {
             (CpuStorage::F32(x), CpuStorage::F32(g)) => {
-                let (a, b, cc) = norm::batch_norm_train_backward(&dense(x, l), &dense(g, gl), n, c, s, mean, rstd, weight.and_then(|w| w.as_f32()));
+                let (a, b, cc) = norm::batch_norm_train_backward(
+                    &dense(x, l),
+                    &dense(g, gl),
+                    n,
+                    c,
+                    s,
+                    mean,
+                    rstd,
+                    weight.and_then(|w| w.as_f32()),
+                );
                 Ok((CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(cc)))
             }
             (CpuStorage::F64(x), CpuStorage::F64(g)) => {
-                let (a, b, cc) = norm::batch_norm_train_backward(&dense(x, l), &dense(g, gl), n, c, s, mean, rstd, weight.and_then(|w| w.as_f64()));
+                let (a, b, cc) = norm::batch_norm_train_backward(
+                    &dense(x, l),
+                    &dense(g, gl),
+                    n,
+                    c,
+                    s,
+                    mean,
+                    rstd,
+                    weight.and_then(|w| w.as_f64()),
+                );
                 Ok((CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(cc)))
             }
-            _ => Err(HeparError::dtype("batch_norm_backward", "operands must all be f32 or all f64")),
+            _ => Err(HeparError::dtype(
+                "batch_norm_backward",
+                "operands must all be f32 or all f64",
+            )),
         }
     }
 
@@ -255,21 +414,34 @@ impl BackendStorage for CpuStorage {
             gw
         })
     }
-    fn conv_transpose(&self, weight: &Self, bias: Option<&Self>, g: &ConvTransposeGeometry) -> Result<Self> {
+    fn conv_transpose(
+        &self,
+        weight: &Self,
+        bias: Option<&Self>,
+        g: &ConvTransposeGeometry,
+    ) -> Result<Self> {
         compute2!("conv_transpose", self, weight, |x, w| {
             let mut out = vec![Default::default(); g.output_len()];
             conv::conv_transpose_forward(g, x, w, typed_bias(bias, x), &mut out);
             out
         })
     }
-    fn conv_transpose_backward_input(&self, weight: &Self, g: &ConvTransposeGeometry) -> Result<Self> {
+    fn conv_transpose_backward_input(
+        &self,
+        weight: &Self,
+        g: &ConvTransposeGeometry,
+    ) -> Result<Self> {
         compute2!("conv_transpose_backward_input", self, weight, |go, w| {
             let mut gx = vec![Default::default(); g.input_len()];
             conv::conv_transpose_backward_input(g, go, w, &mut gx);
             gx
         })
     }
-    fn conv_transpose_backward_weight(&self, grad_out: &Self, g: &ConvTransposeGeometry) -> Result<Self> {
+    fn conv_transpose_backward_weight(
+        &self,
+        grad_out: &Self,
+        g: &ConvTransposeGeometry,
+    ) -> Result<Self> {
         compute2!("conv_transpose_backward_weight", self, grad_out, |x, go| {
             let mut gw = vec![Default::default(); g.weight_len()];
             conv::conv_transpose_backward_weight(g, x, go, &mut gw);
@@ -286,7 +458,12 @@ impl BackendStorage for CpuStorage {
     fn max_pool_backward(&self, grad_out: &Self, g: &PoolGeometry) -> Result<Self> {
         compute2!("max_pool_backward", self, grad_out, |x, go| {
             let mut argmax = vec![0; g.output_len()];
-            pool::max_pool_forward(g, x, &mut vec![Default::default(); g.output_len()], &mut argmax);
+            pool::max_pool_forward(
+                g,
+                x,
+                &mut vec![Default::default(); g.output_len()],
+                &mut argmax,
+            );
             let mut gi = vec![Default::default(); g.input_len()];
             pool::max_pool_backward(g, go, &argmax, &mut gi);
             gi
@@ -333,7 +510,10 @@ fn typed_bias<'a, T: 'static>(bias: Option<&'a CpuStorage>, _like: &[T]) -> Opti
 }
 
 /// A view's values as one dense slice: borrowed when the view is contiguous, else gathered.
-fn dense<'a, T: super::kernels::scalar::Float>(v: &'a [T], l: &Layout) -> std::borrow::Cow<'a, [T]> {
+fn dense<'a, T: super::kernels::scalar::Float>(
+    v: &'a [T],
+    l: &Layout,
+) -> std::borrow::Cow<'a, [T]> {
     match l.contiguous_range() {
         Some(r) => std::borrow::Cow::Borrowed(&v[r]),
         None => std::borrow::Cow::Owned(elementwise::copy_strided(v, l)),
@@ -347,21 +527,43 @@ fn ncs(l: &Layout) -> (usize, usize, usize) {
 }
 
 /// [..., M, K] @ [..., K, N] with identical batch axes; strided views are read in place.
-fn batched_matmul<T: super::kernels::scalar::Float>(a: &[T], al: &Layout, b: &[T], bl: &Layout) -> Vec<T> {
+fn batched_matmul<T: super::kernels::scalar::Float>(
+    a: &[T],
+    al: &Layout,
+    b: &[T],
+    bl: &Layout,
+) -> Vec<T> {
     let r = al.rank();
     let (m, k, n) = (al.shape()[r - 2], al.shape()[r - 1], bl.shape()[r - 1]);
     let batch_shape = &al.shape()[..r - 2];
     let batch: usize = batch_shape.iter().product();
     let mut out = vec![T::zero(); batch * m * n];
-    let mat = |l: &Layout, rows, cols| gemm::MatLayout { rows, cols, row_stride: l.strides()[r - 2] as isize, col_stride: l.strides()[r - 1] as isize };
+    let mat = |l: &Layout, rows, cols| gemm::MatLayout {
+        rows,
+        cols,
+        row_stride: l.strides()[r - 2] as isize,
+        col_stride: l.strides()[r - 1] as isize,
+    };
     let (a_mat, b_mat) = (mat(al, m, k), mat(bl, k, n));
     let batch_offsets = |l: &Layout| -> Vec<usize> {
-        let bl = Layout::new(batch_shape.to_vec(), l.strides()[..r - 2].to_vec(), l.offset());
+        let bl = Layout::new(
+            batch_shape.to_vec(),
+            l.strides()[..r - 2].to_vec(),
+            l.offset(),
+        );
         bl.indices()
     };
     let (ao, bo) = (batch_offsets(al), batch_offsets(bl));
     for (i, chunk) in out.chunks_mut((m * n).max(1)).enumerate().take(batch) {
-        gemm::gemm(&a[ao[i]..], a_mat, &b[bo[i]..], b_mat, chunk, gemm::MatLayout::row_major(m, n), false);
+        gemm::gemm(
+            &a[ao[i]..],
+            a_mat,
+            &b[bo[i]..],
+            b_mat,
+            chunk,
+            gemm::MatLayout::row_major(m, n),
+            false,
+        );
     }
     out
 }

@@ -1,9 +1,72 @@
-//! The CUDA backend's kernels. Sources live in `kernels/*.cu`, are embedded in the binary and
-//! compiled at run time by NVRTC; on machines without a GPU they run on the PTX virtual machine
-//! (`crate::ptx`), which is how CI checks each kernel against the CPU backend.
+//! The CUDA backend: tensors in GPU memory, every primitive of `BackendStorage` a hand-written
+//! kernel. Kernel sources live in `kernels/<family>.cu`, beside the CPU functions they must equal;
+//! they are embedded in the binary and compiled at run time by NVRTC. The same kernels run on a
+//! real GPU (cudarc's driver, `cuda:N`) and on the PTX virtual machine (`ptxvm`, every CI run),
+//! both behind [`DeviceApi`].
+//!
+//! `device` is the driver API, `driver` its cudarc implementation, `nvrtc` the compiler,
+//! `context` one GPU (allocator, compiled modules, launch shape), `alloc` the caching allocator,
+//! `view` the strided-layout argument kernels index with, `storage` the tensor storage, and one
+//! module per kernel family launches that family's kernels.
 
-/// Elementwise activations, their gradients and dense binary ops.
-pub const ELEMENTWISE_SOURCE: &str = include_str!("../../../kernels/elementwise.cu");
+pub mod alloc;
+pub mod context;
+pub mod device;
+pub mod driver;
+pub mod nvrtc;
+pub mod storage;
+pub mod view;
 
-/// Every kernel source, with the file name NVRTC reports in its messages.
-pub const SOURCES: &[(&str, &str)] = &[("elementwise.cu", ELEMENTWISE_SOURCE)];
+mod conv;
+mod copy;
+mod elementwise;
+mod matmul;
+mod norm;
+mod pool;
+mod reduce;
+mod upsample;
+
+pub use alloc::MemoryStats;
+pub use context::{GpuBuffer, GpuContext, LaunchShape};
+pub use device::{DeviceApi, DevicePtr, KernelArg, LaunchConfig};
+pub use driver::CudaDriver;
+pub use storage::CudaStorage;
+
+use crate::error::{HeparError, Result};
+
+/// Helpers every kernel file sees first: the strided-view argument and the grid-stride loop.
+pub const PRELUDE: &str = include_str!("../../../kernels/common.cuh");
+
+/// Every kernel file, with the name NVRTC reports in its messages.
+pub const SOURCES: &[(&str, &str)] = &[
+    (
+        "elementwise.cu",
+        include_str!("../../../kernels/elementwise.cu"),
+    ),
+    ("copy.cu", include_str!("../../../kernels/copy.cu")),
+    ("reduce.cu", include_str!("../../../kernels/reduce.cu")),
+    ("norm.cu", include_str!("../../../kernels/norm.cu")),
+    ("pool.cu", include_str!("../../../kernels/pool.cu")),
+    ("upsample.cu", include_str!("../../../kernels/upsample.cu")),
+    ("matmul.cu", include_str!("../../../kernels/matmul.cu")),
+    ("conv.cu", include_str!("../../../kernels/conv.cu")),
+];
+
+/// The text of one kernel file.
+pub fn source(file: &str) -> Result<&'static str> {
+    SOURCES
+        .iter()
+        .find(|(name, _)| *name == file)
+        .map(|(_, text)| *text)
+        .ok_or_else(|| HeparError::Backend {
+            backend: "cuda",
+            msg: format!(
+                "no kernel file `{file}` (files: {})",
+                SOURCES
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
+}

@@ -15,91 +15,9 @@ use rayon::prelude::*;
 
 use super::gemm::{gemm_raw, MatLayout};
 use super::scalar::Float;
-use crate::error::{HeparError, Result};
-
-/// Sizes of a convolution; spatial arrays are (depth, height, width), a 2D convolution has depth 1
-/// and kernel depth 1.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConvGeometry {
-    pub batch: usize,
-    pub in_channels: usize,
-    pub out_channels: usize,
-    pub groups: usize,
-    pub input: [usize; 3],
-    pub kernel: [usize; 3],
-    pub stride: [usize; 3],
-    pub padding: [usize; 3],
-    pub dilation: [usize; 3],
-}
+pub use crate::backend::geometry::{ConvGeometry, ConvTransposeGeometry};
 
 impl ConvGeometry {
-    /// Output spatial size per axis (0 if the dilated kernel does not fit; `validate` rejects that).
-    pub fn output(&self) -> [usize; 3] {
-        super::window::sliding_output(self.input, self.kernel, self.stride, self.padding, self.dilation)
-    }
-
-    /// Checks that the sizes describe a convolution, naming what is wrong.
-    pub fn validate(&self) -> Result<()> {
-        let op = "conv";
-        if self.groups == 0
-            || !self.in_channels.is_multiple_of(self.groups)
-            || !self.out_channels.is_multiple_of(self.groups)
-        {
-            return Err(HeparError::invalid(
-                op,
-                format!(
-                    "groups {} must be positive and divide in_channels {} and out_channels {}",
-                    self.groups, self.in_channels, self.out_channels
-                ),
-            ));
-        }
-        if self.in_channels == 0 || self.out_channels == 0 {
-            return Err(HeparError::invalid(
-                op,
-                format!("channels must be positive, got {:?}", self),
-            ));
-        }
-        for a in 0..3 {
-            if self.kernel[a] == 0 || self.stride[a] == 0 || self.dilation[a] == 0 {
-                return Err(HeparError::invalid(
-                    op,
-                    format!(
-                        "kernel {:?}, stride {:?} and dilation {:?} must be positive",
-                        self.kernel, self.stride, self.dilation
-                    ),
-                ));
-            }
-            let span = self.dilation[a] * (self.kernel[a] - 1) + 1;
-            if self.input[a] + 2 * self.padding[a] < span {
-                return Err(HeparError::shape(
-                    op,
-                    format!(
-                        "input {:?} padded by {:?} is smaller than kernel {:?} dilated by {:?}",
-                        self.input, self.padding, self.kernel, self.dilation
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    pub fn input_len(&self) -> usize {
-        self.batch * self.in_channels * self.input.iter().product::<usize>()
-    }
-    pub fn output_len(&self) -> usize {
-        self.batch * self.out_channels * self.output().iter().product::<usize>()
-    }
-    /// Weight layout as PyTorch: [out_channels, in_channels / groups, kD, kH, kW].
-    pub fn weight_len(&self) -> usize {
-        self.out_channels * (self.in_channels / self.groups.max(1)) * self.kernel.iter().product::<usize>()
-    }
-    /// Multiply-adds of the forward pass times two.
-    pub fn flops(&self) -> f64 {
-        2.0 * self.output_len() as f64
-            * (self.in_channels / self.groups.max(1)) as f64
-            * self.kernel.iter().product::<usize>() as f64
-    }
-
     fn is_pointwise(&self) -> bool {
         self.kernel == [1, 1, 1] && self.stride == [1, 1, 1] && self.padding == [0, 0, 0]
     }
@@ -108,104 +26,6 @@ impl ConvGeometry {
         if let Err(e) = self.validate() {
             panic!("conv kernel called with an invalid geometry: {e}");
         }
-    }
-}
-
-/// Sizes of a transposed convolution. Its weight is [in_channels, out_channels / groups, kD, kH, kW]
-/// (PyTorch's layout) and its output is `(in - 1) stride - 2 pad + dil (k - 1) + output_padding + 1`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConvTransposeGeometry {
-    pub batch: usize,
-    pub in_channels: usize,
-    pub out_channels: usize,
-    pub groups: usize,
-    pub input: [usize; 3],
-    pub kernel: [usize; 3],
-    pub stride: [usize; 3],
-    pub padding: [usize; 3],
-    pub dilation: [usize; 3],
-    pub output_padding: [usize; 3],
-}
-
-impl ConvTransposeGeometry {
-    /// Output spatial size (0 on an axis where padding eats the whole output).
-    pub fn output(&self) -> [usize; 3] {
-        std::array::from_fn(|a| {
-            let full = self.input[a].saturating_sub(1) * self.stride[a]
-                + self.dilation[a] * self.kernel[a].saturating_sub(1)
-                + self.output_padding[a]
-                + 1;
-            full.saturating_sub(2 * self.padding[a])
-        })
-    }
-
-    /// The convolution whose backward-input pass is this transposed convolution: its input is our
-    /// output, its output our input, and the weights are shared as they are stored.
-    pub fn as_conv(&self) -> ConvGeometry {
-        ConvGeometry {
-            batch: self.batch,
-            in_channels: self.out_channels,
-            out_channels: self.in_channels,
-            groups: self.groups,
-            input: self.output(),
-            kernel: self.kernel,
-            stride: self.stride,
-            padding: self.padding,
-            dilation: self.dilation,
-        }
-    }
-
-    pub fn validate(&self) -> Result<()> {
-        let op = "conv_transpose";
-        for a in 0..3 {
-            if self.stride[a] == 0 || self.dilation[a] == 0 || self.kernel[a] == 0 || self.input[a] == 0 {
-                return Err(HeparError::invalid(
-                    op,
-                    format!(
-                        "input {:?}, kernel {:?}, stride {:?} and dilation {:?} must be positive",
-                        self.input, self.kernel, self.stride, self.dilation
-                    ),
-                ));
-            }
-            // Larger output padding would make the output longer than the adjoint convolution can
-            // map back onto the input.
-            if self.output_padding[a] >= self.stride[a] {
-                return Err(HeparError::invalid(
-                    op,
-                    format!(
-                        "output_padding {:?} must be smaller than stride {:?}",
-                        self.output_padding, self.stride
-                    ),
-                ));
-            }
-            let full = (self.input[a] - 1) * self.stride[a]
-                + self.dilation[a] * (self.kernel[a] - 1)
-                + self.output_padding[a]
-                + 1;
-            if full <= 2 * self.padding[a] {
-                return Err(HeparError::shape(
-                    op,
-                    format!(
-                        "padding {:?} leaves no output for input {:?}, kernel {:?}",
-                        self.padding, self.input, self.kernel
-                    ),
-                ));
-            }
-        }
-        let conv = self.as_conv();
-        conv.validate().map_err(|e| HeparError::invalid(op, e.to_string()))?;
-        debug_assert_eq!(conv.output(), self.input);
-        Ok(())
-    }
-
-    pub fn input_len(&self) -> usize {
-        self.as_conv().output_len()
-    }
-    pub fn output_len(&self) -> usize {
-        self.as_conv().input_len()
-    }
-    pub fn weight_len(&self) -> usize {
-        self.as_conv().weight_len()
     }
 }
 
@@ -222,7 +42,14 @@ struct AxisMap {
 
 impl AxisMap {
     /// Convolution forward: output `o` reads input `o * stride + tap * dilation - padding`.
-    fn forward(src_len: usize, dst_len: usize, taps: usize, stride: usize, padding: usize, dilation: usize) -> Self {
+    fn forward(
+        src_len: usize,
+        dst_len: usize,
+        taps: usize,
+        stride: usize,
+        padding: usize,
+        dilation: usize,
+    ) -> Self {
         Self::build(src_len, dst_len, taps, stride == 1, |tap, o| {
             Some((o * stride + tap * dilation) as isize - padding as isize)
         })
@@ -230,7 +57,14 @@ impl AxisMap {
 
     /// The adjoint: input `i` receives from output `(i + padding - tap * dilation) / stride` when
     /// that division is exact.
-    fn adjoint(src_len: usize, dst_len: usize, taps: usize, stride: usize, padding: usize, dilation: usize) -> Self {
+    fn adjoint(
+        src_len: usize,
+        dst_len: usize,
+        taps: usize,
+        stride: usize,
+        padding: usize,
+        dilation: usize,
+    ) -> Self {
         Self::build(src_len, dst_len, taps, stride == 1, |tap, i| {
             let num = (i + padding) as isize - (tap * dilation) as isize;
             (num >= 0 && (num as usize).is_multiple_of(stride)).then(|| num / stride as isize)
@@ -268,7 +102,11 @@ impl AxisMap {
                 })
                 .collect()
         });
-        AxisMap { dst_len, src, shifts }
+        AxisMap {
+            dst_len,
+            src,
+            shifts,
+        }
     }
 
     #[inline]
@@ -386,7 +224,12 @@ impl Gather {
                         let row_start = (sd as usize * sh_len + sh as usize) * sw_len;
                         let row = &plane[row_start..row_start + sw_len];
                         for kw in 0..tw {
-                            self.maps[2].gather_row(kw, w0, row, &mut col[r * len + t0..r * len + t0 + seg]);
+                            self.maps[2].gather_row(
+                                kw,
+                                w0,
+                                row,
+                                &mut col[r * len + t0..r * len + t0 + seg],
+                            );
                             r += 1;
                         }
                     }
@@ -501,7 +344,8 @@ fn gathered_product<T: Float>(
                 let c = out_ptr.get().add(out_offset);
                 if let Some(bias) = bias {
                     for i in 0..m {
-                        std::slice::from_raw_parts_mut(c.add(i * positions), len).fill(bias[g * m + i]);
+                        std::slice::from_raw_parts_mut(c.add(i * positions), len)
+                            .fill(bias[g * m + i]);
                     }
                 }
                 gemm_raw(
@@ -520,10 +364,20 @@ fn gathered_product<T: Float>(
 /// Convolution forward: `out` [batch, out_channels, output()] from `input` [batch, in_channels,
 /// input], `weight` [out_channels, in_channels / groups, kernel] and an optional `bias`
 /// `[out_channels]`.
-pub fn conv_forward<T: Float>(geom: &ConvGeometry, input: &[T], weight: &[T], bias: Option<&[T]>, out: &mut [T]) {
+pub fn conv_forward<T: Float>(
+    geom: &ConvGeometry,
+    input: &[T],
+    weight: &[T],
+    bias: Option<&[T]>,
+    out: &mut [T],
+) {
     geom.assert_valid();
     assert_eq!(input.len(), geom.input_len(), "conv_forward: input length");
-    assert_eq!(weight.len(), geom.weight_len(), "conv_forward: weight length");
+    assert_eq!(
+        weight.len(),
+        geom.weight_len(),
+        "conv_forward: weight length"
+    );
     assert_eq!(out.len(), geom.output_len(), "conv_forward: output length");
     if let Some(b) = bias {
         assert_eq!(b.len(), geom.out_channels, "conv_forward: bias length");
@@ -547,7 +401,13 @@ pub fn conv_forward<T: Float>(geom: &ConvGeometry, input: &[T], weight: &[T], bi
 }
 
 /// The forward pass of the portable path (any element type, any CPU); sizes already checked.
-fn portable_forward<T: Float>(geom: &ConvGeometry, input: &[T], weight: &[T], bias: Option<&[T]>, out: &mut [T]) {
+fn portable_forward<T: Float>(
+    geom: &ConvGeometry,
+    input: &[T],
+    weight: &[T],
+    bias: Option<&[T]>,
+    out: &mut [T],
+) {
     let gather = Gather::conv_forward(geom);
     let cig = geom.in_channels / geom.groups;
     let cog = geom.out_channels / geom.groups;
@@ -567,14 +427,23 @@ fn portable_forward<T: Float>(geom: &ConvGeometry, input: &[T], weight: &[T], bi
 
 /// Gradient of the convolution with respect to its input: `grad_input` [batch, in_channels, input]
 /// from `grad_out` [batch, out_channels, output()].
-pub fn conv_backward_input<T: Float>(geom: &ConvGeometry, grad_out: &[T], weight: &[T], grad_input: &mut [T]) {
+pub fn conv_backward_input<T: Float>(
+    geom: &ConvGeometry,
+    grad_out: &[T],
+    weight: &[T],
+    grad_input: &mut [T],
+) {
     geom.assert_valid();
     assert_eq!(
         grad_out.len(),
         geom.output_len(),
         "conv_backward_input: grad_out length"
     );
-    assert_eq!(weight.len(), geom.weight_len(), "conv_backward_input: weight length");
+    assert_eq!(
+        weight.len(),
+        geom.weight_len(),
+        "conv_backward_input: weight length"
+    );
     assert_eq!(
         grad_input.len(),
         geom.input_len(),
@@ -584,7 +453,9 @@ pub fn conv_backward_input<T: Float>(geom: &ConvGeometry, grad_out: &[T], weight
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if let (Some(dy), Some(w), Some(dx)) = (as_f32(grad_out), as_f32(weight), as_f32_mut(grad_input)) {
+    if let (Some(dy), Some(w), Some(dx)) =
+        (as_f32(grad_out), as_f32(weight), as_f32_mut(grad_input))
+    {
         if super::conv_avx512::supports(geom) {
             return super::conv_avx512::backward_input(geom, dy, w, dx);
         }
@@ -593,7 +464,12 @@ pub fn conv_backward_input<T: Float>(geom: &ConvGeometry, grad_out: &[T], weight
 }
 
 /// The input gradient on the portable path; sizes already checked.
-fn portable_backward_input<T: Float>(geom: &ConvGeometry, grad_out: &[T], weight: &[T], grad_input: &mut [T]) {
+fn portable_backward_input<T: Float>(
+    geom: &ConvGeometry,
+    grad_out: &[T],
+    weight: &[T],
+    grad_input: &mut [T],
+) {
     let cig = geom.in_channels / geom.groups;
     let cog = geom.out_channels / geom.groups;
     let taps = geom.kernel.iter().product::<usize>();
@@ -625,9 +501,18 @@ fn portable_backward_input<T: Float>(geom: &ConvGeometry, grad_out: &[T], weight
 
 /// Gradient of the convolution with respect to its weight, written (not accumulated) into
 /// `grad_weight` [out_channels, in_channels / groups, kernel].
-pub fn conv_backward_weight<T: Float>(geom: &ConvGeometry, input: &[T], grad_out: &[T], grad_weight: &mut [T]) {
+pub fn conv_backward_weight<T: Float>(
+    geom: &ConvGeometry,
+    input: &[T],
+    grad_out: &[T],
+    grad_weight: &mut [T],
+) {
     geom.assert_valid();
-    assert_eq!(input.len(), geom.input_len(), "conv_backward_weight: input length");
+    assert_eq!(
+        input.len(),
+        geom.input_len(),
+        "conv_backward_weight: input length"
+    );
     assert_eq!(
         grad_out.len(),
         geom.output_len(),
@@ -643,7 +528,9 @@ pub fn conv_backward_weight<T: Float>(geom: &ConvGeometry, input: &[T], grad_out
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if let (Some(x), Some(dy), Some(dw)) = (as_f32(input), as_f32(grad_out), as_f32_mut(grad_weight)) {
+    if let (Some(x), Some(dy), Some(dw)) =
+        (as_f32(input), as_f32(grad_out), as_f32_mut(grad_weight))
+    {
         // A pointwise weight gradient is one GEMM with a long reduction, where GEMM's packing
         // beats the direct tile (measured 130 vs 50 GFLOP/s).
         if super::conv_avx512::supports(geom) && !geom.is_pointwise() {
@@ -654,7 +541,12 @@ pub fn conv_backward_weight<T: Float>(geom: &ConvGeometry, input: &[T], grad_out
 }
 
 /// The weight gradient on the portable path; sizes already checked, `grad_weight` zeroed.
-fn portable_backward_weight<T: Float>(geom: &ConvGeometry, input: &[T], grad_out: &[T], grad_weight: &mut [T]) {
+fn portable_backward_weight<T: Float>(
+    geom: &ConvGeometry,
+    input: &[T],
+    grad_out: &[T],
+    grad_weight: &mut [T],
+) {
     let (batch, groups) = (geom.batch, geom.groups);
     let cig = geom.in_channels / groups;
     let cog = geom.out_channels / groups;
@@ -739,7 +631,11 @@ pub fn conv_backward_bias<T: Float>(
         batch * channels * positions,
         "conv_backward_bias: grad_out length"
     );
-    assert_eq!(grad_bias.len(), channels, "conv_backward_bias: grad_bias length");
+    assert_eq!(
+        grad_bias.len(),
+        channels,
+        "conv_backward_bias: grad_bias length"
+    );
     grad_bias.par_iter_mut().enumerate().for_each(|(c, gb)| {
         *gb = (0..batch)
             .map(|n| {
@@ -767,7 +663,11 @@ pub fn conv_transpose_forward<T: Float>(
     let conv = geom.as_conv();
     conv_backward_input(&conv, input, weight, out);
     if let Some(bias) = bias {
-        assert_eq!(bias.len(), geom.out_channels, "conv_transpose_forward: bias length");
+        assert_eq!(
+            bias.len(),
+            geom.out_channels,
+            "conv_transpose_forward: bias length"
+        );
         let positions = conv.input.iter().product::<usize>();
         out.par_chunks_mut(positions.max(1))
             .enumerate()
@@ -811,6 +711,7 @@ pub fn conv_transpose_backward_weight<T: Float>(
 mod tests {
     use super::*;
     use crate::backend::cpu::kernels::test_util::{dot, random};
+    use crate::error::HeparError;
 
     fn assert_close(got: &[f64], want: &[f64], what: &str) {
         assert_eq!(got.len(), want.len(), "{what}: length");
@@ -838,16 +739,20 @@ mod tests {
             for co in 0..g.out_channels {
                 let grp = co / cog;
                 for (od, oh, ow) in itertools3(out) {
-                    let o_idx = (((n * g.out_channels + co) * out[0] + od) * out[1] + oh) * out[2] + ow;
+                    let o_idx =
+                        (((n * g.out_channels + co) * out[0] + od) * out[1] + oh) * out[2] + ow;
                     for ci in 0..cig {
                         let c_in = grp * cig + ci;
                         for (a, b, c) in itertools3([kd, kh, kw]) {
-                            let (Some(sd), Some(sh), Some(sw)) =
-                                (source(g, 0, od, a), source(g, 1, oh, b), source(g, 2, ow, c))
-                            else {
+                            let (Some(sd), Some(sh), Some(sw)) = (
+                                source(g, 0, od, a),
+                                source(g, 1, oh, b),
+                                source(g, 2, ow, c),
+                            ) else {
                                 continue;
                             };
-                            let i_idx = (((n * g.in_channels + c_in) * id + sd) * ih + sh) * iw + sw;
+                            let i_idx =
+                                (((n * g.in_channels + c_in) * id + sd) * ih + sh) * iw + sw;
                             let w_idx = (((co * cig + ci) * kd + a) * kh + b) * kw + c;
                             f(i_idx, w_idx, o_idx);
                         }
@@ -912,34 +817,173 @@ mod tests {
     /// Odd sizes, strides, paddings, dilations, groups (1, 2, depthwise), 2D, pointwise.
     fn geometries() -> Vec<ConvGeometry> {
         vec![
-            geometry(2, 3, 4, 1, [5, 7, 6], [3, 3, 3], [1, 1, 1], [1, 1, 1], [1, 1, 1]),
-            geometry(1, 3, 5, 1, [5, 7, 6], [3, 2, 3], [2, 2, 1], [1, 0, 2], [1, 2, 2]),
-            geometry(2, 4, 6, 2, [5, 7, 6], [3, 3, 3], [2, 1, 2], [2, 1, 1], [2, 1, 1]),
-            geometry(1, 6, 6, 6, [5, 7, 6], [3, 3, 3], [1, 2, 1], [1, 1, 1], [1, 1, 2]),
-            geometry(2, 3, 6, 3, [1, 9, 11], [1, 3, 3], [1, 2, 2], [0, 1, 1], [1, 1, 1]),
-            geometry(2, 5, 3, 1, [3, 4, 5], [1, 1, 1], [1, 1, 1], [0, 0, 0], [1, 1, 1]),
-            geometry(1, 4, 4, 2, [3, 4, 5], [1, 1, 1], [2, 2, 2], [0, 1, 0], [1, 1, 1]),
-            geometry(1, 2, 3, 1, [2, 40, 37], [2, 3, 3], [1, 1, 1], [1, 1, 1], [1, 1, 1]),
-            geometry(2, 4, 20, 2, [3, 5, 37], [3, 3, 5], [1, 1, 1], [1, 2, 3], [1, 2, 2]),
-            geometry(1, 6, 9, 1, [2, 3, 70], [1, 1, 1], [1, 1, 1], [1, 0, 1], [1, 1, 1]),
-            geometry(1, 10, 5, 1, [4, 6, 33], [3, 1, 2], [2, 1, 1], [0, 0, 1], [1, 1, 3]),
-            geometry(1, 3, 5, 1, [2, 5, 23], [1, 2, 3], [1, 2, 3], [0, 1, 2], [1, 1, 2]),
+            geometry(
+                2,
+                3,
+                4,
+                1,
+                [5, 7, 6],
+                [3, 3, 3],
+                [1, 1, 1],
+                [1, 1, 1],
+                [1, 1, 1],
+            ),
+            geometry(
+                1,
+                3,
+                5,
+                1,
+                [5, 7, 6],
+                [3, 2, 3],
+                [2, 2, 1],
+                [1, 0, 2],
+                [1, 2, 2],
+            ),
+            geometry(
+                2,
+                4,
+                6,
+                2,
+                [5, 7, 6],
+                [3, 3, 3],
+                [2, 1, 2],
+                [2, 1, 1],
+                [2, 1, 1],
+            ),
+            geometry(
+                1,
+                6,
+                6,
+                6,
+                [5, 7, 6],
+                [3, 3, 3],
+                [1, 2, 1],
+                [1, 1, 1],
+                [1, 1, 2],
+            ),
+            geometry(
+                2,
+                3,
+                6,
+                3,
+                [1, 9, 11],
+                [1, 3, 3],
+                [1, 2, 2],
+                [0, 1, 1],
+                [1, 1, 1],
+            ),
+            geometry(
+                2,
+                5,
+                3,
+                1,
+                [3, 4, 5],
+                [1, 1, 1],
+                [1, 1, 1],
+                [0, 0, 0],
+                [1, 1, 1],
+            ),
+            geometry(
+                1,
+                4,
+                4,
+                2,
+                [3, 4, 5],
+                [1, 1, 1],
+                [2, 2, 2],
+                [0, 1, 0],
+                [1, 1, 1],
+            ),
+            geometry(
+                1,
+                2,
+                3,
+                1,
+                [2, 40, 37],
+                [2, 3, 3],
+                [1, 1, 1],
+                [1, 1, 1],
+                [1, 1, 1],
+            ),
+            geometry(
+                2,
+                4,
+                20,
+                2,
+                [3, 5, 37],
+                [3, 3, 5],
+                [1, 1, 1],
+                [1, 2, 3],
+                [1, 2, 2],
+            ),
+            geometry(
+                1,
+                6,
+                9,
+                1,
+                [2, 3, 70],
+                [1, 1, 1],
+                [1, 1, 1],
+                [1, 0, 1],
+                [1, 1, 1],
+            ),
+            geometry(
+                1,
+                10,
+                5,
+                1,
+                [4, 6, 33],
+                [3, 1, 2],
+                [2, 1, 1],
+                [0, 0, 1],
+                [1, 1, 3],
+            ),
+            geometry(
+                1,
+                3,
+                5,
+                1,
+                [2, 5, 23],
+                [1, 2, 3],
+                [1, 2, 3],
+                [0, 1, 2],
+                [1, 1, 2],
+            ),
         ]
     }
 
     #[test]
     fn geometry_output_and_validation() {
-        let g = geometry(1, 3, 4, 1, [5, 7, 6], [3, 3, 3], [2, 1, 2], [1, 0, 2], [2, 1, 1]);
+        let g = geometry(
+            1,
+            3,
+            4,
+            1,
+            [5, 7, 6],
+            [3, 3, 3],
+            [2, 1, 2],
+            [1, 0, 2],
+            [2, 1, 1],
+        );
         assert_eq!(g.output(), [2, 5, 4]);
         let bad_groups = ConvGeometry { groups: 2, ..g };
-        assert!(matches!(bad_groups.validate(), Err(HeparError::InvalidArgument { .. })));
+        assert!(matches!(
+            bad_groups.validate(),
+            Err(HeparError::InvalidArgument { .. })
+        ));
         let too_small = ConvGeometry {
             input: [1, 7, 6],
             padding: [0, 0, 0],
             ..g
         };
-        assert!(matches!(too_small.validate(), Err(HeparError::Shape { .. })));
-        let zero_stride = ConvGeometry { stride: [1, 0, 1], ..g };
+        assert!(matches!(
+            too_small.validate(),
+            Err(HeparError::Shape { .. })
+        ));
+        let zero_stride = ConvGeometry {
+            stride: [1, 0, 1],
+            ..g
+        };
         assert!(zero_stride.validate().is_err());
     }
 
@@ -952,7 +996,11 @@ mod tests {
             for bias in [None, Some(&b[..])] {
                 let mut out = vec![f64::NAN; g.output_len()];
                 conv_forward(g, &x, &w, bias, &mut out);
-                assert_close(&out, &naive_forward(g, &x, &w, bias), &format!("forward {g:?}"));
+                assert_close(
+                    &out,
+                    &naive_forward(g, &x, &w, bias),
+                    &format!("forward {g:?}"),
+                );
             }
         }
     }
@@ -965,7 +1013,11 @@ mod tests {
             let gy = random(g.output_len(), 300 + seed as u64);
             let mut gx = vec![f64::NAN; g.input_len()];
             conv_backward_input(g, &gy, &w, &mut gx);
-            assert_close(&gx, &naive_backward_input(g, &gy, &w), &format!("backward input {g:?}"));
+            assert_close(
+                &gx,
+                &naive_backward_input(g, &gy, &w),
+                &format!("backward input {g:?}"),
+            );
             let mut gw = vec![f64::NAN; g.weight_len()];
             conv_backward_weight(g, &x, &gy, &mut gw);
             assert_close(
@@ -1000,7 +1052,17 @@ mod tests {
     /// Central differences of L = <r, conv(x, w, b)> against the analytic gradients, on tiny sizes.
     #[test]
     fn gradients_match_finite_differences() {
-        let g = geometry(2, 4, 2, 2, [3, 4, 3], [2, 3, 2], [1, 2, 1], [1, 1, 0], [1, 1, 2]);
+        let g = geometry(
+            2,
+            4,
+            2,
+            2,
+            [3, 4, 3],
+            [2, 3, 2],
+            [1, 2, 1],
+            [1, 1, 0],
+            [1, 1, 2],
+        );
         let x = random(g.input_len(), 1);
         let w = random(g.weight_len(), 2);
         let b = random(g.out_channels, 3);
@@ -1015,7 +1077,13 @@ mod tests {
         let mut gw = vec![0.0; w.len()];
         conv_backward_weight(&g, &x, &r, &mut gw);
         let mut gb = vec![0.0; b.len()];
-        conv_backward_bias(g.batch, g.out_channels, g.output().iter().product(), &r, &mut gb);
+        conv_backward_bias(
+            g.batch,
+            g.out_channels,
+            g.output().iter().product(),
+            &r,
+            &mut gb,
+        );
         let h = 1e-5;
         let numeric = |which: usize, i: usize| {
             let mut args = [x.clone(), w.clone(), b.clone()];
@@ -1036,7 +1104,12 @@ mod tests {
         }
     }
 
-    fn naive_transpose_forward(t: &ConvTransposeGeometry, x: &[f64], w: &[f64], bias: Option<&[f64]>) -> Vec<f64> {
+    fn naive_transpose_forward(
+        t: &ConvTransposeGeometry,
+        x: &[f64],
+        w: &[f64],
+        bias: Option<&[f64]>,
+    ) -> Vec<f64> {
         // Straight from the definition: every input element scatters weight * value onto the
         // output positions its kernel taps land on.
         let out = t.output();
@@ -1049,21 +1122,28 @@ mod tests {
             for ci in 0..t.in_channels {
                 let grp = ci / cig;
                 for (i0, i1, i2) in itertools3(t.input) {
-                    let v = x[(((n * t.in_channels + ci) * t.input[0] + i0) * t.input[1] + i1) * t.input[2] + i2];
+                    let v = x[(((n * t.in_channels + ci) * t.input[0] + i0) * t.input[1] + i1)
+                        * t.input[2]
+                        + i2];
                     for co in 0..cog {
                         for (k0, k1, k2) in itertools3(t.kernel) {
                             let pos = [(i0, k0), (i1, k1), (i2, k2)]
                                 .iter()
                                 .enumerate()
                                 .map(|(a, &(i, k))| {
-                                    (i * t.stride[a] + k * t.dilation[a]) as isize - t.padding[a] as isize
+                                    (i * t.stride[a] + k * t.dilation[a]) as isize
+                                        - t.padding[a] as isize
                                 })
                                 .collect::<Vec<_>>();
                             if (0..3).any(|a| pos[a] < 0 || pos[a] as usize >= out[a]) {
                                 continue;
                             }
-                            let wv = w[(((ci * cog + co) * t.kernel[0] + k0) * t.kernel[1] + k1) * t.kernel[2] + k2];
-                            let o = (((n * t.out_channels + grp * cog + co) * out[0] + pos[0] as usize) * out[1]
+                            let wv = w[(((ci * cog + co) * t.kernel[0] + k0) * t.kernel[1] + k1)
+                                * t.kernel[2]
+                                + k2];
+                            let o = (((n * t.out_channels + grp * cog + co) * out[0]
+                                + pos[0] as usize)
+                                * out[1]
                                 + pos[1] as usize)
                                 * out[2]
                                 + pos[2] as usize;
@@ -1169,7 +1249,10 @@ mod tests {
         let check = |got: &[f32], want: &[f64], what: &str| {
             let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
             for (i, (a, b)) in got.iter().zip(want).enumerate() {
-                assert!((*a as f64 - b).abs() < 1e-5 * scale, "{what}: element {i}: {a} vs {b}");
+                assert!(
+                    (*a as f64 - b).abs() < 1e-5 * scale,
+                    "{what}: element {i}: {a} vs {b}"
+                );
             }
         };
         for (seed, g) in geometries().iter().enumerate() {
@@ -1179,7 +1262,11 @@ mod tests {
             let gy = random(g.output_len(), 300 + seed as u64);
             let mut y = vec![f32::NAN; g.output_len()];
             conv_forward(g, &to32(&x), &to32(&w), Some(&to32(&b)), &mut y);
-            check(&y, &naive_forward(g, &x, &w, Some(&b)), &format!("f32 forward {g:?}"));
+            check(
+                &y,
+                &naive_forward(g, &x, &w, Some(&b)),
+                &format!("f32 forward {g:?}"),
+            );
             let mut gx = vec![f32::NAN; g.input_len()];
             conv_backward_input(g, &to32(&gy), &to32(&w), &mut gx);
             check(
@@ -1204,7 +1291,10 @@ mod tests {
         let check = |got: &[f32], want: &[f64], what: &str| {
             let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
             for (i, (a, b)) in got.iter().zip(want).enumerate() {
-                assert!((*a as f64 - b).abs() < 1e-5 * scale, "{what}: element {i}: {a} vs {b}");
+                assert!(
+                    (*a as f64 - b).abs() < 1e-5 * scale,
+                    "{what}: element {i}: {a} vs {b}"
+                );
             }
         };
         for (seed, g) in geometries().iter().enumerate() {
@@ -1239,7 +1329,17 @@ mod tests {
     #[test]
     fn f32_matches_f64_on_a_tiled_problem() {
         // Large enough for several tiles per item, exercising the task split and bias path in f32.
-        let g = geometry(1, 8, 8, 1, [9, 17, 19], [3, 3, 3], [1, 1, 1], [1, 1, 1], [1, 1, 1]);
+        let g = geometry(
+            1,
+            8,
+            8,
+            1,
+            [9, 17, 19],
+            [3, 3, 3],
+            [1, 1, 1],
+            [1, 1, 1],
+            [1, 1, 1],
+        );
         let x = random(g.input_len(), 5);
         let w = random(g.weight_len(), 6);
         let want = naive_forward(&g, &x, &w, None);

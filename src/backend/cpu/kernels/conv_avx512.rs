@@ -87,7 +87,12 @@ impl AxisPlan {
     /// Convolution forward: output `o` reads `o * stride + k * dilation - padding`.
     fn forward(geom: &ConvGeometry, axis: usize) -> Self {
         let taps: Vec<(isize, usize)> = (0..geom.kernel[axis])
-            .map(|k| ((k * geom.dilation[axis]) as isize - geom.padding[axis] as isize, k))
+            .map(|k| {
+                (
+                    (k * geom.dilation[axis]) as isize - geom.padding[axis] as isize,
+                    k,
+                )
+            })
             .collect();
         AxisPlan {
             pointer_shifts: taps.iter().map(|&(offset, _)| offset).collect(),
@@ -155,7 +160,10 @@ impl WidthPhases {
     fn tap(self, offset: isize) -> (isize, isize) {
         let s = self.stride as isize;
         let position = offset.div_euclid(s);
-        (offset.rem_euclid(s) * self.phase_len as isize + position, position)
+        (
+            offset.rem_euclid(s) * self.phase_len as isize + position,
+            position,
+        )
     }
 
     /// Rewrites `rows` (of `width` elements each) in this layout.
@@ -165,7 +173,10 @@ impl WidthPhases {
             .zip(rows.par_chunks(width))
             .for_each(|(dst, src)| {
                 for (phase, dst) in dst.chunks_mut(self.phase_len).enumerate() {
-                    for (d, &v) in dst.iter_mut().zip(src.iter().skip(phase).step_by(self.stride)) {
+                    for (d, &v) in dst
+                        .iter_mut()
+                        .zip(src.iter().skip(phase).step_by(self.stride))
+                    {
                         *d = v;
                     }
                 }
@@ -175,8 +186,11 @@ impl WidthPhases {
 
     /// The width plan of a forward pass over rows stored this way.
     fn plan(self, mut plan: AxisPlan) -> AxisPlan {
-        let (pointers, coordinates): (Vec<isize>, Vec<isize>) =
-            plan.taps.iter().map(|&(offset, _)| self.tap(offset)).unzip();
+        let (pointers, coordinates): (Vec<isize>, Vec<isize>) = plan
+            .taps
+            .iter()
+            .map(|&(offset, _)| self.tap(offset))
+            .unzip();
         plan.pointer_shifts = pointers;
         for (tap, c) in plan.taps.iter_mut().zip(coordinates) {
             tap.0 = c;
@@ -201,9 +215,18 @@ struct Pass<'a> {
 
 /// Convolution forward: `out = conv(input, weight) + bias`. A width stride > 1 first rewrites
 /// the input rows as width phases so every load stays contiguous.
-pub fn forward(geom: &ConvGeometry, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+pub fn forward(
+    geom: &ConvGeometry,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
     let geom = &as_long_rows(geom);
-    let (cig, m) = (geom.in_channels / geom.groups, geom.out_channels / geom.groups);
+    let (cig, m) = (
+        geom.in_channels / geom.groups,
+        geom.out_channels / geom.groups,
+    );
     let [kd, kh, kw] = geom.kernel;
     let mut axes: [AxisPlan; 3] = std::array::from_fn(|a| AxisPlan::forward(geom, a));
     let phased;
@@ -252,9 +275,17 @@ fn as_long_rows(geom: &ConvGeometry) -> ConvGeometry {
 /// Gradient of the input, any stride: one unit-stride pass per stride phase of the input, each
 /// with only the kernel taps that reach it (no multiplications by the zeros a strided
 /// convolution's adjoint would otherwise insert).
-pub fn backward_input(geom: &ConvGeometry, grad_out: &[f32], weight: &[f32], grad_input: &mut [f32]) {
+pub fn backward_input(
+    geom: &ConvGeometry,
+    grad_out: &[f32],
+    weight: &[f32],
+    grad_input: &mut [f32],
+) {
     let geom = &as_long_rows(geom);
-    let (cig, m) = (geom.in_channels / geom.groups, geom.out_channels / geom.groups);
+    let (cig, m) = (
+        geom.in_channels / geom.groups,
+        geom.out_channels / geom.groups,
+    );
     let [kd, kh, kw] = geom.kernel;
     let [sd, sh, sw] = geom.stride;
     let mut passes = vec![];
@@ -284,7 +315,14 @@ pub fn backward_input(geom: &ConvGeometry, grad_out: &[f32], weight: &[f32], gra
     let weight_at = |g: usize, ci: usize, co: usize, k: [usize; 3]| {
         weight[((((g * m + co) * cig + ci) * kd + k[0]) * kh + k[1]) * kw + k[2]]
     };
-    run_passes(geom.batch, geom.groups, &passes, &weight_at, None, grad_input);
+    run_passes(
+        geom.batch,
+        geom.groups,
+        &passes,
+        &weight_at,
+        None,
+        grad_input,
+    );
 }
 
 fn run_passes(
@@ -372,7 +410,13 @@ fn run_passes_tiled<const MR: usize, const NV: usize>(
     const BLOCK: usize = 128;
     let out_ptr = SharedMut(out.as_mut_ptr());
     tasks.into_par_iter().for_each_init(
-        || (Vec::<RowTap>::new(), Vec::<RowTap>::new(), Vec::<f32>::new()),
+        || {
+            (
+                Vec::<RowTap>::new(),
+                Vec::<RowTap>::new(),
+                Vec::<f32>::new(),
+            )
+        },
         |(taps, staged_taps, staging), (f, ng, start, end)| {
             let g = ng % groups;
             for row in start..end {
@@ -384,18 +428,23 @@ fn run_passes_tiled<const MR: usize, const NV: usize>(
                     let rows = pass.src_cpg * pd.taps.len() * ph.taps.len() * pw.taps.len();
                     let src_plane = pass.src_dims.iter().product::<usize>();
                     let dst_plane = pass.dst_dims.iter().product::<usize>();
-                    let src = pass.src[ng * pass.src_cpg * src_plane..(ng + 1) * pass.src_cpg * src_plane].as_ptr();
+                    let src = pass.src
+                        [ng * pass.src_cpg * src_plane..(ng + 1) * pass.src_cpg * src_plane]
+                        .as_ptr();
                     let mut shifts = [(0isize, 0isize); MAX_KERNEL_WIDTH];
-                    for ((shift, &(offset, _)), &pointer) in shifts.iter_mut().zip(&pw.taps).zip(&pw.pointer_shifts) {
+                    for ((shift, &(offset, _)), &pointer) in
+                        shifts.iter_mut().zip(&pw.taps).zip(&pw.pointer_shifts)
+                    {
                         *shift = (pointer, offset);
                     }
                     let shifts = &shifts[..pw.taps.len()];
                     let (qd, qh) = (row / ph.count, row % ph.count);
                     collect_row_taps(pass, qd, qh, taps);
-                    let dst_row =
-                        ((qd * pd.out_step + pd.out_origin) * pass.dst_dims[1] + qh * ph.out_step + ph.out_origin)
-                            * pass.dst_dims[2]
-                            + pw.out_origin;
+                    let dst_row = ((qd * pd.out_step + pd.out_origin) * pass.dst_dims[1]
+                        + qh * ph.out_step
+                        + ph.out_origin)
+                        * pass.dst_dims[2]
+                        + pw.out_origin;
                     // A single-tap pass (pointwise, or a k2 s2 phase) reads one row per source
                     // channel at the same offset of planes a power of two apart: those rows
                     // collide in the caches' sets. Each block of them is first copied side by
@@ -413,8 +462,10 @@ fn run_passes_tiled<const MR: usize, const NV: usize>(
                             staging.resize(taps.len() * BLOCK, 0.0);
                             staged_taps.clear();
                             for (i, tap) in taps.iter().enumerate() {
-                                let from = &pass.src[ng * pass.src_cpg * src_plane..][(tap.offset as usize + x0)..];
-                                staging[i * BLOCK..i * BLOCK + (x_end - x0)].copy_from_slice(&from[..x_end - x0]);
+                                let from = &pass.src[ng * pass.src_cpg * src_plane..]
+                                    [(tap.offset as usize + x0)..];
+                                staging[i * BLOCK..i * BLOCK + (x_end - x0)]
+                                    .copy_from_slice(&from[..x_end - x0]);
                                 staged_taps.push(RowTap {
                                     offset: (i * BLOCK) as isize - x0 as isize,
                                     weight_row: tap.weight_row,
@@ -429,7 +480,9 @@ fn run_passes_tiled<const MR: usize, const NV: usize>(
                             let live = MR.min(m - chunk * MR);
                             let mut init = [0f32; MR];
                             if let Some(b) = bias {
-                                init[..live].copy_from_slice(&b[g * m + chunk * MR..g * m + chunk * MR + live]);
+                                init[..live].copy_from_slice(
+                                    &b[g * m + chunk * MR..g * m + chunk * MR + live],
+                                );
                             }
                             let out_offset = (ng * m + chunk * MR) * dst_plane + dst_row;
                             for x1 in (x0..x_end).step_by(LANES * NV) {
@@ -564,7 +617,12 @@ unsafe fn forward_tile<const MR: usize, const NV: usize>(
 
 /// Gradient of the weights (width stride 1), written into `grad_weight`. Each task reduces its
 /// rows into a private copy of the gradient; the copies are summed at the end.
-pub fn backward_weight(geom: &ConvGeometry, input: &[f32], grad_out: &[f32], grad_weight: &mut [f32]) {
+pub fn backward_weight(
+    geom: &ConvGeometry,
+    input: &[f32],
+    grad_out: &[f32],
+    grad_weight: &mut [f32],
+) {
     let groups = geom.groups;
     let (cig, m) = (geom.in_channels / groups, geom.out_channels / groups);
     let [kd, kh, kw] = geom.kernel;
@@ -609,15 +667,20 @@ pub fn backward_weight(geom: &ConvGeometry, input: &[f32], grad_out: &[f32], gra
                                 row_pairs.clear();
                                 for row in row_range.clone() {
                                     let (d, h) = (row / oh, row % oh);
-                                    let sd =
-                                        (d * geom.stride[0] + a * geom.dilation[0]) as isize - geom.padding[0] as isize;
-                                    let sh =
-                                        (h * geom.stride[1] + b * geom.dilation[1]) as isize - geom.padding[1] as isize;
-                                    if sd < 0 || sd >= geom.input[0] as isize || sh < 0 || sh >= geom.input[1] as isize
+                                    let sd = (d * geom.stride[0] + a * geom.dilation[0]) as isize
+                                        - geom.padding[0] as isize;
+                                    let sh = (h * geom.stride[1] + b * geom.dilation[1]) as isize
+                                        - geom.padding[1] as isize;
+                                    if sd < 0
+                                        || sd >= geom.input[0] as isize
+                                        || sh < 0
+                                        || sh >= geom.input[1] as isize
                                     {
                                         continue;
                                     }
-                                    let s = (((c * geom.input[0]) as isize + sd) * geom.input[1] as isize + sh)
+                                    let s = (((c * geom.input[0]) as isize + sd)
+                                        * geom.input[1] as isize
+                                        + sh)
                                         * row_len as isize;
                                     row_pairs.push(((row * ow) as isize, s));
                                 }

@@ -29,7 +29,11 @@ impl<'a> StridedCursor<'a> {
             rest /= d;
             position += counter[axis] * layout.strides()[axis];
         }
-        StridedCursor { layout, counter, position }
+        StridedCursor {
+            layout,
+            counter,
+            position,
+        }
     }
 
     /// The storage index of the current element; then moves to the next one.
@@ -58,7 +62,9 @@ fn fill_chunks<T: Float>(out: &mut [T], fill: impl Fn(usize, &mut [T]) + Sync) {
     if out.len() < PARALLEL_THRESHOLD {
         fill(0, out);
     } else {
-        out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| fill(c * CHUNK, chunk));
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, chunk)| fill(c * CHUNK, chunk));
     }
 }
 
@@ -222,8 +228,10 @@ pub fn unary_derivative<T: Float>(op: UnaryOp, x: T) -> T {
             s * (one + x * (one - s))
         }
         UnaryOp::Gelu => {
-            let cdf = T::from_f64_lossy(0.5) * (one + erf(x * T::from_f64_lossy(std::f64::consts::FRAC_1_SQRT_2)));
-            let pdf = (-(x * x) * T::from_f64_lossy(0.5)).exp() * T::from_f64_lossy(0.3989422804014327);
+            let cdf = T::from_f64_lossy(0.5)
+                * (one + erf(x * T::from_f64_lossy(std::f64::consts::FRAC_1_SQRT_2)));
+            let pdf =
+                (-(x * x) * T::from_f64_lossy(0.5)).exp() * T::from_f64_lossy(0.3989422804014327);
             cdf + x * pdf
         }
         UnaryOp::Tanh => {
@@ -328,7 +336,11 @@ pub fn unary<T: Float>(x: &[T], layout: &Layout, op: UnaryOp) -> Vec<T> {
     let mut out = vec![T::zero(); layout.numel()];
     let contiguous = layout.contiguous_range();
     fill_chunks(&mut out, |start, chunk| match &contiguous {
-        Some(r) => unary_dense(op, &x[r.start + start..r.start + start + chunk.len()], chunk),
+        Some(r) => unary_dense(
+            op,
+            &x[r.start + start..r.start + start + chunk.len()],
+            chunk,
+        ),
         None => {
             let mut cur = StridedCursor::new(layout, start);
             for o in chunk.iter_mut() {
@@ -346,7 +358,12 @@ pub fn unary_grad<T: Float>(x: &[T], xl: &Layout, grad: &[T], gl: &Layout, op: U
     fill_chunks(&mut out, |start, chunk| match (&cx, &cg) {
         (Some(rx), Some(rg)) => {
             let n = chunk.len();
-            unary_grad_dense(op, &x[rx.start + start..rx.start + start + n], &grad[rg.start + start..rg.start + start + n], chunk)
+            unary_grad_dense(
+                op,
+                &x[rx.start + start..rx.start + start + n],
+                &grad[rg.start + start..rg.start + start + n],
+                chunk,
+            )
         }
         _ => {
             let mut cur_x = StridedCursor::new(xl, start);
@@ -405,33 +422,57 @@ pub fn binary_rows<T: Float>(a: &[T], al: &Layout, b: &[T], bl: &Layout, op: Bin
     if inner == 0 || out.is_empty() {
         return out;
     }
-    let outer = |l: &Layout| Layout::new(l.shape()[..rank - 1].to_vec(), l.strides()[..rank - 1].to_vec(), l.offset());
+    let outer = |l: &Layout| {
+        Layout::new(
+            l.shape()[..rank - 1].to_vec(),
+            l.strides()[..rank - 1].to_vec(),
+            l.offset(),
+        )
+    };
     let (oa, ob) = (outer(al), outer(bl));
     let (sa, sb) = (al.strides()[rank - 1], bl.strides()[rank - 1]);
     let rows_per_task = (CHUNK / inner).max(1);
     let task = |(t, chunk): (usize, &mut [T])| {
         let first_row = t * rows_per_task;
-        let (mut ca, mut cb) = (StridedCursor::new(&oa, first_row), StridedCursor::new(&ob, first_row));
+        let (mut ca, mut cb) = (
+            StridedCursor::new(&oa, first_row),
+            StridedCursor::new(&ob, first_row),
+        );
         for row in chunk.chunks_mut(inner) {
             let (ba, bb) = (ca.next_index(), cb.next_index());
             match (sa, sb) {
-                (1, 1) => row.iter_mut().zip(&a[ba..ba + inner]).zip(&b[bb..bb + inner]).for_each(|((o, &x), &y)| *o = binary_value(op, x, y)),
+                (1, 1) => row
+                    .iter_mut()
+                    .zip(&a[ba..ba + inner])
+                    .zip(&b[bb..bb + inner])
+                    .for_each(|((o, &x), &y)| *o = binary_value(op, x, y)),
                 (1, 0) => {
                     let y = b[bb];
-                    row.iter_mut().zip(&a[ba..ba + inner]).for_each(|(o, &x)| *o = binary_value(op, x, y));
+                    row.iter_mut()
+                        .zip(&a[ba..ba + inner])
+                        .for_each(|(o, &x)| *o = binary_value(op, x, y));
                 }
                 (0, 1) => {
                     let x = a[ba];
-                    row.iter_mut().zip(&b[bb..bb + inner]).for_each(|(o, &y)| *o = binary_value(op, x, y));
+                    row.iter_mut()
+                        .zip(&b[bb..bb + inner])
+                        .for_each(|(o, &y)| *o = binary_value(op, x, y));
                 }
-                _ => row.iter_mut().enumerate().for_each(|(i, o)| *o = binary_value(op, a[ba + i * sa], b[bb + i * sb])),
+                _ => row
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(i, o)| *o = binary_value(op, a[ba + i * sa], b[bb + i * sb])),
             }
         }
     };
     if out.len() < PARALLEL_THRESHOLD {
-        out.chunks_mut(rows_per_task * inner).enumerate().for_each(task);
+        out.chunks_mut(rows_per_task * inner)
+            .enumerate()
+            .for_each(task);
     } else {
-        out.par_chunks_mut(rows_per_task * inner).enumerate().for_each(task);
+        out.par_chunks_mut(rows_per_task * inner)
+            .enumerate()
+            .for_each(task);
     }
     out
 }
@@ -442,14 +483,27 @@ mod tests {
 
     #[test]
     fn erf_matches_known_values() {
-        for (x, e) in [(0.0, 0.0), (0.5, 0.5204998778130465), (1.0, 0.8427007929497149), (2.0, 0.9953222650189527), (3.0, 0.9999779095030014), (-1.5, -0.9661051464753108)] {
-            assert!((libm_erf(x) - e).abs() < 1e-14, "erf({x}) = {} != {e}", libm_erf(x));
+        for (x, e) in [
+            (0.0, 0.0),
+            (0.5, 0.5204998778130465),
+            (1.0, 0.8427007929497149),
+            (2.0, 0.9953222650189527),
+            (3.0, 0.9999779095030014),
+            (-1.5, -0.9661051464753108),
+        ] {
+            assert!(
+                (libm_erf(x) - e).abs() < 1e-14,
+                "erf({x}) = {} != {e}",
+                libm_erf(x)
+            );
         }
     }
 
     #[test]
     fn strided_cursor_starting_mid_tensor_matches_full_walk() {
-        let l = Layout::contiguous(&[3, 4, 5]).permute("t", &[1, 2, 0]).unwrap();
+        let l = Layout::contiguous(&[3, 4, 5])
+            .permute("t", &[1, 2, 0])
+            .unwrap();
         let all = l.indices();
         for start in [0, 7, 19, 59] {
             let mut c = StridedCursor::new(&l, start);

@@ -14,11 +14,21 @@ pub struct MatLayout {
 impl MatLayout {
     /// A dense row-major matrix.
     pub fn row_major(rows: usize, cols: usize) -> Self {
-        MatLayout { rows, cols, row_stride: cols as isize, col_stride: 1 }
+        MatLayout {
+            rows,
+            cols,
+            row_stride: cols as isize,
+            col_stride: 1,
+        }
     }
     /// The transpose of this view, without moving data.
     pub fn t(self) -> Self {
-        MatLayout { rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride }
+        MatLayout {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
     }
 }
 
@@ -51,7 +61,17 @@ pub fn gemm<T: Float>(
     assert!(span(a_layout) <= a.len() && span(b_layout) <= b.len() && span(c_layout) <= c.len());
     // SAFETY: the asserts above keep every index the views can form inside the slices, and the
     // output view addresses distinct elements (callers pass dense or transposed-dense outputs).
-    unsafe { gemm_raw(a.as_ptr(), a_layout, b.as_ptr(), b_layout, c.as_mut_ptr(), c_layout, accumulate) }
+    unsafe {
+        gemm_raw(
+            a.as_ptr(),
+            a_layout,
+            b.as_ptr(),
+            b_layout,
+            c.as_mut_ptr(),
+            c_layout,
+            accumulate,
+        )
+    }
 }
 
 /// [`gemm()`] on raw pointers, for kernels whose parallel tasks write disjoint parts of one output
@@ -81,7 +101,9 @@ pub unsafe fn gemm_raw<T: Float>(
         if !accumulate {
             for r in 0..m {
                 for col in 0..n {
-                    *c.offset(r as isize * c_layout.row_stride + col as isize * c_layout.col_stride) = T::zero();
+                    *c.offset(
+                        r as isize * c_layout.row_stride + col as isize * c_layout.col_stride,
+                    ) = T::zero();
                 }
             }
         }
@@ -138,10 +160,20 @@ mod tests {
     fn gemm_matches_naive_loop_including_transposed_views() {
         let (m, n, k) = (37, 29, 71);
         let a: Vec<f64> = (0..m * k).map(|i| ((i * 7 % 13) as f64) - 6.0).collect();
-        let b: Vec<f64> = (0..k * n).map(|i| ((i * 5 % 11) as f64) * 0.5 - 2.0).collect();
+        let b: Vec<f64> = (0..k * n)
+            .map(|i| ((i * 5 % 11) as f64) * 0.5 - 2.0)
+            .collect();
         let expected = naive(m, n, k, &a, &b);
         let mut c = vec![0.0; m * n];
-        gemm(&a, MatLayout::row_major(m, k), &b, MatLayout::row_major(k, n), &mut c, MatLayout::row_major(m, n), false);
+        gemm(
+            &a,
+            MatLayout::row_major(m, k),
+            &b,
+            MatLayout::row_major(k, n),
+            &mut c,
+            MatLayout::row_major(m, n),
+            false,
+        );
         assert_eq!(c, expected);
         // b stored transposed (n x k), read through a transposed view.
         let mut bt = vec![0.0; n * k];
@@ -151,7 +183,15 @@ mod tests {
             }
         }
         let mut c2 = vec![1.0; m * n];
-        gemm(&a, MatLayout::row_major(m, k), &bt, MatLayout::row_major(n, k).t(), &mut c2, MatLayout::row_major(m, n), true);
+        gemm(
+            &a,
+            MatLayout::row_major(m, k),
+            &bt,
+            MatLayout::row_major(n, k).t(),
+            &mut c2,
+            MatLayout::row_major(m, n),
+            true,
+        );
         let expected_acc: Vec<f64> = expected.iter().map(|v| v + 1.0).collect();
         assert_eq!(c2, expected_acc);
     }

@@ -8,10 +8,9 @@ pub mod gemm;
 pub mod pool;
 pub mod scalar;
 pub mod upsample;
-pub mod window;
 
-#[cfg(test)]
-mod test_util;
 pub mod elementwise;
 pub mod norm;
 pub mod reduce;
+#[cfg(test)]
+mod test_util;

@@ -2,6 +2,7 @@
 //! [N, C, S] data where S is the product of the spatial sizes.
 
 use super::scalar::Float;
+pub use crate::backend::geometry::NormActivation;
 use rayon::prelude::*;
 
 /// Elements summed in the element type before the partial sum moves to f64: short enough that
@@ -21,7 +22,11 @@ fn sum_map<T: Float>(x: &[T], f: impl Fn(T) -> T) -> f64 {
                 lanes[l] += f(c[l]);
             }
         }
-        let tail: T = chunks.remainder().iter().map(|&v| f(v)).fold(T::zero(), |a, b| a + b);
+        let tail: T = chunks
+            .remainder()
+            .iter()
+            .map(|&v| f(v))
+            .fold(T::zero(), |a, b| a + b);
         total += lanes.iter().map(|v| v.to_f64_lossless()).sum::<f64>() + tail.to_f64_lossless();
     }
     total
@@ -66,13 +71,6 @@ fn sigmoid<T: Float>(x: T) -> T {
     T::one() / (T::one() + (-x).exp_fast())
 }
 
-/// An activation applied right after the normalisation, fused into the same pass.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NormActivation {
-    Identity,
-    Silu,
-}
-
 /// GroupNorm forward (optionally followed by SiLU). Returns `(y, mean, rstd)` with mean/rstd of
 /// shape [N, G].
 #[allow(clippy::too_many_arguments)]
@@ -92,8 +90,11 @@ pub fn group_norm_forward<T: Float>(
     let group_len = cg * s;
     let mut y = vec![T::zero(); x.len()];
     let mut stats = vec![(T::zero(), T::zero()); n * groups];
-    y.par_chunks_mut(group_len.max(1)).zip(x.par_chunks(group_len.max(1))).zip(stats.par_iter_mut()).enumerate().for_each(
-        |(ng, ((yg, xg), stat))| {
+    y.par_chunks_mut(group_len.max(1))
+        .zip(x.par_chunks(group_len.max(1)))
+        .zip(stats.par_iter_mut())
+        .enumerate()
+        .for_each(|(ng, ((yg, xg), stat))| {
             let g = ng % groups;
             let (mean, var) = mean_var(xg);
             let rstd = 1.0 / (var + eps).sqrt();
@@ -107,15 +108,17 @@ pub fn group_norm_forward<T: Float>(
                 let shift = T::from_f64_lossy(b - mean * rstd * w);
                 let (out, src) = (&mut yg[ci * s..(ci + 1) * s], &xg[ci * s..(ci + 1) * s]);
                 match activation {
-                    NormActivation::Identity => out.iter_mut().zip(src).for_each(|(o, &v)| *o = v * scale + shift),
+                    NormActivation::Identity => out
+                        .iter_mut()
+                        .zip(src)
+                        .for_each(|(o, &v)| *o = v * scale + shift),
                     NormActivation::Silu => out.iter_mut().zip(src).for_each(|(o, &v)| {
                         let t = v * scale + shift;
                         *o = t * sigmoid(t);
                     }),
                 }
             }
-        },
-    );
+        });
     let (mean, rstd) = stats.into_iter().unzip();
     (y, mean, rstd)
 }
@@ -171,22 +174,33 @@ pub fn group_norm_backward<T: Float>(
                 let ch = g * cg + ci;
                 let w = weight.map_or(one, |w| w[ch]);
                 let b = bias.map_or(T::zero(), |b| b[ch]);
-                let (a, bsum) = sum_map2(&xg[ci * s..(ci + 1) * s], &gog[ci * s..(ci + 1) * s], |xv, gv| {
-                    let (xhat, gy) = grad_y(xv, gv, w, b);
-                    (gy * xhat, gy)
-                });
+                let (a, bsum) = sum_map2(
+                    &xg[ci * s..(ci + 1) * s],
+                    &gog[ci * s..(ci + 1) * s],
+                    |xv, gv| {
+                        let (xhat, gy) = grad_y(xv, gv, w, b);
+                        (gy * xhat, gy)
+                    },
+                );
                 dw[ci] = a;
                 db[ci] = bsum;
                 sum_dxhat += w.to_f64_lossless() * bsum;
                 sum_dxhat_xhat += w.to_f64_lossless() * a;
             }
             let len = (cg * s) as f64;
-            let (mean_dxhat, mean_dxhat_xhat) = (T::from_f64_lossy(sum_dxhat / len), T::from_f64_lossy(sum_dxhat_xhat / len));
+            let (mean_dxhat, mean_dxhat_xhat) = (
+                T::from_f64_lossy(sum_dxhat / len),
+                T::from_f64_lossy(sum_dxhat_xhat / len),
+            );
             for ci in 0..cg {
                 let ch = g * cg + ci;
                 let w = weight.map_or(one, |w| w[ch]);
                 let b = bias.map_or(T::zero(), |b| b[ch]);
-                for ((o, &xv), &gv) in gx[ci * s..(ci + 1) * s].iter_mut().zip(&xg[ci * s..(ci + 1) * s]).zip(&gog[ci * s..(ci + 1) * s]) {
+                for ((o, &xv), &gv) in gx[ci * s..(ci + 1) * s]
+                    .iter_mut()
+                    .zip(&xg[ci * s..(ci + 1) * s])
+                    .zip(&gog[ci * s..(ci + 1) * s])
+                {
                     let (xhat, gy) = grad_y(xv, gv, w, b);
                     *o = r * (gy * w - mean_dxhat - xhat * mean_dxhat_xhat);
                 }
@@ -214,12 +228,18 @@ pub fn channel_stats<T: Float>(x: &[T], n: usize, c: usize, s: usize) -> (Vec<f6
             let count = (n * s).max(1) as f64;
             let mut sum = 0.0;
             for b in 0..n {
-                sum += x[(b * c + ch) * s..(b * c + ch + 1) * s].iter().map(|v| v.to_f64_lossless()).sum::<f64>();
+                sum += x[(b * c + ch) * s..(b * c + ch + 1) * s]
+                    .iter()
+                    .map(|v| v.to_f64_lossless())
+                    .sum::<f64>();
             }
             let mean = sum / count;
             let mut sq = 0.0;
             for b in 0..n {
-                sq += x[(b * c + ch) * s..(b * c + ch + 1) * s].iter().map(|v| (v.to_f64_lossless() - mean).powi(2)).sum::<f64>();
+                sq += x[(b * c + ch) * s..(b * c + ch + 1) * s]
+                    .iter()
+                    .map(|v| (v.to_f64_lossless() - mean).powi(2))
+                    .sum::<f64>();
             }
             (mean, sq / count)
         })
@@ -227,25 +247,46 @@ pub fn channel_stats<T: Float>(x: &[T], n: usize, c: usize, s: usize) -> (Vec<f6
 }
 
 /// `y = (x - mean[c]) * rstd[c] * w[c] + b[c]`, the BatchNorm normalisation in either mode.
-pub fn channel_affine<T: Float>(x: &[T], n: usize, c: usize, s: usize, mean: &[f64], rstd: &[f64], weight: Option<&[T]>, bias: Option<&[T]>) -> Vec<T> {
+pub fn channel_affine<T: Float>(
+    x: &[T],
+    n: usize,
+    c: usize,
+    s: usize,
+    mean: &[f64],
+    rstd: &[f64],
+    weight: Option<&[T]>,
+    bias: Option<&[T]>,
+) -> Vec<T> {
     let mut y = vec![T::zero(); x.len()];
-    y.par_chunks_mut(s.max(1)).zip(x.par_chunks(s.max(1))).enumerate().for_each(|(bc, (yr, xr))| {
-        let ch = bc % c;
-        let w = weight.map_or(1.0, |w| w[ch].to_f64_lossless());
-        let b = bias.map_or(0.0, |b| b[ch].to_f64_lossless());
-        let scale = T::from_f64_lossy(rstd[ch] * w);
-        let shift = T::from_f64_lossy(b - mean[ch] * rstd[ch] * w);
-        for (o, &v) in yr.iter_mut().zip(xr) {
-            *o = v * scale + shift;
-        }
-    });
+    y.par_chunks_mut(s.max(1))
+        .zip(x.par_chunks(s.max(1)))
+        .enumerate()
+        .for_each(|(bc, (yr, xr))| {
+            let ch = bc % c;
+            let w = weight.map_or(1.0, |w| w[ch].to_f64_lossless());
+            let b = bias.map_or(0.0, |b| b[ch].to_f64_lossless());
+            let scale = T::from_f64_lossy(rstd[ch] * w);
+            let shift = T::from_f64_lossy(b - mean[ch] * rstd[ch] * w);
+            for (o, &v) in yr.iter_mut().zip(xr) {
+                *o = v * scale + shift;
+            }
+        });
     assert_eq!(x.len(), n * c * s, "norm: input length");
     y
 }
 
 /// BatchNorm backward in train mode (statistics from the batch): `(grad_x, grad_w, grad_b)`.
 #[allow(clippy::too_many_arguments)]
-pub fn batch_norm_train_backward<T: Float>(x: &[T], grad_y: &[T], n: usize, c: usize, s: usize, mean: &[f64], rstd: &[f64], weight: Option<&[T]>) -> (Vec<T>, Vec<T>, Vec<T>) {
+pub fn batch_norm_train_backward<T: Float>(
+    x: &[T],
+    grad_y: &[T],
+    n: usize,
+    c: usize,
+    s: usize,
+    mean: &[f64],
+    rstd: &[f64],
+    weight: Option<&[T]>,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
     let count = (n * s) as f64;
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
@@ -263,16 +304,23 @@ pub fn batch_norm_train_backward<T: Float>(x: &[T], grad_y: &[T], n: usize, c: u
         })
         .collect();
     let mut grad_x = vec![T::zero(); x.len()];
-    grad_x.par_chunks_mut(s.max(1)).zip(x.par_chunks(s.max(1))).zip(grad_y.par_chunks(s.max(1))).enumerate().for_each(|(bc, ((gx, xr), gyr))| {
-        let ch = bc % c;
-        let w = weight.map_or(1.0, |w| w[ch].to_f64_lossless());
-        let (sum_gy, sum_gy_xhat) = sums[ch];
-        for ((o, &xv), &gv) in gx.iter_mut().zip(xr).zip(gyr) {
-            let xhat = (xv.to_f64_lossless() - mean[ch]) * rstd[ch];
-            let v = w * rstd[ch] * (gv.to_f64_lossless() - sum_gy / count - xhat * sum_gy_xhat / count);
-            *o = T::from_f64_lossy(v);
-        }
-    });
+    grad_x
+        .par_chunks_mut(s.max(1))
+        .zip(x.par_chunks(s.max(1)))
+        .zip(grad_y.par_chunks(s.max(1)))
+        .enumerate()
+        .for_each(|(bc, ((gx, xr), gyr))| {
+            let ch = bc % c;
+            let w = weight.map_or(1.0, |w| w[ch].to_f64_lossless());
+            let (sum_gy, sum_gy_xhat) = sums[ch];
+            for ((o, &xv), &gv) in gx.iter_mut().zip(xr).zip(gyr) {
+                let xhat = (xv.to_f64_lossless() - mean[ch]) * rstd[ch];
+                let v = w
+                    * rstd[ch]
+                    * (gv.to_f64_lossless() - sum_gy / count - xhat * sum_gy_xhat / count);
+                *o = T::from_f64_lossy(v);
+            }
+        });
     let grad_w = sums.iter().map(|&(_, a)| T::from_f64_lossy(a)).collect();
     let grad_b = sums.iter().map(|&(b, _)| T::from_f64_lossy(b)).collect();
     (grad_x, grad_w, grad_b)

@@ -5,73 +5,9 @@
 use rayon::prelude::*;
 
 use super::scalar::Float;
-use crate::error::{HeparError, Result};
-
-/// Sizes of a pooling; spatial arrays are (depth, height, width).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PoolGeometry {
-    pub batch: usize,
-    pub channels: usize,
-    pub input: [usize; 3],
-    pub kernel: [usize; 3],
-    pub stride: [usize; 3],
-    pub padding: [usize; 3],
-    /// Max pooling only; average pooling requires 1.
-    pub dilation: [usize; 3],
-}
+pub use crate::backend::geometry::PoolGeometry;
 
 impl PoolGeometry {
-    /// Output spatial size per axis (0 if the dilated kernel does not fit; `validate` rejects that).
-    pub fn output(&self) -> [usize; 3] {
-        super::window::sliding_output(self.input, self.kernel, self.stride, self.padding, self.dilation)
-    }
-
-    /// Checks the sizes as PyTorch does: positive kernel, stride and dilation, padding at most half
-    /// the (dilated) kernel so no window lies wholly in the padding.
-    pub fn validate(&self, op: &'static str) -> Result<()> {
-        if self.channels == 0 {
-            return Err(HeparError::invalid(op, "channels must be positive"));
-        }
-        for a in 0..3 {
-            if self.kernel[a] == 0 || self.stride[a] == 0 || self.dilation[a] == 0 {
-                return Err(HeparError::invalid(
-                    op,
-                    format!(
-                        "kernel {:?}, stride {:?} and dilation {:?} must be positive",
-                        self.kernel, self.stride, self.dilation
-                    ),
-                ));
-            }
-            let span = self.dilation[a] * (self.kernel[a] - 1) + 1;
-            if 2 * self.padding[a] > span {
-                return Err(HeparError::invalid(
-                    op,
-                    format!(
-                        "padding {:?} exceeds half of kernel {:?} (dilation {:?})",
-                        self.padding, self.kernel, self.dilation
-                    ),
-                ));
-            }
-            if self.input[a] + 2 * self.padding[a] < span {
-                return Err(HeparError::shape(
-                    op,
-                    format!(
-                        "input {:?} padded by {:?} is smaller than kernel {:?}",
-                        self.input, self.padding, self.kernel
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    pub fn input_len(&self) -> usize {
-        self.batch * self.channels * self.input.iter().product::<usize>()
-    }
-    pub fn output_len(&self) -> usize {
-        self.batch * self.channels * self.output().iter().product::<usize>()
-    }
-
     /// For output coordinate `o` on `axis`: the first input coordinate of the window (possibly in
     /// the padding, hence signed).
     #[inline]
@@ -88,11 +24,28 @@ impl PoolGeometry {
 
 /// Max pooling: `out` gets each window's maximum and `argmax` its index within the input plane
 /// (`(d * H + h) * W + w`, as PyTorch returns). Padding never wins; a NaN in a window wins.
-pub fn max_pool_forward<T: Float>(geom: &PoolGeometry, input: &[T], out: &mut [T], argmax: &mut [usize]) {
+pub fn max_pool_forward<T: Float>(
+    geom: &PoolGeometry,
+    input: &[T],
+    out: &mut [T],
+    argmax: &mut [usize],
+) {
     geom.assert_valid("max_pool");
-    assert_eq!(input.len(), geom.input_len(), "max_pool_forward: input length");
-    assert_eq!(out.len(), geom.output_len(), "max_pool_forward: output length");
-    assert_eq!(argmax.len(), geom.output_len(), "max_pool_forward: argmax length");
+    assert_eq!(
+        input.len(),
+        geom.input_len(),
+        "max_pool_forward: input length"
+    );
+    assert_eq!(
+        out.len(),
+        geom.output_len(),
+        "max_pool_forward: output length"
+    );
+    assert_eq!(
+        argmax.len(),
+        geom.output_len(),
+        "max_pool_forward: argmax length"
+    );
     let in_plane = geom.input.iter().product::<usize>();
     let out_dims = geom.output();
     let out_plane = out_dims.iter().product::<usize>();
@@ -111,7 +64,8 @@ pub fn max_pool_forward<T: Float>(geom: &PoolGeometry, input: &[T], out: &mut [T
             let mut rows = out.chunks_exact_mut(ow).zip(argmax.chunks_exact_mut(ow));
             for td in &taps_d {
                 for th in &taps_h {
-                    let (best, best_index) = rows.next().expect("one output row per (depth, height)");
+                    let (best, best_index) =
+                        rows.next().expect("one output row per (depth, height)");
                     // A whole output row at a time, visiting each window's taps in PyTorch's
                     // order (depth, height, width): independent outputs in the inner loop
                     // vectorise, where one window at a time is a chain of dependent selects.
@@ -172,10 +126,23 @@ fn tap_tables(geom: &PoolGeometry) -> [Vec<Taps>; 3] {
 
 /// Gradient of max pooling: each output gradient goes to its window's argmax; `grad_input` is
 /// overwritten.
-pub fn max_pool_backward<T: Float>(geom: &PoolGeometry, grad_out: &[T], argmax: &[usize], grad_input: &mut [T]) {
+pub fn max_pool_backward<T: Float>(
+    geom: &PoolGeometry,
+    grad_out: &[T],
+    argmax: &[usize],
+    grad_input: &mut [T],
+) {
     geom.assert_valid("max_pool");
-    assert_eq!(grad_out.len(), geom.output_len(), "max_pool_backward: grad_out length");
-    assert_eq!(argmax.len(), geom.output_len(), "max_pool_backward: argmax length");
+    assert_eq!(
+        grad_out.len(),
+        geom.output_len(),
+        "max_pool_backward: grad_out length"
+    );
+    assert_eq!(
+        argmax.len(),
+        geom.output_len(),
+        "max_pool_backward: argmax length"
+    );
     assert_eq!(
         grad_input.len(),
         geom.input_len(),
@@ -186,13 +153,16 @@ pub fn max_pool_backward<T: Float>(geom: &PoolGeometry, grad_out: &[T], argmax: 
     if in_plane == 0 {
         return;
     }
-    grad_input.par_chunks_mut(in_plane).enumerate().for_each(|(nc, gx)| {
-        gx.fill(T::zero());
-        let range = nc * out_plane..(nc + 1) * out_plane;
-        for (&g, &i) in grad_out[range.clone()].iter().zip(&argmax[range]) {
-            gx[i] += g;
-        }
-    });
+    grad_input
+        .par_chunks_mut(in_plane)
+        .enumerate()
+        .for_each(|(nc, gx)| {
+            gx.fill(T::zero());
+            let range = nc * out_plane..(nc + 1) * out_plane;
+            for (&g, &i) in grad_out[range.clone()].iter().zip(&argmax[range]) {
+                gx[i] += g;
+            }
+        });
 }
 
 /// Input coordinates of one window along one axis: `first + k * step` for `k` in `0..count`,
@@ -238,11 +208,17 @@ fn valid_taps(geom: &PoolGeometry, axis: usize, o: usize) -> Taps {
 }
 
 /// Average pooling's divisor for one window and the input taps it averages, per axis.
-fn average_window(geom: &PoolGeometry, axis: usize, o: usize, count_include_pad: bool) -> (Taps, usize) {
+fn average_window(
+    geom: &PoolGeometry,
+    axis: usize,
+    o: usize,
+    count_include_pad: bool,
+) -> (Taps, usize) {
     let taps = valid_taps(geom, axis, o);
     // PyTorch counts the window clipped to the padded input when padding is included.
     let start = geom.window_start(axis, o);
-    let end = (start + geom.kernel[axis] as isize).min((geom.input[axis] + geom.padding[axis]) as isize);
+    let end =
+        (start + geom.kernel[axis] as isize).min((geom.input[axis] + geom.padding[axis]) as isize);
     let size = if count_include_pad {
         (end - start) as usize
     } else {
@@ -268,10 +244,23 @@ fn assert_average_geometry(geom: &PoolGeometry) {
 
 /// Average pooling. With `count_include_pad` (PyTorch's default) zeros of the padding count in the
 /// divisor; without it only input elements do.
-pub fn avg_pool_forward<T: Float>(geom: &PoolGeometry, input: &[T], out: &mut [T], count_include_pad: bool) {
+pub fn avg_pool_forward<T: Float>(
+    geom: &PoolGeometry,
+    input: &[T],
+    out: &mut [T],
+    count_include_pad: bool,
+) {
     assert_average_geometry(geom);
-    assert_eq!(input.len(), geom.input_len(), "avg_pool_forward: input length");
-    assert_eq!(out.len(), geom.output_len(), "avg_pool_forward: output length");
+    assert_eq!(
+        input.len(),
+        geom.input_len(),
+        "avg_pool_forward: input length"
+    );
+    assert_eq!(
+        out.len(),
+        geom.output_len(),
+        "avg_pool_forward: output length"
+    );
     let in_plane = geom.input.iter().product::<usize>();
     let out_dims = geom.output();
     let out_plane = out_dims.iter().product::<usize>();
@@ -282,41 +271,54 @@ pub fn avg_pool_forward<T: Float>(geom: &PoolGeometry, input: &[T], out: &mut [T
     let [wd, wh, ww] = average_tables(geom, count_include_pad);
     let width_taps = width_tap_ranges(geom);
     let ow = out_dims[2];
-    out.par_chunks_mut(out_plane).enumerate().for_each(|(nc, out)| {
-        let x = &input[nc * in_plane..(nc + 1) * in_plane];
-        let mut rows = out.chunks_exact_mut(ow);
-        for &(td, sd) in &wd {
-            for &(th, sh) in &wh {
-                // A whole output row per pass over the window taps, as in max pooling.
-                let sums = rows.next().expect("one output row per (depth, height)");
-                sums.fill(T::zero());
-                for d in td.iter() {
-                    for h in th.iter() {
-                        let row = (d * ih + h) * iw;
-                        for &(lo, hi, offset) in &width_taps {
-                            for (o, sum) in sums.iter_mut().enumerate().take(hi).skip(lo) {
-                                *sum += x[(row as isize + (o * geom.stride[2]) as isize + offset) as usize];
+    out.par_chunks_mut(out_plane)
+        .enumerate()
+        .for_each(|(nc, out)| {
+            let x = &input[nc * in_plane..(nc + 1) * in_plane];
+            let mut rows = out.chunks_exact_mut(ow);
+            for &(td, sd) in &wd {
+                for &(th, sh) in &wh {
+                    // A whole output row per pass over the window taps, as in max pooling.
+                    let sums = rows.next().expect("one output row per (depth, height)");
+                    sums.fill(T::zero());
+                    for d in td.iter() {
+                        for h in th.iter() {
+                            let row = (d * ih + h) * iw;
+                            for &(lo, hi, offset) in &width_taps {
+                                for (o, sum) in sums.iter_mut().enumerate().take(hi).skip(lo) {
+                                    *sum +=
+                                        x[(row as isize + (o * geom.stride[2]) as isize + offset)
+                                            as usize];
+                                }
                             }
                         }
                     }
-                }
-                for (sum, &(_, sw)) in sums.iter_mut().zip(&ww) {
-                    let divisor = sd * sh * sw;
-                    *sum = if divisor == 0 {
-                        T::zero()
-                    } else {
-                        *sum / T::from_usize(divisor).expect("window size fits a float")
-                    };
+                    for (sum, &(_, sw)) in sums.iter_mut().zip(&ww) {
+                        let divisor = sd * sh * sw;
+                        *sum = if divisor == 0 {
+                            T::zero()
+                        } else {
+                            *sum / T::from_usize(divisor).expect("window size fits a float")
+                        };
+                    }
                 }
             }
-        }
-    });
+        });
 }
 
 /// Gradient of average pooling; `grad_input` is overwritten.
-pub fn avg_pool_backward<T: Float>(geom: &PoolGeometry, grad_out: &[T], grad_input: &mut [T], count_include_pad: bool) {
+pub fn avg_pool_backward<T: Float>(
+    geom: &PoolGeometry,
+    grad_out: &[T],
+    grad_input: &mut [T],
+    count_include_pad: bool,
+) {
     assert_average_geometry(geom);
-    assert_eq!(grad_out.len(), geom.output_len(), "avg_pool_backward: grad_out length");
+    assert_eq!(
+        grad_out.len(),
+        geom.output_len(),
+        "avg_pool_backward: grad_out length"
+    );
     assert_eq!(
         grad_input.len(),
         geom.input_len(),
@@ -332,37 +334,41 @@ pub fn avg_pool_backward<T: Float>(geom: &PoolGeometry, grad_out: &[T], grad_inp
     let [wd, wh, ww] = average_tables(geom, count_include_pad);
     let width_taps = width_tap_ranges(geom);
     let ow = out_dims[2];
-    grad_input.par_chunks_mut(in_plane).enumerate().for_each_init(
-        || vec![T::zero(); ow],
-        |shares, (nc, gx)| {
-            gx.fill(T::zero());
-            let gy = &grad_out[nc * out_plane..(nc + 1) * out_plane];
-            let mut rows = gy.chunks_exact(ow);
-            for &(td, sd) in &wd {
-                for &(th, sh) in &wh {
-                    let g_row = rows.next().expect("one output row per (depth, height)");
-                    for ((share, &g), &(_, sw)) in shares.iter_mut().zip(g_row).zip(&ww) {
-                        let divisor = sd * sh * sw;
-                        *share = if divisor == 0 {
-                            T::zero()
-                        } else {
-                            g / T::from_usize(divisor).expect("window size fits a float")
-                        };
-                    }
-                    for d in td.iter() {
-                        for h in th.iter() {
-                            let row = (d * ih + h) * iw;
-                            for &(lo, hi, offset) in &width_taps {
-                                for (o, &share) in shares.iter().enumerate().take(hi).skip(lo) {
-                                    gx[(row as isize + (o * geom.stride[2]) as isize + offset) as usize] += share;
+    grad_input
+        .par_chunks_mut(in_plane)
+        .enumerate()
+        .for_each_init(
+            || vec![T::zero(); ow],
+            |shares, (nc, gx)| {
+                gx.fill(T::zero());
+                let gy = &grad_out[nc * out_plane..(nc + 1) * out_plane];
+                let mut rows = gy.chunks_exact(ow);
+                for &(td, sd) in &wd {
+                    for &(th, sh) in &wh {
+                        let g_row = rows.next().expect("one output row per (depth, height)");
+                        for ((share, &g), &(_, sw)) in shares.iter_mut().zip(g_row).zip(&ww) {
+                            let divisor = sd * sh * sw;
+                            *share = if divisor == 0 {
+                                T::zero()
+                            } else {
+                                g / T::from_usize(divisor).expect("window size fits a float")
+                            };
+                        }
+                        for d in td.iter() {
+                            for h in th.iter() {
+                                let row = (d * ih + h) * iw;
+                                for &(lo, hi, offset) in &width_taps {
+                                    for (o, &share) in shares.iter().enumerate().take(hi).skip(lo) {
+                                        gx[(row as isize + (o * geom.stride[2]) as isize + offset)
+                                            as usize] += share;
+                                    }
                                 }
                             }
                         }
                     }
                 }
-            }
-        },
-    );
+            },
+        );
 }
 
 #[cfg(test)]
@@ -406,13 +412,15 @@ mod tests {
                                         .iter()
                                         .enumerate()
                                         .map(|(a, &(o, k))| {
-                                            (o * g.stride[a] + k * g.dilation[a]) as isize - g.padding[a] as isize
+                                            (o * g.stride[a] + k * g.dilation[a]) as isize
+                                                - g.padding[a] as isize
                                         })
                                         .collect::<Vec<_>>();
                                     if (0..3).any(|a| pos[a] < 0 || pos[a] >= g.input[a] as isize) {
                                         continue;
                                     }
-                                    let i = ((pos[0] as usize * g.input[1]) + pos[1] as usize) * g.input[2]
+                                    let i = ((pos[0] as usize * g.input[1]) + pos[1] as usize)
+                                        * g.input[2]
                                         + pos[2] as usize;
                                     if x[nc * in_plane + i] > best.0 {
                                         best = (x[nc * in_plane + i], i);
@@ -444,9 +452,12 @@ mod tests {
                                     let pos = [(od, kd), (oh, kh), (ow, kw)]
                                         .iter()
                                         .enumerate()
-                                        .map(|(a, &(o, k))| (o * g.stride[a] + k) as isize - g.padding[a] as isize)
+                                        .map(|(a, &(o, k))| {
+                                            (o * g.stride[a] + k) as isize - g.padding[a] as isize
+                                        })
                                         .collect::<Vec<_>>();
-                                    if (0..3).all(|a| pos[a] < (g.input[a] + g.padding[a]) as isize) {
+                                    if (0..3).all(|a| pos[a] < (g.input[a] + g.padding[a]) as isize)
+                                    {
                                         in_padded += 1;
                                     }
                                     if (0..3).any(|a| pos[a] < 0 || pos[a] >= g.input[a] as isize) {
@@ -454,12 +465,14 @@ mod tests {
                                     }
                                     inside += 1;
                                     sum += x[nc * in_plane
-                                        + ((pos[0] as usize * g.input[1]) + pos[1] as usize) * g.input[2]
+                                        + ((pos[0] as usize * g.input[1]) + pos[1] as usize)
+                                            * g.input[2]
                                         + pos[2] as usize];
                                 }
                             }
                         }
-                        values.push(sum / if count_include_pad { in_padded } else { inside } as f64);
+                        values
+                            .push(sum / if count_include_pad { in_padded } else { inside } as f64);
                     }
                 }
             }
@@ -477,7 +490,12 @@ mod tests {
         }
         .validate("max_pool")
         .is_err());
-        assert!(PoolGeometry { stride: [0, 1, 1], ..g }.validate("max_pool").is_err());
+        assert!(PoolGeometry {
+            stride: [0, 1, 1],
+            ..g
+        }
+        .validate("max_pool")
+        .is_err());
         assert_eq!(g.output(), [3, 7, 3]);
     }
 
@@ -516,7 +534,11 @@ mod tests {
                 let (yp, _) = naive_max(g, &xp);
                 let (ym, _) = naive_max(g, &xm);
                 let numeric = (dot(&gy, &yp) - dot(&gy, &ym)) / (2.0 * h);
-                assert!((numeric - gx[i]).abs() < 1e-6, "element {i}: {numeric} vs {}", gx[i]);
+                assert!(
+                    (numeric - gx[i]).abs() < 1e-6,
+                    "element {i}: {numeric} vs {}",
+                    gx[i]
+                );
             }
         }
     }
@@ -548,7 +570,10 @@ mod tests {
                 avg_pool_forward(g, &x, &mut y, include);
                 let want = naive_avg(g, &x, include);
                 for (a, b) in y.iter().zip(&want) {
-                    assert!((a - b).abs() < 1e-12, "{g:?} include_pad {include}: {a} vs {b}");
+                    assert!(
+                        (a - b).abs() < 1e-12,
+                        "{g:?} include_pad {include}: {a} vs {b}"
+                    );
                 }
                 let gy = random(g.output_len(), 20 + seed as u64);
                 let mut gx = vec![f64::NAN; g.input_len()];
@@ -564,9 +589,14 @@ mod tests {
                     xp[i] += h;
                     let mut xm = x.clone();
                     xm[i] -= h;
-                    let numeric =
-                        (dot(&gy, &naive_avg(g, &xp, include)) - dot(&gy, &naive_avg(g, &xm, include))) / (2.0 * h);
-                    assert!((numeric - gx[i]).abs() < 1e-8, "element {i}: {numeric} vs {}", gx[i]);
+                    let numeric = (dot(&gy, &naive_avg(g, &xp, include))
+                        - dot(&gy, &naive_avg(g, &xm, include)))
+                        / (2.0 * h);
+                    assert!(
+                        (numeric - gx[i]).abs() < 1e-8,
+                        "element {i}: {numeric} vs {}",
+                        gx[i]
+                    );
                 }
             }
         }

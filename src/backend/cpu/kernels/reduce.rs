@@ -12,7 +12,9 @@ fn split_axes(layout: &Layout, axes: &[usize]) -> (Layout, Vec<usize>, usize, us
     let rank = layout.rank();
     let kept: Vec<usize> = (0..rank).filter(|a| !axes.contains(a)).collect();
     let order: Vec<usize> = kept.iter().copied().chain(axes.iter().copied()).collect();
-    let permuted = layout.permute("reduce", &order).expect("axes validated by the caller");
+    let permuted = layout
+        .permute("reduce", &order)
+        .expect("axes validated by the caller");
     let outer: usize = kept.iter().map(|&a| layout.shape()[a]).product();
     let inner: usize = axes.iter().map(|&a| layout.shape()[a]).product();
     let mut out_shape = layout.shape().to_vec();
@@ -28,8 +30,20 @@ fn combine<T: Float>(op: ReduceOp, acc: T, v: T) -> T {
     match op {
         ReduceOp::Sum => acc + v,
         // NaN propagates, as in PyTorch.
-        ReduceOp::Max => if v > acc || v.is_nan() { v } else { acc },
-        ReduceOp::Min => if v < acc || v.is_nan() { v } else { acc },
+        ReduceOp::Max => {
+            if v > acc || v.is_nan() {
+                v
+            } else {
+                acc
+            }
+        }
+        ReduceOp::Min => {
+            if v < acc || v.is_nan() {
+                v
+            } else {
+                acc
+            }
+        }
     }
 }
 
@@ -44,21 +58,36 @@ fn identity<T: Float>(op: ReduceOp) -> T {
 /// Reduces dense data viewed as [outer, len, inner] over the middle axis: the common case of
 /// reducing a block of adjacent axes (spatial sums, a batch sum, the CoT mean over k*k maps).
 /// Each step reads a contiguous run, so loops vectorise; sums go through f64 per run.
-fn reduce_middle<T: Float>(x: &[T], outer: usize, len: usize, inner: usize, op: ReduceOp) -> Vec<T> {
+fn reduce_middle<T: Float>(
+    x: &[T],
+    outer: usize,
+    len: usize,
+    inner: usize,
+    op: ReduceOp,
+) -> Vec<T> {
     let mut out = vec![identity::<T>(op); outer * inner];
     if inner == 1 {
         // Each output reduces one contiguous run.
         let run = |(o, slot): (usize, &mut T)| {
             let src = &x[o * len..(o + 1) * len];
             *slot = match op {
-                ReduceOp::Sum => T::from_f64_lossy(src.chunks(256).map(|c| c.iter().fold(T::zero(), |a, &v| a + v).to_f64_lossless()).sum()),
-                _ => src.iter().fold(identity::<T>(op), |a, &v| combine(op, a, v)),
+                ReduceOp::Sum => T::from_f64_lossy(
+                    src.chunks(256)
+                        .map(|c| c.iter().fold(T::zero(), |a, &v| a + v).to_f64_lossless())
+                        .sum(),
+                ),
+                _ => src
+                    .iter()
+                    .fold(identity::<T>(op), |a, &v| combine(op, a, v)),
             };
         };
         if outer > 1 && outer * len >= 1 << 15 {
             out.par_iter_mut().enumerate().for_each(run);
         } else if outer == 1 && len >= 1 << 16 && op == ReduceOp::Sum {
-            let total: f64 = x[..len].par_chunks(1 << 14).map(|c| c.iter().map(|v| v.to_f64_lossless()).sum::<f64>()).sum();
+            let total: f64 = x[..len]
+                .par_chunks(1 << 14)
+                .map(|c| c.iter().map(|v| v.to_f64_lossless()).sum::<f64>())
+                .sum();
             out[0] = T::from_f64_lossy(total);
         } else {
             out.iter_mut().enumerate().for_each(run);
@@ -75,16 +104,28 @@ fn reduce_middle<T: Float>(x: &[T], outer: usize, len: usize, inner: usize, op: 
         for k in 0..len {
             let src = &x[(o * len + k) * inner + i0..(o * len + k) * inner + i0 + dst.len()];
             match op {
-                ReduceOp::Sum => acc.iter_mut().zip(src).for_each(|(a, &v)| *a += v.to_f64_lossless()),
-                _ => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = combine(op, *d, v)),
+                ReduceOp::Sum => acc
+                    .iter_mut()
+                    .zip(src)
+                    .for_each(|(a, &v)| *a += v.to_f64_lossless()),
+                _ => dst
+                    .iter_mut()
+                    .zip(src)
+                    .for_each(|(d, &v)| *d = combine(op, *d, v)),
             }
         }
         if op == ReduceOp::Sum {
-            dst.iter_mut().zip(&acc).for_each(|(d, &a)| *d = T::from_f64_lossy(a));
+            dst.iter_mut()
+                .zip(&acc)
+                .for_each(|(d, &a)| *d = T::from_f64_lossy(a));
         }
     };
     // Tiles never straddle two outer indices: chunk each outer row separately.
-    let chunks: Vec<(usize, &mut [T])> = out.chunks_mut(inner).flat_map(|row| row.chunks_mut(tile)).enumerate().collect();
+    let chunks: Vec<(usize, &mut [T])> = out
+        .chunks_mut(inner)
+        .flat_map(|row| row.chunks_mut(tile))
+        .enumerate()
+        .collect();
     if outer * len * inner >= 1 << 15 {
         chunks.into_par_iter().for_each(work);
     } else {
@@ -94,11 +135,25 @@ fn reduce_middle<T: Float>(x: &[T], outer: usize, len: usize, inner: usize, op: 
 }
 
 /// Reduces `x` over `axes` (sorted, unique, validated). f32 sums accumulate in f64.
-pub fn reduce<T: Float>(x: &[T], layout: &Layout, axes: &[usize], op: ReduceOp) -> (Vec<T>, Vec<usize>) {
+pub fn reduce<T: Float>(
+    x: &[T],
+    layout: &Layout,
+    axes: &[usize],
+    op: ReduceOp,
+) -> (Vec<T>, Vec<usize>) {
     let adjacent = axes.windows(2).all(|w| w[1] == w[0] + 1);
-    if let (Some(r), true, Some(&first), Some(&last)) = (layout.contiguous_range(), adjacent, axes.first(), axes.last()) {
+    if let (Some(r), true, Some(&first), Some(&last)) = (
+        layout.contiguous_range(),
+        adjacent,
+        axes.first(),
+        axes.last(),
+    ) {
         let shape = layout.shape();
-        let (outer, len, inner) = (shape[..first].iter().product(), shape[first..=last].iter().product(), shape[last + 1..].iter().product());
+        let (outer, len, inner) = (
+            shape[..first].iter().product(),
+            shape[first..=last].iter().product(),
+            shape[last + 1..].iter().product(),
+        );
         let mut out_shape = shape.to_vec();
         for &a in axes {
             out_shape[a] = 1;
@@ -143,11 +198,16 @@ pub fn reduce<T: Float>(x: &[T], layout: &Layout, axes: &[usize], op: ReduceOp) 
         };
     };
     if outer * inner >= 1 << 15 && outer > 1 {
-        out.par_iter_mut().enumerate().for_each(|(o, slot)| reduce_run(o, slot));
+        out.par_iter_mut()
+            .enumerate()
+            .for_each(|(o, slot)| reduce_run(o, slot));
     } else if outer == 1 && inner >= 1 << 16 && op == ReduceOp::Sum && permuted.is_contiguous() {
         // One long contiguous sum: split it across threads.
         let start = permuted.offset();
-        let total: f64 = x[start..start + inner].par_chunks(1 << 14).map(|c| c.iter().map(|v| v.to_f64_lossless()).sum::<f64>()).sum();
+        let total: f64 = x[start..start + inner]
+            .par_chunks(1 << 14)
+            .map(|c| c.iter().map(|v| v.to_f64_lossless()).sum::<f64>())
+            .sum();
         out[0] = T::from_f64_lossy(total);
     } else {
         for (o, slot) in out.iter_mut().enumerate() {
@@ -171,7 +231,10 @@ fn softmax_middle_axis<T: Float>(x: &[T], len: usize, inner: usize, log: bool) -
         }
         let mut sum = vec![T::zero(); inner];
         for k in 0..len {
-            let (s, d) = (&src[k * inner..(k + 1) * inner], &mut dst[k * inner..(k + 1) * inner]);
+            let (s, d) = (
+                &src[k * inner..(k + 1) * inner],
+                &mut dst[k * inner..(k + 1) * inner],
+            );
             for (((o, &v), &m), acc) in d.iter_mut().zip(s).zip(&max).zip(sum.iter_mut()) {
                 let e = (v - m).exp_fast();
                 *acc += e;
@@ -185,7 +248,9 @@ fn softmax_middle_axis<T: Float>(x: &[T], len: usize, inner: usize, log: bool) -
         }
     };
     if x.len() >= 1 << 15 && x.len() > plane {
-        x.par_chunks(plane).zip(out.par_chunks_mut(plane)).for_each(run);
+        x.par_chunks(plane)
+            .zip(out.par_chunks_mut(plane))
+            .for_each(run);
     } else {
         x.chunks(plane).zip(out.chunks_mut(plane)).for_each(run);
     }
@@ -199,8 +264,13 @@ pub fn softmax<T: Float>(x: &[T], layout: &Layout, axis: usize, log: bool) -> Ve
     if let (Some(r), true) = (layout.contiguous_range(), inner >= 16 && layout.numel() > 0) {
         return softmax_middle_axis(&x[r], layout.shape()[axis], inner, log);
     }
-    let order: Vec<usize> = (0..rank).filter(|&a| a != axis).chain(std::iter::once(axis)).collect();
-    let permuted = layout.permute("softmax", &order).expect("axis validated by the caller");
+    let order: Vec<usize> = (0..rank)
+        .filter(|&a| a != axis)
+        .chain(std::iter::once(axis))
+        .collect();
+    let permuted = layout
+        .permute("softmax", &order)
+        .expect("axis validated by the caller");
     let len = layout.shape()[axis];
     let rows = if len == 0 { 0 } else { layout.numel() / len };
     // Results in permuted order, then scattered back to the logical order.
@@ -233,9 +303,15 @@ pub fn softmax<T: Float>(x: &[T], layout: &Layout, axis: usize, log: bool) -> Ve
     };
     if len > 0 {
         if layout.numel() >= 1 << 15 && rows > 1 {
-            out_perm.par_chunks_mut(len).enumerate().for_each(|(r, row)| row_fn(r, row));
+            out_perm
+                .par_chunks_mut(len)
+                .enumerate()
+                .for_each(|(r, row)| row_fn(r, row));
         } else {
-            out_perm.chunks_mut(len).enumerate().for_each(|(r, row)| row_fn(r, row));
+            out_perm
+                .chunks_mut(len)
+                .enumerate()
+                .for_each(|(r, row)| row_fn(r, row));
         }
     }
     if axis == rank - 1 {
@@ -247,6 +323,8 @@ pub fn softmax<T: Float>(x: &[T], layout: &Layout, axis: usize, log: bool) -> Ve
     for (i, &a) in order.iter().enumerate() {
         inverse[a] = i;
     }
-    let back = Layout::contiguous(&perm_shape).permute("softmax", &inverse).expect("inverse permutation");
+    let back = Layout::contiguous(&perm_shape)
+        .permute("softmax", &inverse)
+        .expect("inverse permutation");
     super::elementwise::copy_strided(&out_perm, &back)
 }

@@ -36,7 +36,11 @@ pub fn exp_f32(x: f32) -> f32 {
     let n = (x * std::f32::consts::LOG2_E + ROUNDER) - ROUNDER;
     // ln2 split in a high part exact in f32 and a low correction, so r keeps its precision.
     let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
-    let p = 1.0 + r * (1.0 + r * (0.5 + r * (0.166_666_67 + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (0.166_666_67
+                    + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
     // n is in [-126, 128]; 2^128 overflows the exponent field, so scale in two halves.
     let ni = n as i32;
     let half = ni >> 1;

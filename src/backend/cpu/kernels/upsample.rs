@@ -9,83 +9,9 @@
 use rayon::prelude::*;
 
 use super::scalar::Float;
-use crate::error::{HeparError, Result};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UpsampleMode {
-    /// PyTorch's `nearest`: source `min(floor(dst * scale), in - 1)`.
-    Nearest,
-    /// `linear` / `bilinear` / `trilinear` depending on how many axes have size > 1.
-    Linear { align_corners: bool },
-}
-
-/// Sizes of a resampling; spatial arrays are (depth, height, width).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct UpsampleGeometry {
-    pub batch: usize,
-    pub channels: usize,
-    pub input: [usize; 3],
-    pub output: [usize; 3],
-    /// The scale factor the user gave per axis, if any (output = floor(input * scale)). PyTorch
-    /// then maps coordinates with 1 / scale rather than input / output.
-    pub scale: [Option<f64>; 3],
-    pub mode: UpsampleMode,
-}
+pub use crate::backend::geometry::{UpsampleGeometry, UpsampleMode};
 
 impl UpsampleGeometry {
-    /// The geometry for a scale factor per axis, output sizes `floor(input * scale)` as PyTorch.
-    pub fn from_scale(
-        batch: usize,
-        channels: usize,
-        input: [usize; 3],
-        scale: [f64; 3],
-        mode: UpsampleMode,
-    ) -> Result<Self> {
-        if scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-            return Err(HeparError::invalid(
-                "upsample",
-                format!("scale factors {scale:?} must be positive and finite"),
-            ));
-        }
-        let output = std::array::from_fn(|a| (input[a] as f64 * scale[a]).floor() as usize);
-        let geom = UpsampleGeometry {
-            batch,
-            channels,
-            input,
-            output,
-            scale: scale.map(Some),
-            mode,
-        };
-        geom.validate()?;
-        Ok(geom)
-    }
-
-    pub fn validate(&self) -> Result<()> {
-        if self.input.contains(&0) || self.output.contains(&0) {
-            return Err(HeparError::shape(
-                "upsample",
-                format!(
-                    "input {:?} and output {:?} sizes must be positive",
-                    self.input, self.output
-                ),
-            ));
-        }
-        if self.scale.iter().flatten().any(|s| !(s.is_finite() && *s > 0.0)) {
-            return Err(HeparError::invalid(
-                "upsample",
-                format!("scale factors {:?} must be positive and finite", self.scale),
-            ));
-        }
-        Ok(())
-    }
-
-    pub fn input_len(&self) -> usize {
-        self.batch * self.channels * self.input.iter().product::<usize>()
-    }
-    pub fn output_len(&self) -> usize {
-        self.batch * self.channels * self.output.iter().product::<usize>()
-    }
-
     fn assert_valid(&self) {
         if let Err(e) = self.validate() {
             panic!("upsample kernel called with an invalid geometry: {e}");
@@ -118,7 +44,13 @@ fn nearest_source(dst: usize, input: usize, output: usize, scale: Option<f64>) -
 }
 
 /// PyTorch's linear source coordinate and weights, computed in the element type as it does.
-fn linear_taps<T: Float>(dst: usize, input: usize, output: usize, scale: Option<f64>, align_corners: bool) -> Taps<T> {
+fn linear_taps<T: Float>(
+    dst: usize,
+    input: usize,
+    output: usize,
+    scale: Option<f64>,
+    align_corners: bool,
+) -> Taps<T> {
     let t = |v: f64| T::from_f64_lossy(v);
     let from_usize = |v: usize| T::from_usize(v).expect("sizes fit a float");
     let ratio = if align_corners {
@@ -169,7 +101,9 @@ fn axis_tables<T: Float>(geom: &UpsampleGeometry) -> [Vec<Taps<T>>; 3] {
                         w1: T::zero(),
                     }
                 }
-                UpsampleMode::Linear { align_corners } => linear_taps(dst, input, output, scale, align_corners),
+                UpsampleMode::Linear { align_corners } => {
+                    linear_taps(dst, input, output, scale, align_corners)
+                }
             })
             .collect()
     })
@@ -178,8 +112,16 @@ fn axis_tables<T: Float>(geom: &UpsampleGeometry) -> [Vec<Taps<T>>; 3] {
 /// Resamples `input` [batch, channels, input] into `out` [batch, channels, output].
 pub fn upsample_forward<T: Float>(geom: &UpsampleGeometry, input: &[T], out: &mut [T]) {
     geom.assert_valid();
-    assert_eq!(input.len(), geom.input_len(), "upsample_forward: input length");
-    assert_eq!(out.len(), geom.output_len(), "upsample_forward: output length");
+    assert_eq!(
+        input.len(),
+        geom.input_len(),
+        "upsample_forward: input length"
+    );
+    assert_eq!(
+        out.len(),
+        geom.output_len(),
+        "upsample_forward: output length"
+    );
     let [td, th, tw] = axis_tables::<T>(geom);
     let in_plane = geom.input.iter().product::<usize>();
     let out_plane = geom.output.iter().product::<usize>();
@@ -192,7 +134,9 @@ pub fn upsample_forward<T: Float>(geom: &UpsampleGeometry, input: &[T], out: &mu
             let mut rows = out.chunks_exact_mut(geom.output[2]);
             for d in &td {
                 for h in &th {
-                    let out_row = rows.next().expect("one output row per (depth, height) pair");
+                    let out_row = rows
+                        .next()
+                        .expect("one output row per (depth, height) pair");
                     if nearest {
                         let row = &x[(d.i0 * ih + h.i0) * iw..][..iw];
                         for (v, w) in out_row.iter_mut().zip(&tw) {
@@ -223,7 +167,11 @@ pub fn upsample_forward<T: Float>(geom: &UpsampleGeometry, input: &[T], out: &mu
 /// forward weights; `grad_input` is overwritten.
 pub fn upsample_backward<T: Float>(geom: &UpsampleGeometry, grad_out: &[T], grad_input: &mut [T]) {
     geom.assert_valid();
-    assert_eq!(grad_out.len(), geom.output_len(), "upsample_backward: grad_out length");
+    assert_eq!(
+        grad_out.len(),
+        geom.output_len(),
+        "upsample_backward: grad_out length"
+    );
     assert_eq!(
         grad_input.len(),
         geom.input_len(),
@@ -233,41 +181,46 @@ pub fn upsample_backward<T: Float>(geom: &UpsampleGeometry, grad_out: &[T], grad
     let in_plane = geom.input.iter().product::<usize>();
     let out_plane = geom.output.iter().product::<usize>();
     let [_, ih, iw] = geom.input;
-    grad_input.par_chunks_mut(in_plane).enumerate().for_each_init(
-        || vec![T::zero(); iw],
-        |spread, (nc, gx)| {
-            gx.fill(T::zero());
-            let gy = &grad_out[nc * out_plane..(nc + 1) * out_plane];
-            let mut rows = gy.chunks_exact(geom.output[2]);
-            for d in &td {
-                for h in &th {
-                    let g_row = rows.next().expect("one output row per (depth, height) pair");
-                    // The adjoint of the forward's two steps: spread along the width into one
-                    // input-width row, then add it to the four source rows (contiguous).
-                    spread.fill(T::zero());
-                    for (&g, w) in g_row.iter().zip(&tw) {
-                        spread[w.i0] += w.w0 * g;
-                        spread[w.i1] += w.w1 * g;
-                    }
-                    let corners = [
-                        (d.i0, h.i0, d.w0 * h.w0),
-                        (d.i0, h.i1, d.w0 * h.w1),
-                        (d.i1, h.i0, d.w1 * h.w0),
-                        (d.i1, h.i1, d.w1 * h.w1),
-                    ];
-                    for (i_d, i_h, c) in corners {
-                        if c == T::zero() {
-                            continue;
+    grad_input
+        .par_chunks_mut(in_plane)
+        .enumerate()
+        .for_each_init(
+            || vec![T::zero(); iw],
+            |spread, (nc, gx)| {
+                gx.fill(T::zero());
+                let gy = &grad_out[nc * out_plane..(nc + 1) * out_plane];
+                let mut rows = gy.chunks_exact(geom.output[2]);
+                for d in &td {
+                    for h in &th {
+                        let g_row = rows
+                            .next()
+                            .expect("one output row per (depth, height) pair");
+                        // The adjoint of the forward's two steps: spread along the width into one
+                        // input-width row, then add it to the four source rows (contiguous).
+                        spread.fill(T::zero());
+                        for (&g, w) in g_row.iter().zip(&tw) {
+                            spread[w.i0] += w.w0 * g;
+                            spread[w.i1] += w.w1 * g;
                         }
-                        let row = &mut gx[(i_d * ih + i_h) * iw..][..iw];
-                        for (v, &s) in row.iter_mut().zip(spread.iter()) {
-                            *v += c * s;
+                        let corners = [
+                            (d.i0, h.i0, d.w0 * h.w0),
+                            (d.i0, h.i1, d.w0 * h.w1),
+                            (d.i1, h.i0, d.w1 * h.w0),
+                            (d.i1, h.i1, d.w1 * h.w1),
+                        ];
+                        for (i_d, i_h, c) in corners {
+                            if c == T::zero() {
+                                continue;
+                            }
+                            let row = &mut gx[(i_d * ih + i_h) * iw..][..iw];
+                            for (v, &s) in row.iter_mut().zip(spread.iter()) {
+                                *v += c * s;
+                            }
                         }
                     }
                 }
-            }
-        },
-    );
+            },
+        );
 }
 
 #[cfg(test)]
@@ -275,7 +228,12 @@ mod tests {
     use super::*;
     use crate::backend::cpu::kernels::test_util::{dot, random};
 
-    fn line(input: usize, output: usize, scale: Option<f64>, mode: UpsampleMode) -> UpsampleGeometry {
+    fn line(
+        input: usize,
+        output: usize,
+        scale: Option<f64>,
+        mode: UpsampleMode,
+    ) -> UpsampleGeometry {
         UpsampleGeometry {
             batch: 1,
             channels: 1,
@@ -330,8 +288,11 @@ mod tests {
     #[test]
     fn scale_factor_rule_for_align_corners_false() {
         let x = [0.0, 10.0, 20.0, 30.0, 40.0];
-        let mode = UpsampleMode::Linear { align_corners: false };
-        let with_scale = UpsampleGeometry::from_scale(1, 1, [1, 1, 5], [1.0, 1.0, 1.7], mode).unwrap();
+        let mode = UpsampleMode::Linear {
+            align_corners: false,
+        };
+        let with_scale =
+            UpsampleGeometry::from_scale(1, 1, [1, 1, 5], [1.0, 1.0, 1.7], mode).unwrap();
         assert_eq!(with_scale.output, [1, 1, 8]);
         let y = run(&with_scale, &x);
         let real = 7.5 / 1.7 - 0.5;
@@ -339,7 +300,9 @@ mod tests {
         let by_size = run(&line(5, 8, None, mode), &x);
         assert!((by_size[7] - 40.0).abs() < 1e-12);
         // Nearest too: 1 / 1.7 = 0.588 maps output 5 to floor(2.94) = 2, the size ratio to floor(3.125) = 3.
-        let nearest = UpsampleGeometry::from_scale(1, 1, [1, 1, 5], [1.0, 1.0, 1.7], UpsampleMode::Nearest).unwrap();
+        let nearest =
+            UpsampleGeometry::from_scale(1, 1, [1, 1, 5], [1.0, 1.0, 1.7], UpsampleMode::Nearest)
+                .unwrap();
         assert_eq!(run(&nearest, &x)[5], 20.0);
         assert_eq!(run(&line(5, 8, None, UpsampleMode::Nearest), &x)[5], 30.0);
     }
@@ -356,11 +319,24 @@ mod tests {
                         let taps: Vec<Vec<(usize, f64)>> = (0..3)
                             .map(|a| match geom.mode {
                                 UpsampleMode::Nearest => {
-                                    vec![(nearest_source(o[a], geom.input[a], geom.output[a], geom.scale[a]), 1.0)]
+                                    vec![(
+                                        nearest_source(
+                                            o[a],
+                                            geom.input[a],
+                                            geom.output[a],
+                                            geom.scale[a],
+                                        ),
+                                        1.0,
+                                    )]
                                 }
                                 UpsampleMode::Linear { align_corners } => {
-                                    let t: Taps<f64> =
-                                        linear_taps(o[a], geom.input[a], geom.output[a], geom.scale[a], align_corners);
+                                    let t: Taps<f64> = linear_taps(
+                                        o[a],
+                                        geom.input[a],
+                                        geom.output[a],
+                                        geom.scale[a],
+                                        align_corners,
+                                    );
                                     vec![(t.i0, t.w0), (t.i1, t.w1)]
                                 }
                             })
@@ -369,7 +345,12 @@ mod tests {
                         for &(a, wa) in &taps[0] {
                             for &(b, wb) in &taps[1] {
                                 for &(c, wc) in &taps[2] {
-                                    v += wa * wb * wc * x[nc * in_plane + (a * geom.input[1] + b) * geom.input[2] + c];
+                                    v += wa
+                                        * wb
+                                        * wc
+                                        * x[nc * in_plane
+                                            + (a * geom.input[1] + b) * geom.input[2]
+                                            + c];
                                 }
                             }
                         }
@@ -385,8 +366,12 @@ mod tests {
         let mut out = vec![];
         for mode in [
             UpsampleMode::Nearest,
-            UpsampleMode::Linear { align_corners: true },
-            UpsampleMode::Linear { align_corners: false },
+            UpsampleMode::Linear {
+                align_corners: true,
+            },
+            UpsampleMode::Linear {
+                align_corners: false,
+            },
         ] {
             out.push(UpsampleGeometry {
                 batch: 2,
@@ -426,7 +411,10 @@ mod tests {
             let mut gx = vec![f64::NAN; g.input_len()];
             upsample_backward(g, &gy, &mut gx);
             let lhs = dot(&gy, &y);
-            assert!((lhs - dot(&gx, &x)).abs() < 1e-10 * (1.0 + lhs.abs()), "{g:?}");
+            assert!(
+                (lhs - dot(&gx, &x)).abs() < 1e-10 * (1.0 + lhs.abs()),
+                "{g:?}"
+            );
             // Central differences of <gy, upsample(x)>.
             let h = 1e-5;
             for i in (0..x.len()).step_by(5) {

@@ -30,7 +30,10 @@ impl Arch {
 }
 
 fn backend_error(msg: impl Into<String>) -> HeparError {
-    HeparError::Backend { backend: "nvrtc", msg: msg.into() }
+    HeparError::Backend {
+        backend: "nvrtc",
+        msg: msg.into(),
+    }
 }
 
 /// Where the loaded NVRTC came from, or why none was found. Computed once per process.
@@ -51,10 +54,19 @@ fn load_nvrtc() -> std::result::Result<String, String> {
     let mut tried = Vec::new();
     if let Some(explicit) = std::env::var_os("HEPAR_NVRTC_LIB") {
         let path = PathBuf::from(explicit);
-        let file = if path.is_dir() { path.join("libnvrtc.so.12") } else { path };
+        let file = if path.is_dir() {
+            path.join("libnvrtc.so.12")
+        } else {
+            path
+        };
         return open_global(&file)
             .map(|_| file.display().to_string())
-            .map_err(|e| format!("HEPAR_NVRTC_LIB={}: cannot open NVRTC: {e}. {INSTALL_HINT}", file.display()));
+            .map_err(|e| {
+                format!(
+                    "HEPAR_NVRTC_LIB={}: cannot open NVRTC: {e}. {INSTALL_HINT}",
+                    file.display()
+                )
+            });
     }
     // The loader's own search path (LD_LIBRARY_PATH, system CUDA installs).
     for soname in ["libnvrtc.so.12", "libnvrtc.so"] {
@@ -79,7 +91,8 @@ fn load_nvrtc() -> std::result::Result<String, String> {
 fn open_global(file: &Path) -> std::result::Result<(), String> {
     use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
     // SAFETY: NVRTC's initialisers only set up its own state.
-    let lib = unsafe { Library::open(Some(file), RTLD_NOW | RTLD_GLOBAL) }.map_err(|e| e.to_string())?;
+    let lib =
+        unsafe { Library::open(Some(file), RTLD_NOW | RTLD_GLOBAL) }.map_err(|e| e.to_string())?;
     // SAFETY: only the presence of the symbol is checked; it is not called here.
     unsafe { lib.get::<unsafe extern "C" fn()>(b"nvrtcVersion\0") }
         .map_err(|e| format!("not an NVRTC library: {e}"))?;
@@ -108,7 +121,10 @@ fn wheel_package_dirs(package: &str) -> Vec<PathBuf> {
     }
     for root in roots {
         for python_dir in read_dir_sorted(&root) {
-            let is_python = python_dir.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("python3"));
+            let is_python = python_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("python3"));
             if is_python {
                 for packages in ["site-packages", "dist-packages"] {
                     dirs.push(python_dir.join(packages).join("nvidia").join(package));
@@ -123,7 +139,10 @@ fn wheel_package_dirs(package: &str) -> Vec<PathBuf> {
 fn python_package_dir(package: &str) -> Option<PathBuf> {
     for python in ["python3", "python"] {
         let probe = std::process::Command::new(python)
-            .args(["-c", &format!("import nvidia.{package} as m; print(list(m.__path__)[0])")])
+            .args([
+                "-c",
+                &format!("import nvidia.{package} as m; print(list(m.__path__)[0])"),
+            ])
             .stderr(std::process::Stdio::null())
             .output();
         if let Ok(out) = probe {
@@ -161,7 +180,9 @@ pub fn cuda_include_dir() -> Option<&'static Path> {
         if let Some(dir) = std::env::var_os("HEPAR_CUDA_INCLUDE") {
             return Some(PathBuf::from(dir));
         }
-        package_dir_candidates("cuda_runtime").map(|d| d.join("include")).find(|d| d.join("cuda_fp16.h").is_file())
+        package_dir_candidates("cuda_runtime")
+            .map(|d| d.join("include"))
+            .find(|d| d.join("cuda_fp16.h").is_file())
     })
     .as_deref()
 }
@@ -193,7 +214,12 @@ pub fn compile_to_ptx(source: &str, name: &str, arch: Arch) -> Result<String> {
 
 /// Compiles with explicit options. Results are cached per process: tests and backends that build
 /// the same kernels many times pay for NVRTC once.
-pub fn compile_to_ptx_with(source: &str, name: &str, arch: Arch, options: &NvrtcOptions) -> Result<String> {
+pub fn compile_to_ptx_with(
+    source: &str,
+    name: &str,
+    arch: Arch,
+    options: &NvrtcOptions,
+) -> Result<String> {
     type Cache = std::sync::Mutex<std::collections::HashMap<(String, Arch, NvrtcOptions), String>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
@@ -202,18 +228,30 @@ pub fn compile_to_ptx_with(source: &str, name: &str, arch: Arch, options: &Nvrtc
         return Ok(ptx.clone());
     }
     let ptx = compile_uncached(source, name, arch, options)?;
-    cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key, ptx.clone());
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, ptx.clone());
     Ok(ptx)
 }
 
-fn compile_uncached(source: &str, name: &str, arch: Arch, options: &NvrtcOptions) -> Result<String> {
+fn compile_uncached(
+    source: &str,
+    name: &str,
+    arch: Arch,
+    options: &NvrtcOptions,
+) -> Result<String> {
     ensure_nvrtc()?;
     if source.contains('\0') || name.contains('\0') {
         return Err(backend_error(format!("{name}: source contains a NUL byte")));
     }
     let mut flags = vec!["--std=c++17".to_string()];
     for (k, v) in &options.defines {
-        flags.push(if v.is_empty() { format!("-D{k}") } else { format!("-D{k}={v}") });
+        flags.push(if v.is_empty() {
+            format!("-D{k}")
+        } else {
+            format!("-D{k}={v}")
+        });
     }
     let opts = cudarc::nvrtc::CompileOptions {
         arch: Some(arch.compute_name()),
@@ -233,13 +271,17 @@ fn compile_uncached(source: &str, name: &str, arch: Arch, options: &NvrtcOptions
         Ok(ptx) => Ok(ptx.to_src()),
         Err(cudarc::nvrtc::CompileError::CompileError { log, .. }) => {
             let log = log.to_string_lossy();
-            let hint = if log.contains("could not open source file \"cuda_") && cuda_include_dir().is_none() {
+            let hint = if log.contains("could not open source file \"cuda_")
+                && cuda_include_dir().is_none()
+            {
                 "\nCUDA headers such as cuda_fp16.h come from `pip install nvidia-cuda-runtime-cu12` \
                  (or set HEPAR_CUDA_INCLUDE to a folder holding them)"
             } else {
                 ""
             };
-            Err(backend_error(format!("{name}: compilation failed:\n{log}{hint}")))
+            Err(backend_error(format!(
+                "{name}: compilation failed:\n{log}{hint}"
+            )))
         }
         Err(e) => Err(backend_error(format!("{name}: {e:?}"))),
     }

@@ -1,0 +1,1 @@
+// Kernels of the matmul family (being written).

@@ -1,0 +1,1 @@
+// Kernels of the norm family (being written).

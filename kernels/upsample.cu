@@ -1,0 +1,1 @@
+// Kernels of the upsample family (being written).
