@@ -154,14 +154,15 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
         stats: &NormStats<Self>,
         activation: NormActivation,
     ) -> Result<(Self, Self, Self)>;
-    /// Per-channel mean and biased variance of [N, C, ...] over batch and space.
-    fn batch_norm_stats(&self, l: &Layout) -> Result<(Vec<f64>, Vec<f64>)>;
-    /// `(x - mean[c]) * rstd[c] * w[c] + b[c]`.
+    /// Per-channel mean and biased variance of [N, C, ...] over batch and space: two storages of
+    /// length C in the input's dtype, left where the input lives.
+    fn batch_norm_stats(&self, l: &Layout) -> Result<(Self, Self)>;
+    /// `(x - mean[c]) * rstd[c] * w[c] + b[c]`; mean and rstd have length C and x's dtype.
     fn batch_norm_apply(
         &self,
         l: &Layout,
-        mean: &[f64],
-        rstd: &[f64],
+        mean: &Self,
+        rstd: &Self,
         weight: Option<&Self>,
         bias: Option<&Self>,
     ) -> Result<Self>;
@@ -171,8 +172,8 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
         l: &Layout,
         grad: &Self,
         gl: &Layout,
-        mean: &[f64],
-        rstd: &[f64],
+        mean: &Self,
+        rstd: &Self,
         weight: Option<&Self>,
     ) -> Result<(Self, Self, Self)>;
     /// Convolution of dense [N, C, spatial] data with a dense weight (and bias).
@@ -439,14 +440,16 @@ impl BackendStorage for Storage {
             .map(wrap3)
         })
     }
-    fn batch_norm_stats(&self, l: &Layout) -> Result<(Vec<f64>, Vec<f64>)> {
-        on_backend!(self, |s| s.batch_norm_stats(l))
+    fn batch_norm_stats(&self, l: &Layout) -> Result<(Self, Self)> {
+        on_backend!(self, |s| s
+            .batch_norm_stats(l)
+            .map(|(mean, var)| (mean.wrap(), var.wrap())))
     }
     fn batch_norm_apply(
         &self,
         l: &Layout,
-        mean: &[f64],
-        rstd: &[f64],
+        mean: &Self,
+        rstd: &Self,
         weight: Option<&Self>,
         bias: Option<&Self>,
     ) -> Result<Self> {
@@ -454,8 +457,8 @@ impl BackendStorage for Storage {
         on_backend!(self, |x| x
             .batch_norm_apply(
                 l,
-                mean,
-                rstd,
+                operand(op, device, mean)?,
+                operand(op, device, rstd)?,
                 optional(op, device, weight)?,
                 optional(op, device, bias)?
             )
@@ -466,8 +469,8 @@ impl BackendStorage for Storage {
         l: &Layout,
         grad: &Self,
         gl: &Layout,
-        mean: &[f64],
-        rstd: &[f64],
+        mean: &Self,
+        rstd: &Self,
         weight: Option<&Self>,
     ) -> Result<(Self, Self, Self)> {
         let (device, op) = (self.device(), "batch_norm_backward");
@@ -476,8 +479,8 @@ impl BackendStorage for Storage {
                 l,
                 operand(op, device, grad)?,
                 gl,
-                mean,
-                rstd,
+                operand(op, device, mean)?,
+                operand(op, device, rstd)?,
                 optional(op, device, weight)?
             )
             .map(wrap3))

@@ -1,6 +1,7 @@
 //! Normalisation layers as ops: GroupNorm and BatchNorm (train and eval), each fused into one
 //! backend pass forward and one backward.
 
+use crate::autograd::no_grad;
 use crate::backend::{BackendStorage, NormActivation, NormStats, Storage};
 use crate::error::{HeparError, Result};
 use crate::tensor::layout::Layout;
@@ -31,6 +32,21 @@ fn check_affine(op: &'static str, x: &Tensor, p: Option<&Tensor>, what: &str) ->
 
 fn dense(t: Option<&Tensor>) -> Result<Option<Storage>> {
     t.map(|t| t.storage().copy_strided(t.layout())).transpose()
+}
+
+/// `1 / sqrt(var + eps)`, per channel, on the device of `var`.
+fn rstd_of(var: &Tensor, eps: f64) -> Result<Tensor> {
+    var.add_scalar(eps)?.sqrt()?.recip()
+}
+
+/// The dense storage of `t`: shared when `t` already covers all of it, else a copy.
+fn dense_storage(t: &Tensor) -> Result<Storage> {
+    let s = t.storage();
+    if t.layout().contiguous_range() == Some(0..s.len()) {
+        Ok(s.clone())
+    } else {
+        s.copy_strided(t.layout())
+    }
 }
 
 /// Shape [1, C, 1, ...] for broadcasting a per-channel vector against `x`.
@@ -147,49 +163,41 @@ impl Tensor {
         check_affine("batch_norm", self, Some(running_mean), "running_mean")?;
         check_affine("batch_norm", self, Some(running_var), "running_var")?;
         let per_channel = self.numel() / self.shape()[1].max(1);
-        let (mean, rstd) = if training {
-            if per_channel <= 1 {
-                return Err(HeparError::invalid(
-                    "batch_norm",
-                    format!(
-                        "training needs more than one value per channel, input {:?}",
-                        self.shape()
-                    ),
-                ));
+        let c = [self.shape()[1]];
+        // Statistics stay where the data is: per-channel storages, updated with tensor ops.
+        let (mean, rstd) = no_grad(|| -> Result<(Storage, Storage)> {
+            if training {
+                if per_channel <= 1 {
+                    return Err(HeparError::invalid(
+                        "batch_norm",
+                        format!(
+                            "training needs more than one value per channel, input {:?}",
+                            self.shape()
+                        ),
+                    ));
+                }
+                let (mean, var) = self.storage().batch_norm_stats(self.layout())?;
+                let mean_t = Tensor::from_storage(mean.clone(), Layout::contiguous(&c));
+                let var_t = Tensor::from_storage(var, Layout::contiguous(&c));
+                // Running statistics use the unbiased variance.
+                let unbiased = per_channel as f64 / (per_channel as f64 - 1.0);
+                running_mean.assign(
+                    &running_mean
+                        .mul_scalar(1.0 - momentum)?
+                        .add(&mean_t.mul_scalar(momentum)?)?,
+                )?;
+                running_var.assign(
+                    &running_var
+                        .mul_scalar(1.0 - momentum)?
+                        .add(&var_t.mul_scalar(momentum * unbiased)?)?,
+                )?;
+                Ok((mean, dense_storage(&rstd_of(&var_t, eps)?)?))
+            } else {
+                // A copy: the running mean is overwritten in place by later training steps.
+                let mean = running_mean.storage().copy_strided(running_mean.layout())?;
+                Ok((mean, dense_storage(&rstd_of(running_var, eps)?)?))
             }
-            let (mean, var) = self.storage().batch_norm_stats(self.layout())?;
-            // Running statistics use the unbiased variance.
-            let unbiased = per_channel as f64 / (per_channel as f64 - 1.0);
-            let old_mean = running_mean.to_vec_f64();
-            let old_var = running_var.to_vec_f64();
-            let new_mean: Vec<f64> = old_mean
-                .iter()
-                .zip(&mean)
-                .map(|(r, m)| (1.0 - momentum) * r + momentum * m)
-                .collect();
-            let new_var: Vec<f64> = old_var
-                .iter()
-                .zip(&var)
-                .map(|(r, v)| (1.0 - momentum) * r + momentum * v * unbiased)
-                .collect();
-            running_mean.assign(
-                &Tensor::from_vec(new_mean, running_mean.shape())?
-                    .to_dtype(running_mean.dtype())?,
-            )?;
-            running_var.assign(
-                &Tensor::from_vec(new_var, running_var.shape())?.to_dtype(running_var.dtype())?,
-            )?;
-            let rstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
-            (mean, rstd)
-        } else {
-            let mean = running_mean.to_vec_f64();
-            let rstd = running_var
-                .to_vec_f64()
-                .iter()
-                .map(|v| 1.0 / (v + eps).sqrt())
-                .collect();
-            (mean, rstd)
-        };
+        })?;
         let (w, b) = (dense(weight)?, dense(bias)?);
         let y =
             self.storage()
@@ -216,8 +224,8 @@ impl Tensor {
             } else {
                 // Eval mode is a per-channel affine map: compose its gradient from ops.
                 let cs = channel_shape(&x);
-                let rstd_t = Tensor::from_vec(rstd.clone(), &cs)?.to_dtype(x.dtype())?;
-                let mean_t = Tensor::from_vec(mean.clone(), &cs)?.to_dtype(x.dtype())?;
+                let rstd_t = Tensor::from_storage(rstd, Layout::contiguous(&cs));
+                let mean_t = Tensor::from_storage(mean, Layout::contiguous(&cs));
                 let scale = match &weight_t {
                     Some(w) => rstd_t.mul(&w.reshape(&cs)?)?,
                     None => rstd_t.clone(),

@@ -299,11 +299,21 @@ impl BackendStorage for CpuStorage {
         }
     }
 
-    fn batch_norm_stats(&self, l: &Layout) -> Result<(Vec<f64>, Vec<f64>)> {
+    fn batch_norm_stats(&self, l: &Layout) -> Result<(Self, Self)> {
         let (n, c, s) = ncs(l);
+        // The statistics are computed in f64 and stored in the input's dtype.
+        macro_rules! run {
+            ($x:expr, $wrap:path, $t:ty) => {{
+                let (mean, var) = norm::channel_stats(&dense($x, l), n, c, s);
+                Ok((
+                    $wrap(mean.into_iter().map(|v| v as $t).collect()),
+                    $wrap(var.into_iter().map(|v| v as $t).collect()),
+                ))
+            }};
+        }
         match self {
-            CpuStorage::F32(x) => Ok(norm::channel_stats(&dense(x, l), n, c, s)),
-            CpuStorage::F64(x) => Ok(norm::channel_stats(&dense(x, l), n, c, s)),
+            CpuStorage::F32(x) => run!(x, CpuStorage::F32, f32),
+            CpuStorage::F64(x) => run!(x, CpuStorage::F64, f64),
             other => Err(HeparError::dtype(
                 "batch_norm",
                 format!("{} is storage only", other.dtype()),
@@ -314,20 +324,22 @@ impl BackendStorage for CpuStorage {
     fn batch_norm_apply(
         &self,
         l: &Layout,
-        mean: &[f64],
-        rstd: &[f64],
+        mean: &Self,
+        rstd: &Self,
         weight: Option<&Self>,
         bias: Option<&Self>,
     ) -> Result<Self> {
         let (n, c, s) = ncs(l);
+        let mean = channel_values("batch_norm", self, mean, "mean", c)?;
+        let rstd = channel_values("batch_norm", self, rstd, "rstd", c)?;
         match self {
             CpuStorage::F32(x) => Ok(CpuStorage::F32(norm::channel_affine(
                 &dense(x, l),
                 n,
                 c,
                 s,
-                mean,
-                rstd,
+                &mean,
+                &rstd,
                 weight.and_then(|w| w.as_f32()),
                 bias.and_then(|b| b.as_f32()),
             ))),
@@ -336,8 +348,8 @@ impl BackendStorage for CpuStorage {
                 n,
                 c,
                 s,
-                mean,
-                rstd,
+                &mean,
+                &rstd,
                 weight.and_then(|w| w.as_f64()),
                 bias.and_then(|b| b.as_f64()),
             ))),
@@ -353,11 +365,13 @@ impl BackendStorage for CpuStorage {
         l: &Layout,
         grad: &Self,
         gl: &Layout,
-        mean: &[f64],
-        rstd: &[f64],
+        mean: &Self,
+        rstd: &Self,
         weight: Option<&Self>,
     ) -> Result<(Self, Self, Self)> {
         let (n, c, s) = ncs(l);
+        let mean = channel_values("batch_norm_backward", self, mean, "mean", c)?;
+        let rstd = channel_values("batch_norm_backward", self, rstd, "rstd", c)?;
         match (self, grad) {
             (CpuStorage::F32(x), CpuStorage::F32(g)) => {
                 let (a, b, cc) = norm::batch_norm_train_backward(
@@ -366,8 +380,8 @@ impl BackendStorage for CpuStorage {
                     n,
                     c,
                     s,
-                    mean,
-                    rstd,
+                    &mean,
+                    &rstd,
                     weight.and_then(|w| w.as_f32()),
                 );
                 Ok((CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(cc)))
@@ -379,8 +393,8 @@ impl BackendStorage for CpuStorage {
                     n,
                     c,
                     s,
-                    mean,
-                    rstd,
+                    &mean,
+                    &rstd,
                     weight.and_then(|w| w.as_f64()),
                 );
                 Ok((CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(cc)))
@@ -517,6 +531,36 @@ fn dense<'a, T: super::kernels::scalar::Float>(
     match l.contiguous_range() {
         Some(r) => std::borrow::Cow::Borrowed(&v[r]),
         None => std::borrow::Cow::Owned(elementwise::copy_strided(v, l)),
+    }
+}
+
+/// A BatchNorm per-channel statistic (of `x`'s dtype, length `c`) as f64 values.
+fn channel_values(
+    op: &'static str,
+    x: &CpuStorage,
+    v: &CpuStorage,
+    what: &str,
+    c: usize,
+) -> Result<Vec<f64>> {
+    if v.dtype() != x.dtype() {
+        return Err(HeparError::dtype(
+            op,
+            format!("{what} is {} but input is {}", v.dtype(), x.dtype()),
+        ));
+    }
+    if v.len() != c {
+        return Err(HeparError::shape(
+            op,
+            format!("{what} has {} values for {c} channels", v.len()),
+        ));
+    }
+    match v {
+        CpuStorage::F32(v) => Ok(v.iter().map(|&a| f64::from(a)).collect()),
+        CpuStorage::F64(v) => Ok(v.clone()),
+        other => Err(HeparError::dtype(
+            op,
+            format!("{} is storage only", other.dtype()),
+        )),
     }
 }
 

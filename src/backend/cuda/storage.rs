@@ -228,14 +228,14 @@ impl<D: DeviceApi> BackendStorage for CudaStorage<D> {
     ) -> Result<(Self, Self, Self)> {
         norm::group_norm_backward(self, l, grad, gl, groups, weight, bias, stats, activation)
     }
-    fn batch_norm_stats(&self, l: &Layout) -> Result<(Vec<f64>, Vec<f64>)> {
+    fn batch_norm_stats(&self, l: &Layout) -> Result<(Self, Self)> {
         norm::batch_norm_stats(self, l)
     }
     fn batch_norm_apply(
         &self,
         l: &Layout,
-        mean: &[f64],
-        rstd: &[f64],
+        mean: &Self,
+        rstd: &Self,
         weight: Option<&Self>,
         bias: Option<&Self>,
     ) -> Result<Self> {
@@ -246,8 +246,8 @@ impl<D: DeviceApi> BackendStorage for CudaStorage<D> {
         l: &Layout,
         grad: &Self,
         gl: &Layout,
-        mean: &[f64],
-        rstd: &[f64],
+        mean: &Self,
+        rstd: &Self,
         weight: Option<&Self>,
     ) -> Result<(Self, Self, Self)> {
         norm::batch_norm_train_backward(self, l, grad, gl, mean, rstd, weight)
