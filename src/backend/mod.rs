@@ -207,6 +207,9 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
     fn upsample(&self, g: &UpsampleGeometry) -> Result<Self>;
     /// Gradient of `upsample` from the dense output gradient `self`.
     fn upsample_backward(&self, g: &UpsampleGeometry) -> Result<Self>;
+    /// An inverted-dropout mask of `numel` elements in this storage's dtype and place: 0 where
+    /// Philox (seed, element index) drops the element with probability `p`, `1 / (1 - p)` elsewhere.
+    fn dropout_mask(&self, numel: usize, p: f64, seed: u64) -> Result<Self>;
 }
 
 /// Runs `$body` with `$x` bound to the storage of whichever backend `$s` lives on.
@@ -564,5 +567,8 @@ impl BackendStorage for Storage {
     }
     fn upsample_backward(&self, g: &UpsampleGeometry) -> Result<Self> {
         on_backend!(self, |go| go.upsample_backward(g).map(Variant::wrap))
+    }
+    fn dropout_mask(&self, numel: usize, p: f64, seed: u64) -> Result<Self> {
+        on_backend!(self, |s| s.dropout_mask(numel, p, seed).map(Variant::wrap))
     }
 }

@@ -1,8 +1,9 @@
-//! Ops that draw random numbers, from explicit seeds so runs reproduce.
+//! Ops that draw random numbers, from explicit seeds so runs reproduce on every device.
 
+use crate::backend::BackendStorage;
 use crate::error::{HeparError, Result};
+use crate::tensor::Layout;
 use crate::tensor::Tensor;
-use crate::util::rng::Rng;
 
 impl Tensor {
     /// Inverted dropout: zeroes each element with probability `p` and scales the rest by
@@ -17,12 +18,10 @@ impl Tensor {
         if !training || p == 0.0 {
             return Ok(self.clone());
         }
-        let mut rng = Rng::new(seed);
-        let keep = 1.0 / (1.0 - p);
-        let mask: Vec<f64> = (0..self.numel())
-            .map(|_| if rng.chance(p) { 0.0 } else { keep })
-            .collect();
-        let mask = Tensor::from_vec(mask, self.shape())?.to_dtype(self.dtype())?;
+        // The mask is made where the data lives, by a counter-based generator: the same on every
+        // device and whatever the kernel's launch shape.
+        let mask = self.storage().dropout_mask(self.numel(), p, seed)?;
+        let mask = Tensor::from_storage(mask, Layout::contiguous(self.shape()));
         self.mul(&mask)
     }
 }

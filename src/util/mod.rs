@@ -1,4 +1,5 @@
 //! Small helpers shared across the crate.
 
 pub mod atomic_write;
+pub mod philox;
 pub mod rng;

@@ -59,3 +59,21 @@ pub fn gpu_test_devices() -> Vec<hepar::backend::Device> {
         .filter(|d| *d != hepar::backend::Device::Cpu)
         .collect()
 }
+
+/// Standard normal f64 values on `device`.
+pub fn rand_on(shape: &[usize], seed: u64, device: hepar::backend::Device) -> Tensor {
+    rand_f64(shape, seed)
+        .to_device(device)
+        .unwrap_or_else(|e| panic!("moving test data to {device}: {e}"))
+}
+
+/// Runs `test` once per test device; a failure names the device it happened on.
+pub fn for_each_device(test: impl Fn(hepar::backend::Device)) {
+    for device in test_devices() {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(device)));
+        if let Err(panic) = outcome {
+            eprintln!("(the failure above happened on device {device})");
+            std::panic::resume_unwind(panic);
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! `CpuStorage`: tensor data in host memory, and the CPU implementation of the backend trait.
 
-use super::kernels::{conv, elementwise, gemm, norm, pool, reduce, upsample};
+use super::kernels::{conv, elementwise, gemm, norm, pool, random, reduce, upsample};
 use crate::backend::ops::{BinaryOp, ReduceOp, UnaryOp};
 use crate::backend::{
     BackendStorage, ConvGeometry, ConvTransposeGeometry, NormActivation, NormStats, PoolGeometry,
@@ -510,6 +510,9 @@ impl BackendStorage for CpuStorage {
             upsample::upsample_backward(g, go, &mut gi);
             gi
         })
+    }
+    fn dropout_mask(&self, numel: usize, p: f64, seed: u64) -> Result<Self> {
+        compute!("dropout", self, |_x| random::dropout_mask(numel, p, seed))
     }
 }
 

@@ -23,6 +23,7 @@ mod elementwise;
 mod matmul;
 mod norm;
 mod pool;
+mod random;
 mod reduce;
 mod upsample;
 
@@ -50,6 +51,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("upsample.cu", include_str!("../../../kernels/upsample.cu")),
     ("matmul.cu", include_str!("../../../kernels/matmul.cu")),
     ("conv.cu", include_str!("../../../kernels/conv.cu")),
+    ("random.cu", include_str!("../../../kernels/random.cu")),
 ];
 
 /// The text of one kernel file.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::context::{GpuBuffer, GpuContext};
 use super::device::{DeviceApi, DevicePtr, KernelArg};
-use super::{conv, copy, elementwise, matmul, norm, pool, reduce, upsample};
+use super::{conv, copy, elementwise, matmul, norm, pool, random, reduce, upsample};
 use crate::backend::ops::{BinaryOp, ReduceOp, UnaryOp};
 use crate::backend::{
     BackendStorage, ConvGeometry, ConvTransposeGeometry, CpuStorage, Device, NormActivation,
@@ -300,5 +300,8 @@ impl<D: DeviceApi> BackendStorage for CudaStorage<D> {
     }
     fn upsample_backward(&self, g: &UpsampleGeometry) -> Result<Self> {
         upsample::upsample_backward(self, g)
+    }
+    fn dropout_mask(&self, numel: usize, p: f64, seed: u64) -> Result<Self> {
+        random::dropout_mask(self, numel, p, seed)
     }
 }

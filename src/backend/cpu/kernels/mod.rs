@@ -6,6 +6,7 @@ pub mod conv;
 mod conv_avx512;
 pub mod gemm;
 pub mod pool;
+pub mod random;
 pub mod scalar;
 pub mod upsample;
 
