@@ -247,6 +247,7 @@ pub fn channel_stats<T: Float>(x: &[T], n: usize, c: usize, s: usize) -> (Vec<f6
 }
 
 /// `y = (x - mean[c]) * rstd[c] * w[c] + b[c]`, the BatchNorm normalisation in either mode.
+#[allow(clippy::too_many_arguments)]
 pub fn channel_affine<T: Float>(
     x: &[T],
     n: usize,
