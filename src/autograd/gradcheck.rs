@@ -11,6 +11,7 @@
 //! ```
 
 use super::no_grad;
+use crate::backend::Device;
 use crate::error::{HeparError, Result};
 use crate::tensor::{DType, Tensor};
 use crate::util::rng::Rng;
@@ -58,10 +59,18 @@ pub fn gradcheck(
                 .requires_grad_leaf())
         })
         .collect::<Result<_>>()?;
-    let out = f(&leaves)?;
+    // The projection and its sum run on the host whatever device `f` runs on: the objective then
+    // needs no device reduction, and gradients flow back to the leaves' device through
+    // `to_device`.
+    let out = f(&leaves)?.to_device(Device::Cpu)?;
     let projection = Tensor::rand_uniform(out.shape(), -1.0, 1.0, DType::F64, 0x5eed);
-    let objective =
-        |xs: &[Tensor]| -> Result<f64> { f(xs)?.mul(&projection)?.sum_all()?.to_scalar() };
+    let objective = |xs: &[Tensor]| -> Result<f64> {
+        f(xs)?
+            .to_device(Device::Cpu)?
+            .mul(&projection)?
+            .sum_all()?
+            .to_scalar()
+    };
     out.mul(&projection)?.sum_all()?.backward()?;
     let mut report = GradcheckReport {
         max_abs_error: 0.0,
@@ -83,7 +92,7 @@ pub fn gradcheck(
                 let mut v = base.clone();
                 v[j] += delta;
                 let mut xs: Vec<Tensor> = leaves.iter().map(|t| t.detach()).collect();
-                xs[i] = Tensor::from_vec(v, leaf.shape())?;
+                xs[i] = Tensor::from_vec_on(v, leaf.shape(), leaf.device())?;
                 no_grad(|| objective(&xs))
             };
             let numeric = (eval_at(opts.eps)? - eval_at(-opts.eps)?) / (2.0 * opts.eps);
