@@ -110,10 +110,14 @@ __device__ __forceinline__ void conv_backward_input_impl(const T* __restrict__ g
     }
 }
 
-// ----- backward-weight: one block per (out channel, input channel of its group) --------------------
-// The block's threads stride over (batch, output position), each accumulating up to BW_CHUNK taps
-// in registers; the taps are then reduced across the block in a fixed order (warp shuffles, then
-// the warps' partial sums in warp order), so results do not depend on timing.
+// ----- backward-weight: blocks per (out channel, input channel of its group) ------------------------
+// The reduction over (batch, output position) of one channel pair is cut into `splits` ranges,
+// one block each, so that layers with few channel pairs still fill the GPU. A block's threads
+// stride over its range, each accumulating up to BW_CHUNK taps in registers; the taps are then
+// reduced across the block in a fixed order (warp shuffles, then the warps' partial sums in warp
+// order) into out[(pair * splits + split) * taps + tap]. With one split that is the weight
+// gradient itself; otherwise conv_weight_splits_sum adds the splits in order. Results thus do not
+// depend on timing.
 #define BW_THREADS 256
 #define BW_WARPS (BW_THREADS / 32)
 #define BW_CHUNK 27
@@ -128,7 +132,8 @@ __device__ __forceinline__ T warp_sum(T v) {
 template <typename T>
 __device__ __forceinline__ void conv_backward_weight_impl(const T* __restrict__ x,
                                                           const T* __restrict__ gy,
-                                                          T* __restrict__ gw, const ConvParams& p) {
+                                                          T* __restrict__ out, const ConvParams& p,
+                                                          long long splits) {
     __shared__ T partial[BW_WARPS][BW_CHUNK];
     // Per tap of the chunk: its offset along each axis, k * dil.
     __shared__ long long tap_off[3][BW_CHUNK];
@@ -136,12 +141,15 @@ __device__ __forceinline__ void conv_backward_weight_impl(const T* __restrict__ 
     const long long cig = p.cin / p.groups, cog = p.cout / p.groups;
     const long long in_plane = p.in[0] * p.in[1] * p.in[2];
     const long long positions = p.out[0] * p.out[1] * p.out[2];
+    const long long total = p.batch * positions;
     const long long taps = p.k[0] * p.k[1] * p.k[2];
-    const long long pairs = p.cout * cig;
+    const long long blocks = p.cout * cig * splits;
     // Loop bounds are uniform over the block: every thread reaches every barrier.
-    for (long long pair = blockIdx.x; pair < pairs; pair += gridDim.x) {
+    for (long long blk = blockIdx.x; blk < blocks; blk += gridDim.x) {
+        const long long pair = blk / splits, split = blk % splits;
         const long long oc = pair / cig, icg = pair % cig;
         const long long ic = (oc / cog) * cig + icg;
+        const long long q0 = total * split / splits, q1 = total * (split + 1) / splits;
         for (long long t0 = 0; t0 < taps; t0 += BW_CHUNK) {
             const int nt = (int)min((long long)BW_CHUNK, taps - t0);
             if (tid < nt) {
@@ -154,27 +162,25 @@ __device__ __forceinline__ void conv_backward_weight_impl(const T* __restrict__ 
             T acc[BW_CHUNK];
 #pragma unroll
             for (int t = 0; t < BW_CHUNK; ++t) acc[t] = T(0);
-            for (long long nb = 0; nb < p.batch; ++nb) {
-                const T* gyc = gy + (nb * p.cout + oc) * positions;
+            for (long long q = q0 + tid; q < q1; q += BW_THREADS) {
+                const long long nb = q / positions, pos = q - nb * positions;
+                const long long ow = pos % p.out[2];
+                const long long oh = (pos / p.out[2]) % p.out[1];
+                const long long od = pos / (p.out[2] * p.out[1]);
+                const long long d0 = od * p.stride[0] - p.pad[0];
+                const long long h0 = oh * p.stride[1] - p.pad[1];
+                const long long w0 = ow * p.stride[2] - p.pad[2];
+                const T g = gy[(nb * p.cout + oc) * positions + pos];
                 const T* xc = x + (nb * p.cin + ic) * in_plane;
-                for (long long q = tid; q < positions; q += BW_THREADS) {
-                    const long long ow = q % p.out[2];
-                    const long long oh = (q / p.out[2]) % p.out[1];
-                    const long long od = q / (p.out[2] * p.out[1]);
-                    const long long d0 = od * p.stride[0] - p.pad[0];
-                    const long long h0 = oh * p.stride[1] - p.pad[1];
-                    const long long w0 = ow * p.stride[2] - p.pad[2];
-                    const T g = gyc[q];
 #pragma unroll
-                    for (int t = 0; t < BW_CHUNK; ++t) {
-                        if (t < nt) {
-                            const long long id = d0 + tap_off[0][t];
-                            const long long ih = h0 + tap_off[1][t];
-                            const long long iw = w0 + tap_off[2][t];
-                            if (id >= 0 && id < p.in[0] && ih >= 0 && ih < p.in[1] && iw >= 0 &&
-                                iw < p.in[2])
-                                acc[t] += g * xc[(id * p.in[1] + ih) * p.in[2] + iw];
-                        }
+                for (int t = 0; t < BW_CHUNK; ++t) {
+                    if (t < nt) {
+                        const long long id = d0 + tap_off[0][t];
+                        const long long ih = h0 + tap_off[1][t];
+                        const long long iw = w0 + tap_off[2][t];
+                        if (id >= 0 && id < p.in[0] && ih >= 0 && ih < p.in[1] && iw >= 0 &&
+                            iw < p.in[2])
+                            acc[t] += g * xc[(id * p.in[1] + ih) * p.in[2] + iw];
                     }
                 }
             }
@@ -189,11 +195,25 @@ __device__ __forceinline__ void conv_backward_weight_impl(const T* __restrict__ 
             if (tid < nt) {
                 T s = T(0);
                 for (int wi = 0; wi < BW_WARPS; ++wi) s += partial[wi][tid];
-                gw[pair * taps + t0 + tid] = s;
+                out[blk * taps + t0 + tid] = s;
             }
             // `partial` and `tap_off` are rewritten by the next chunk only after they are read.
             __syncthreads();
         }
+    }
+}
+
+// gw[pair * taps + tap] = sum over splits, in order, of parts[(pair * splits + split) * taps + tap].
+template <typename T>
+__device__ __forceinline__ void conv_weight_splits_sum_impl(const T* __restrict__ parts,
+                                                            T* __restrict__ gw, long long n,
+                                                            long long taps, long long splits) {
+    GRID_STRIDE_LOOP(e, n) {
+        const long long pair = e / taps, tap = e % taps;
+        const T* src = parts + pair * splits * taps + tap;
+        T s = T(0);
+        for (long long k = 0; k < splits; ++k) s += src[k * taps];
+        gw[e] = s;
     }
 }
 
@@ -211,8 +231,14 @@ __device__ __forceinline__ void conv_backward_weight_impl(const T* __restrict__ 
     }                                                                                                \
     /* CPU: conv::conv_backward_weight(geom, input, grad_out, grad_weight) */                        \
     extern "C" __global__ void __launch_bounds__(BW_THREADS)                                         \
-        conv_backward_weight_##SUFFIX(const T* x, const T* gy, T* gw, ConvParams p) {               \
-        conv_backward_weight_impl<T>(x, gy, gw, p);                                                  \
+        conv_backward_weight_##SUFFIX(const T* x, const T* gy, T* out, ConvParams p,                \
+                                      long long splits) {                                            \
+        conv_backward_weight_impl<T>(x, gy, out, p, splits);                                         \
+    }                                                                                                \
+    /* CPU: the sum over tiles at the end of conv::portable_backward_weight */                       \
+    extern "C" __global__ void conv_weight_splits_sum_##SUFFIX(const T* parts, T* gw, long long n,  \
+                                                               long long taps, long long splits) {  \
+        conv_weight_splits_sum_impl<T>(parts, gw, n, taps, splits);                                  \
     }
 
 CONV_KERNELS(float, f32)

@@ -10,9 +10,7 @@ use common::gpu_test_devices;
 use hepar::autograd::gradcheck::{gradcheck, GradcheckOptions};
 use hepar::backend::cuda::context::ptx_vm;
 use hepar::backend::cuda::LaunchShape;
-use hepar::backend::{
-    BackendStorage, ConvGeometry, ConvTransposeGeometry, Device, Storage,
-};
+use hepar::backend::{BackendStorage, ConvGeometry, ConvTransposeGeometry, Device, Storage};
 use hepar::error::HeparError;
 use hepar::ops::conv::ConvOptions;
 use hepar::tensor::{DType, Layout, Tensor};
@@ -41,7 +39,9 @@ fn assert_close_scaled(got: &[f64], want: &[f64], dtype: DType, what: &str) {
 }
 
 fn randn(shape: &[usize], dtype: DType, seed: u64) -> Tensor {
-    Tensor::randn(shape, DType::F64, seed).to_dtype(dtype).unwrap()
+    Tensor::randn(shape, DType::F64, seed)
+        .to_dtype(dtype)
+        .unwrap()
 }
 
 // ----- matmul ------------------------------------------------------------------------------------
@@ -145,12 +145,53 @@ fn matmul_tiles_are_free_of_shared_memory_races() {
 }
 
 #[test]
+fn matmul_loads_are_coalesced_and_shared_tiles_conflict_free_in_every_layout() {
+    // Each operand is staged in the order its unit stride runs, so a warp's loads hit 4 sectors
+    // of 32 bytes whether the operand is row-major or transposed.
+    let vm = ptx_vm();
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        let a = if ta {
+            randn(&[64, 128], DType::F32, 1).transpose(0, 1).unwrap()
+        } else {
+            randn(&[128, 64], DType::F32, 1)
+        };
+        let b = if tb {
+            randn(&[96, 64], DType::F32, 2).transpose(0, 1).unwrap()
+        } else {
+            randn(&[64, 96], DType::F32, 2)
+        };
+        let (ad, bd) = (
+            a.to_device(Device::PtxVm).unwrap(),
+            b.to_device(Device::PtxVm).unwrap(),
+        );
+        // Other tests launch on the same VM concurrently: retry until the last report is ours.
+        let report = (0..20)
+            .find_map(|_| {
+                ad.matmul(&bd).unwrap();
+                vm.driver()
+                    .last_report()
+                    .filter(|r| r.kernel == "matmul_f32")
+            })
+            .expect("a matmul launch report");
+        let c = &report.counters;
+        let what = format!("A transposed {ta}, B transposed {tb}\n{report}");
+        assert!(c.sectors_per_load_request() <= 4.01, "{what}");
+        assert!(c.sectors_per_store_request() <= 4.01, "{what}");
+        assert_eq!(c.shared_bank_conflicts, 0, "{what}");
+    }
+}
+
+#[test]
 fn matmul_gradients_on_the_vm() {
     gradcheck(
         |t| t[0].matmul(&t[1])?.tanh(),
         &[
-            Tensor::randn(&[2, 5, 7], DType::F64, 1).to_device(Device::PtxVm).unwrap(),
-            Tensor::randn(&[2, 7, 3], DType::F64, 2).to_device(Device::PtxVm).unwrap(),
+            Tensor::randn(&[2, 5, 7], DType::F64, 1)
+                .to_device(Device::PtxVm)
+                .unwrap(),
+            Tensor::randn(&[2, 7, 3], DType::F64, 2)
+                .to_device(Device::PtxVm)
+                .unwrap(),
         ],
         GradcheckOptions::default(),
     )
@@ -164,7 +205,9 @@ fn storage(t: &Tensor, dev: Device) -> Storage {
 }
 
 fn values(s: &Storage) -> Vec<f64> {
-    s.to_cpu().unwrap().to_f64_vec(&Layout::contiguous(&[s.len()]))
+    s.to_cpu()
+        .unwrap()
+        .to_f64_vec(&Layout::contiguous(&[s.len()]))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -203,11 +246,51 @@ fn conv_cases() -> Vec<ConvGeometry> {
         geometry(1, 5, 5, 5, [6, 5, 7], [3, 3, 3], [1; 3], [2; 3], [2; 3]),
         geometry(2, 3, 4, 1, [5, 7, 6], [2, 2, 2], [2; 3], [0; 3], [1; 3]),
         geometry(2, 7, 3, 1, [3, 5, 4], [1, 1, 1], [1; 3], [0; 3], [1; 3]),
-        geometry(1, 4, 6, 2, [5, 6, 5], [3, 2, 3], [1, 2, 1], [1, 0, 1], [2, 1, 1]),
+        geometry(
+            1,
+            4,
+            6,
+            2,
+            [5, 6, 5],
+            [3, 2, 3],
+            [1, 2, 1],
+            [1, 0, 1],
+            [2, 1, 1],
+        ),
         geometry(2, 3, 5, 1, [1, 9, 11], [1, 3, 3], [1; 3], [0, 1, 1], [1; 3]),
-        geometry(2, 6, 4, 2, [1, 11, 9], [1, 3, 3], [1, 2, 2], [0, 1, 1], [1, 2, 2]),
-        geometry(1, 7, 7, 7, [1, 10, 13], [1, 3, 3], [1, 2, 2], [0, 1, 1], [1; 3]),
-        geometry(1, 3, 2, 1, [1, 9, 8], [1, 5, 3], [1, 2, 1], [0, 2, 0], [1, 1, 2]),
+        geometry(
+            2,
+            6,
+            4,
+            2,
+            [1, 11, 9],
+            [1, 3, 3],
+            [1, 2, 2],
+            [0, 1, 1],
+            [1, 2, 2],
+        ),
+        geometry(
+            1,
+            7,
+            7,
+            7,
+            [1, 10, 13],
+            [1, 3, 3],
+            [1, 2, 2],
+            [0, 1, 1],
+            [1; 3],
+        ),
+        geometry(
+            1,
+            3,
+            2,
+            1,
+            [1, 9, 8],
+            [1, 5, 3],
+            [1, 2, 1],
+            [0, 2, 0],
+            [1, 1, 2],
+        ),
     ]
 }
 
@@ -352,6 +435,23 @@ fn conv_weight_gradient_is_free_of_shared_memory_races() {
         DType::F64,
         "weight gradient over two tap chunks",
     );
+    // Few channel pairs over many positions (2 x 8 x 24 x 24 = 9216): the reduction of each pair is
+    // split over several blocks and the parts added by a second kernel.
+    let g = geometry(2, 1, 3, 1, [8, 24, 24], [3; 3], [1; 3], [1; 3], [1; 3]);
+    let x = randn(&[g.input_len()], DType::F64, 5);
+    let gy = randn(&[g.output_len()], DType::F64, 6);
+    vm.driver().set_racecheck(true);
+    let got = storage(&x, Device::PtxVm).conv_backward_weight(&storage(&gy, Device::PtxVm), &g);
+    vm.driver().set_racecheck(false);
+    let want = storage(&x, Device::Cpu)
+        .conv_backward_weight(&storage(&gy, Device::Cpu), &g)
+        .unwrap();
+    assert_close_scaled(
+        &values(&got.unwrap()),
+        &values(&want),
+        DType::F64,
+        "weight gradient split over blocks",
+    );
 }
 
 // ----- transposed convolution ----------------------------------------------------------------------
@@ -379,7 +479,16 @@ fn transpose_cases() -> Vec<ConvTransposeGeometry> {
         t(6, 4, 2, [3, 3, 4], [2; 3], [2; 3], [0; 3], [0; 3]),
         // 2D kernel 4, stride 2, padding 1 (exact doubling), and one with output padding.
         t(3, 5, 1, [1, 5, 6], [1, 4, 4], [1, 2, 2], [0, 1, 1], [0; 3]),
-        t(4, 6, 2, [1, 4, 5], [1, 4, 4], [1, 2, 2], [0, 1, 1], [0, 1, 1]),
+        t(
+            4,
+            6,
+            2,
+            [1, 4, 5],
+            [1, 4, 4],
+            [1, 2, 2],
+            [0, 1, 1],
+            [0, 1, 1],
+        ),
     ]
 }
 
@@ -410,9 +519,7 @@ fn conv_transpose_passes_match_the_cpu() {
                             &format!("forward (bias {bias}) {what}"),
                         );
                     }
-                    let want = cpu(&gy)
-                        .conv_transpose_backward_input(&cpu(&w), g)
-                        .unwrap();
+                    let want = cpu(&gy).conv_transpose_backward_input(&cpu(&w), g).unwrap();
                     let got = gyd.conv_transpose_backward_input(&wd, g).unwrap();
                     assert_close_scaled(
                         &values(&got),

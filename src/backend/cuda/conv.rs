@@ -14,9 +14,13 @@ use crate::error::{HeparError, Result};
 const FILE: &str = "conv.cu";
 /// Threads per block of the weight-gradient kernel (`BW_THREADS` in the kernel file).
 const WEIGHT_THREADS: u32 = 256;
-/// Most blocks of the weight-gradient grid; the kernel loops over the (out, in) channel pairs
-/// beyond it.
+/// Most blocks of the weight-gradient grid; the kernel loops over the blocks' work beyond it.
 const MAX_WEIGHT_BLOCKS: usize = 1 << 20;
+/// Weight-gradient blocks wanted in flight: several waves on the largest GPUs (132 SMs).
+const TARGET_WEIGHT_BLOCKS: usize = 1024;
+/// Fewest (batch, position) items one weight-gradient block reduces: 16 turns of its 256 threads,
+/// so the block's final reduction stays a small part of its work.
+const MIN_SPLIT_POSITIONS: usize = 4096;
 
 /// `ConvParams` of `kernels/conv.cu` (same field order, all 64-bit).
 #[repr(C)]
@@ -170,7 +174,19 @@ fn launch_backward_input<D: DeviceApi>(
     Ok(gx)
 }
 
-/// One block per (out channel, in channel of its group), reducing over batch and positions.
+/// How many blocks share the reduction of one (out, in) channel pair: enough blocks to fill a
+/// large GPU, but each reducing at least `MIN_SPLIT_POSITIONS` (batch, position) items.
+fn weight_splits(g: &ConvGeometry) -> usize {
+    let pairs = g.out_channels * (g.in_channels / g.groups);
+    let total = g.batch * g.output().iter().product::<usize>();
+    TARGET_WEIGHT_BLOCKS
+        .div_ceil(pairs.max(1))
+        .min(total.div_ceil(MIN_SPLIT_POSITIONS))
+        .max(1)
+}
+
+/// Blocks per (out channel, in channel of its group), each reducing part of the batch and
+/// positions; with several parts, a second pass adds them in a fixed order.
 fn launch_backward_weight<D: DeviceApi>(
     x: &CudaStorage<D>,
     grad_out: &CudaStorage<D>,
@@ -178,18 +194,43 @@ fn launch_backward_weight<D: DeviceApi>(
 ) -> Result<CudaStorage<D>> {
     let n = g.weight_len();
     let gw = x.alloc_like(n, x.dtype())?;
-    if n > 0 {
-        let pairs = g.out_channels * (g.in_channels / g.groups);
-        let config = LaunchConfig {
-            grid_dim: (pairs.min(MAX_WEIGHT_BLOCKS) as u32, 1, 1),
-            block_dim: (WEIGHT_THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let args = [x.arg(), grad_out.arg(), gw.arg(), ConvParams::new(g).arg()];
-        x.context().launch(
+    if n == 0 {
+        return Ok(gw);
+    }
+    let ctx = x.context();
+    let taps = g.kernel.iter().product::<usize>();
+    let splits = weight_splits(g);
+    let blocks = g.out_channels * (g.in_channels / g.groups) * splits;
+    let parts = if splits == 1 {
+        gw.clone()
+    } else {
+        x.alloc_like(n * splits, x.dtype())?
+    };
+    let config = LaunchConfig {
+        grid_dim: (blocks.min(MAX_WEIGHT_BLOCKS) as u32, 1, 1),
+        block_dim: (WEIGHT_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let args = [
+        x.arg(),
+        grad_out.arg(),
+        parts.arg(),
+        ConvParams::new(g).arg(),
+        (splits as i64).into(),
+    ];
+    ctx.launch(FILE, &x.kernel_name("conv_backward_weight"), &config, &args)?;
+    if splits > 1 {
+        let args = [
+            parts.arg(),
+            gw.arg(),
+            (n as i64).into(),
+            (taps as i64).into(),
+            (splits as i64).into(),
+        ];
+        ctx.launch(
             FILE,
-            &x.kernel_name("conv_backward_weight"),
-            &config,
+            &x.kernel_name("conv_weight_splits_sum"),
+            &ctx.grid_stride(n),
             &args,
         )?;
     }

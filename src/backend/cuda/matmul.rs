@@ -51,15 +51,18 @@ pub fn matmul<D: DeviceApi>(
     let batch_view = |l: &Layout| {
         StridedView::new(
             op,
-            &Layout::new(batch_shape.to_vec(), l.strides()[..r - 2].to_vec(), l.offset()),
+            &Layout::new(
+                batch_shape.to_vec(),
+                l.strides()[..r - 2].to_vec(),
+                l.offset(),
+            ),
         )
     };
     let (sa, sb) = (al.strides(), bl.strides());
     let config = LaunchConfig {
         grid_dim: (
-            u32::try_from(n.div_ceil(TILE_N)).map_err(|_| {
-                HeparError::invalid(op, format!("N = {n} exceeds the GPU grid"))
-            })?,
+            u32::try_from(n.div_ceil(TILE_N))
+                .map_err(|_| HeparError::invalid(op, format!("N = {n} exceeds the GPU grid")))?,
             m.div_ceil(TILE_M).min(MAX_GRID_YZ) as u32,
             batch.min(MAX_GRID_YZ) as u32,
         ),
