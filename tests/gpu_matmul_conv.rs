@@ -17,6 +17,14 @@ use hepar::tensor::{DType, Layout, Tensor};
 
 const DIMS: [usize; 5] = [1, 7, 33, 65, 100];
 
+/// Racecheck is a switch of the whole VM: the tests that turn it on and off take turns, so none
+/// turns it off under another's launch.
+static RACECHECK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn racecheck_turn() -> std::sync::MutexGuard<'static, ()> {
+    RACECHECK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn tolerance(dtype: DType) -> f64 {
     if dtype == DType::F64 {
         1e-12
@@ -126,6 +134,7 @@ fn matmul_reads_batched_transposed_broadcast_and_offset_views() {
 
 #[test]
 fn matmul_tiles_are_free_of_shared_memory_races() {
+    let _turn = racecheck_turn();
     let vm = ptx_vm();
     vm.driver().set_racecheck(true);
     let a = randn(&[2, 70, 37], DType::F32, 1);
@@ -402,6 +411,7 @@ fn conv_tensor_op_with_bias_matches_the_cpu_on_strided_inputs() {
 
 #[test]
 fn conv_weight_gradient_is_free_of_shared_memory_races() {
+    let _turn = racecheck_turn();
     let vm = ptx_vm();
     let g = geometry(2, 4, 3, 1, [3, 5, 4], [3, 3, 3], [1; 3], [1; 3], [1; 3]);
     let x = randn(&[g.input_len()], DType::F32, 1);
