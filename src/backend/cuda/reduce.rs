@@ -73,7 +73,7 @@ fn min_stride(l: &Layout) -> usize {
 /// kernels reduce warps with full-mask shuffles), and no more warps than a run has values.
 fn block_threads<D: DeviceApi>(x: &CudaStorage<D>, run: usize) -> u32 {
     let block = (x.context().launch_shape().block / 32).max(1) * 32;
-    let needed = run.div_ceil(32).max(1).min(1 << 16) as u32 * 32;
+    let needed = run.div_ceil(32).clamp(1, 1 << 16) as u32 * 32;
     block.min(needed)
 }
 
