@@ -1,1 +1,245 @@
-// Kernels of the conv family (being written).
+// Reference convolution kernels of the CUDA backend: 2D/3D convolution over dense NCDHW tensors
+// (2D = depth 1), forward, backward-input and backward-weight, with stride, padding, dilation
+// and groups; every group in one launch. Transposed convolutions reuse them through the adjoint
+// convolution (src/backend/cuda/conv.rs). CPU twins in src/backend/cpu/kernels/conv.rs.
+//
+// These are direct loops, written to be simple, deterministic (no float atomics) and exact: the
+// implicit-GEMM and tensor-core kernels replace them for speed later and are checked against
+// them. Weight layout [out_channels, in_channels / groups, kD, kH, kW], as PyTorch.
+
+// Sizes of one convolution; same field order as `ConvParams` in src/backend/cuda/conv.rs.
+struct ConvParams {
+    long long batch, cin, cout, groups;
+    long long in[3], k[3], stride[3], pad[3], dil[3], out[3];
+};
+
+// ----- forward: one thread per output element ----------------------------------------------------
+template <typename T>
+__device__ __forceinline__ void conv_forward_impl(const T* __restrict__ x, const T* __restrict__ w,
+                                                  const T* __restrict__ bias, int has_bias,
+                                                  T* __restrict__ y, const ConvParams& p) {
+    const long long cig = p.cin / p.groups, cog = p.cout / p.groups;
+    const long long in_plane = p.in[0] * p.in[1] * p.in[2];
+    const long long taps = p.k[0] * p.k[1] * p.k[2];
+    const long long total = p.batch * p.cout * p.out[0] * p.out[1] * p.out[2];
+    GRID_STRIDE_LOOP(idx, total) {
+        long long t = idx;
+        const long long ow = t % p.out[2]; t /= p.out[2];
+        const long long oh = t % p.out[1]; t /= p.out[1];
+        const long long od = t % p.out[0]; t /= p.out[0];
+        const long long oc = t % p.cout;
+        const long long nb = t / p.cout;
+        const long long g = oc / cog;
+        const T* xg = x + (nb * p.cin + g * cig) * in_plane;
+        const T* wo = w + oc * cig * taps;
+        const long long d0 = od * p.stride[0] - p.pad[0];
+        const long long h0 = oh * p.stride[1] - p.pad[1];
+        const long long w0 = ow * p.stride[2] - p.pad[2];
+        T acc = T(0);
+        for (long long ic = 0; ic < cig; ++ic) {
+            const T* xc = xg + ic * in_plane;
+            const T* wc = wo + ic * taps;
+            for (long long kd = 0; kd < p.k[0]; ++kd) {
+                const long long id = d0 + kd * p.dil[0];
+                if (id < 0 || id >= p.in[0]) continue;
+                for (long long kh = 0; kh < p.k[1]; ++kh) {
+                    const long long ih = h0 + kh * p.dil[1];
+                    if (ih < 0 || ih >= p.in[1]) continue;
+                    const T* xrow = xc + (id * p.in[1] + ih) * p.in[2];
+                    const T* wrow = wc + (kd * p.k[1] + kh) * p.k[2];
+                    for (long long kw = 0; kw < p.k[2]; ++kw) {
+                        const long long iw = w0 + kw * p.dil[2];
+                        if (iw < 0 || iw >= p.in[2]) continue;
+                        acc += xrow[iw] * wrow[kw];
+                    }
+                }
+            }
+        }
+        y[idx] = has_bias ? bias[oc] + acc : acc;
+    }
+}
+
+// ----- backward-input: a gather, one thread per input element -------------------------------------
+// Input i receives from output o = (i + pad - tap * dil) / stride through `tap` when the division
+// is exact and o is inside the output. `bias` (per input channel) serves the transposed
+// convolution, whose forward pass this is.
+template <typename T>
+__device__ __forceinline__ void conv_backward_input_impl(const T* __restrict__ gy,
+                                                         const T* __restrict__ w,
+                                                         const T* __restrict__ bias, int has_bias,
+                                                         T* __restrict__ gx, const ConvParams& p) {
+    const long long cig = p.cin / p.groups, cog = p.cout / p.groups;
+    const long long out_plane = p.out[0] * p.out[1] * p.out[2];
+    const long long taps = p.k[0] * p.k[1] * p.k[2];
+    const long long total = p.batch * p.cin * p.in[0] * p.in[1] * p.in[2];
+    GRID_STRIDE_LOOP(idx, total) {
+        long long t = idx;
+        const long long iw = t % p.in[2]; t /= p.in[2];
+        const long long ih = t % p.in[1]; t /= p.in[1];
+        const long long id = t % p.in[0]; t /= p.in[0];
+        const long long ic = t % p.cin;
+        const long long nb = t / p.cin;
+        const long long g = ic / cig, icg = ic % cig;
+        const T* gyg = gy + (nb * p.cout + g * cog) * out_plane;
+        // w[g cog + o][icg][tap] is at wg[o * cig * taps + tap].
+        const T* wg = w + (g * cog * cig + icg) * taps;
+        T acc = T(0);
+        for (long long kd = 0; kd < p.k[0]; ++kd) {
+            const long long nd = id + p.pad[0] - kd * p.dil[0];
+            if (nd < 0 || nd % p.stride[0] != 0) continue;
+            const long long od = nd / p.stride[0];
+            if (od >= p.out[0]) continue;
+            for (long long kh = 0; kh < p.k[1]; ++kh) {
+                const long long nh = ih + p.pad[1] - kh * p.dil[1];
+                if (nh < 0 || nh % p.stride[1] != 0) continue;
+                const long long oh = nh / p.stride[1];
+                if (oh >= p.out[1]) continue;
+                for (long long kw = 0; kw < p.k[2]; ++kw) {
+                    const long long nw = iw + p.pad[2] - kw * p.dil[2];
+                    if (nw < 0 || nw % p.stride[2] != 0) continue;
+                    const long long ow = nw / p.stride[2];
+                    if (ow >= p.out[2]) continue;
+                    const long long tap = (kd * p.k[1] + kh) * p.k[2] + kw;
+                    const long long opos = (od * p.out[1] + oh) * p.out[2] + ow;
+                    for (long long o = 0; o < cog; ++o)
+                        acc += gyg[o * out_plane + opos] * wg[o * cig * taps + tap];
+                }
+            }
+        }
+        gx[idx] = has_bias ? acc + bias[ic] : acc;
+    }
+}
+
+// ----- backward-weight: blocks per (out channel, input channel of its group) ------------------------
+// The reduction over (batch, output position) of one channel pair is cut into `splits` ranges,
+// one block each, so that layers with few channel pairs still fill the GPU. A block's threads
+// stride over its range, each accumulating up to BW_CHUNK taps in registers; the taps are then
+// reduced across the block in a fixed order (warp shuffles, then the warps' partial sums in warp
+// order) into out[(pair * splits + split) * taps + tap]. With one split that is the weight
+// gradient itself; otherwise conv_weight_splits_sum adds the splits in order. Results thus do not
+// depend on timing.
+#define BW_THREADS 256
+#define BW_WARPS (BW_THREADS / 32)
+#define BW_CHUNK 27
+
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+    return v;
+}
+
+template <typename T>
+__device__ __forceinline__ void conv_backward_weight_impl(const T* __restrict__ x,
+                                                          const T* __restrict__ gy,
+                                                          T* __restrict__ out, const ConvParams& p,
+                                                          long long splits) {
+    __shared__ T partial[BW_WARPS][BW_CHUNK];
+    // Per tap of the chunk: its offset along each axis, k * dil.
+    __shared__ long long tap_off[3][BW_CHUNK];
+    const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+    const long long cig = p.cin / p.groups, cog = p.cout / p.groups;
+    const long long in_plane = p.in[0] * p.in[1] * p.in[2];
+    const long long positions = p.out[0] * p.out[1] * p.out[2];
+    const long long total = p.batch * positions;
+    const long long taps = p.k[0] * p.k[1] * p.k[2];
+    const long long blocks = p.cout * cig * splits;
+    // Loop bounds are uniform over the block: every thread reaches every barrier.
+    for (long long blk = blockIdx.x; blk < blocks; blk += gridDim.x) {
+        const long long pair = blk / splits, split = blk % splits;
+        const long long oc = pair / cig, icg = pair % cig;
+        const long long ic = (oc / cog) * cig + icg;
+        const long long q0 = total * split / splits, q1 = total * (split + 1) / splits;
+        for (long long t0 = 0; t0 < taps; t0 += BW_CHUNK) {
+            const int nt = (int)min((long long)BW_CHUNK, taps - t0);
+            if (tid < nt) {
+                const long long tap = t0 + tid;
+                tap_off[2][tid] = (tap % p.k[2]) * p.dil[2];
+                tap_off[1][tid] = ((tap / p.k[2]) % p.k[1]) * p.dil[1];
+                tap_off[0][tid] = (tap / (p.k[1] * p.k[2])) * p.dil[0];
+            }
+            __syncthreads();
+            T acc[BW_CHUNK];
+#pragma unroll
+            for (int t = 0; t < BW_CHUNK; ++t) acc[t] = T(0);
+            for (long long q = q0 + tid; q < q1; q += BW_THREADS) {
+                const long long nb = q / positions, pos = q - nb * positions;
+                const long long ow = pos % p.out[2];
+                const long long oh = (pos / p.out[2]) % p.out[1];
+                const long long od = pos / (p.out[2] * p.out[1]);
+                const long long d0 = od * p.stride[0] - p.pad[0];
+                const long long h0 = oh * p.stride[1] - p.pad[1];
+                const long long w0 = ow * p.stride[2] - p.pad[2];
+                const T g = gy[(nb * p.cout + oc) * positions + pos];
+                const T* xc = x + (nb * p.cin + ic) * in_plane;
+#pragma unroll
+                for (int t = 0; t < BW_CHUNK; ++t) {
+                    if (t < nt) {
+                        const long long id = d0 + tap_off[0][t];
+                        const long long ih = h0 + tap_off[1][t];
+                        const long long iw = w0 + tap_off[2][t];
+                        if (id >= 0 && id < p.in[0] && ih >= 0 && ih < p.in[1] && iw >= 0 &&
+                            iw < p.in[2])
+                            acc[t] += g * xc[(id * p.in[1] + ih) * p.in[2] + iw];
+                    }
+                }
+            }
+#pragma unroll
+            for (int t = 0; t < BW_CHUNK; ++t) {
+                if (t < nt) {
+                    const T v = warp_sum(acc[t]);
+                    if (lane == 0) partial[warp][t] = v;
+                }
+            }
+            __syncthreads();
+            if (tid < nt) {
+                T s = T(0);
+                for (int wi = 0; wi < BW_WARPS; ++wi) s += partial[wi][tid];
+                out[blk * taps + t0 + tid] = s;
+            }
+            // `partial` and `tap_off` are rewritten by the next chunk only after they are read.
+            __syncthreads();
+        }
+    }
+}
+
+// gw[pair * taps + tap] = sum over splits, in order, of parts[(pair * splits + split) * taps + tap].
+template <typename T>
+__device__ __forceinline__ void conv_weight_splits_sum_impl(const T* __restrict__ parts,
+                                                            T* __restrict__ gw, long long n,
+                                                            long long taps, long long splits) {
+    GRID_STRIDE_LOOP(e, n) {
+        const long long pair = e / taps, tap = e % taps;
+        const T* src = parts + pair * splits * taps + tap;
+        T s = T(0);
+        for (long long k = 0; k < splits; ++k) s += src[k * taps];
+        gw[e] = s;
+    }
+}
+
+#define CONV_KERNELS(T, SUFFIX)                                                                       \
+    /* CPU: conv::conv_forward(geom, input, weight, bias, out) */                                    \
+    extern "C" __global__ void conv_forward_##SUFFIX(const T* x, const T* w, const T* bias,         \
+                                                     int has_bias, T* y, ConvParams p) {            \
+        conv_forward_impl<T>(x, w, bias, has_bias, y, p);                                            \
+    }                                                                                                \
+    /* CPU: conv::conv_backward_input(geom, grad_out, weight, grad_input); with a bias, also      \
+       conv::conv_transpose_forward of the transposed convolution whose adjoint `p` is */           \
+    extern "C" __global__ void conv_backward_input_##SUFFIX(const T* gy, const T* w, const T* bias, \
+                                                            int has_bias, T* gx, ConvParams p) {    \
+        conv_backward_input_impl<T>(gy, w, bias, has_bias, gx, p);                                   \
+    }                                                                                                \
+    /* CPU: conv::conv_backward_weight(geom, input, grad_out, grad_weight) */                        \
+    extern "C" __global__ void __launch_bounds__(BW_THREADS)                                         \
+        conv_backward_weight_##SUFFIX(const T* x, const T* gy, T* out, ConvParams p,                \
+                                      long long splits) {                                            \
+        conv_backward_weight_impl<T>(x, gy, out, p, splits);                                         \
+    }                                                                                                \
+    /* CPU: the sum over tiles at the end of conv::portable_backward_weight */                       \
+    extern "C" __global__ void conv_weight_splits_sum_##SUFFIX(const T* parts, T* gw, long long n,  \
+                                                               long long taps, long long splits) {  \
+        conv_weight_splits_sum_impl<T>(parts, gw, n, taps, splits);                                  \
+    }
+
+CONV_KERNELS(float, f32)
+CONV_KERNELS(double, f64)

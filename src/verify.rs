@@ -2,6 +2,7 @@
 //! the seed's checkpoints, and for small random networks the loss, every gradient, the BatchNorm
 //! statistics and the weights after AdamW steps with cosine annealing.
 
+use crate::backend::Device;
 use crate::error::{HeparError, Result};
 use crate::io::{
     self, tensor_bridge, Fixture, FixtureTensors, HostTensor, NamedTensors, Tolerance,
@@ -91,10 +92,11 @@ fn config_of(f: &Fixture) -> CotNextConfig {
     }
 }
 
-/// Runs one fixture file and scores every tensor it holds.
-pub fn verify_fixture(path: &Path) -> Result<VerifyReport> {
+/// Runs one fixture file on `device` and scores every tensor it holds.
+pub fn verify_fixture(path: &Path, device: Device) -> Result<VerifyReport> {
     let fixture = Fixture::load(path)?;
     let mut model = CotNextUnet::new(config_of(&fixture), 0)?;
+    nn::to_device(&model, device)?;
     if let Some(settings) = &fixture.train {
         model.set_batchnorm_momentum(settings.bn_momentum);
     }
@@ -107,7 +109,9 @@ pub fn verify_fixture(path: &Path) -> Result<VerifyReport> {
                 .ok_or_else(|| HeparError::format(path, "forward fixture names no checkpoint"))?;
             let weights = io::load_pth(checkpoint)?;
             nn::load_state_dict(&model, &weights, &checkpoint.display().to_string())?;
-            let input = tensor_bridge::to_tensor(&t.input)?.to_dtype(DType::F32)?;
+            let input = tensor_bridge::to_tensor(&t.input)?
+                .to_dtype(DType::F32)?
+                .to_device(device)?;
             let training = fixture.mode == io::NetworkMode::Train;
             let logits = crate::no_grad(|| model.forward(&input, training))?;
             scorer.add(
@@ -118,7 +122,7 @@ pub fn verify_fixture(path: &Path) -> Result<VerifyReport> {
                 fixture.tolerance,
             )?;
         }
-        FixtureTensors::Train(t) => verify_training(&fixture, t, &model, &mut scorer)?,
+        FixtureTensors::Train(t) => verify_training(&fixture, t, &model, device, &mut scorer)?,
     }
     Ok(VerifyReport {
         fixture: path.display().to_string(),
@@ -150,6 +154,7 @@ fn verify_training(
     fixture: &Fixture,
     t: &io::TrainTensors,
     model: &CotNextUnet,
+    device: Device,
     scorer: &mut Scorer,
 ) -> Result<()> {
     let settings = fixture.train.as_ref().ok_or_else(|| {
@@ -163,8 +168,11 @@ fn verify_training(
     )?;
     let input = tensor_bridge::to_tensor(&t.input)?
         .to_dtype(DType::F32)?
+        .to_device(device)?
         .requires_grad_leaf();
-    let target = tensor_bridge::to_tensor(&t.target)?.to_dtype(DType::F32)?;
+    let target = tensor_bridge::to_tensor(&t.target)?
+        .to_dtype(DType::F32)?
+        .to_device(device)?;
     let tol = fixture.tolerance;
     let params = nn::parameters(model);
     let config = AdamConfig {

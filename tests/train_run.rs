@@ -68,6 +68,7 @@ fn options(stage: Stage, run_dir: PathBuf, epochs: Option<u64>, resume: bool) ->
         epochs,
         resume,
         show_progress: false,
+        device: hepar::backend::Device::Cpu,
     }
 }
 
@@ -235,6 +236,7 @@ fn tumor_run_trains_on_slice_stacks() {
         &load_run_checkpoint(&checkpoint).unwrap(),
         &checkpoint,
         &source,
+        hepar::backend::Device::Cpu,
     )
     .unwrap_err()
     .to_string();

@@ -112,7 +112,9 @@ fn a_fixture_with_missing_keys_is_a_clear_error() {
         std::process::id()
     ));
     hepar::io::write_safetensors(&tmp, &file.tensors, &file.metadata).unwrap();
-    let err = hepar::verify::verify_fixture(&tmp).unwrap_err().to_string();
+    let err = hepar::verify::verify_fixture(&tmp, hepar::backend::Device::Cpu)
+        .unwrap_err()
+        .to_string();
     std::fs::remove_file(&tmp).ok();
     let key = victim.trim_start_matches("init.");
     assert!(err.contains(key), "error should name `{key}`: {err}");

@@ -93,6 +93,19 @@ impl Device {
         }
     }
 
+    /// Starts a new peak-memory measurement of a GPU device's allocator.
+    pub fn reset_peak_memory(self) {
+        match self {
+            Device::Cpu => {}
+            Device::PtxVm => cuda::context::ptx_vm().reset_peak_memory(),
+            Device::Cuda(n) => {
+                if let Ok(c) = cuda::context::cuda(n) {
+                    c.reset_peak_memory()
+                }
+            }
+        }
+    }
+
     /// Waits until the work queued on the device is done (nothing to wait for on the CPU).
     pub fn synchronize(self) -> Result<()> {
         match self {

@@ -14,20 +14,40 @@ pub fn describe_backends() -> Vec<String> {
             "off (portable im2col + GEMM path)"
         }
     ));
-    // SAFETY: only tries to open the library by name; nothing from it is called.
-    let driver = unsafe { cudarc::driver::sys::is_culib_present() };
-    lines.push(format!(
-        "cuda driver: {}",
-        if driver {
-            "libcuda found"
-        } else {
-            "not found (no GPU backend on this machine)"
-        }
-    ));
-    lines.push(match crate::backend::cuda::nvrtc::ensure_nvrtc() {
-        Ok(origin) => format!("nvrtc + ptx-vm: available (NVRTC from {origin})"),
-        Err(e) => format!("nvrtc + ptx-vm: unavailable: {e}"),
+    let nvrtc = crate::backend::cuda::nvrtc::ensure_nvrtc();
+    lines.push(match &nvrtc {
+        Ok(origin) => format!("ptxvm: the PTX virtual machine, available (NVRTC from {origin})"),
+        Err(e) => format!("ptxvm: unavailable: {e}"),
     });
+    // The driver is probed before any cudarc call, which would abort on a missing libcuda.
+    match crate::backend::cuda::driver::list_devices() {
+        Ok(gpus) if gpus.is_empty() => lines.push("cuda: the driver sees no GPU".to_string()),
+        Ok(gpus) => {
+            for g in gpus {
+                let (major, minor) = g.compute_capability;
+                let usable = if major >= 8 {
+                    ""
+                } else {
+                    " (unsupported: Hepar needs compute capability 8.0+)"
+                };
+                let compiler = if nvrtc.is_ok() {
+                    ""
+                } else {
+                    "; kernels need NVRTC (see ptxvm above)"
+                };
+                lines.push(format!(
+                    "cuda:{}: {}, {:.1} GiB, compute capability {major}.{minor}{usable}{compiler}",
+                    g.ordinal,
+                    g.name,
+                    g.total_memory as f64 / (1u64 << 30) as f64,
+                ));
+            }
+        }
+        Err(crate::HeparError::Backend { msg, .. }) => {
+            lines.push(format!("cuda: unavailable: {msg}"))
+        }
+        Err(e) => lines.push(format!("cuda: unavailable: {e}")),
+    }
     lines
 }
 

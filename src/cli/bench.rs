@@ -1,6 +1,7 @@
 //! `hepar bench`: times the seed networks' workloads on this machine and compares them with the
 //! PyTorch anchors measured on the same machine kind (2 cores, PyTorch 2.15 CPU, median).
 
+use crate::backend::Device;
 use crate::error::{HeparError, Result};
 use crate::nn::cotnext::{CotNextConfig, CotNextUnet};
 use crate::nn::parameters;
@@ -17,6 +18,8 @@ pub struct BenchArgs {
     /// Timed repetitions per workload (after one warm-up run); the median is reported.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    #[command(flatten)]
+    pub device: super::DeviceArg,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +42,7 @@ impl Workload {
         }
     }
 
-    fn setup(self) -> Result<(CotNextUnet, Tensor, bool)> {
+    fn setup(self, device: Device) -> Result<(CotNextUnet, Tensor, bool)> {
         let (config, shape, train) = match self {
             Workload::Liver3dForward => (
                 CotNextConfig {
@@ -72,9 +75,11 @@ impl Workload {
                 true,
             ),
         };
+        let model = CotNextUnet::new(config, 1)?;
+        crate::nn::to_device(&model, device)?;
         Ok((
-            CotNextUnet::new(config, 1)?,
-            Tensor::randn(&shape, DType::F32, 2),
+            model,
+            Tensor::randn(&shape, DType::F32, 2).to_device(device)?,
             train,
         ))
     }
@@ -93,9 +98,10 @@ pub fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-/// Median seconds of one workload over `repeats` runs after a warm-up.
-pub fn time_workload(w: Workload, repeats: usize) -> Result<f64> {
-    let (model, input, train) = w.setup()?;
+/// Median seconds of one workload on `device` over `repeats` runs after a warm-up; a GPU is
+/// waited for at the end of each run.
+pub fn time_workload(w: Workload, repeats: usize, device: Device) -> Result<f64> {
+    let (model, input, train) = w.setup(device)?;
     let target = if train {
         Some(
             input
@@ -119,7 +125,7 @@ pub fn time_workload(w: Workload, repeats: usize) -> Result<f64> {
                 optimizer.step()?;
             }
         }
-        Ok(())
+        device.synchronize()
     };
     run()?;
     let mut times = Vec::with_capacity(repeats);
@@ -133,6 +139,7 @@ pub fn time_workload(w: Workload, repeats: usize) -> Result<f64> {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
+    let device = args.device.resolve()?;
     if args.repeats == 0 {
         return Err(HeparError::Config("--repeats must be at least 1".into()));
     }
@@ -149,18 +156,35 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "{:<18} {:>10} {:>10} {:>15} {:>14}",
         "workload", "hepar s", "pytorch s", "speed vs torch", "peak mem GiB"
     );
+    if device != Device::Cpu {
+        println!("on {device}: times include waiting for the device; peak memory is the device allocator's");
+    }
     for w in workloads {
         reset_peak_rss();
-        let seconds = time_workload(w, args.repeats)?;
-        let peak = peak_rss_bytes().map_or("?".to_string(), |b| {
+        device.reset_peak_memory();
+        let seconds = time_workload(w, args.repeats, device)?;
+        let peak_bytes = match device.memory_stats() {
+            Some(stats) => Some(stats.peak_allocated_bytes as u64),
+            None => peak_rss_bytes(),
+        };
+        let peak = peak_bytes.map_or("?".to_string(), |b| {
             format!("{:.2}", b as f64 / (1u64 << 30) as f64)
         });
+        // The PyTorch figures are CPU times: no ratio for a GPU device.
+        let (torch, ratio) = if device == Device::Cpu {
+            (
+                format!("{:.3}", w.pytorch_seconds()),
+                format!("{:.0}%", 100.0 * w.pytorch_seconds() / seconds),
+            )
+        } else {
+            ("-".to_string(), "-".to_string())
+        };
         println!(
-            "{:<18} {:>10.3} {:>10.3} {:>14.0}% {:>14}",
+            "{:<18} {:>10.3} {:>10} {:>15} {:>14}",
             format!("{w:?}"),
             seconds,
-            w.pytorch_seconds(),
-            100.0 * w.pytorch_seconds() / seconds,
+            torch,
+            ratio,
             peak
         );
     }

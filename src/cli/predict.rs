@@ -19,13 +19,16 @@ pub struct PredictArgs {
     /// Output mask (.nii or .nii.gz).
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub device: super::DeviceArg,
 }
 
 pub fn run(args: PredictArgs) -> Result<()> {
+    let device = args.device.resolve()?;
     let started = std::time::Instant::now();
     let run = load_run_checkpoint(&args.checkpoint)?;
     let source = Volume::read(&args.input)?;
-    let mask = crate::infer::predict_liver(&run, &args.checkpoint, &source)?;
+    let mask = crate::infer::predict_liver(&run, &args.checkpoint, &source, device)?;
     mask.write(&args.out, NiftiDataType::U8)?;
     let voxels = mask.data.iter().filter(|&&v| v > 0.0).count();
     let voxel_ml = source.spacing_zyx.iter().product::<f64>() / 1000.0;

@@ -25,9 +25,12 @@ pub struct TrainArgs {
     /// Continue the run in the run folder from its last checkpoint.
     #[arg(long)]
     pub resume: bool,
+    #[command(flatten)]
+    pub device: super::DeviceArg,
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
+    let device = args.device.resolve()?;
     let default_config = std::path::Path::new("parameters.toml");
     let params = match &args.config {
         Some(path) => TrainParameters::load(path)?,
@@ -47,6 +50,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             epochs: args.epochs,
             resume: args.resume,
             show_progress: true,
+            device,
         },
     )?;
     let best = summary

@@ -1,5 +1,7 @@
-//! `hepar verify FIXTURE... [--device cpu]`: compares this build with PyTorch's golden fixtures.
+//! `hepar verify FIXTURE... [--device cpu|ptxvm|cuda[:N]]`: compares this build with PyTorch's
+//! golden fixtures.
 
+use super::DeviceArg;
 use crate::error::{HeparError, Result};
 use crate::verify::verify_fixture;
 use std::path::PathBuf;
@@ -9,24 +11,18 @@ pub struct VerifyArgs {
     /// Fixture files (`*.safetensors` in the shared fixtures format).
     #[arg(required = true)]
     pub fixtures: Vec<PathBuf>,
-    /// Where to run: only `cpu` exists in this build.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[command(flatten)]
+    pub device: DeviceArg,
 }
 
 /// Prints one line per tensor group with its worst score, then the overall worst score; fails
 /// when any tensor scores above 1.
 pub fn run(args: &VerifyArgs) -> Result<()> {
-    if args.device != "cpu" {
-        return Err(HeparError::Config(format!(
-            "--device {}: this build runs fixtures on `cpu` only",
-            args.device
-        )));
-    }
+    let device = args.device.resolve()?;
     let mut worst: Option<(f64, String)> = None;
     let mut failed = 0;
     for path in &args.fixtures {
-        let report = verify_fixture(path)?;
+        let report = verify_fixture(path, device)?;
         println!("{}", report.fixture);
         for g in &report.groups {
             let verdict = if g.passed() { "ok  " } else { "FAIL" };

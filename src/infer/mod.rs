@@ -2,6 +2,7 @@
 //! probabilities resampled onto the scan's own grid, thresholded into a mask with the scan's
 //! geometry. Stage 1 (liver) for now.
 
+use crate::backend::Device;
 use crate::data::preprocess;
 use crate::data::resize::Interpolation;
 use crate::data::restore::stage1_to_source;
@@ -13,8 +14,13 @@ use crate::train::Stage;
 use std::path::Path;
 
 /// The liver mask (0/1) of `source` on its own grid, from a stage-1 run checkpoint
-/// (`checkpoint_path` names it in errors).
-pub fn predict_liver(run: &LoadedRun, checkpoint_path: &Path, source: &Volume) -> Result<Volume> {
+/// (`checkpoint_path` names it in errors), running the network on `device`.
+pub fn predict_liver(
+    run: &LoadedRun,
+    checkpoint_path: &Path,
+    source: &Volume,
+    device: Device,
+) -> Result<Volume> {
     if run.info.stage != Stage::Liver {
         return Err(HeparError::invalid(
             "predict",
@@ -26,11 +32,12 @@ pub fn predict_liver(run: &LoadedRun, checkpoint_path: &Path, source: &Volume) -
         ));
     }
     let model = run.model(checkpoint_path)?;
+    crate::nn::to_device(&model, device)?;
     let cfg = &run.info.data.preprocess.stage1;
     let (image, _) = preprocess::stage1(source.clone(), None, cfg)?;
     let [d, h, w] = image.shape_zyx;
-    let x = Tensor::from_vec(image.data, &[1, 1, d, h, w])?;
-    let probabilities = crate::no_grad(|| model.forward(&x, false)?.sigmoid())?.to_vec_f32();
+    let x = Tensor::from_vec_on(image.data, &[1, 1, d, h, w], device)?;
+    let probabilities = crate::no_grad(|| model.forward(&x, false)?.sigmoid())?.try_to_vec_f32()?;
     // Resampling probabilities (then thresholding) gives smoother borders than resampling a mask.
     let restored = stage1_to_source(&probabilities, [d, h, w], source, Interpolation::Linear)?;
     let mask = restored

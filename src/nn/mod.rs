@@ -71,6 +71,15 @@ pub fn to_named_tensors(m: &dyn Module) -> Result<NamedTensors> {
     Ok(out)
 }
 
+/// Moves every parameter, buffer and statistic of the module to `device`.
+pub fn to_device(m: &dyn Module, device: crate::backend::Device) -> Result<()> {
+    device.ensure_available()?;
+    for (_, t, _) in named_tensors(m) {
+        t.relocate(device)?;
+    }
+    Ok(())
+}
+
 /// Loads a state_dict into the module. Every parameter and running statistic must be present
 /// with its exact shape; the error names the first offending key with expected and found
 /// shapes (`source` names the file). `num_batches_tracked` counters are loaded when present.
@@ -86,7 +95,8 @@ pub fn load_state_dict(m: &dyn Module, values: &NamedTensors, source: &str) -> R
         if let Some(v) = values.get(name) {
             let value = tensor_bridge::to_tensor(v)?
                 .reshape(target.shape())?
-                .to_dtype(target.dtype())?;
+                .to_dtype(target.dtype())?
+                .to_device(target.device())?;
             target.assign(&value)?;
         }
     }

@@ -137,7 +137,9 @@ pub fn cross_entropy(
             "the labelled classes have zero total weight",
         ));
     }
-    let weight_map = Tensor::from_vec(weight_map, logits.shape())?.to_dtype(logits.dtype())?;
+    // Labels are validated on the host (one read of them); the map goes to the logits' device.
+    let weight_map = Tensor::from_vec_on(weight_map, logits.shape(), logits.device())?
+        .to_dtype(logits.dtype())?;
     logits
         .log_softmax(1)?
         .mul(&weight_map)?

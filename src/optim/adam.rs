@@ -144,10 +144,12 @@ impl Optimizer for Adam {
                     self.steps[i] = step as u64;
                     self.first_moments[i] = Some(
                         state_entry(state, &format!("{}.exp_avg", p.name), &p.tensor)?
+                            .to_device(p.tensor.device())?
                             .to_dtype(p.tensor.dtype())?,
                     );
                     self.second_moments[i] = Some(
                         state_entry(state, &format!("{}.exp_avg_sq", p.name), &p.tensor)?
+                            .to_device(p.tensor.device())?
                             .to_dtype(p.tensor.dtype())?,
                     );
                 }

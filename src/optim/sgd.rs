@@ -94,7 +94,7 @@ impl Optimizer for Sgd {
         for (p, buf) in self.params.iter().zip(self.momentum_buffers.iter_mut()) {
             let key = format!("{}.momentum", p.name);
             *buf = if state.contains_key(&key) {
-                Some(state_entry(state, &key, &p.tensor)?.clone())
+                Some(state_entry(state, &key, &p.tensor)?.to_device(p.tensor.device())?)
             } else {
                 None
             };

@@ -30,7 +30,6 @@ pub(crate) struct TensorInner {
     pub(crate) storage: Arc<RwLock<Storage>>,
     pub(crate) layout: Layout,
     pub(crate) dtype: DType,
-    pub(crate) device: Device,
     pub(crate) requires_grad: bool,
     pub(crate) is_leaf: bool,
     /// How to backpropagate through the op that made this tensor; taken (and its saved tensors
@@ -74,16 +73,12 @@ impl Tensor {
         is_leaf: bool,
         grad_fn: Option<GradFn>,
     ) -> Tensor {
-        let (dtype, device) = {
-            let s = storage.read().unwrap_or_else(|e| e.into_inner());
-            (s.dtype(), s.device())
-        };
+        let dtype = storage.read().unwrap_or_else(|e| e.into_inner()).dtype();
         Tensor(Arc::new(TensorInner {
             id: TensorId::fresh(),
             storage,
             layout,
             dtype,
-            device,
             requires_grad,
             is_leaf,
             grad_fn: Mutex::new(grad_fn),
@@ -236,8 +231,9 @@ impl Tensor {
     pub fn dtype(&self) -> DType {
         self.0.dtype
     }
+    /// Where the data lives (read from the storage: `relocate` can move it).
     pub fn device(&self) -> Device {
-        self.0.device
+        self.storage().device()
     }
     pub fn layout(&self) -> &Layout {
         &self.0.layout
@@ -310,6 +306,18 @@ impl Tensor {
             ));
         }
         Ok(self.try_to_vec_f64()?[0])
+    }
+
+    /// Moves the storage this tensor shares with its views to `device`, in place: how a model's
+    /// parameters and statistics go to a GPU (every view of them follows).
+    pub fn relocate(&self, device: Device) -> Result<()> {
+        if device == self.device() {
+            return Ok(());
+        }
+        let mut storage = self.0.storage.write().unwrap_or_else(|e| e.into_inner());
+        let host = storage.to_cpu()?.into_owned();
+        *storage = Storage::from_cpu(host, device)?;
+        Ok(())
     }
 
     /// This tensor on `device` (itself when already there); differentiable, the gradient goes

@@ -8,6 +8,7 @@ use super::history::{read_history, write_history, EpochRecord};
 use super::run_checkpoint::{load_run_checkpoint, save_run_checkpoint, RunFolder, RunInfo};
 use super::stage_data::{target_label, StageData, ValidationBatch};
 use super::synthetic::ensure_synthetic_data;
+use crate::backend::Device;
 use crate::data::loader::Prefetcher;
 use crate::error::{HeparError, Result};
 use crate::nn::cotnext::{CotNextConfig, CotNextUnet};
@@ -28,6 +29,8 @@ pub struct TrainOptions {
     pub resume: bool,
     /// Progress bars and a line per epoch on stdout.
     pub show_progress: bool,
+    /// Where the network trains.
+    pub device: Device,
 }
 
 /// What a run did.
@@ -60,6 +63,7 @@ fn validate(
     batches: &[ValidationBatch],
     params: &TrainParameters,
     stage: Stage,
+    device: Device,
 ) -> Result<(f64, f64)> {
     let t = params.stage(stage);
     let cases = batches.iter().map(|b| b.case + 1).max().unwrap_or(0);
@@ -68,8 +72,8 @@ fn validate(
     let mut loss_sum = 0.0;
     crate::no_grad(|| -> Result<()> {
         for b in batches {
-            let x = Tensor::from_vec(b.images.clone(), &b.image_shape)?;
-            let target = Tensor::from_vec(b.target.clone(), &b.target_shape)?;
+            let x = Tensor::from_vec_on(b.images.clone(), &b.image_shape, device)?;
+            let target = Tensor::from_vec_on(b.target.clone(), &b.target_shape, device)?;
             let logits = model.forward(&x, false)?;
             loss_sum += dice_bce(&logits, &target, t.dice_weight, t.bce_weight, t.dice_smooth)?
                 .to_scalar()?;
@@ -113,6 +117,7 @@ struct EpochPlan<'a> {
     prefetch: usize,
     /// Named in the error when the loss stops being finite.
     last_checkpoint: PathBuf,
+    device: Device,
 }
 
 /// One pass over epoch `epoch`'s batches (0-based): forward, loss, backward, AdamW step.
@@ -135,8 +140,12 @@ fn train_epoch(
     let (mut loss_sum, mut count) = (0.0, 0usize);
     for (index, batch) in batches.enumerate() {
         let batch = batch?;
-        let target = Tensor::from_vec(batch.mask_at_least(min_label), &batch.label_shape)?;
-        let x = Tensor::from_vec(batch.images, &batch.image_shape)?;
+        let target = Tensor::from_vec_on(
+            batch.mask_at_least(min_label),
+            &batch.label_shape,
+            plan.device,
+        )?;
+        let x = Tensor::from_vec_on(batch.images, &batch.image_shape, plan.device)?;
         optimizer.zero_grad();
         let logits = model.forward(&x, true)?;
         let loss = dice_bce(&logits, &target, t.dice_weight, t.bce_weight, t.dice_smooth)?;
@@ -242,6 +251,7 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
 
     let config = model_config(&params, stage, data.in_channels);
     let model = CotNextUnet::new(config, params.model(stage).init_seed)?;
+    crate::nn::to_device(&model, options.device)?;
     let mut optimizer = Adam::new(
         parameters(&model),
         AdamConfig {
@@ -314,6 +324,7 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
         workers: params.data.data.workers,
         prefetch: params.data.data.prefetch,
         last_checkpoint: run.last(),
+        device: options.device,
     };
     while epoch < epochs {
         let started = Instant::now();
@@ -328,7 +339,8 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
         );
         let train_loss = train_epoch(&model, &mut optimizer, &plan, epoch, &bar, &mut step)?;
         bar.finish_and_clear();
-        let (val_loss, val_dice) = validate(&model, &data.validation, &params, stage)?;
+        let (val_loss, val_dice) =
+            validate(&model, &data.validation, &params, stage, options.device)?;
         let record = EpochRecord {
             epoch: display_epoch,
             train_loss,

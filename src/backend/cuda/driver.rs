@@ -140,9 +140,12 @@ impl CudaDriver {
     /// GPU older than sm_80.
     pub fn new(ordinal: usize) -> Result<Self> {
         let label = format!("cuda:{ordinal}");
-        let count = device_count().map_err(|e| HeparError::Backend {
-            backend: "cuda",
-            msg: format!("{label}: {e}"),
+        let count = device_count().map_err(|e| match e {
+            HeparError::Backend { msg, .. } => HeparError::Backend {
+                backend: "cuda",
+                msg: format!("{label}: {msg}"),
+            },
+            other => other,
         })?;
         if ordinal >= count {
             return Err(HeparError::Backend {

@@ -1,24 +1,90 @@
-//! Launches of `kernels/matmul.cu` (not written yet: each entry is a clear error).
-#![allow(unused_variables)]
+//! Launches of `kernels/matmul.cu`: the batched matrix product of strided views.
 
+use super::device::LaunchConfig;
 use super::storage::CudaStorage;
+use super::view::StridedView;
 use super::DeviceApi;
+use crate::backend::BackendStorage;
 use crate::error::{HeparError, Result};
 use crate::tensor::layout::Layout;
 
-fn pending<D: DeviceApi>(x: &CudaStorage<D>, op: &'static str) -> HeparError {
-    HeparError::Backend {
-        backend: "cuda",
-        msg: format!("{}: `{op}` has no GPU kernel yet", x.device()),
-    }
-}
+const FILE: &str = "matmul.cu";
+/// Tile of C per block and threads per block, as `MM_BM`, `MM_BN` and `MM_THREADS` in the kernel.
+const TILE_M: usize = 64;
+const TILE_N: usize = 64;
+const THREADS: u32 = 256;
+/// Grid y and z limits; the kernel loops over the row tiles and batch items beyond them.
+const MAX_GRID_YZ: usize = 65535;
 
-#[allow(clippy::too_many_arguments)]
+/// `[..., M, K] @ [..., K, N]` with identical batch axes (already broadcast by the caller), read
+/// through the views' strides; the result is dense `[..., M, N]`.
 pub fn matmul<D: DeviceApi>(
     a: &CudaStorage<D>,
-    l: &Layout,
+    al: &Layout,
     b: &CudaStorage<D>,
-    rl: &Layout,
+    bl: &Layout,
 ) -> Result<CudaStorage<D>> {
-    Err(pending(a, "matmul"))
+    let op = "matmul";
+    a.require_same_dtype(op, b)?;
+    let r = al.rank();
+    if r < 2
+        || bl.rank() != r
+        || al.shape()[..r - 2] != bl.shape()[..r - 2]
+        || al.shape()[r - 1] != bl.shape()[r - 2]
+    {
+        return Err(HeparError::shape(
+            op,
+            format!(
+                "{:?} @ {:?}: expected [..., M, K] @ [..., K, N] with the same batch axes",
+                al.shape(),
+                bl.shape()
+            ),
+        ));
+    }
+    let (m, k, n) = (al.shape()[r - 2], al.shape()[r - 1], bl.shape()[r - 1]);
+    let batch_shape = &al.shape()[..r - 2];
+    let batch: usize = batch_shape.iter().product();
+    let c = a.alloc_like(batch * m * n, a.dtype())?;
+    if c.is_empty() {
+        return Ok(c);
+    }
+    let batch_view = |l: &Layout| {
+        StridedView::new(
+            op,
+            &Layout::new(
+                batch_shape.to_vec(),
+                l.strides()[..r - 2].to_vec(),
+                l.offset(),
+            ),
+        )
+    };
+    let (sa, sb) = (al.strides(), bl.strides());
+    let config = LaunchConfig {
+        grid_dim: (
+            u32::try_from(n.div_ceil(TILE_N))
+                .map_err(|_| HeparError::invalid(op, format!("N = {n} exceeds the GPU grid")))?,
+            m.div_ceil(TILE_M).min(MAX_GRID_YZ) as u32,
+            batch.min(MAX_GRID_YZ) as u32,
+        ),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let args = [
+        a.arg(),
+        batch_view(al)?.arg(),
+        (sa[r - 2] as i64).into(),
+        (sa[r - 1] as i64).into(),
+        b.arg(),
+        batch_view(bl)?.arg(),
+        (sb[r - 2] as i64).into(),
+        (sb[r - 1] as i64).into(),
+        c.arg(),
+        (batch as i64).into(),
+        (m as i64).into(),
+        (n as i64).into(),
+        (k as i64).into(),
+    ];
+    a.context()
+        .launch(FILE, &a.kernel_name(op), &config, &args)?;
+    Ok(c)
 }

@@ -272,7 +272,7 @@ pub fn softmax<T: Float>(x: &[T], layout: &Layout, axis: usize, log: bool) -> Ve
         .permute("softmax", &order)
         .expect("axis validated by the caller");
     let len = layout.shape()[axis];
-    let rows = if len == 0 { 0 } else { layout.numel() / len };
+    let rows = layout.numel().checked_div(len).unwrap_or(0);
     // Results in permuted order, then scattered back to the logical order.
     let mut out_perm = vec![T::zero(); layout.numel()];
     let row_fn = |r: usize, row: &mut [T]| {
