@@ -555,3 +555,14 @@ fn dropout_is_seeded_and_scales_kept_values() {
         assert!(x.dropout(1.0, true, 0).is_err());
     });
 }
+
+#[test]
+fn reductions_of_empty_tensors_give_empty_or_identity_results() {
+    for_each_device(|dev| {
+        let empty = Tensor::zeros(&[3, 0], DType::F64, dev).unwrap();
+        let over_rows = empty.sum_axes(&[0], true).unwrap();
+        assert_eq!(over_rows.shape(), &[1, 0]);
+        let over_cols = empty.sum_axes(&[1], true).unwrap();
+        assert_eq!(over_cols.to_vec_f64(), vec![0.0; 3]);
+    });
+}

@@ -5,6 +5,8 @@ use hepar::optim::{
 };
 use hepar::tensor::Tensor;
 
+mod common;
+
 fn param(values: &[f64]) -> Param {
     Param {
         name: "w".into(),
@@ -153,4 +155,106 @@ fn schedules_follow_their_formulas() {
     };
     let lrs: Vec<f64> = (0..5).map(|t| step.lr_at(t)).collect();
     assert_eq!(lrs, vec![1.0, 1.0, 0.5, 0.5, 0.25]);
+}
+
+/// The tensor-op formulation of one Adam/AdamW step the fused kernels replaced, element for
+/// element in the same f32 operations: the fused updates must give the same bits.
+fn adam_by_tensor_ops(
+    p: &Tensor,
+    g: &Tensor,
+    m: Option<&Tensor>,
+    v: Option<&Tensor>,
+    c: AdamConfig,
+    t: i32,
+) -> (Tensor, Tensor, Tensor) {
+    let mut p = p.clone();
+    let mut g = g.clone();
+    if c.decoupled {
+        p = p.mul_scalar(1.0 - c.lr * c.weight_decay).unwrap();
+    } else {
+        g = g.add(&p.mul_scalar(c.weight_decay).unwrap()).unwrap();
+    }
+    let m = match m {
+        Some(m) => m
+            .mul_scalar(c.beta1)
+            .unwrap()
+            .add(&g.mul_scalar(1.0 - c.beta1).unwrap())
+            .unwrap(),
+        None => g.mul_scalar(1.0 - c.beta1).unwrap(),
+    };
+    let v = match v {
+        Some(v) => v
+            .mul_scalar(c.beta2)
+            .unwrap()
+            .add(&g.square().unwrap().mul_scalar(1.0 - c.beta2).unwrap())
+            .unwrap(),
+        None => g.square().unwrap().mul_scalar(1.0 - c.beta2).unwrap(),
+    };
+    let (bias1, bias2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
+    let denom = v
+        .mul_scalar(1.0 / bias2)
+        .unwrap()
+        .sqrt()
+        .unwrap()
+        .add_scalar(c.eps)
+        .unwrap();
+    let p = p
+        .sub(&m.div(&denom).unwrap().mul_scalar(c.lr / bias1).unwrap())
+        .unwrap();
+    (p, m, v)
+}
+
+#[test]
+fn fused_adam_steps_equal_the_tensor_op_formulation_bit_for_bit_on_every_device() {
+    for dev in common::test_devices() {
+        for config in [
+            AdamConfig::adamw(1e-2, 0.05),
+            AdamConfig {
+                weight_decay: 0.01,
+                ..AdamConfig::adam(3e-3)
+            },
+        ] {
+            let init = Tensor::randn(&[1031], hepar::DType::F32, 3);
+            let p = Param {
+                name: "w".into(),
+                tensor: init.to_device(dev).unwrap().requires_grad_leaf(),
+            };
+            let mut opt = Adam::new(vec![p.clone()], config);
+            // A copy: on the CPU the parameter shares `init`'s storage and is updated in place.
+            let (mut reference, mut m, mut v) = (
+                Tensor::from_vec(init.to_vec_f32(), &[1031]).unwrap(),
+                None,
+                None,
+            );
+            for t in 1..=3 {
+                opt.zero_grad();
+                // Loss sum(w^3) / 3: gradient w^2, different in every step.
+                p.tensor
+                    .powf(3.0)
+                    .unwrap()
+                    .mul_scalar(1.0 / 3.0)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let g = p
+                    .tensor
+                    .grad()
+                    .unwrap()
+                    .to_device(hepar::backend::Device::Cpu)
+                    .unwrap();
+                opt.step().unwrap();
+                let (np, nm, nv) =
+                    adam_by_tensor_ops(&reference, &g, m.as_ref(), v.as_ref(), config, t);
+                (reference, m, v) = (np, Some(nm), Some(nv));
+                assert_eq!(p.tensor.device(), dev);
+                assert_eq!(
+                    p.tensor.to_vec_f32(),
+                    reference.to_vec_f32(),
+                    "{config:?} step {t} on {dev}"
+                );
+            }
+        }
+    }
 }

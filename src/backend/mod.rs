@@ -20,7 +20,7 @@ pub use geometry::{
     ConvGeometry, ConvTransposeGeometry, NormActivation, PoolGeometry, UpsampleGeometry,
     UpsampleMode,
 };
-pub use ops::{BinaryOp, ReduceOp, UnaryOp};
+pub use ops::{AdamStep, BinaryOp, ReduceOp, UnaryOp};
 
 /// Where a tensor lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -223,6 +223,15 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
     /// An inverted-dropout mask of `numel` elements in this storage's dtype and place: 0 where
     /// Philox (seed, element index) drops the element with probability `p`, `1 / (1 - p)` elsewhere.
     fn dropout_mask(&self, numel: usize, p: f64, seed: u64) -> Result<Self>;
+    /// One fused Adam/AdamW step of the dense parameter `self` with the dense gradient and
+    /// moments (`None` before the first step): the new (parameter, first moment, second moment).
+    fn adam_update(
+        &self,
+        grad: &Self,
+        m: Option<&Self>,
+        v: Option<&Self>,
+        step: &AdamStep,
+    ) -> Result<(Self, Self, Self)>;
 }
 
 /// Runs `$body` with `$x` bound to the storage of whichever backend `$s` lives on.
@@ -583,5 +592,22 @@ impl BackendStorage for Storage {
     }
     fn dropout_mask(&self, numel: usize, p: f64, seed: u64) -> Result<Self> {
         on_backend!(self, |s| s.dropout_mask(numel, p, seed).map(Variant::wrap))
+    }
+    fn adam_update(
+        &self,
+        grad: &Self,
+        m: Option<&Self>,
+        v: Option<&Self>,
+        step: &AdamStep,
+    ) -> Result<(Self, Self, Self)> {
+        let (device, op) = (self.device(), "adam");
+        on_backend!(self, |p| p
+            .adam_update(
+                operand(op, device, grad)?,
+                optional(op, device, m)?,
+                optional(op, device, v)?,
+                step
+            )
+            .map(wrap3))
     }
 }

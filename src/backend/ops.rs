@@ -166,3 +166,20 @@ impl ReduceOp {
 
     pub const ALL: [ReduceOp; 3] = [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min];
 }
+
+/// One Adam or AdamW update with its scalars for this step (bias corrections included), as
+/// `crate::optim::Adam` computes it: with decoupled decay `p *= 1 - lr wd`, else `g += wd p`;
+/// `m = b1 m + (1 - b1) g`, `v = b2 v + (1 - b2) g^2`,
+/// `p -= (lr / bias1) m / (sqrt(v / bias2) + eps)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamStep {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub decoupled: bool,
+    /// `1 - beta1^t` and `1 - beta2^t` at step t.
+    pub bias1: f64,
+    pub bias2: f64,
+}

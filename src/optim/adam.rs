@@ -3,8 +3,9 @@
 
 use super::{state_entry, zero_all, Optimizer, Param};
 use crate::autograd::no_grad;
+use crate::backend::{AdamStep, BackendStorage};
 use crate::error::{HeparError, Result};
-use crate::tensor::Tensor;
+use crate::tensor::{Layout, Tensor};
 use std::collections::BTreeMap;
 
 #[derive(Clone, Copy, Debug)]
@@ -63,39 +64,45 @@ impl Adam {
 }
 
 impl Optimizer for Adam {
+    /// One fused update kernel per parameter (`BackendStorage::adam_update`), on the device the
+    /// parameter lives on.
     fn step(&mut self) -> Result<()> {
         no_grad(|| {
             let c = self.config;
             for i in 0..self.params.len() {
                 let p = &self.params[i].tensor;
-                let Some(mut g) = p.grad() else { continue };
+                let Some(g) = p.grad() else { continue };
                 self.steps[i] += 1;
                 let t = self.steps[i] as i32;
-                if c.weight_decay != 0.0 {
-                    if c.decoupled {
-                        p.assign(&p.mul_scalar(1.0 - c.lr * c.weight_decay)?)?;
-                    } else {
-                        g = g.add(&p.mul_scalar(c.weight_decay)?)?;
-                    }
-                }
-                let m = match self.first_moments[i].take() {
-                    Some(m) => m.mul_scalar(c.beta1)?.add(&g.mul_scalar(1.0 - c.beta1)?)?,
-                    None => g.mul_scalar(1.0 - c.beta1)?,
+                let step = AdamStep {
+                    lr: c.lr,
+                    beta1: c.beta1,
+                    beta2: c.beta2,
+                    eps: c.eps,
+                    weight_decay: c.weight_decay,
+                    decoupled: c.decoupled,
+                    bias1: 1.0 - c.beta1.powi(t),
+                    bias2: 1.0 - c.beta2.powi(t),
                 };
-                let v = match self.second_moments[i].take() {
-                    Some(v) => v
-                        .mul_scalar(c.beta2)?
-                        .add(&g.square()?.mul_scalar(1.0 - c.beta2)?)?,
-                    None => g.square()?.mul_scalar(1.0 - c.beta2)?,
-                };
-                let bias1 = 1.0 - c.beta1.powi(t);
-                let bias2 = 1.0 - c.beta2.powi(t);
-                // p -= lr / bias1 * m / (sqrt(v / bias2) + eps)
-                let denom = v.mul_scalar(1.0 / bias2)?.sqrt()?.add_scalar(c.eps)?;
-                let update = m.div(&denom)?.mul_scalar(c.lr / bias1)?;
-                p.assign(&p.sub(&update)?)?;
-                self.first_moments[i] = Some(m);
-                self.second_moments[i] = Some(v);
+                let (ps, gs) = (p.dense_owned()?, g.dense_owned()?);
+                let ms = self.first_moments[i]
+                    .take()
+                    .map(|m| m.dense_owned())
+                    .transpose()?;
+                let vs = self.second_moments[i]
+                    .take()
+                    .map(|v| v.dense_owned())
+                    .transpose()?;
+                let (new_p, new_m, new_v) = ps.storage().adam_update(
+                    &gs.storage(),
+                    ms.as_ref().map(|m| m.storage()).as_deref(),
+                    vs.as_ref().map(|v| v.storage()).as_deref(),
+                    &step,
+                )?;
+                let shape = Layout::contiguous(p.shape());
+                p.assign(&Tensor::from_storage(new_p, shape.clone()))?;
+                self.first_moments[i] = Some(Tensor::from_storage(new_m, shape.clone()));
+                self.second_moments[i] = Some(Tensor::from_storage(new_v, shape));
             }
             Ok(())
         })

@@ -435,6 +435,19 @@ impl Tensor {
         ))
     }
 
+    /// This tensor's values as the whole of a dense storage (itself when it already is one),
+    /// for primitives that take storages without layouts. Not differentiable.
+    pub(crate) fn dense_owned(&self) -> Result<Tensor> {
+        let storage = self.storage();
+        let l = self.layout();
+        if l.is_contiguous() && l.offset() == 0 && storage.len() == self.numel() {
+            drop(storage);
+            return Ok(self.detach());
+        }
+        let copy = storage.copy_strided(l)?;
+        Ok(Tensor::from_storage(copy, Layout::contiguous(self.shape())))
+    }
+
     /// A dense row-major copy (or this tensor when already dense).
     pub fn contiguous(&self) -> Result<Tensor> {
         if self.is_contiguous() {

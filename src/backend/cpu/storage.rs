@@ -1,7 +1,7 @@
 //! `CpuStorage`: tensor data in host memory, and the CPU implementation of the backend trait.
 
-use super::kernels::{conv, elementwise, gemm, norm, pool, random, reduce, upsample};
-use crate::backend::ops::{BinaryOp, ReduceOp, UnaryOp};
+use super::kernels::{conv, elementwise, gemm, norm, optim, pool, random, reduce, upsample};
+use crate::backend::ops::{AdamStep, BinaryOp, ReduceOp, UnaryOp};
 use crate::backend::{
     BackendStorage, ConvGeometry, ConvTransposeGeometry, NormActivation, NormStats, PoolGeometry,
     UpsampleGeometry,
@@ -510,6 +510,54 @@ impl BackendStorage for CpuStorage {
             upsample::upsample_backward(g, go, &mut gi);
             gi
         })
+    }
+    fn adam_update(
+        &self,
+        grad: &Self,
+        m: Option<&Self>,
+        v: Option<&Self>,
+        step: &AdamStep,
+    ) -> Result<(Self, Self, Self)> {
+        let mismatch = |other: &Self| {
+            HeparError::dtype(
+                "adam",
+                format!("parameter {} vs moment {}", self.dtype(), other.dtype()),
+            )
+        };
+        macro_rules! run {
+            ($p:expr, $g:expr, $get:ident, $wrap:path) => {{
+                let (moment1, moment2) = (
+                    m.map(|m| m.$get().ok_or_else(|| mismatch(m))).transpose()?,
+                    v.map(|v| v.$get().ok_or_else(|| mismatch(v))).transpose()?,
+                );
+                let (np, nm, nv) = optim::adam_update($p, $g, moment1, moment2, step);
+                Ok(($wrap(np), $wrap(nm), $wrap(nv)))
+            }};
+        }
+        if grad.len() != self.len()
+            || m.is_some_and(|m| m.len() != self.len())
+            || v.is_some_and(|v| v.len() != self.len())
+        {
+            return Err(HeparError::shape(
+                "adam",
+                format!(
+                    "parameter of {} elements vs gradient/moments of other sizes",
+                    self.len()
+                ),
+            ));
+        }
+        match (self, grad) {
+            (CpuStorage::F32(p), CpuStorage::F32(g)) => run!(p, g, as_f32, CpuStorage::F32),
+            (CpuStorage::F64(p), CpuStorage::F64(g)) => run!(p, g, as_f64, CpuStorage::F64),
+            (p, g) => Err(HeparError::dtype(
+                "adam",
+                format!(
+                    "parameter {} and gradient {} must both be f32 or f64",
+                    p.dtype(),
+                    g.dtype()
+                ),
+            )),
+        }
     }
     fn dropout_mask(&self, numel: usize, p: f64, seed: u64) -> Result<Self> {
         compute!("dropout", self, |_x| random::dropout_mask(numel, p, seed))

@@ -22,6 +22,7 @@ mod copy;
 mod elementwise;
 mod matmul;
 mod norm;
+mod optim;
 mod pool;
 mod random;
 mod reduce;
@@ -52,6 +53,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("matmul.cu", include_str!("../../../kernels/matmul.cu")),
     ("conv.cu", include_str!("../../../kernels/conv.cu")),
     ("random.cu", include_str!("../../../kernels/random.cu")),
+    ("optim.cu", include_str!("../../../kernels/optim.cu")),
 ];
 
 /// The text of one kernel file.

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use super::context::{GpuBuffer, GpuContext};
 use super::device::{DeviceApi, DevicePtr, KernelArg};
-use super::{conv, copy, elementwise, matmul, norm, pool, random, reduce, upsample};
-use crate::backend::ops::{BinaryOp, ReduceOp, UnaryOp};
+use super::{conv, copy, elementwise, matmul, norm, optim, pool, random, reduce, upsample};
+use crate::backend::ops::{AdamStep, BinaryOp, ReduceOp, UnaryOp};
 use crate::backend::{
     BackendStorage, ConvGeometry, ConvTransposeGeometry, CpuStorage, Device, NormActivation,
     NormStats, PoolGeometry, UpsampleGeometry,
@@ -300,6 +300,15 @@ impl<D: DeviceApi> BackendStorage for CudaStorage<D> {
     }
     fn upsample_backward(&self, g: &UpsampleGeometry) -> Result<Self> {
         upsample::upsample_backward(self, g)
+    }
+    fn adam_update(
+        &self,
+        grad: &Self,
+        m: Option<&Self>,
+        v: Option<&Self>,
+        step: &AdamStep,
+    ) -> Result<(Self, Self, Self)> {
+        optim::adam_update(self, grad, m, v, step)
     }
     fn dropout_mask(&self, numel: usize, p: f64, seed: u64) -> Result<Self> {
         random::dropout_mask(self, numel, p, seed)

@@ -5,6 +5,7 @@ pub mod conv;
 #[cfg(target_arch = "x86_64")]
 mod conv_avx512;
 pub mod gemm;
+pub mod optim;
 pub mod pool;
 pub mod random;
 pub mod scalar;

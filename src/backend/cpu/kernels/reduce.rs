@@ -158,7 +158,8 @@ pub fn reduce<T: Float>(
         for &a in axes {
             out_shape[a] = 1;
         }
-        if len > 0 {
+        // Empty reductions (len 0) and empty outputs (inner 0) take the general path below.
+        if len > 0 && inner > 0 {
             return (reduce_middle(&x[r], outer, len, inner, op), out_shape);
         }
     }
