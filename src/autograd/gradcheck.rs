@@ -43,7 +43,7 @@ pub struct GradcheckReport {
 }
 
 /// Checks d(sum(f(inputs) * w))/d(inputs) for a fixed random projection `w`, element by element.
-/// Inputs are converted to f64. Returns an error describing the first mismatch.
+/// Inputs are converted to f64 and stay on their device. Returns an error describing the first mismatch.
 pub fn gradcheck(
     f: impl Fn(&[Tensor]) -> Result<Tensor>,
     inputs: &[Tensor],
@@ -59,7 +59,7 @@ pub fn gradcheck(
         })
         .collect::<Result<_>>()?;
     let out = f(&leaves)?;
-    let projection = Tensor::rand_uniform(out.shape(), -1.0, 1.0, DType::F64, 0x5eed);
+    let projection = Tensor::rand_uniform(out.shape(), -1.0, 1.0, DType::F64, 0x5eed).to_device(out.device())?;
     let objective =
         |xs: &[Tensor]| -> Result<f64> { f(xs)?.mul(&projection)?.sum_all()?.to_scalar() };
     out.mul(&projection)?.sum_all()?.backward()?;
@@ -83,7 +83,8 @@ pub fn gradcheck(
                 let mut v = base.clone();
                 v[j] += delta;
                 let mut xs: Vec<Tensor> = leaves.iter().map(|t| t.detach()).collect();
-                xs[i] = Tensor::from_vec(v, leaf.shape())?;
+                // Perturbed inputs live where the leaf does, so the check runs on any device.
+                xs[i] = Tensor::from_vec_on(v, leaf.shape(), leaf.device())?;
                 no_grad(|| objective(&xs))
             };
             let numeric = (eval_at(opts.eps)? - eval_at(-opts.eps)?) / (2.0 * opts.eps);
