@@ -59,8 +59,7 @@ pub fn gradcheck(
         })
         .collect::<Result<_>>()?;
     let out = f(&leaves)?;
-    let projection =
-        Tensor::rand_uniform(out.shape(), -1.0, 1.0, DType::F64, 0x5eed).to_device(out.device())?;
+    let projection = Tensor::rand_uniform(out.shape(), -1.0, 1.0, DType::F64, 0x5eed).to_device(out.device())?;
     let objective =
         |xs: &[Tensor]| -> Result<f64> { f(xs)?.mul(&projection)?.sum_all()?.to_scalar() };
     out.mul(&projection)?.sum_all()?.backward()?;
