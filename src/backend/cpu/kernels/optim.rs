@@ -42,7 +42,7 @@ pub fn adam_update<T: Float>(
                     pv = pv * d + zero;
                 }
                 if let Some(wd) = l2 {
-                    gv = gv + (pv * wd + zero);
+                    gv += pv * wd + zero;
                 }
                 // `x * s + 0` is how a scalar multiply is computed elsewhere (it turns -0 into +0).
                 let mv = match m {
