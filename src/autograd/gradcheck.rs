@@ -70,11 +70,11 @@ pub fn gradcheck(
     };
     let mut rng = Rng::new(17);
     for (i, leaf) in leaves.iter().enumerate() {
-        let analytic = leaf
-            .grad()
-            .map(|g| g.to_vec_f64())
-            .unwrap_or_else(|| vec![0.0; leaf.numel()]);
-        let base = leaf.to_vec_f64();
+        let analytic = match leaf.grad() {
+            Some(g) => g.try_to_vec_f64()?,
+            None => vec![0.0; leaf.numel()],
+        };
+        let base = leaf.try_to_vec_f64()?;
         let positions: Vec<usize> = match opts.max_elements_per_input {
             Some(m) if m < base.len() => (0..m).map(|_| rng.below(base.len())).collect(),
             _ => (0..base.len()).collect(),

@@ -281,6 +281,10 @@ impl Storage {
             )?),
         })
     }
+    /// Host storage of one value (cannot fail).
+    pub fn host_full(numel: usize, dtype: DType, value: f64) -> Storage {
+        Storage::Cpu(CpuStorage::full(numel, dtype, value))
+    }
     /// Host data placed on `device` (a copy to the GPU for the GPU devices).
     pub fn from_cpu(cpu: CpuStorage, device: Device) -> Result<Storage> {
         Ok(match device {

@@ -21,12 +21,12 @@ pub fn to_tensor(h: &HostTensor) -> Result<Tensor> {
 pub fn to_host(t: &Tensor) -> Result<HostTensor> {
     let shape = t.shape().to_vec();
     match t.dtype() {
-        DType::F64 => HostTensor::from_f64(shape, t.to_vec_f64()),
-        DType::F32 => HostTensor::from_f32(shape, t.to_vec_f32()),
+        DType::F64 => HostTensor::from_f64(shape, t.try_to_vec_f64()?),
+        DType::F32 => HostTensor::from_f32(shape, t.try_to_vec_f32()?),
         DType::F16 => HostTensor::new(
             shape,
             HostData::F16(
-                t.to_vec_f64()
+                t.try_to_vec_f64()?
                     .into_iter()
                     .map(half::f16::from_f64)
                     .collect(),
@@ -35,7 +35,7 @@ pub fn to_host(t: &Tensor) -> Result<HostTensor> {
         DType::BF16 => HostTensor::new(
             shape,
             HostData::BF16(
-                t.to_vec_f64()
+                t.try_to_vec_f64()?
                     .into_iter()
                     .map(half::bf16::from_f64)
                     .collect(),

@@ -117,7 +117,7 @@ pub fn cross_entropy(
         ));
     }
     // A constant map holding the class weight at the labelled class of each voxel, 0 elsewhere.
-    let label_values = labels.to_vec_f64();
+    let label_values = labels.try_to_vec_f64()?;
     let spatial: usize = expected[1..].iter().product();
     let mut weight_map = vec![0.0; logits.numel()];
     for (i, &l) in label_values.iter().enumerate() {

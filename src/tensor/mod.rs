@@ -179,16 +179,13 @@ impl Tensor {
     /// A host tensor of one value (cannot fail, unlike `full` on a GPU).
     pub fn host_full(shape: &[usize], value: f64, dtype: DType) -> Tensor {
         Self::from_storage(
-            Storage::Cpu(CpuStorage::full(layout::numel(shape), dtype, value)),
+            Storage::host_full(layout::numel(shape), dtype, value),
             Layout::contiguous(shape),
         )
     }
     /// A one-element host tensor.
     pub fn scalar(value: f64, dtype: DType) -> Tensor {
-        Self::from_storage(
-            Storage::Cpu(CpuStorage::full(1, dtype, value)),
-            Layout::contiguous(&[]),
-        )
+        Self::from_storage(Storage::host_full(1, dtype, value), Layout::contiguous(&[]))
     }
 
     /// Standard normal values from a seeded generator.

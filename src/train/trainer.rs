@@ -77,7 +77,7 @@ fn validate(
             let logits = model.forward(&x, false)?;
             loss_sum += dice_bce(&logits, &target, t.dice_weight, t.bce_weight, t.dice_smooth)?
                 .to_scalar()?;
-            for (l, &g) in logits.to_vec_f32().iter().zip(&b.target) {
+            for (l, &g) in logits.try_to_vec_f32()?.iter().zip(&b.target) {
                 let predicted = (*l > 0.0) as u8 as f64; // sigmoid(l) > 0.5
                 overlap[b.case] += predicted * g as f64;
                 sizes[b.case] += predicted + g as f64;
