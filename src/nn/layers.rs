@@ -114,9 +114,9 @@ impl BatchNorm {
 
     pub fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
         if training {
-            let n = self.num_batches_tracked.to_scalar()? + 1.0;
-            self.num_batches_tracked
-                .assign(&Tensor::scalar(n, DType::F32))?;
+            // Counted where the layer lives: no host round trip per step on a GPU.
+            let counter = &self.num_batches_tracked;
+            counter.assign(&crate::no_grad(|| counter.add_scalar(1.0))?)?;
         }
         x.batch_norm(
             Some(&self.weight),
