@@ -4,27 +4,6 @@
 // code being `UnaryOp::name` / `BinaryOp::name` (src/backend/ops.rs). Inputs are strided views
 // (broadcast axes have stride 0); outputs are dense.
 
-// Overloads so one template body serves f32 and f64.
-__device__ __forceinline__ float h_exp(float x) { return expf(x); }
-__device__ __forceinline__ double h_exp(double x) { return exp(x); }
-__device__ __forceinline__ float h_log(float x) { return logf(x); }
-__device__ __forceinline__ double h_log(double x) { return log(x); }
-__device__ __forceinline__ float h_sqrt(float x) { return sqrtf(x); }
-__device__ __forceinline__ double h_sqrt(double x) { return sqrt(x); }
-__device__ __forceinline__ float h_tanh(float x) { return tanhf(x); }
-__device__ __forceinline__ double h_tanh(double x) { return tanh(x); }
-__device__ __forceinline__ float h_erf(float x) { return erff(x); }
-__device__ __forceinline__ double h_erf(double x) { return erf(x); }
-__device__ __forceinline__ float h_pow(float x, float e) { return powf(x, e); }
-__device__ __forceinline__ double h_pow(double x, double e) { return pow(x, e); }
-__device__ __forceinline__ float h_abs(float x) { return fabsf(x); }
-__device__ __forceinline__ double h_abs(double x) { return fabs(x); }
-// fmax/fmin return the non-NaN operand, as Rust's f32::max/min do.
-__device__ __forceinline__ float h_max(float a, float b) { return fmaxf(a, b); }
-__device__ __forceinline__ double h_max(double a, double b) { return fmax(a, b); }
-__device__ __forceinline__ float h_min(float a, float b) { return fminf(a, b); }
-__device__ __forceinline__ double h_min(double a, double b) { return fmin(a, b); }
-
 template <typename T> __device__ __forceinline__ T h_sigmoid(T x) { return T(1) / (T(1) + h_exp(-x)); }
 
 // ----- unary ops: value(x, p0, p1) and derivative(x, p0, p1) -------------------------------------

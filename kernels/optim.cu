@@ -1,17 +1,6 @@
-// Fused optimizer updates of the CUDA backend. The arithmetic uses the non-contracting
-// intrinsics (__fmul_rn, __fadd_rn, ...) so that each element goes through exactly the
+// Fused optimizer updates of the CUDA backend. The arithmetic uses the separately rounded
+// helpers of common.cuh (mul_rn, add_rn, ...) so that each element goes through exactly the
 // operations of the CPU twin, in its order: the results are the same bits.
-
-__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
-__device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
-__device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
-__device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
-__device__ __forceinline__ float sub_rn(float a, float b) { return __fsub_rn(a, b); }
-__device__ __forceinline__ double sub_rn(double a, double b) { return __dsub_rn(a, b); }
-__device__ __forceinline__ float div_rn(float a, float b) { return __fdiv_rn(a, b); }
-__device__ __forceinline__ double div_rn(double a, double b) { return __ddiv_rn(a, b); }
-__device__ __forceinline__ float sqrt_rn(float a) { return __fsqrt_rn(a); }
-__device__ __forceinline__ double sqrt_rn(double a) { return __dsqrt_rn(a); }
 
 // Scalars of one step, converted to the element type on the host side's formulas.
 struct AdamScalars {

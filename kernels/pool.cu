@@ -57,21 +57,6 @@ template <> __device__ __forceinline__ double neg_infinity<double>() {
     return __longlong_as_double(0xfff0000000000000ULL);
 }
 
-// Sums kept as separate roundings (no fused multiply-add is involved, but say so explicitly).
-__device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
-__device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
-
-// Splits a flat NCDHW index into (plane, d, h, w) for sizes `dims`.
-__device__ __forceinline__ void unflatten(long long i, const long long dims[3], long long& nc, long long& d,
-                                          long long& h, long long& w) {
-    w = i % dims[2];
-    i /= dims[2];
-    h = i % dims[1];
-    i /= dims[1];
-    d = i % dims[0];
-    nc = i / dims[0];
-}
-
 // One thread per output: the window's maximum (NaN wins, later NaNs replace earlier ones, ties keep
 // the first) and its index within the input plane, `(d * H + h) * W + w`. Padding never wins; a
 // window of -inf keeps the index of its first tap, as the CPU does.

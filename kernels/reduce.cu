@@ -12,10 +12,6 @@ template <> __device__ __forceinline__ float h_inf<float>() { return __int_as_fl
 template <> __device__ __forceinline__ double h_inf<double>() {
     return __longlong_as_double(0x7ff0000000000000LL);
 }
-__device__ __forceinline__ float h_exp(float x) { return expf(x); }
-__device__ __forceinline__ double h_exp(double x) { return exp(x); }
-__device__ __forceinline__ float h_log(float x) { return logf(x); }
-__device__ __forceinline__ double h_log(double x) { return log(x); }
 
 // ----- combining rules ---------------------------------------------------------------------------
 // CPU: reduce::combine and reduce::identity. Max/Min let a NaN win from either side, so NaN

@@ -16,20 +16,6 @@ struct UpsampleParams {
     double ratio[3];   // linear: the source step in the element type; nearest: the f32 scale
 };
 
-__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
-__device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
-__device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
-__device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
-__device__ __forceinline__ float sub_rn(float a, float b) { return __fsub_rn(a, b); }
-__device__ __forceinline__ double sub_rn(double a, double b) { return __dsub_rn(a, b); }
-__device__ __forceinline__ float h_floor(float x) { return floorf(x); }
-__device__ __forceinline__ double h_floor(double x) { return floor(x); }
-// fmax/fmin return the non-NaN operand, as Rust's max/min do.
-__device__ __forceinline__ float h_max(float a, float b) { return fmaxf(a, b); }
-__device__ __forceinline__ double h_max(double a, double b) { return fmax(a, b); }
-__device__ __forceinline__ float h_min(float a, float b) { return fminf(a, b); }
-__device__ __forceinline__ double h_min(double a, double b) { return fmin(a, b); }
-
 // One output coordinate's sources along one axis: w0 * in[i0] + w1 * in[i1].
 template <typename T> struct Taps {
     long long i0, i1;
@@ -91,16 +77,6 @@ template <typename T>
 __device__ __forceinline__ void readers(const UpsampleParams& p, int a, long long c, long long& lo, long long& hi) {
     lo = first_reaching<T>(p, a, p.linear ? c - 1 : c);
     hi = first_reaching<T>(p, a, c + 1);
-}
-
-__device__ __forceinline__ void unflatten(long long i, const long long dims[3], long long& nc, long long& d,
-                                          long long& h, long long& w) {
-    w = i % dims[2];
-    i /= dims[2];
-    h = i % dims[1];
-    i /= dims[1];
-    d = i % dims[0];
-    nc = i / dims[0];
 }
 
 // One thread per output. Linear: the CPU blends the four (depth, height) source rows first, then

@@ -6,27 +6,11 @@ mod common;
 
 use common::{assert_close, gpu_test_devices};
 use hepar::backend::cuda::context::ptx_vm;
-use hepar::backend::cuda::{DeviceApi, LaunchShape};
+use hepar::backend::cuda::DeviceApi;
 use hepar::backend::{BinaryOp, Device, UnaryOp};
 use hepar::tensor::{DType, Tensor};
 
 const SIZES: [usize; 4] = [1, 255, 1000, 4099];
-
-/// Launch shapes that leave tails and make grid-stride loops take several turns.
-const SHAPES: [LaunchShape; 3] = [
-    LaunchShape {
-        block: 256,
-        max_blocks: 65535,
-    },
-    LaunchShape {
-        block: 32,
-        max_blocks: 3,
-    },
-    LaunchShape {
-        block: 1024,
-        max_blocks: 1,
-    },
-];
 
 fn input(n: usize, seed: u64, dtype: DType) -> Tensor {
     Tensor::randn(&[n], DType::F64, seed)
@@ -51,15 +35,6 @@ fn tolerance(dtype: DType) -> f64 {
     } else {
         2e-6
     }
-}
-
-fn with_launch_shapes(mut f: impl FnMut(LaunchShape)) {
-    let vm = ptx_vm();
-    for shape in SHAPES {
-        vm.set_launch_shape(shape);
-        f(shape);
-    }
-    vm.set_launch_shape(LaunchShape::default());
 }
 
 #[test]
@@ -121,7 +96,7 @@ fn binary_ops_broadcast_and_read_strided_views_under_every_launch_shape() {
         );
         let a = a.permute(&[2, 0, 1]).unwrap();
         assert!(!ad.is_contiguous());
-        with_launch_shapes(|shape| {
+        common::with_launch_shapes(dev, |shape| {
             for op in BinaryOp::ALL {
                 let what = format!("{} on {dev}, {shape:?}", op.name());
                 let got = ad.binary(&bd, op).unwrap();

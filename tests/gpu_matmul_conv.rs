@@ -9,7 +9,6 @@ mod common;
 use common::gpu_test_devices;
 use hepar::autograd::gradcheck::{gradcheck, GradcheckOptions};
 use hepar::backend::cuda::context::ptx_vm;
-use hepar::backend::cuda::LaunchShape;
 use hepar::backend::{BackendStorage, ConvGeometry, ConvTransposeGeometry, Device, Storage};
 use hepar::error::HeparError;
 use hepar::ops::conv::ConvOptions;
@@ -303,26 +302,6 @@ fn conv_cases() -> Vec<ConvGeometry> {
     ]
 }
 
-const SHAPES: [LaunchShape; 2] = [
-    LaunchShape {
-        block: 256,
-        max_blocks: 65535,
-    },
-    LaunchShape {
-        block: 64,
-        max_blocks: 3,
-    },
-];
-
-fn with_launch_shapes(mut f: impl FnMut(LaunchShape)) {
-    let vm = ptx_vm();
-    for shape in SHAPES {
-        vm.set_launch_shape(shape);
-        f(shape);
-    }
-    vm.set_launch_shape(LaunchShape::default());
-}
-
 #[test]
 fn conv_forward_and_backward_passes_match_the_cpu() {
     for dev in gpu_test_devices() {
@@ -337,7 +316,7 @@ fn conv_forward_and_backward_passes_match_the_cpu() {
                 let cpu = |t: &Tensor| storage(t, Device::Cpu);
                 let on = |t: &Tensor| storage(t, dev);
                 let (xd, wd, bd, gyd) = (on(&x), on(&w), on(&b), on(&gy));
-                with_launch_shapes(|shape| {
+                common::with_launch_shapes(dev, |shape| {
                     let what = format!("{dtype} case {i} {g:?} on {dev}, {shape:?}");
                     for bias in [false, true] {
                         let want = cpu(&x)
@@ -515,7 +494,7 @@ fn conv_transpose_passes_match_the_cpu() {
                 let cpu = |t: &Tensor| storage(t, Device::Cpu);
                 let on = |t: &Tensor| storage(t, dev);
                 let (xd, wd, bd, gyd) = (on(&x), on(&w), on(&b), on(&gy));
-                with_launch_shapes(|shape| {
+                common::with_launch_shapes(dev, |shape| {
                     let what = format!("{dtype} case {i} {g:?} on {dev}, {shape:?}");
                     for bias in [false, true] {
                         let want = cpu(&x)

@@ -16,17 +16,6 @@ use hepar::backend::cuda::LaunchShape;
 use hepar::backend::{BackendStorage, Device, NormActivation, Storage};
 use hepar::tensor::{DType, Layout, Tensor};
 
-const SHAPES: [LaunchShape; 2] = [
-    LaunchShape {
-        block: 256,
-        max_blocks: 65535,
-    },
-    LaunchShape {
-        block: 96,
-        max_blocks: 3,
-    },
-];
-
 fn tol(dtype: DType) -> f64 {
     if dtype == DType::F64 {
         1e-12
@@ -385,7 +374,7 @@ fn results_are_the_same_bits_under_every_launch_shape() {
     let vm = ptx_vm();
     for dtype in [DType::F32, DType::F64] {
         let mut first: Option<Vec<Vec<u64>>> = None;
-        for shape in SHAPES {
+        for shape in common::LAUNCH_SHAPES {
             vm.set_launch_shape(shape);
             let got = vm_norm_bits(dtype);
             match &first {

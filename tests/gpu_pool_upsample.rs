@@ -9,46 +9,11 @@ mod common;
 
 use common::{assert_close, gpu_test_devices};
 use hepar::autograd::gradcheck::{gradcheck, GradcheckOptions};
-use hepar::backend::cuda::context::{cuda, ptx_vm};
-use hepar::backend::cuda::LaunchShape;
 use hepar::backend::{
     BackendStorage, CpuStorage, Device, PoolGeometry, Storage, UpsampleGeometry, UpsampleMode,
 };
 use hepar::ops::pool::PoolOptions;
 use hepar::tensor::{DType, Tensor};
-
-/// Launch shapes that leave tails and make grid-stride loops take several turns.
-const SHAPES: [LaunchShape; 3] = [
-    LaunchShape {
-        block: 256,
-        max_blocks: 65535,
-    },
-    LaunchShape {
-        block: 32,
-        max_blocks: 3,
-    },
-    LaunchShape {
-        block: 96,
-        max_blocks: 7,
-    },
-];
-
-fn set_shape(dev: Device, shape: LaunchShape) {
-    match dev {
-        Device::PtxVm => ptx_vm().set_launch_shape(shape),
-        Device::Cuda(n) => cuda(n).unwrap().set_launch_shape(shape),
-        Device::Cpu => {}
-    }
-}
-
-/// Runs `f` under each launch shape on `dev`, restoring the default afterwards.
-fn with_launch_shapes(dev: Device, mut f: impl FnMut(LaunchShape)) {
-    for shape in SHAPES {
-        set_shape(dev, shape);
-        f(shape);
-    }
-    set_shape(dev, LaunchShape::default());
-}
 
 /// Storage of `dtype` holding `v` (rounded to f32 if asked) on `dev`.
 fn storage(v: &[f64], dtype: DType, dev: Device) -> Storage {
@@ -174,7 +139,7 @@ fn max_pool_forward_and_backward_match_the_cpu_with_ties_nans_and_launch_shapes(
                 let want_gx = values(&xc.max_pool_backward(&gc, &g).unwrap());
                 assert!(want_y.iter().any(|v| v.is_nan()), "{name}: a NaN window");
                 let (xd, gd) = (storage(&x, dtype, dev), storage(&gy, dtype, dev));
-                with_launch_shapes(dev, |shape| {
+                common::with_launch_shapes(dev, |shape| {
                     let what = format!("max_pool {name} {dtype} on {dev}, {shape:?}");
                     let y = xd.max_pool(&g).unwrap();
                     assert_eq!(y.device(), dev);
@@ -204,7 +169,7 @@ fn avg_pool_forward_and_backward_match_the_cpu_both_divisor_rules() {
                 for include_pad in [true, false] {
                     let want_y = values(&xc.avg_pool(g, include_pad).unwrap());
                     let want_gx = values(&gc.avg_pool_backward(g, include_pad).unwrap());
-                    with_launch_shapes(dev, |shape| {
+                    common::with_launch_shapes(dev, |shape| {
                         let what = format!(
                             "avg_pool {name} include_pad {include_pad} {dtype} on {dev}, {shape:?}"
                         );
@@ -318,7 +283,7 @@ fn upsample_forward_and_backward_match_the_cpu_in_every_mode_and_launch_shape() 
                     let want_y = values(&xc.upsample(&g).unwrap());
                     let want_gx = values(&gc.upsample_backward(&g).unwrap());
                     let (xd, gd) = (storage(&x, dtype, dev), storage(&gy, dtype, dev));
-                    with_launch_shapes(dev, |shape| {
+                    common::with_launch_shapes(dev, |shape| {
                         let what = format!("upsample {name} {mode:?} {dtype} on {dev}, {shape:?}");
                         assert_same(&values(&xd.upsample(&g).unwrap()), &want_y, &what);
                         assert_same(

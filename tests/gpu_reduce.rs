@@ -13,32 +13,6 @@ use hepar::backend::cuda::LaunchShape;
 use hepar::backend::{BackendStorage, Device, ReduceOp};
 use hepar::tensor::{DType, Layout, Tensor};
 
-/// Launch shapes that leave partial blocks and make the grid-stride loops (over outputs, pieces
-/// and rows) take several turns.
-const SHAPES: [LaunchShape; 3] = [
-    LaunchShape {
-        block: 256,
-        max_blocks: 65535,
-    },
-    LaunchShape {
-        block: 32,
-        max_blocks: 3,
-    },
-    LaunchShape {
-        block: 1024,
-        max_blocks: 1,
-    },
-];
-
-fn with_launch_shapes(mut f: impl FnMut(LaunchShape)) {
-    let vm = ptx_vm();
-    for shape in SHAPES {
-        vm.set_launch_shape(shape);
-        f(shape);
-    }
-    vm.set_launch_shape(LaunchShape::default());
-}
-
 fn input(shape: &[usize], seed: u64, dtype: DType) -> Tensor {
     Tensor::randn(shape, DType::F64, seed)
         .mul_scalar(3.0)
@@ -353,7 +327,7 @@ fn reduce_and_softmax_under_every_launch_shape() {
     for dev in gpu_test_devices() {
         let x = input(&[5, 1500], 13, DType::F64);
         let tall = input(&[1500, 5], 14, DType::F64);
-        with_launch_shapes(|shape| {
+        common::with_launch_shapes(dev, |shape| {
             let what = format!("{shape:?}");
             for axes in [&[0][..], &[1], &[0, 1]] {
                 check_reduce(&x, &same, axes, dev, &what);

@@ -169,3 +169,21 @@ fn odd_spatial_sizes_go_through_the_decoder_padding_path() {
         "too small to pool four times"
     );
 }
+
+#[test]
+fn the_seed_tumour_network_passes_its_pytorch_fixture_on_the_ptx_vm() {
+    // The seed's trained 2D network (width 32) through every GPU kernel it uses, on the VM,
+    // scored against PyTorch's logits like the CPU run.
+    let out = Command::new(env!("CARGO_BIN_EXE_hepar"))
+        .args(["verify", "--device", "ptxvm"])
+        .arg(fixtures_dir().join("tumor2d_forward.safetensors"))
+        .output()
+        .expect("run hepar");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "hepar verify --device ptxvm failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ok   logits"), "{stdout}");
+}

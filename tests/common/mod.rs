@@ -77,3 +77,48 @@ pub fn for_each_device(test: impl Fn(hepar::backend::Device)) {
         }
     }
 }
+
+/// Launch shapes of the GPU tests: tails in the last block, grid-stride loops that take several
+/// turns, and blocks from one warp to the 1024-thread maximum.
+pub const LAUNCH_SHAPES: [hepar::backend::cuda::LaunchShape; 4] = [
+    hepar::backend::cuda::LaunchShape {
+        block: 256,
+        max_blocks: 65535,
+    },
+    hepar::backend::cuda::LaunchShape {
+        block: 32,
+        max_blocks: 3,
+    },
+    hepar::backend::cuda::LaunchShape {
+        block: 96,
+        max_blocks: 7,
+    },
+    hepar::backend::cuda::LaunchShape {
+        block: 1024,
+        max_blocks: 1,
+    },
+];
+
+/// Sets the launch shape of grid-stride kernels on a GPU device (nothing on the CPU).
+pub fn set_launch_shape(device: hepar::backend::Device, shape: hepar::backend::cuda::LaunchShape) {
+    use hepar::backend::{cuda::context, Device};
+    match device {
+        Device::PtxVm => context::ptx_vm().set_launch_shape(shape),
+        Device::Cuda(n) => context::cuda(n)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .set_launch_shape(shape),
+        Device::Cpu => {}
+    }
+}
+
+/// Runs `f` under each of [`LAUNCH_SHAPES`] on `device`, restoring the default afterwards.
+pub fn with_launch_shapes(
+    device: hepar::backend::Device,
+    mut f: impl FnMut(hepar::backend::cuda::LaunchShape),
+) {
+    for shape in LAUNCH_SHAPES {
+        set_launch_shape(device, shape);
+        f(shape);
+    }
+    set_launch_shape(device, hepar::backend::cuda::LaunchShape::default());
+}
