@@ -4,8 +4,6 @@
 // code being `UnaryOp::name` / `BinaryOp::name` (src/backend/ops.rs). Inputs are strided views
 // (broadcast axes have stride 0); outputs are dense.
 
-template <typename T> __device__ __forceinline__ T h_sigmoid(T x) { return T(1) / (T(1) + h_exp(-x)); }
-
 // ----- unary ops: value(x, p0, p1) and derivative(x, p0, p1) -------------------------------------
 // CPU: unary_value and unary_derivative; p0/p1 are the op's parameters (slope, mul/add, exponent,
 // min/max, scalar), 0 when it has none.

@@ -19,11 +19,6 @@
 #define NORM_WARPS (NORM_BLOCK / 32)
 #define FULL_MASK 0xffffffffu
 
-__device__ __forceinline__ float h_exp(float x) { return expf(x); }
-__device__ __forceinline__ double h_exp(double x) { return exp(x); }
-
-template <typename T> __device__ __forceinline__ T h_sigmoid(T x) { return T(1) / (T(1) + h_exp(-x)); }
-
 // Sums a and b over the block (all NORM_BLOCK threads must call it); every thread gets the
 // totals. `sh` holds 2 * NORM_WARPS + 2 doubles. Safe to call again right away: the partials
 // are rewritten only after the next call's first barrier, once every thread has read the totals.
