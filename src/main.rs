@@ -22,7 +22,7 @@ enum Command {
     Version,
     /// Compare this build with PyTorch's golden fixtures (forward logits, gradients, AdamW steps).
     Verify(hepar::cli::verify::VerifyArgs),
-    /// Time the seed networks' workloads and compare with PyTorch on this machine kind.
+    /// Time the seed networks' workloads (median of repeats) with their peak memory.
     Bench(hepar::cli::bench::BenchArgs),
     /// Show a NIfTI file's shape, datatype, spacing, affine, orientation and value statistics.
     Inspect(hepar::cli::inspect::InspectArgs),

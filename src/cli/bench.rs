@@ -33,15 +33,6 @@ pub enum Workload {
 }
 
 impl Workload {
-    /// PyTorch 2.15 CPU, 2 threads, median seconds on this machine kind.
-    pub fn pytorch_seconds(self) -> f64 {
-        match self {
-            Workload::Liver3dForward => 5.4,
-            Workload::Liver3dStep => 0.89,
-            Workload::Tumor2dStep => 18.9,
-        }
-    }
-
     fn setup(self, device: Device) -> Result<(CotNextUnet, Tensor, bool)> {
         let (config, shape, train) = match self {
             Workload::Liver3dForward => (
@@ -152,9 +143,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     } else {
         args.workloads.clone()
     };
+    // No PyTorch column: a ratio is only true when both sides run on this machine in this run.
     println!(
-        "{:<18} {:>10} {:>10} {:>15} {:>14}",
-        "workload", "hepar s", "pytorch s", "speed vs torch", "peak mem GiB"
+        "{:<18} {:>10} {:>14}",
+        "workload", "hepar s", "peak mem GiB"
     );
     if device != Device::Cpu {
         println!("on {device}: times include waiting for the device; peak memory is the device allocator's");
@@ -170,23 +162,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let peak = peak_bytes.map_or("?".to_string(), |b| {
             format!("{:.2}", b as f64 / (1u64 << 30) as f64)
         });
-        // The PyTorch figures are CPU times: no ratio for a GPU device.
-        let (torch, ratio) = if device == Device::Cpu {
-            (
-                format!("{:.3}", w.pytorch_seconds()),
-                format!("{:.0}%", 100.0 * w.pytorch_seconds() / seconds),
-            )
-        } else {
-            ("-".to_string(), "-".to_string())
-        };
-        println!(
-            "{:<18} {:>10.3} {:>10} {:>15} {:>14}",
-            format!("{w:?}"),
-            seconds,
-            torch,
-            ratio,
-            peak
-        );
+        println!("{:<18} {:>10.3} {:>14}", format!("{w:?}"), seconds, peak);
     }
     Ok(())
 }
