@@ -32,11 +32,26 @@ pub enum NetworkMode {
     Train,
 }
 
+/// How a `train` fixture's learning rate moves from step to step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FixtureSchedule {
+    /// `schedule = none`: constant.
+    Constant,
+    /// `schedule = cosine` (the CoTNeXt files): cosine annealing over `t_max` to `eta_min`.
+    Cosine,
+    /// `schedule = step`: StepLR, `lr * gamma^floor(k / step_size)` after k steps.
+    Step { step_size: usize, gamma: f64 },
+}
+
 /// The optimisation a `train` fixture reproduces. Values absent from the metadata take the ones
 /// the fixtures README documents.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainSettings {
     pub steps: usize,
+    /// `optimizer = adamw` (decoupled weight decay, the CoTNeXt files) or `adam` (L2 weight decay
+    /// added to the gradient, as PyTorch's Adam).
+    pub decoupled_weight_decay: bool,
+    pub schedule: FixtureSchedule,
     pub lr: f64,
     pub betas: (f64, f64),
     pub adam_eps: f64,
@@ -54,6 +69,10 @@ pub struct TrainSettings {
 pub struct ForwardTensors {
     pub input: HostTensor,
     pub expected_logits: HostTensor,
+    /// `expected_deep.0..`: the deep-supervision heads, coarsest first (res3dunet).
+    pub expected_deep: Vec<HostTensor>,
+    /// `init.*`: the network's own weights, for files without a `checkpoint`.
+    pub init: NamedTensors,
 }
 
 /// Reference tensors of a `train` fixture; the groups are keyed without their prefix.
@@ -82,9 +101,12 @@ pub enum FixtureTensors {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fixture {
     pub path: PathBuf,
+    /// The `arch` key (`cotnext_unet` when absent, as the first files were).
+    pub arch: String,
     pub dims: usize,
     pub in_channels: usize,
     pub n_classes: usize,
+    /// The base width: `n_channels` in the CoTNeXt files, `base` in the others.
     pub n_channels: usize,
     pub mode: NetworkMode,
     pub tolerance: Tolerance,
@@ -123,7 +145,11 @@ impl Fixture {
         }
         let in_channels = meta.positive("in_channels")?;
         let n_classes = meta.positive("n_classes")?;
-        let n_channels = meta.positive("n_channels")?;
+        let arch = meta.optional("arch").unwrap_or("cotnext_unet").to_string();
+        let n_channels = match meta.optional("base") {
+            Some(_) => meta.positive("base")?,
+            None => meta.positive("n_channels")?,
+        };
         let mode = match meta.required("mode")? {
             "eval" => NetworkMode::Eval,
             "train" => NetworkMode::Train,
@@ -133,11 +159,12 @@ impl Fixture {
             rtol: meta.non_negative("rtol")?,
             atol: meta.non_negative("atol")?,
         };
-        if let Some(arch) = meta.optional("arch") {
-            if arch != "cotnext_unet" {
-                return Err(meta.invalid("arch", arch, "'cotnext_unet'"));
-            }
-        }
+        // Class-id targets have one channel; masks have one per class.
+        let target_channels = if meta.optional("loss") == Some("cross_entropy") {
+            1
+        } else {
+            n_classes
+        };
 
         let shapes = ShapeRules {
             path,
@@ -150,31 +177,47 @@ impl Fixture {
 
         let (checkpoint, train, tensors) = match kind {
             FixtureKind::Forward => {
-                let checkpoint = path
-                    .parent()
-                    .unwrap_or(Path::new("."))
-                    .join(meta.required("checkpoint")?);
+                let init = groups.take_group("init.");
+                let checkpoint = match meta.optional("checkpoint") {
+                    Some(file) => Some(path.parent().unwrap_or(Path::new(".")).join(file)),
+                    None if !init.is_empty() => None,
+                    None => {
+                        return Err(HeparError::format(
+                            path,
+                            "a forward fixture needs a 'checkpoint' key or 'init.*' weights",
+                        ))
+                    }
+                };
                 let expected_logits = groups.take_top("expected_logits")?;
-                shapes.check_like_input(
+                shapes.check_output(
                     "expected_logits",
                     &expected_logits,
                     batch,
                     n_classes,
                     &input,
                 )?;
+                let mut expected_deep = Vec::new();
+                while let Ok(head) =
+                    groups.take_top(&format!("expected_deep.{}", expected_deep.len()))
+                {
+                    shapes.check_output("expected_deep", &head, batch, n_classes, &input)?;
+                    expected_deep.push(head);
+                }
                 (
-                    Some(checkpoint),
+                    checkpoint,
                     None,
                     FixtureTensors::Forward(ForwardTensors {
                         input,
                         expected_logits,
+                        expected_deep,
+                        init,
                     }),
                 )
             }
             FixtureKind::Train => {
                 let train = train_settings(&meta)?;
                 let target = groups.take_top("target")?;
-                shapes.check_like_input("target", &target, batch, n_classes, &input)?;
+                shapes.check_output("target", &target, batch, target_channels, &input)?;
                 let loss = groups.take_top("loss")?;
                 if loss.numel() != 1 {
                     return Err(HeparError::format(
@@ -220,6 +263,7 @@ impl Fixture {
         };
         Ok(Fixture {
             path: path.to_path_buf(),
+            arch,
             dims,
             in_channels,
             n_classes,
@@ -299,13 +343,20 @@ impl<'a> Metadata<'a> {
 }
 
 fn train_settings(meta: &Metadata) -> Result<TrainSettings> {
-    for (key, supported) in [("optimizer", "adamw"), ("schedule", "cosine")] {
-        if let Some(value) = meta.optional(key) {
-            if value != supported {
-                return Err(meta.invalid(key, value, &format!("'{supported}'")));
-            }
-        }
-    }
+    let decoupled_weight_decay = match meta.optional("optimizer").unwrap_or("adamw") {
+        "adamw" => true,
+        "adam" => false,
+        other => return Err(meta.invalid("optimizer", other, "'adamw' or 'adam'")),
+    };
+    let schedule = match meta.optional("schedule").unwrap_or("cosine") {
+        "cosine" => FixtureSchedule::Cosine,
+        "none" => FixtureSchedule::Constant,
+        "step" => FixtureSchedule::Step {
+            step_size: meta.positive("step_size")?,
+            gamma: meta.non_negative("gamma")?,
+        },
+        other => return Err(meta.invalid("schedule", other, "'cosine', 'step' or 'none'")),
+    };
     let steps = meta.positive("steps")?;
     let betas = match meta.optional("betas") {
         None => (0.9, 0.999),
@@ -323,6 +374,8 @@ fn train_settings(meta: &Metadata) -> Result<TrainSettings> {
     };
     Ok(TrainSettings {
         steps,
+        decoupled_weight_decay,
+        schedule,
         lr: meta.parse_or("lr", 1e-3)?,
         betas,
         adam_eps: meta.parse_or("adam_eps", 1e-8)?,
@@ -402,6 +455,35 @@ impl ShapeRules<'_> {
             ));
         }
         Ok(shape[0])
+    }
+
+    /// `tensor` must be [batch, channels, spatial...] with every spatial size at most the
+    /// input's (a network that crops its skips, as the Keras U-Net, gives smaller outputs).
+    fn check_output(
+        &self,
+        key: &str,
+        tensor: &HostTensor,
+        batch: usize,
+        channels: usize,
+        input: &HostTensor,
+    ) -> Result<()> {
+        let shape = tensor.shape();
+        let fits = shape.len() == input.shape().len()
+            && shape[..2] == [batch, channels]
+            && shape[2..]
+                .iter()
+                .zip(&input.shape()[2..])
+                .all(|(&s, &i)| s > 0 && s <= i);
+        if !fits {
+            return Err(HeparError::format(
+                self.path,
+                format!(
+                    "'{key}' has shape {shape:?}, expected [{batch}, {channels}, spatial sizes up to the input's {:?}]",
+                    &input.shape()[2..]
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// `tensor` must be [batch, channels, the input's spatial size].

@@ -21,8 +21,8 @@ pub use checkpoint::{
     checkpoint_from_file, load_checkpoint, save_checkpoint, OptimizerState, TrainingCheckpoint,
 };
 pub use fixture::{
-    Fixture, FixtureKind, FixtureTensors, ForwardTensors, NetworkMode, Tolerance, TrainSettings,
-    TrainTensors,
+    Fixture, FixtureKind, FixtureSchedule, FixtureTensors, ForwardTensors, NetworkMode, Tolerance,
+    TrainSettings, TrainTensors,
 };
 pub use host_tensor::{DType, HostData, HostTensor};
 pub use named_tensors::NamedTensors;

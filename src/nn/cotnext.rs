@@ -2,6 +2,7 @@
 //! stages are ResNeXt bottleneck blocks with Contextual Transformer (CoT) attention, in 2D or 3D.
 
 use super::layers::{BatchNorm, Conv, GroupNorm};
+use super::registry::{Arch, ModelConfig, Network, NetworkOutput};
 use super::{join, Init, Module, TensorKind};
 use crate::error::{HeparError, Result};
 use crate::ops::pool::PoolOptions;
@@ -216,6 +217,8 @@ impl Module for Block {
 /// `dec{1..4}.conv.*`, `out.conv.*`.
 pub struct CotNextUnet {
     pub config: CotNextConfig,
+    /// The same settings as the registry names them.
+    registry_config: ModelConfig,
     stem: [ConvNorm; 2],
     encoders: Vec<Block>,
     decoders: Vec<Block>,
@@ -242,6 +245,17 @@ impl CotNextUnet {
         let head = Conv::new(&mut init, d, n, config.classes, 1, 1, true);
         Ok(CotNextUnet {
             config,
+            registry_config: ModelConfig {
+                arch: if config.dims == 3 {
+                    Arch::CotNext3d
+                } else {
+                    Arch::CotNext2d
+                },
+                in_channels: config.in_channels,
+                classes: config.classes,
+                base: config.width,
+                dropout: 0.0,
+            },
             stem,
             encoders,
             decoders,
@@ -313,6 +327,23 @@ fn upsample_to_skip(x: &Tensor, skip: &Tensor) -> Result<Tensor> {
         up
     };
     Tensor::cat(&[skip.clone(), up], 1)
+}
+
+impl Network for CotNextUnet {
+    fn config(&self) -> &ModelConfig {
+        &self.registry_config
+    }
+
+    fn forward_all(&self, x: &Tensor, training: bool) -> Result<NetworkOutput> {
+        Ok(NetworkOutput {
+            logits: CotNextUnet::forward(self, x, training)?,
+            deep: Vec::new(),
+        })
+    }
+
+    fn set_batchnorm_momentum(&mut self, momentum: f64) {
+        CotNextUnet::set_batchnorm_momentum(self, momentum)
+    }
 }
 
 impl Module for CotNextUnet {

@@ -1,4 +1,4 @@
-//! Basic layers: convolution, GroupNorm, BatchNorm.
+//! Basic layers: convolution, transposed convolution, GroupNorm, BatchNorm.
 
 use super::{join, Init, Module, TensorKind};
 use crate::error::Result;
@@ -40,8 +40,69 @@ impl Conv {
         }
     }
 
+    /// `kernel` in every spatial axis with explicit stride, padding and dilation (`options`).
+    pub fn with_options(
+        init: &mut Init,
+        dims: usize,
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        bias: bool,
+        options: ConvOptions,
+    ) -> Self {
+        let mut conv = Conv::new(init, dims, cin, cout, kernel, options.groups, bias);
+        conv.options = options;
+        conv
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.conv(&self.weight, self.bias.as_ref(), &self.options)
+    }
+}
+
+/// A 2D or 3D transposed convolution with a bias; the weight is [in, out, k...] as PyTorch's.
+pub struct ConvTranspose {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub options: ConvOptions,
+}
+
+impl ConvTranspose {
+    /// `kernel` in every spatial axis, stride `stride`, padding `padding`.
+    pub fn new(
+        init: &mut Init,
+        dims: usize,
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Self {
+        let mut shape = vec![cin, cout];
+        shape.extend(std::iter::repeat_n(kernel, dims));
+        // PyTorch takes the fan-in of a transposed convolution from the weight's second axis.
+        let fan_in = cout * kernel.pow(dims as u32);
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        ConvTranspose {
+            weight: init.uniform(&shape, bound),
+            bias: init.uniform(&[cout], bound),
+            options: ConvOptions {
+                stride: vec![stride],
+                padding: vec![padding],
+                ..ConvOptions::default()
+            },
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.conv_transpose(&self.weight, Some(&self.bias), &self.options)
+    }
+}
+
+impl Module for ConvTranspose {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
+        f(&join(prefix, "weight"), &self.weight, TensorKind::Parameter);
+        f(&join(prefix, "bias"), &self.bias, TensorKind::Parameter);
     }
 }
 

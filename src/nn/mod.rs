@@ -2,7 +2,14 @@
 //! keys so checkpoints map one to one.
 
 pub mod cotnext;
+pub mod keras_unet2d;
 pub mod layers;
+pub mod registry;
+pub mod res3dunet;
+pub mod unet2d_classic;
+pub mod unet3d;
+
+pub use registry::{build, Arch, ModelConfig, Network, NetworkOutput};
 
 use crate::error::Result;
 use crate::io::{tensor_bridge, NamedTensors, StateDictReport};

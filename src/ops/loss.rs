@@ -83,11 +83,23 @@ pub fn tversky(
 }
 
 /// Class-weighted cross-entropy over logits [N, C, ...] and integer class labels [N, ...]
-/// (stored as floats), averaged with the weights of the labelled classes as PyTorch does.
+/// (stored as floats), averaged with the weights of the labelled classes as PyTorch does:
+/// `sum_i w[t_i] * nll_i / sum_i w[t_i]`.
 pub fn cross_entropy(
     logits: &Tensor,
     labels: &Tensor,
     class_weights: Option<&[f64]>,
+) -> Result<Tensor> {
+    cross_entropy_ignoring(logits, labels, class_weights, None)
+}
+
+/// [`cross_entropy`] where voxels labelled `ignore_index` count for nothing (neither in the sum
+/// nor in the weight total), as PyTorch's `ignore_index`.
+pub fn cross_entropy_ignoring(
+    logits: &Tensor,
+    labels: &Tensor,
+    class_weights: Option<&[f64]>,
+    ignore_index: Option<i64>,
 ) -> Result<Tensor> {
     let c = *logits.shape().get(1).ok_or_else(|| {
         HeparError::shape(
@@ -121,6 +133,9 @@ pub fn cross_entropy(
     let spatial: usize = expected[1..].iter().product();
     let mut weight_map = vec![0.0; logits.numel()];
     for (i, &l) in label_values.iter().enumerate() {
+        if ignore_index.is_some_and(|ignored| l == ignored as f64) {
+            continue;
+        }
         if l < 0.0 || l.fract() != 0.0 || l as usize >= c {
             return Err(HeparError::invalid(
                 "cross_entropy",
@@ -145,6 +160,63 @@ pub fn cross_entropy(
         .mul(&weight_map)?
         .sum_all()?
         .mul_scalar(-1.0 / total_weight)
+}
+
+/// The Dice coefficient of the whole batch, `(2 sum(p t) + smooth) / (sum(p) + sum(t) + smooth)`
+/// with `p = sigmoid(logits)` and every sum over every element (not per sample or channel).
+pub fn batch_dice(logits: &Tensor, target: &Tensor, smooth: f64) -> Result<Tensor> {
+    check_same_shape("batch_dice", logits, target)?;
+    let p = logits.sigmoid()?;
+    let intersection = p.mul(target)?.sum_all()?;
+    let denominator = p.sum_all()?.add(&target.sum_all()?)?.add_scalar(smooth)?;
+    intersection.affine(2.0, smooth)?.div(&denominator)
+}
+
+/// The Keras liver U-Net's loss: `-batch_dice`.
+pub fn neg_dice(logits: &Tensor, target: &Tensor, smooth: f64) -> Result<Tensor> {
+    batch_dice(logits, target, smooth)?.neg()
+}
+
+/// The weights of [`deep_supervision_bce_dice`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DeepSupervisionWeights {
+    /// Weight of every coarse head's loss (0.33 in the seed).
+    pub alpha: f64,
+    pub bce: f64,
+    pub dice: f64,
+    pub smooth: f64,
+}
+
+impl Default for DeepSupervisionWeights {
+    fn default() -> Self {
+        DeepSupervisionWeights {
+            alpha: 0.33,
+            bce: 0.5,
+            dice: 1.0,
+            smooth: 1.0,
+        }
+    }
+}
+
+/// The residual 3D U-Net's loss: `L(main) + alpha * sum L(head)` over the deep-supervision heads,
+/// with `L(o) = bce * BCE(o, t) + dice * (1 - batch_dice(o, t))`.
+pub fn deep_supervision_bce_dice(
+    main: &Tensor,
+    heads: &[Tensor],
+    target: &Tensor,
+    w: &DeepSupervisionWeights,
+) -> Result<Tensor> {
+    let single = |o: &Tensor| -> Result<Tensor> {
+        let dice = batch_dice(o, target, w.smooth)?.rsub_scalar(1.0)?;
+        bce_with_logits(o, target)?
+            .mul_scalar(w.bce)?
+            .add(&dice.mul_scalar(w.dice)?)
+    };
+    let mut total = single(main)?;
+    for head in heads {
+        total = total.add(&single(head)?.mul_scalar(w.alpha)?)?;
+    }
+    Ok(total)
 }
 
 /// The seed's segmentation loss: `dice_weight * soft Dice + bce_weight * BCE` (0.7 and 0.3 in
