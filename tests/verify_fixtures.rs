@@ -187,3 +187,62 @@ fn the_seed_tumour_network_passes_its_pytorch_fixture_on_the_ptx_vm() {
     );
     assert!(stdout.contains("ok   logits"), "{stdout}");
 }
+
+/// Runs `hepar verify` with `args` and returns its stdout, failing with both streams.
+fn run_verify(args: &[&str], files: &[PathBuf]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_hepar"))
+        .arg("verify")
+        .args(args)
+        .args(files)
+        .output()
+        .expect("run hepar");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "hepar verify {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn the_other_seeds_networks_pass_their_eight_fixtures() {
+    let dir = fixtures_dir();
+    let files: Vec<PathBuf> = [
+        "unet2d_classic",
+        "keras_unet2d",
+        "unet3d_3class",
+        "res3dunet",
+    ]
+    .iter()
+    .flat_map(|arch| {
+        ["forward", "train"].map(|kind| dir.join(format!("{arch}_{kind}.safetensors")))
+    })
+    .collect();
+    let stdout = run_verify(&[], &files);
+    // Every file reports; the deep-supervision heads and BatchNorm statistics are scored.
+    for file in &files {
+        assert!(stdout.contains(&file.display().to_string()), "{stdout}");
+    }
+    for group in [
+        "logits",
+        "deep",
+        "loss",
+        "stats",
+        "grad.input",
+        "grad ",
+        "trained",
+    ] {
+        assert!(stdout.contains(group), "no `{group}` line in:\n{stdout}");
+    }
+}
+
+#[test]
+fn the_classic_unet_passes_its_forward_fixture_on_the_ptx_vm() {
+    // Transposed convolutions (k4 s2 p1) and eval-mode BatchNorm through the GPU kernels.
+    let stdout = run_verify(
+        &["--device", "ptxvm"],
+        &[fixtures_dir().join("unet2d_classic_forward.safetensors")],
+    );
+    assert!(stdout.contains("ok   logits"), "{stdout}");
+}
