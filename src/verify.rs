@@ -326,6 +326,17 @@ fn verify_training(
     for step in 0..settings.steps {
         optimizer.zero_grad();
         let out = model.forward_all(&input, true)?;
+        if out.logits.shape()[2..] != target.shape()[2..] {
+            return Err(HeparError::format(
+                &fixture.path,
+                format!(
+                    "'target' has shape {:?}, but {} gives logits {:?}",
+                    target.shape(),
+                    model.config().arch,
+                    out.logits.shape()
+                ),
+            ));
+        }
         let loss = fixture_loss.compute(&out, &target, settings.dice_eps)?;
         if step == 0 {
             scorer.add("loss", "loss", &loss.reshape(t.loss.shape())?, &t.loss, tol)?;
