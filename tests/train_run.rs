@@ -3,7 +3,6 @@
 //! next epoch exactly as an uninterrupted one, and bad settings are clear errors.
 
 use hepar::data::Volume;
-use hepar::nn::cotnext::CotNextUnet;
 use hepar::nn::{load_state_dict, to_named_tensors};
 use hepar::train::history::read_history;
 use hepar::train::{load_run_checkpoint, train, Stage, TrainOptions, TrainParameters};
@@ -102,9 +101,10 @@ fn liver_run_writes_history_and_checkpoints_and_resumes_where_it_stopped() {
     let last = load_run_checkpoint(&run_dir.join("last.safetensors")).unwrap();
     assert_eq!((last.checkpoint.epoch, last.info.stage), (2, Stage::Liver));
     assert!(last.checkpoint.step >= 2);
-    let fresh = CotNextUnet::new(last.info.model, 0).unwrap();
+    let fresh = hepar::nn::build(&last.info.model, 0).unwrap();
+    assert_eq!(last.info.model.arch, hepar::nn::Arch::CotNext3d);
     assert_ne!(
-        to_named_tensors(&fresh).unwrap(),
+        to_named_tensors(&*fresh).unwrap(),
         last.checkpoint.model,
         "training did not change the weights"
     );
@@ -215,7 +215,7 @@ fn tumor_run_trains_on_slice_stacks() {
     let last = load_run_checkpoint(&run_dir.join("last.safetensors")).unwrap();
     assert_eq!(
         (
-            last.info.model.dims,
+            last.info.model.dims(),
             last.info.model.in_channels,
             last.checkpoint.step
         ),

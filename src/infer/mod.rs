@@ -32,7 +32,7 @@ pub fn predict_liver(
         ));
     }
     let model = run.model(checkpoint_path)?;
-    crate::nn::to_device(&model, device)?;
+    crate::nn::to_device(&*model, device)?;
     let cfg = &run.info.data.preprocess.stage1;
     let (image, _) = preprocess::stage1(source.clone(), None, cfg)?;
     let [d, h, w] = image.shape_zyx;

@@ -39,6 +39,22 @@ impl CotNextConfig {
     }
 }
 
+impl From<CotNextConfig> for ModelConfig {
+    fn from(c: CotNextConfig) -> ModelConfig {
+        ModelConfig {
+            arch: if c.dims == 3 {
+                Arch::CotNext3d
+            } else {
+                Arch::CotNext2d
+            },
+            in_channels: c.in_channels,
+            classes: c.classes,
+            base: c.width,
+            dropout: 0.0,
+        }
+    }
+}
+
 /// Conv, GroupNorm, optional SiLU: state_dict entries `.0` (conv) and `.1` (norm).
 struct ConvNorm {
     conv: Conv,
@@ -245,17 +261,7 @@ impl CotNextUnet {
         let head = Conv::new(&mut init, d, n, config.classes, 1, 1, true);
         Ok(CotNextUnet {
             config,
-            registry_config: ModelConfig {
-                arch: if config.dims == 3 {
-                    Arch::CotNext3d
-                } else {
-                    Arch::CotNext2d
-                },
-                in_channels: config.in_channels,
-                classes: config.classes,
-                base: config.width,
-                dropout: 0.0,
-            },
+            registry_config: config.into(),
             stem,
             encoders,
             decoders,

@@ -31,6 +31,13 @@ pub trait Module {
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind));
 }
 
+/// A boxed network (what the registry builds) is a module too.
+impl<T: Module + ?Sized> Module for Box<T> {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
+        (**self).visit(prefix, f)
+    }
+}
+
 /// Joins a module path: `join("enc1", "conv")` is `enc1.conv`.
 pub fn join(prefix: &str, name: &str) -> String {
     if prefix.is_empty() {

@@ -9,8 +9,8 @@ use crate::io::{
     load_checkpoint, save_checkpoint, tensor_bridge, NamedTensors, OptimizerState,
     TrainingCheckpoint,
 };
-use crate::nn::cotnext::{CotNextConfig, CotNextUnet};
-use crate::nn::{load_state_dict, to_named_tensors};
+use crate::nn::cotnext::CotNextConfig;
+use crate::nn::{load_state_dict, to_named_tensors, ModelConfig, Network};
 use crate::optim::Optimizer;
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -25,7 +25,10 @@ pub const HISTORY: &str = "history.csv";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunInfo {
     pub stage: Stage,
-    pub model: CotNextConfig,
+    /// The network (architecture, channels, classes, width); checkpoints written before the
+    /// registry stored a CoTNeXt configuration, which still reads.
+    #[serde(deserialize_with = "model_config_or_cotnext")]
+    pub model: ModelConfig,
     pub training: StageTraining,
     /// Epoch count the learning-rate schedule spans.
     pub epochs: u64,
@@ -34,6 +37,21 @@ pub struct RunInfo {
     /// Best validation Dice so far and the epoch (from 1) it was reached at.
     pub best_val_dice: Option<f64>,
     pub best_epoch: u64,
+}
+
+fn model_config_or_cotnext<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<ModelConfig, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Registry(ModelConfig),
+        CotNext(CotNextConfig),
+    }
+    Ok(match Stored::deserialize(d)? {
+        Stored::Registry(config) => config,
+        Stored::CotNext(config) => config.into(),
+    })
 }
 
 /// Where a run keeps its files.
@@ -60,7 +78,7 @@ impl RunFolder {
 /// Writes the model, optimizer and counters to `path` atomically.
 pub fn save_run_checkpoint(
     path: &Path,
-    model: &CotNextUnet,
+    model: &dyn Network,
     optimizer: &dyn Optimizer,
     epoch: u64,
     step: u64,
@@ -105,10 +123,10 @@ pub fn load_run_checkpoint(path: &Path) -> Result<LoadedRun> {
 
 impl LoadedRun {
     /// A network built from the run's description, with the checkpoint's weights.
-    pub fn model(&self, source: &Path) -> Result<CotNextUnet> {
-        let model = CotNextUnet::new(self.info.model, 0)?;
+    pub fn model(&self, source: &Path) -> Result<Box<dyn Network>> {
+        let model = crate::nn::build(&self.info.model, 0)?;
         load_state_dict(
-            &model,
+            &*model,
             &self.checkpoint.model,
             &source.display().to_string(),
         )?;

@@ -12,7 +12,7 @@ use crate::backend::Device;
 use crate::data::loader::Prefetcher;
 use crate::error::{HeparError, Result};
 use crate::nn::cotnext::{CotNextConfig, CotNextUnet};
-use crate::nn::parameters;
+use crate::nn::{parameters, ModelConfig};
 use crate::ops::loss::dice_bce;
 use crate::optim::{Adam, AdamConfig, CosineAnnealing, LrSchedule, Optimizer};
 use crate::tensor::Tensor;
@@ -265,7 +265,7 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
     );
     let mut info = RunInfo {
         stage,
-        model: config,
+        model: config.into(),
         training: training.clone(),
         epochs,
         data: data_params,
@@ -274,7 +274,7 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
     };
     let (mut epoch, mut step, mut history) = (0u64, 0u64, Vec::new());
     if let Some(r) = &resumed {
-        if r.info.model != config {
+        if r.info.model != ModelConfig::from(config) {
             return Err(HeparError::Checkpoint(format!(
                 "{} was trained with network {:?}, the configuration now gives {:?}",
                 run.last().display(),
