@@ -1,10 +1,9 @@
-//! `hepar bench`: times the seed networks' workloads on this machine and compares them with the
-//! PyTorch anchors measured on the same machine kind (2 cores, PyTorch 2.15 CPU, median).
+//! `hepar bench`: times the seed networks' workloads (eval forwards and training steps of every
+//! architecture in the registry) on this machine, with peak memory.
 
 use crate::backend::Device;
 use crate::error::{HeparError, Result};
-use crate::nn::cotnext::{CotNextConfig, CotNextUnet};
-use crate::nn::parameters;
+use crate::nn::{parameters, Arch, ModelConfig, NetworkOutput};
 use crate::ops::loss;
 use crate::optim::{Adam, AdamConfig, Optimizer};
 use crate::tensor::{DType, Tensor};
@@ -12,9 +11,12 @@ use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Workloads to time (all when none is named).
+    /// Workloads to time (the liver pipeline's three when none is named).
     #[arg(value_enum)]
     pub workloads: Vec<Workload>,
+    /// Time every workload, the other seeds' networks included.
+    #[arg(long, conflicts_with = "workloads")]
+    pub all: bool,
     /// Timed repetitions per workload (after one warm-up run); the median is reported.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
@@ -24,55 +26,149 @@ pub struct BenchArgs {
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Workload {
-    /// 3D network (n 16) eval forward on [1, 1, 128, 128, 128].
+    /// 3D CoTNeXt (n 16) eval forward on [1, 1, 128, 128, 128].
     Liver3dForward,
-    /// 3D network (n 16) AdamW training step on [1, 1, 64, 64, 64].
+    /// 3D CoTNeXt (n 16) AdamW training step on [1, 1, 64, 64, 64].
     Liver3dStep,
-    /// 2D network (n 32) AdamW training step on [16, 3, 256, 256].
+    /// 2D CoTNeXt (n 32) AdamW training step on [16, 3, 256, 256].
     Tumor2dStep,
+    /// Classic 2D U-Net (base 64) Adam step, 3-class cross-entropy, on [4, 3, 128, 128].
+    Unet2dClassicStep,
+    /// Keras liver U-Net (base 32) Adam step, -dice, on [2, 1, 512, 512].
+    KerasUnet2dStep,
+    /// 3-class 3D U-Net (base 32) Adam step, weighted cross-entropy, on [2, 1, 96, 96, 96].
+    Unet3d3classStep,
+    /// Residual 3D U-Net (base 16) Adam step, deep supervision, on [2, 1, 64, 64, 64].
+    Res3dunetStep,
+}
+
+/// How a workload's step computes its loss (none: an eval forward).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum StepLoss {
+    Forward,
+    DiceBce,
+    CrossEntropy(&'static [f64]),
+    NegDice,
+    DeepSupervision,
 }
 
 impl Workload {
-    fn setup(self, device: Device) -> Result<(CotNextUnet, Tensor, bool)> {
-        let (config, shape, train) = match self {
+    /// The liver pipeline's workloads, timed when none is named.
+    pub const SEED: [Workload; 3] = [
+        Workload::Liver3dStep,
+        Workload::Liver3dForward,
+        Workload::Tumor2dStep,
+    ];
+    pub const ALL: [Workload; 7] = [
+        Workload::Liver3dStep,
+        Workload::Liver3dForward,
+        Workload::Tumor2dStep,
+        Workload::Unet2dClassicStep,
+        Workload::KerasUnet2dStep,
+        Workload::Unet3d3classStep,
+        Workload::Res3dunetStep,
+    ];
+
+    /// The name on the command line and in reports (`liver3d-forward`).
+    pub fn name(self) -> String {
+        use clap::ValueEnum;
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_else(|| format!("{self:?}"))
+    }
+
+    fn spec(self) -> (ModelConfig, Vec<usize>, StepLoss, AdamConfig) {
+        let with = |arch: Arch, base: usize, in_channels: usize| ModelConfig {
+            base,
+            in_channels,
+            ..ModelConfig::default_for(arch)
+        };
+        match self {
             Workload::Liver3dForward => (
-                CotNextConfig {
-                    dims: 3,
-                    in_channels: 1,
-                    classes: 1,
-                    width: 16,
-                },
+                with(Arch::CotNext3d, 16, 1),
                 vec![1, 1, 128, 128, 128],
-                false,
+                StepLoss::Forward,
+                AdamConfig::adamw(1e-3, 1e-5),
             ),
             Workload::Liver3dStep => (
-                CotNextConfig {
-                    dims: 3,
-                    in_channels: 1,
-                    classes: 1,
-                    width: 16,
-                },
+                with(Arch::CotNext3d, 16, 1),
                 vec![1, 1, 64, 64, 64],
-                true,
+                StepLoss::DiceBce,
+                AdamConfig::adamw(1e-3, 1e-5),
             ),
             Workload::Tumor2dStep => (
-                CotNextConfig {
-                    dims: 2,
-                    in_channels: 3,
-                    classes: 1,
-                    width: 32,
-                },
+                with(Arch::CotNext2d, 32, 3),
                 vec![16, 3, 256, 256],
-                true,
+                StepLoss::DiceBce,
+                AdamConfig::adamw(1e-3, 1e-5),
             ),
-        };
-        let model = CotNextUnet::new(config, 1)?;
-        crate::nn::to_device(&model, device)?;
-        Ok((
-            model,
-            Tensor::randn(&shape, DType::F32, 2).to_device(device)?,
-            train,
-        ))
+            Workload::Unet2dClassicStep => (
+                with(Arch::Unet2dClassic, 64, 3),
+                vec![4, 3, 128, 128],
+                StepLoss::CrossEntropy(&[1.0, 1.0, 1.0]),
+                AdamConfig::adam(1e-3),
+            ),
+            Workload::KerasUnet2dStep => (
+                with(Arch::KerasUnet2d, 32, 1),
+                vec![2, 1, 512, 512],
+                StepLoss::NegDice,
+                AdamConfig::adam(1e-5),
+            ),
+            Workload::Unet3d3classStep => (
+                with(Arch::Unet3d3Class, 32, 1),
+                vec![2, 1, 96, 96, 96],
+                StepLoss::CrossEntropy(&[1.0, 1.0, 3.0]),
+                AdamConfig::adam(1e-4),
+            ),
+            Workload::Res3dunetStep => (
+                with(Arch::Res3dUnet, 16, 1),
+                vec![2, 1, 64, 64, 64],
+                StepLoss::DeepSupervision,
+                AdamConfig::adam(1e-3),
+            ),
+        }
+    }
+}
+
+/// A target for `loss` at the network's output size: class ids cycling through the classes, or
+/// a 0/1 mask where the input is positive.
+fn bench_target(
+    loss: StepLoss,
+    input: &Tensor,
+    config: &ModelConfig,
+    device: Device,
+) -> Result<Option<Tensor>> {
+    let mut out_shape = vec![input.shape()[0], 1];
+    out_shape.extend(config.output_spatial(&input.shape()[2..]));
+    Ok(match loss {
+        StepLoss::Forward => None,
+        StepLoss::CrossEntropy(_) => {
+            let mut labels_shape = out_shape.clone();
+            labels_shape.remove(1);
+            let n: usize = labels_shape.iter().product();
+            let labels = (0..n).map(|i| ((i / 97) % config.classes) as f32).collect();
+            Some(Tensor::from_vec_on(labels, &labels_shape, device)?)
+        }
+        _ => {
+            let n: usize = out_shape.iter().product();
+            let mask = (0..n).map(|i| ((i / 89) % 2) as f32).collect();
+            Some(Tensor::from_vec_on(mask, &out_shape, device)?)
+        }
+    })
+}
+
+fn step_loss(loss: StepLoss, out: &NetworkOutput, target: &Tensor) -> Result<Tensor> {
+    match loss {
+        StepLoss::Forward => Err(HeparError::invalid("bench", "a forward has no loss")),
+        StepLoss::DiceBce => loss::dice_bce(&out.logits, target, 0.7, 0.3, 1e-5),
+        StepLoss::CrossEntropy(weights) => loss::cross_entropy(&out.logits, target, Some(weights)),
+        StepLoss::NegDice => loss::neg_dice(&out.logits, target, 1.0),
+        StepLoss::DeepSupervision => loss::deep_supervision_bce_dice(
+            &out.logits,
+            &out.deep,
+            target,
+            &loss::DeepSupervisionWeights::default(),
+        ),
     }
 }
 
@@ -92,18 +188,12 @@ pub fn reset_peak_rss() {
 /// Median seconds of one workload on `device` over `repeats` runs after a warm-up; a GPU is
 /// waited for at the end of each run.
 pub fn time_workload(w: Workload, repeats: usize, device: Device) -> Result<f64> {
-    let (model, input, train) = w.setup(device)?;
-    let target = if train {
-        Some(
-            input
-                .narrow(1, 0, 1)?
-                .affine(1.0, 0.0)?
-                .unary(crate::backend::UnaryOp::Positive)?,
-        )
-    } else {
-        None
-    };
-    let mut optimizer = Adam::new(parameters(&model), AdamConfig::adamw(1e-3, 1e-5));
+    let (config, shape, loss_kind, adam) = w.spec();
+    let model = crate::nn::build(&config, 1)?;
+    crate::nn::to_device(&model, device)?;
+    let input = Tensor::randn(&shape, DType::F32, 2).to_device(device)?;
+    let target = bench_target(loss_kind, &input, &config, device)?;
+    let mut optimizer = Adam::new(parameters(&model), adam);
     let mut run = || -> Result<()> {
         match &target {
             None => {
@@ -111,8 +201,8 @@ pub fn time_workload(w: Workload, repeats: usize, device: Device) -> Result<f64>
             }
             Some(t) => {
                 optimizer.zero_grad();
-                let logits = model.forward(&input, true)?;
-                loss::dice_bce(&logits, t, 0.7, 0.3, 1e-5)?.backward()?;
+                let out = model.forward_all(&input, true)?;
+                step_loss(loss_kind, &out, t)?.backward()?;
                 optimizer.step()?;
             }
         }
@@ -134,18 +224,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.repeats == 0 {
         return Err(HeparError::Config("--repeats must be at least 1".into()));
     }
-    let workloads = if args.workloads.is_empty() {
-        vec![
-            Workload::Liver3dStep,
-            Workload::Liver3dForward,
-            Workload::Tumor2dStep,
-        ]
+    let workloads = if args.all {
+        Workload::ALL.to_vec()
+    } else if args.workloads.is_empty() {
+        Workload::SEED.to_vec()
     } else {
         args.workloads.clone()
     };
     // No PyTorch column: a ratio is only true when both sides run on this machine in this run.
     println!(
-        "{:<18} {:>10} {:>14}",
+        "{:<22} {:>10} {:>14}",
         "workload", "hepar s", "peak mem GiB"
     );
     if device != Device::Cpu {
@@ -162,7 +250,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let peak = peak_bytes.map_or("?".to_string(), |b| {
             format!("{:.2}", b as f64 / (1u64 << 30) as f64)
         });
-        println!("{:<18} {:>10.3} {:>14}", format!("{w:?}"), seconds, peak);
+        println!("{:<22} {:>10.3} {:>14}", w.name(), seconds, peak);
     }
     Ok(())
 }
