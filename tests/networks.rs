@@ -297,3 +297,32 @@ fn weights_of_another_width_name_the_first_mismatching_key_with_both_shapes() {
         .to_string();
     assert!(err.contains("conv1_1"), "{err}");
 }
+
+#[test]
+fn the_seed_liver_state_dict_loads_by_arch_and_a_wrong_width_is_named() {
+    use hepar::infer::model_source::{load_network, ArchChoice};
+    let pth = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/seed/liver3d.pth");
+    let choice = ArchChoice {
+        arch: Some(Arch::CotNext3d),
+        ..ArchChoice::default()
+    };
+    let model = load_network(&pth, &choice).unwrap();
+    assert_eq!(model.config().base, 16);
+    let wrong = ArchChoice {
+        base: Some(8),
+        ..choice.clone()
+    };
+    let err = load_network(&pth, &wrong)
+        .err()
+        .expect("width 8 cannot hold width-16 weights")
+        .to_string();
+    assert!(
+        err.contains("liver3d.pth") && err.contains("[16, 1, 3, 3, 3]"),
+        "{err}"
+    );
+    let err = load_network(&pth, &ArchChoice::default())
+        .err()
+        .expect("--arch needed")
+        .to_string();
+    assert!(err.contains("pass --arch"), "{err}");
+}

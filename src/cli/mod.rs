@@ -30,3 +30,32 @@ impl DeviceArg {
         Ok(device)
     }
 }
+
+/// `--arch`, `--in-channels`, `--n-channels` (or `--base`) and `--classes`: the network of a
+/// PyTorch state dict, or a check on what a run checkpoint records.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ArchArgs {
+    /// Architecture: cotnext3d, cotnext2d, unet2d_classic, keras_unet2d, unet3d_3class, res3dunet.
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<crate::nn::Arch>,
+    /// Input channels (default: the architecture's).
+    #[arg(long, value_name = "C")]
+    pub in_channels: Option<usize>,
+    /// Base width (`n_channels` of the CoTNeXt networks; default: the architecture's).
+    #[arg(long = "n-channels", visible_alias = "base", value_name = "N")]
+    pub base: Option<usize>,
+    /// Output classes (default: the architecture's).
+    #[arg(long, value_name = "K")]
+    pub classes: Option<usize>,
+}
+
+impl ArchArgs {
+    pub fn choice(&self) -> crate::infer::model_source::ArchChoice {
+        crate::infer::model_source::ArchChoice {
+            arch: self.arch,
+            in_channels: self.in_channels,
+            base: self.base,
+            classes: self.classes,
+        }
+    }
+}

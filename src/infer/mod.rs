@@ -2,6 +2,8 @@
 //! probabilities resampled onto the scan's own grid, thresholded into a mask with the scan's
 //! geometry. Stage 1 (liver) for now.
 
+pub mod model_source;
+
 use crate::backend::Device;
 use crate::data::preprocess;
 use crate::data::resize::Interpolation;
