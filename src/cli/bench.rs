@@ -37,6 +37,7 @@ pub enum Workload {
     /// Keras liver U-Net (base 32) Adam step, -dice, on [2, 1, 512, 512].
     KerasUnet2dStep,
     /// 3-class 3D U-Net (base 32) Adam step, weighted cross-entropy, on [2, 1, 96, 96, 96].
+    #[value(name = "unet3d-3class-step")]
     Unet3d3classStep,
     /// Residual 3D U-Net (base 16) Adam step, deep supervision, on [2, 1, 64, 64, 64].
     Res3dunetStep,
