@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod history;
+pub mod objective;
 pub mod run_checkpoint;
 pub mod stage_data;
 pub mod synthetic;
