@@ -106,12 +106,12 @@ pub fn check_same_grid(
     Ok(())
 }
 
-/// Evaluates one pair of label-map files.
+/// Reads and evaluates one pair of label-map files; returns the prediction and the truth too.
 pub fn evaluate_files(
     case: &str,
     pred_path: &Path,
     truth_path: &Path,
-) -> Result<(CaseReport, Volume)> {
+) -> Result<(CaseReport, Volume, Volume)> {
     let pred = Volume::read(pred_path)?;
     let truth = Volume::read(truth_path)?;
     check_same_grid(&pred, pred_path, &truth, truth_path)?;
@@ -122,7 +122,7 @@ pub fn evaluate_files(
         pred.shape_zyx,
         truth.spacing_zyx,
     )?;
-    Ok((report, pred))
+    Ok((report, pred, truth))
 }
 
 /// The case name of a NIfTI file: its file name without `.nii.gz` or `.nii`.
