@@ -135,7 +135,7 @@ fn lesions_are_26_connected_and_matched_by_touch() {
         (2, 2, 1, 1)
     );
     assert!(close(l.precision, 0.5) && close(l.recall, 0.5) && close(l.f1, 0.5));
-    let none = lesion_detection(&vec![false; 108], &truth, shape).unwrap();
+    let none = lesion_detection(&[false; 108], &truth, shape).unwrap();
     assert_eq!((none.predicted, none.precision, none.f1), (0, None, None));
     assert!(close(none.recall, 0.0));
 }

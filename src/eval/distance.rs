@@ -254,7 +254,7 @@ mod tests {
                 state = state
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
-                (state >> 33) % 17 == 0
+                (state >> 33).is_multiple_of(17)
             })
             .collect();
         assert!(sites.iter().any(|&s| s));
