@@ -3,14 +3,16 @@
 //! Layout: `tensor` (n-d arrays, views, dtypes) and `autograd` (the reverse-mode tape) sit on a
 //! `backend` trait with a CPU implementation; `ops` builds every differentiable op from backend
 //! primitives; `nn` and `optim` are built from ops. `data` reads and prepares CT volumes, `io`
-//! reads and writes checkpoints, `train` trains the two networks and `infer` applies them, `ptx`
-//! is the PTX virtual machine the CUDA kernels are tested on.
+//! reads and writes checkpoints, `train` trains the two networks, `infer` applies them and `eval`
+//! scores their label maps against the truth; `ptx` is the PTX virtual machine the CUDA kernels
+//! are tested on.
 
 pub mod autograd;
 pub mod backend;
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod infer;
 pub mod io;
 pub mod nn;

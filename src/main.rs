@@ -32,6 +32,8 @@ enum Command {
     Train(hepar::cli::train::TrainArgs),
     /// Segment the liver of a CT volume with a trained stage-1 checkpoint.
     Predict(hepar::cli::predict::PredictArgs),
+    /// Score predicted label maps against the truth (Dice, IoU, surface distances, lesions).
+    Eval(hepar::cli::eval::EvalArgs),
 }
 
 /// mimalloc's `mi_option_purge_delay` (mimalloc.h, v2): how long freed memory is kept before it
@@ -57,6 +59,7 @@ fn main() {
         Command::Synth(args) => hepar::cli::synth::run(args),
         Command::Train(args) => hepar::cli::train::run(args),
         Command::Predict(args) => hepar::cli::predict::run(args),
+        Command::Eval(args) => hepar::cli::eval::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -1,6 +1,12 @@
 //! Inference with a trained run: a CT volume preprocessed as in training, the network's
 //! probabilities resampled onto the scan's own grid, thresholded into a mask with the scan's
 //! geometry. Stage 1 (liver) for now.
+//!
+//! `sliding_window` runs any network over windows of a volume as MONAI does; `postprocess` holds
+//! the mask clean-up steps (connected components, per-slice morphology, hole filling).
+
+pub mod postprocess;
+pub mod sliding_window;
 
 pub mod model_source;
 
