@@ -30,6 +30,8 @@ enum Command {
     Synth(hepar::cli::synth::SynthArgs),
     /// Train the liver (stage 1) or tumour (stage 2) network; on a fresh machine, on synthetic phantoms.
     Train(hepar::cli::train::TrainArgs),
+    /// Run one network over a volume as given (sliding windows), writing its probabilities.
+    Infer(hepar::cli::infer::InferArgs),
     /// Segment the liver of a CT volume with a trained stage-1 checkpoint.
     Predict(hepar::cli::predict::PredictArgs),
     /// Score predicted label maps against the truth (Dice, IoU, surface distances, lesions).
@@ -58,6 +60,7 @@ fn main() {
         Command::Inspect(args) => hepar::cli::inspect::run(args),
         Command::Synth(args) => hepar::cli::synth::run(args),
         Command::Train(args) => hepar::cli::train::run(args),
+        Command::Infer(args) => hepar::cli::infer::run(args),
         Command::Predict(args) => hepar::cli::predict::run(args),
         Command::Eval(args) => hepar::cli::eval::run(args),
     };

@@ -101,6 +101,45 @@ impl Volume {
         nifti::write_nifti(path, &header, data)
     }
 
+    /// Writes several maps on this volume's grid as one file: 3D for one map, else 4D with the
+    /// maps along the fourth axis (NIfTI's order: x fastest, the map index slowest).
+    pub fn write_channels(
+        &self,
+        path: &Path,
+        channels: &[Vec<f32>],
+        datatype: NiftiDataType,
+    ) -> Result<()> {
+        if let [only] = channels {
+            return self.write_data(path, only, datatype);
+        }
+        if channels.is_empty() || channels.iter().any(|c| c.len() != self.data.len()) {
+            return Err(HeparError::shape(
+                "Volume::write_channels",
+                format!(
+                    "{}: {} maps for a volume of {} voxels (every map must have them all)",
+                    path.display(),
+                    channels.len(),
+                    self.data.len()
+                ),
+            ));
+        }
+        let mut header = self.header.clone();
+        header.datatype = datatype;
+        header.scl_slope = 1.0;
+        header.scl_inter = 0.0;
+        header.dim[0] = 4;
+        header.dim[1] = self.shape_zyx[2] as i64;
+        header.dim[2] = self.shape_zyx[1] as i64;
+        header.dim[3] = self.shape_zyx[0] as i64;
+        header.dim[4] = channels.len() as i64;
+        for d in &mut header.dim[5..] {
+            *d = 1;
+        }
+        header.pixdim[4] = 1.0;
+        let data: Vec<f32> = channels.iter().flatten().copied().collect();
+        nifti::write_nifti(path, &header, &data)
+    }
+
     /// A volume with the same geometry and other voxels.
     pub fn with_data(&self, data: Vec<f32>) -> Result<Self> {
         if data.len() != self.data.len() {

@@ -2,13 +2,15 @@
 //! probabilities resampled onto the scan's own grid, thresholded into a mask with the scan's
 //! geometry. Stage 1 (liver) for now.
 //!
-//! `sliding_window` runs any network over windows of a volume as MONAI does; `postprocess` holds
-//! the mask clean-up steps (connected components, per-slice morphology, hole filling).
-
-pub mod postprocess;
-pub mod sliding_window;
+//! `sliding_window` runs any network over windows of a volume as MONAI does and
+//! `volume_inference` applies it to a whole volume (`hepar infer`); `model_source` loads the
+//! network from a run checkpoint or a `.pth`; `postprocess` holds the mask clean-up steps
+//! (connected components, per-slice morphology, hole filling).
 
 pub mod model_source;
+pub mod postprocess;
+pub mod sliding_window;
+pub mod volume_inference;
 
 use crate::backend::Device;
 use crate::data::preprocess;

@@ -1,5 +1,6 @@
-//! Networks for inference from a file: our run checkpoints (the architecture read from them) or
-//! PyTorch `.pth` state dicts (the architecture given by the user, as `--arch` and friends).
+//! Networks for inference from a file: our run checkpoints (the architecture read from them), or
+//! state dicts, PyTorch `.pth` or plain `.safetensors` (the architecture given by the user, as
+//! `--arch` and friends).
 
 use crate::error::{HeparError, Result};
 use crate::nn::{self, Arch, ModelConfig, Network};
@@ -22,7 +23,7 @@ impl ArchChoice {
         let arch = self.arch.ok_or_else(|| {
             let names: Vec<&str> = Arch::ALL.iter().map(|a| a.name()).collect();
             HeparError::Config(format!(
-                "{} is a PyTorch state dict, which does not say its architecture: pass --arch ({})",
+                "{} is a state dict, which does not say its architecture: pass --arch ({})",
                 path.display(),
                 names.join(", ")
             ))
@@ -80,22 +81,28 @@ impl ArchChoice {
     }
 }
 
-/// Loads the network in `path`: a `.safetensors` run checkpoint of `hepar train`, or a `.pth`
-/// state dict described by `choice`. Weights that do not fit name the first offending key.
+/// Loads the network in `path`: a `.safetensors` run checkpoint of `hepar train`, or a state dict
+/// described by `choice` (a PyTorch `.pth`, or a `.safetensors` file of plain weights). Weights
+/// that do not fit name the first offending key.
 pub fn load_network(path: &Path, choice: &ArchChoice) -> Result<Box<dyn Network>> {
     let is_pth = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("pth") || e.eq_ignore_ascii_case("pt"));
-    if is_pth {
-        let config = choice.for_state_dict(path)?;
-        let model = nn::build(&config, 0)?;
-        let weights = crate::io::load_pth(path)?;
-        nn::load_state_dict(&model, &weights, &path.display().to_string())?;
-        return Ok(model);
-    }
-    let run = load_run_checkpoint(path)?;
-    choice.check_against(&run.info.model, path)?;
-    run.model(path)
+    let weights = if is_pth {
+        crate::io::load_pth(path)?
+    } else {
+        let file = crate::io::read_safetensors(path)?;
+        if crate::io::is_checkpoint(&file) {
+            let run = load_run_checkpoint(path)?;
+            choice.check_against(&run.info.model, path)?;
+            return run.model(path);
+        }
+        file.tensors
+    };
+    let config = choice.for_state_dict(path)?;
+    let model = nn::build(&config, 0)?;
+    nn::load_state_dict(&model, &weights, &path.display().to_string())?;
+    Ok(model)
 }
 
 #[cfg(test)]

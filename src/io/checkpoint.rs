@@ -59,6 +59,12 @@ pub fn save_checkpoint(path: &Path, checkpoint: &TrainingCheckpoint) -> Result<(
     write_safetensors(path, &tensors, &metadata)
 }
 
+/// Whether a parsed safetensors file is a training checkpoint (rather than, say, a plain state
+/// dict saved by another tool).
+pub fn is_checkpoint(file: &TensorFile) -> bool {
+    file.metadata.contains_key(FORMAT_KEY)
+}
+
 pub fn load_checkpoint(path: &Path) -> Result<TrainingCheckpoint> {
     let file = read_safetensors(path)?;
     checkpoint_from_file(path, file)

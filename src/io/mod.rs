@@ -18,7 +18,8 @@ pub mod zip;
 pub(crate) mod test_support;
 
 pub use checkpoint::{
-    checkpoint_from_file, load_checkpoint, save_checkpoint, OptimizerState, TrainingCheckpoint,
+    checkpoint_from_file, is_checkpoint, load_checkpoint, save_checkpoint, OptimizerState,
+    TrainingCheckpoint,
 };
 pub use fixture::{
     Fixture, FixtureKind, FixtureSchedule, FixtureTensors, ForwardTensors, NetworkMode, Tolerance,
