@@ -19,6 +19,7 @@ pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod ptx;
+pub mod report;
 pub mod tensor;
 pub mod train;
 pub mod util;

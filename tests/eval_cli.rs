@@ -68,6 +68,7 @@ fn eval_scores_a_pair_and_writes_json_and_csv() {
         .args(["--json", json.to_str().unwrap()])
         .args(["--csv", csv.to_str().unwrap()])
         .args(["--probabilities", probabilities.to_str().unwrap()])
+        .args(["--png", dir.join("png").to_str().unwrap()])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -108,6 +109,8 @@ fn eval_scores_a_pair_and_writes_json_and_csv() {
     assert!(lines[0].starts_with("case,label,component,voxels,centroid_x_mm"));
     // Centroid index (x 3.5, y 2.5, z 1.5) times the spacing (1, 1, 2 mm).
     assert_eq!(lines[1], "case_a,2,1,8,3.500,2.500,3.000,1,0.800000");
+    let png = std::fs::read(dir.join("png/case_a.png")).unwrap();
+    assert_eq!(&png[..4], b"\x89PNG");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

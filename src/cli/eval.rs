@@ -1,6 +1,7 @@
-//! `hepar eval --pred P --truth T [--json REPORT.json] [--csv DIR] [--probabilities DIR]`:
-//! scores predicted label maps against the truth (two files, or two folders paired by file name),
-//! prints a summary table and optionally writes the JSON report and the per-component CSV.
+//! `hepar eval --pred P --truth T [--json REPORT.json] [--csv DIR] [--probabilities DIR]
+//! [--png DIR [--ct CT]]`: scores predicted label maps against the truth (two files, or two
+//! folders paired by file name), prints a summary table and optionally writes the JSON report, the
+//! per-component CSV and a picture per case.
 //!
 //! A case that cannot be evaluated (unreadable file, other shape or spacing, no partner) is
 //! reported by name on stderr; the other cases are still evaluated, the outputs written, and the
@@ -10,6 +11,8 @@ use crate::data::Volume;
 use crate::error::{HeparError, Result};
 use crate::eval::components::{component_rows, to_csv, ComponentRow};
 use crate::eval::{evaluate_files, pair_inputs, CasePair, CaseReport, EvalReport};
+use crate::report::overlay::{render_case, CaseImages};
+use crate::report::png::write_png;
 use crate::util::atomic_write::write_atomic;
 use std::path::{Path, PathBuf};
 
@@ -31,6 +34,14 @@ pub struct EvalArgs {
     /// DIR/<case>_tumor.nii[.gz].
     #[arg(long, value_name = "DIR")]
     pub probabilities: Option<PathBuf>,
+    /// Write DIR/<case>.png: axial, coronal and sagittal slices through the liver and the largest
+    /// tumour with prediction and truth contours.
+    #[arg(long, value_name = "DIR")]
+    pub png: Option<PathBuf>,
+    /// The CT behind the pictures (liver window): a file, or a folder with files named as the
+    /// predictions.
+    #[arg(long, value_name = "CT")]
+    pub ct: Option<PathBuf>,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
@@ -44,7 +55,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 reports.push(report);
                 match case_rows {
                     Ok(r) => rows.extend(r),
-                    Err(e) => problems.push(format!("{}: components: {e}", pair.case)),
+                    Err(e) => problems.push(format!("{}: {e}", pair.case)),
                 }
             }
             Err(e) => problems.push(e.to_string()),
@@ -78,19 +89,65 @@ pub fn run(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// Reads and scores one pair; the component rows fail separately (a bad probability map does
-/// not lose the metrics).
+/// Reads and scores one pair; the component rows and the picture fail separately (a bad
+/// probability map or CT does not lose the metrics).
 fn evaluate_pair(
     pair: &CasePair,
     args: &EvalArgs,
 ) -> Result<(CaseReport, Result<Vec<ComponentRow>>)> {
     let (report, pred, truth) = evaluate_files(&pair.case, &pair.pred, &pair.truth)?;
-    let rows = if args.csv.is_some() {
+    let mut rows = if args.csv.is_some() {
         case_components(pair, &pred, &truth, args.probabilities.as_deref())
     } else {
         Ok(Vec::new())
     };
+    if let Some(dir) = &args.png {
+        if let Err(e) = case_picture(pair, &pred, &truth, args.ct.as_deref(), dir) {
+            rows = Err(e);
+        }
+    }
     Ok((report, rows))
+}
+
+/// Draws DIR/<case>.png, over the CT when one is given.
+fn case_picture(
+    pair: &CasePair,
+    pred: &Volume,
+    truth: &Volume,
+    ct: Option<&Path>,
+    dir: &Path,
+) -> Result<()> {
+    let ct = match ct {
+        Some(p) => {
+            let path = if p.is_dir() {
+                p.join(pair.pred.file_name().unwrap_or_default())
+            } else {
+                p.to_path_buf()
+            };
+            let volume = Volume::read(&path)?;
+            if volume.shape_zyx != pred.shape_zyx {
+                return Err(HeparError::format(
+                    &path,
+                    format!(
+                        "CT shape (z, y, x) {:?} differs from the prediction {} with {:?}",
+                        volume.shape_zyx,
+                        pair.pred.display(),
+                        pred.shape_zyx
+                    ),
+                ));
+            }
+            Some(volume.data)
+        }
+        None => None,
+    };
+    let image = render_case(&CaseImages {
+        shape_zyx: pred.shape_zyx,
+        spacing_zyx: pred.spacing_zyx,
+        ct: ct.as_deref(),
+        prediction: &pred.data,
+        truth: Some(&truth.data),
+    })?;
+    write_png(&dir.join(format!("{}.png", pair.case)), &image)
 }
 
 fn case_components(

@@ -12,7 +12,7 @@
 //! are unchanged. Lines of one pass are independent and run in parallel; each line's result does
 //! not depend on scheduling.
 
-use crate::error::Result;
+use crate::error::{HeparError, Result};
 use crate::infer::postprocess::check_mask;
 use rayon::prelude::*;
 
@@ -148,6 +148,14 @@ pub fn squared_distance_transform(
     spacing_zyx: [f64; 3],
 ) -> Result<Vec<f64>> {
     check_mask("squared_distance_transform", sites, shape)?;
+    // NIfTI pixdims may carry a sign; distances need the sizes, which must be positive.
+    let spacing_zyx = spacing_zyx.map(f64::abs);
+    if spacing_zyx.iter().any(|s| !s.is_normal()) {
+        return Err(HeparError::invalid(
+            "squared_distance_transform",
+            format!("voxel spacing (z, y, x) {spacing_zyx:?} mm must be positive and finite"),
+        ));
+    }
     let [depth, height, width] = shape;
     let mut f: Vec<f64> = sites
         .iter()
@@ -270,6 +278,13 @@ mod tests {
         }
         let none = squared_distance_transform(&[false; 8], [2, 2, 2], [1.0; 3]).unwrap();
         assert!(none.iter().all(|d| d.is_infinite()));
+        // A negative pixdim is a size; a zero one is an error.
+        let flipped = squared_distance_transform(&sites, shape, [-2.5, 0.7, -0.9]).unwrap();
+        assert_eq!(
+            flipped,
+            squared_distance_transform(&sites, shape, [2.5, 0.7, 0.9]).unwrap()
+        );
+        assert!(squared_distance_transform(&sites, shape, [0.0, 1.0, 1.0]).is_err());
     }
 
     #[test]

@@ -19,6 +19,18 @@
 //! Everything is generic over the number of spatial axes (1D, 2D, 3D...) and over the predictor,
 //! which receives `[b, C, roi...]` windows and may return another channel count, but must keep the
 //! window's spatial size.
+//!
+//! To compare with MONAI's usual `sliding_window_inference(x, roi, batch, model)`, blend the
+//! network's logits and apply the sigmoid (or softmax) to the blended output:
+//!
+//! ```no_run
+//! # fn demo(model: &hepar::nn::cotnext::CotNextUnet, x: &hepar::Tensor) -> hepar::Result<hepar::Tensor> {
+//! use hepar::infer::sliding_window::{sliding_window, Blend, WindowOptions};
+//! let opts = WindowOptions { overlap: 0.5, blend: Blend::Gaussian, batch: 2, progress: true, ..Default::default() };
+//! let logits = sliding_window(x, &[48, 48, 48], &opts, &mut |w| hepar::no_grad(|| model.forward(w, false)))?;
+//! logits.sigmoid()
+//! # }
+//! ```
 
 use crate::error::{HeparError, Result};
 use crate::tensor::Tensor;
