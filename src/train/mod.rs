@@ -5,6 +5,7 @@
 pub mod config;
 pub mod history;
 pub mod run_checkpoint;
+pub mod run_schedule;
 pub mod stage_data;
 pub mod synthetic;
 pub mod trainer;
