@@ -88,63 +88,80 @@ fn conv_options(stride: usize, padding: usize, groups: usize) -> ConvOptions {
     }
 }
 
+/// One convolution to check: input and weight shapes, options, dtype, transposed or not.
+struct ConvCase {
+    what: &'static str,
+    x: Vec<usize>,
+    w: Vec<usize>,
+    opts: ConvOptions,
+    dtype: DType,
+    transposed: bool,
+}
+
+fn case(what: &'static str, x: &[usize], w: &[usize], opts: ConvOptions) -> ConvCase {
+    ConvCase {
+        what,
+        x: x.to_vec(),
+        w: w.to_vec(),
+        opts,
+        dtype: DType::F32,
+        transposed: false,
+    }
+}
+
 #[test]
 fn convolution_gradients_are_the_same_bits_on_any_pool() {
-    let cases: [(&str, Vec<usize>, Vec<usize>, ConvOptions, DType, bool); 6] = [
+    let cases = [
         // The direct AVX-512 weight gradient (where the CPU has it), many row tasks.
-        (
+        case(
             "3x3 conv f32",
-            vec![2, 16, 64, 64],
-            vec![16, 16, 3, 3],
+            &[2, 16, 64, 64],
+            &[16, 16, 3, 3],
             conv_options(1, 1, 1),
-            DType::F32,
-            false,
         ),
         // Pointwise: the GEMM weight gradient with a long reduction over positions.
-        (
+        case(
             "1x1 conv f32",
-            vec![2, 32, 64, 64],
-            vec![24, 32, 1, 1],
+            &[2, 32, 64, 64],
+            &[24, 32, 1, 1],
             conv_options(1, 0, 1),
-            DType::F32,
-            false,
         ),
         // f64 takes the portable im2col path everywhere.
-        (
-            "3x3 conv f64",
-            vec![2, 8, 40, 40],
-            vec![12, 8, 3, 3],
-            conv_options(1, 1, 1),
-            DType::F64,
-            false,
-        ),
-        (
+        ConvCase {
+            dtype: DType::F64,
+            ..case(
+                "3x3 conv f64",
+                &[2, 8, 40, 40],
+                &[12, 8, 3, 3],
+                conv_options(1, 1, 1),
+            )
+        },
+        case(
             "strided grouped 3x3 conv",
-            vec![3, 16, 33, 31],
-            vec![16, 4, 3, 3],
+            &[3, 16, 33, 31],
+            &[16, 4, 3, 3],
             conv_options(2, 1, 4),
-            DType::F32,
-            false,
         ),
-        (
+        case(
             "3D conv",
-            vec![1, 8, 12, 20, 20],
-            vec![8, 8, 3, 3, 3],
+            &[1, 8, 12, 20, 20],
+            &[8, 8, 3, 3, 3],
             conv_options(1, 1, 1),
-            DType::F32,
-            false,
         ),
-        (
-            "transposed 2x2 conv",
-            vec![2, 16, 24, 24],
-            vec![16, 8, 2, 2],
-            conv_options(2, 0, 1),
-            DType::F32,
-            true,
-        ),
+        ConvCase {
+            transposed: true,
+            ..case(
+                "transposed 2x2 conv",
+                &[2, 16, 24, 24],
+                &[16, 8, 2, 2],
+                conv_options(2, 0, 1),
+            )
+        },
     ];
-    for (what, x, w, opts, dtype, transposed) in &cases {
-        assert_same_bits_on_every_pool(what, || conv_gradients(x, w, opts, *dtype, *transposed));
+    for c in &cases {
+        assert_same_bits_on_every_pool(c.what, || {
+            conv_gradients(&c.x, &c.w, &c.opts, c.dtype, c.transposed)
+        });
     }
 }
 

@@ -704,7 +704,7 @@ pub fn backward_weight(
                                     mr,
                                     kw,
                                     dy.add(co * positions),
-                                    &row_pairs,
+                                    row_pairs,
                                     src,
                                     &deltas,
                                     positions,

@@ -93,7 +93,7 @@ mod tests {
 
     /// Values whose float sum changes with the order of addition.
     fn awkward(i: usize) -> f32 {
-        let sign = if i % 3 == 0 { -1.0 } else { 1.0 };
+        let sign = if i.is_multiple_of(3) { -1.0 } else { 1.0 };
         sign * (1.0 + (i as f32 * 0.37).sin() * 1e4) / (1 + i % 7) as f32
     }
 
