@@ -66,6 +66,7 @@ fn options(stage: Stage, run_dir: PathBuf, epochs: Option<u64>, resume: bool) ->
         run_dir,
         epochs,
         resume,
+        extend_epochs: None,
         show_progress: false,
         device: hepar::backend::Device::Cpu,
     }
@@ -128,11 +129,32 @@ fn liver_run_writes_history_and_checkpoints_and_resumes_where_it_stopped() {
     let err = train(&params, &options(Stage::Liver, run_dir.clone(), None, true))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("already finished 2 of 2 epochs"), "{err}");
+    assert!(
+        err.contains("already finished 2 of 2 epochs") && err.contains("--extend-epochs"),
+        "{err}"
+    );
+    // --epochs cannot change a resumed run's schedule, neither longer nor shorter.
+    for epochs in [1, 3] {
+        let err = train(
+            &params,
+            &options(Stage::Liver, run_dir.clone(), Some(epochs), true),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(&format!(
+                "--epochs {epochs} disagrees with the run's 2 epochs"
+            )) && err.contains("--extend-epochs"),
+            "{err}"
+        );
+    }
 
     let more = train(
         &params,
-        &options(Stage::Liver, run_dir.clone(), Some(3), true),
+        &TrainOptions {
+            extend_epochs: Some(1),
+            ..options(Stage::Liver, run_dir.clone(), None, true)
+        },
     )
     .unwrap();
     assert_eq!(more.first_epoch_this_call, 3);
@@ -141,6 +163,8 @@ fn liver_run_writes_history_and_checkpoints_and_resumes_where_it_stopped() {
         vec![1, 2, 3]
     );
     assert_eq!(more.history[..2], summary.history[..]);
+    // The extension anneals on from the last rate: no jump back up.
+    assert!(more.history[2].learning_rate <= more.history[1].learning_rate);
     // The optimizer's moments and step counts carried over: AdamW's per-parameter step count
     // is the run's total step count, not the steps since the resume.
     let resumed = load_run_checkpoint(&run_dir.join("last.safetensors")).unwrap();
@@ -157,7 +181,7 @@ fn liver_run_writes_history_and_checkpoints_and_resumes_where_it_stopped() {
         vec![resumed.checkpoint.step as f64]
     );
 
-    // Resuming without --epochs keeps the run's own schedule length (3), not the config's (2).
+    // Resuming keeps the run's own schedule length (3), not the config's (2).
     let err = train(&params, &options(Stage::Liver, run_dir.clone(), None, true))
         .unwrap_err()
         .to_string();
@@ -223,12 +247,9 @@ fn tumor_run_trains_on_slice_stacks() {
     );
     assert!(run_dir.join("best.safetensors").is_file());
     // A liver run cannot resume a tumour run.
-    let err = train(
-        &params,
-        &options(Stage::Liver, run_dir.clone(), Some(3), true),
-    )
-    .unwrap_err()
-    .to_string();
+    let err = train(&params, &options(Stage::Liver, run_dir.clone(), None, true))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("tumor run"), "{err}");
     let checkpoint = run_dir.join("best.safetensors");
     let source = Volume::read(&dir.join("synth/volume-0.nii.gz")).unwrap();

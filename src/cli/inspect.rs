@@ -48,10 +48,12 @@ impl Inspection {
                     |(lo, hi, s), &v| (nan_min(lo, v as f64), nan_max(hi, v as f64), s + v as f64),
                 )
             })
-            .reduce(
-                || (f64::INFINITY, f64::NEG_INFINITY, 0.0),
-                |a, b| (nan_min(a.0, b.0), nan_max(a.1, b.1), a.2 + b.2),
-            );
+            // In chunk order, so the mean's bits do not depend on the thread count.
+            .collect::<Vec<_>>()
+            .into_iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY, 0.0), |a, b| {
+                (nan_min(a.0, b.0), nan_max(a.1, b.1), a.2 + b.2)
+            });
         let n = image.data.len().max(1) as f64;
         Inspection {
             shape: h.shape(),

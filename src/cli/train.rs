@@ -1,5 +1,5 @@
 //! `hepar train [--stage liver|tumor] [--config parameters.toml] [--epochs N] [--out RUN]
-//! [--resume]`: trains one stage's network. With the default configuration on a fresh machine it
+//! [--resume [--extend-epochs N]]`: trains one stage's network. With the default configuration on a fresh machine it
 //! first writes synthetic phantoms, then trains on them in a few minutes.
 
 use crate::error::Result;
@@ -16,15 +16,20 @@ pub struct TrainArgs {
     /// [default: parameters.toml, or the built-in defaults (the same values) when it is absent].
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Number of epochs (replaces the stage's `epochs`; the learning-rate schedule spans it).
+    /// Number of epochs of a new run (replaces the stage's `epochs`; the learning-rate schedule
+    /// spans it). A resumed run keeps its own; to train it further use --extend-epochs.
     #[arg(long)]
     pub epochs: Option<u64>,
     /// Run folder for history.csv, last.safetensors and best.safetensors [default: runs/STAGE].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue the run in the run folder from its last checkpoint.
+    /// Continue the run in the run folder from its last checkpoint, on its own schedule.
     #[arg(long)]
     pub resume: bool,
+    /// With --resume: add N epochs to the run. The learning rate does not jump: from the rate of
+    /// the last trained epoch a cosine anneals to eta_min over the epochs left (old and new).
+    #[arg(long, value_name = "N", requires = "resume")]
+    pub extend_epochs: Option<u64>,
     #[command(flatten)]
     pub device: super::DeviceArg,
 }
@@ -49,6 +54,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             run_dir,
             epochs: args.epochs,
             resume: args.resume,
+            extend_epochs: args.extend_epochs,
             show_progress: true,
             device,
         },

@@ -44,7 +44,11 @@ pub fn clip_and_stats(data: &mut [f32], clip: [f32; 2], nonzero_only: bool) -> Z
             }
             (n, s, ss)
         })
-        .reduce(|| (0, 0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
+        // Collected, then added in chunk order: a parallel reduce would add where work-stealing
+        // split, and the statistics (so every normalised voxel) would change with the threads.
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold((0, 0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
     if count == 0 {
         return ZScore {
             mean: 0.0,

@@ -1,14 +1,17 @@
-//! The per-epoch record of a run, kept as `history.csv` in the run folder. The whole file is
-//! rewritten atomically after each epoch, so it always matches the last checkpoint's epochs.
+//! The per-epoch record of a run. It lives in the run's checkpoint (see `run_checkpoint`), so it
+//! can never get ahead of or behind the weights; `history.csv` in the run folder is derived from
+//! the checkpoint, rewritten atomically after each checkpoint and again at the next start.
 
 use crate::error::{HeparError, Result};
 use crate::util::atomic_write::write_atomic;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 pub const HEADER: &str = "epoch,train_loss,val_loss,val_dice,learning_rate,seconds";
 
-/// One finished epoch (`epoch` counts from 1).
-#[derive(Debug, Clone, PartialEq)]
+/// One finished epoch (`epoch` counts from 1). `seconds` is the only field that is not the same
+/// bits from run to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     pub epoch: u64,
     pub train_loss: f64,

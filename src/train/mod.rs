@@ -6,6 +6,7 @@ pub mod config;
 pub mod history;
 pub mod objective;
 pub mod run_checkpoint;
+pub mod run_schedule;
 pub mod stage_data;
 pub mod synthetic;
 pub mod trainer;

@@ -3,6 +3,8 @@
 //! the run, enough to resume it or to rebuild the network for inference.
 
 use super::config::{Stage, StageTraining};
+use super::history::EpochRecord;
+use super::run_schedule::RunSchedule;
 use crate::data::config::DataParameters;
 use crate::error::{HeparError, Result};
 use crate::io::{
@@ -30,13 +32,33 @@ pub struct RunInfo {
     #[serde(deserialize_with = "model_config_or_cotnext")]
     pub model: ModelConfig,
     pub training: StageTraining,
-    /// Epoch count the learning-rate schedule spans.
+    /// Epoch count the learning-rate schedule spans (the schedule's total).
     pub epochs: u64,
+    /// The learning rate per epoch; absent in checkpoints from before `--extend-epochs`, whose
+    /// schedule is one cosine over `epochs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<RunSchedule>,
     /// The data settings actually used (preprocessing included, for inference).
     pub data: DataParameters,
     /// Best validation Dice so far and the epoch (from 1) it was reached at.
     pub best_val_dice: Option<f64>,
     pub best_epoch: u64,
+    /// Every epoch trained up to this checkpoint; empty in checkpoints from before the history
+    /// moved into them (their `history.csv` is read instead).
+    #[serde(default)]
+    pub history: Vec<EpochRecord>,
+}
+
+impl RunInfo {
+    /// The run's schedule, also for checkpoints that predate its field.
+    pub fn schedule(&self) -> RunSchedule {
+        self.schedule.clone().unwrap_or_else(|| {
+            RunSchedule::new(&StageTraining {
+                epochs: self.epochs,
+                ..self.training.clone()
+            })
+        })
+    }
 }
 
 fn model_config_or_cotnext<'de, D: serde::Deserializer<'de>>(

@@ -1,11 +1,20 @@
 //! The training loop: for each epoch, the prefetched batches go through forward, loss, backward
-//! and an AdamW step at the epoch's cosine learning rate; then the validation cases are scored
-//! without gradients (Dice of the thresholded prediction), the history is rewritten and the
-//! last (and, when the Dice improved, best) checkpoint saved.
+//! and an AdamW step at the epoch's learning rate (the run's schedule); then the validation cases
+//! are scored without gradients (Dice of the thresholded prediction), and the best (when the Dice
+//! improved) and last checkpoints saved, each holding the history, from which `history.csv` is
+//! then rewritten.
+//!
+//! Resuming is exact: batches depend only on (seed, epoch, batch), every kernel gives the same
+//! bits on any thread split, and the checkpoint holds the weights, AdamW's moments, the
+//! schedule and the history, so a run stopped at any point and resumed from its last
+//! checkpoint repeats the uninterrupted run bit for bit (timings aside).
 
 use super::config::{Stage, StageTraining, TrainParameters};
 use super::history::{read_history, write_history, EpochRecord};
-use super::run_checkpoint::{load_run_checkpoint, save_run_checkpoint, RunFolder, RunInfo};
+use super::run_checkpoint::{
+    load_run_checkpoint, save_run_checkpoint, LoadedRun, RunFolder, RunInfo,
+};
+use super::run_schedule::RunSchedule;
 use super::stage_data::{target_label, StageData, ValidationBatch};
 use super::synthetic::ensure_synthetic_data;
 use crate::backend::Device;
@@ -14,7 +23,7 @@ use crate::error::{HeparError, Result};
 use crate::nn::cotnext::{CotNextConfig, CotNextUnet};
 use crate::nn::{parameters, ModelConfig};
 use crate::ops::loss::dice_bce;
-use crate::optim::{Adam, AdamConfig, CosineAnnealing, LrSchedule, Optimizer};
+use crate::optim::{Adam, AdamConfig, Optimizer};
 use crate::tensor::Tensor;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -23,10 +32,13 @@ use std::time::Instant;
 pub struct TrainOptions {
     pub stage: Stage,
     pub run_dir: PathBuf,
-    /// Replaces the stage's `epochs` (the schedule's length) when given.
+    /// Replaces the stage's `epochs` (the schedule's length) of a new run. With `resume` it must
+    /// agree with the run's own count.
     pub epochs: Option<u64>,
-    /// Continue from `run_dir/last.safetensors`.
+    /// Continue from `run_dir/last.safetensors`, on the run's own schedule.
     pub resume: bool,
+    /// With `resume`: add this many epochs to the run (see `run_schedule` for the rates).
+    pub extend_epochs: Option<u64>,
     /// Progress bars and a line per epoch on stdout.
     pub show_progress: bool,
     /// Where the network trains.
@@ -182,61 +194,166 @@ fn train_epoch(
     Ok(loss_sum / count.max(1) as f64)
 }
 
-/// Trains one stage as configured; see the module documentation.
-pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSummary> {
-    let stage = options.stage;
-    let run = RunFolder::new(&options.run_dir);
-
-    // Decide about the run folder before any expensive work.
-    let resumed = if options.resume {
+/// Opens the run folder: removes what killed writes left behind, then loads the last checkpoint
+/// (`resume`) or makes sure there is none to overwrite.
+fn open_run(run: &RunFolder, options: &TrainOptions) -> Result<Option<LoadedRun>> {
+    for stale in crate::util::atomic_write::remove_stale_temp_files(&run.dir)? {
+        if options.show_progress {
+            eprintln!(
+                "removed {}, left by a write that was interrupted",
+                stale.display()
+            );
+        }
+    }
+    if options.resume {
         if !run.last().is_file() {
             return Err(HeparError::Checkpoint(format!(
                 "--resume: {} does not exist; start the run without --resume",
                 run.last().display()
             )));
         }
-        Some(load_run_checkpoint(&run.last())?)
-    } else {
-        if run.last().exists() {
-            return Err(HeparError::invalid(
-                "train",
-                format!(
-                    "{} already holds a run; pass --resume to continue it or --out for a new folder",
-                    run.dir.display()
-                ),
-            ));
-        }
-        None
-    };
-    let mut params = params.clone();
-    // A resumed run keeps its schedule's length unless told otherwise.
-    let epochs_override = options.epochs.or(resumed.as_ref().map(|r| r.info.epochs));
-    if let Some(epochs) = epochs_override {
-        params.stage_mut(stage).epochs = epochs;
-    }
-    params.validate()?;
-    let training = params.stage(stage).clone();
-    let epochs = training.epochs;
-    if let Some(r) = &resumed {
-        if r.info.stage != stage {
+        let loaded = load_run_checkpoint(&run.last())?;
+        if loaded.info.stage != options.stage {
             return Err(HeparError::Checkpoint(format!(
                 "{} is a {} run, not {}",
                 run.last().display(),
-                r.info.stage,
-                stage
+                loaded.info.stage,
+                options.stage
             )));
         }
-        if r.checkpoint.epoch >= epochs {
-            return Err(HeparError::invalid(
-                "train --resume",
-                format!(
-                    "{} already finished {} of {epochs} epochs; pass --epochs with a larger number to train further",
-                    run.dir.display(),
-                    r.checkpoint.epoch
-                ),
-            ));
-        }
+        return Ok(Some(loaded));
     }
+    if options.extend_epochs.is_some() {
+        return Err(HeparError::invalid(
+            "train --extend-epochs",
+            "extends an existing run: pass it with --resume (and the run's --out)",
+        ));
+    }
+    if run.last().exists() {
+        return Err(HeparError::invalid(
+            "train",
+            format!(
+                "{} already holds a run; pass --resume to continue it or --out for a new folder",
+                run.dir.display()
+            ),
+        ));
+    }
+    Ok(None)
+}
+
+/// The schedule a resumed run trains on: its own, extended when asked. `--epochs` must agree
+/// with it, so a resume can neither restart nor shorten the schedule unnoticed.
+fn resumed_schedule(
+    resumed: &LoadedRun,
+    options: &TrainOptions,
+    run: &RunFolder,
+) -> Result<RunSchedule> {
+    let mut schedule = resumed.info.schedule();
+    let total = schedule.total_epochs();
+    let trained = resumed.checkpoint.epoch;
+    if let Some(epochs) = options.epochs.filter(|&e| e != total) {
+        return Err(HeparError::invalid(
+            "train --resume",
+            format!(
+                "--epochs {epochs} disagrees with the run's {total} epochs: --resume continues the                  run's own schedule; to train further, pass --extend-epochs N instead"
+            ),
+        ));
+    }
+    if let Some(extra) = options.extend_epochs {
+        let segment = schedule.extend(trained, extra)?;
+        if options.show_progress {
+            println!(
+                "extending the run from {total} to {} epochs: from epoch {} the learning rate                  anneals by a cosine from {:.3e} (the rate of epoch {trained}) to {:.1e} over {}                  epochs",
+                schedule.total_epochs(),
+                segment.first_epoch + 1,
+                segment.start_lr,
+                segment.eta_min,
+                segment.epochs
+            );
+        }
+    } else if trained >= total {
+        return Err(HeparError::invalid(
+            "train --resume",
+            format!(
+                "{} already finished {trained} of {total} epochs; pass --extend-epochs N to train                  N more",
+                run.dir.display()
+            ),
+        ));
+    }
+    Ok(schedule)
+}
+
+/// The history a resumed run continues: the checkpoint's own, or for checkpoints that predate
+/// it, `history.csv` up to the checkpoint's epoch.
+fn resumed_history(resumed: &LoadedRun, run: &RunFolder) -> Result<Vec<EpochRecord>> {
+    let epoch = resumed.checkpoint.epoch;
+    let mut history = if resumed.info.history.is_empty() && epoch > 0 {
+        read_history(&run.history())?
+    } else {
+        resumed.info.history.clone()
+    };
+    history.retain(|h| h.epoch <= epoch);
+    Ok(history)
+}
+
+/// Warns when the configuration's training settings differ from the resumed run's, which are
+/// the ones used (so the resume repeats the run).
+fn note_changed_settings(resumed: &RunInfo, configured: &StageTraining, show: bool) {
+    let own = StageTraining {
+        epochs: configured.epochs,
+        ..resumed.training.clone()
+    };
+    if show && own != *configured {
+        eprintln!(
+            "note: the configuration's [train.{}] settings differ from the run's; the resume              keeps the run's own",
+            resumed.stage
+        );
+    }
+}
+
+/// Saves the epoch's checkpoints, then derives `history.csv` from them. Best goes first: a kill
+/// between the two leaves a last checkpoint that retrains the epoch and rewrites the same best.
+fn save_epoch(
+    run: &RunFolder,
+    model: &CotNextUnet,
+    optimizer: &dyn Optimizer,
+    (epoch, step): (u64, u64),
+    info: &RunInfo,
+    improved: bool,
+) -> Result<()> {
+    if improved {
+        save_run_checkpoint(&run.best(), model, optimizer, epoch, step, info)?;
+    }
+    save_run_checkpoint(&run.last(), model, optimizer, epoch, step, info)?;
+    write_history(&run.history(), &info.history)
+}
+
+/// Trains one stage as configured; see the module documentation.
+pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSummary> {
+    let stage = options.stage;
+    let run = RunFolder::new(&options.run_dir);
+
+    // Decide about the run folder before any expensive work.
+    let resumed = open_run(&run, options)?;
+    let mut params = params.clone();
+    if let Some(epochs) = options.epochs.filter(|_| resumed.is_none()) {
+        params.stage_mut(stage).epochs = epochs;
+    }
+    params.validate()?;
+    let schedule = match &resumed {
+        Some(r) => {
+            note_changed_settings(&r.info, params.stage(stage), options.show_progress);
+            let schedule = resumed_schedule(r, options, &run)?;
+            *params.stage_mut(stage) = StageTraining {
+                epochs: schedule.total_epochs(),
+                ..r.info.training.clone()
+            };
+            schedule
+        }
+        None => RunSchedule::new(params.stage(stage)),
+    };
+    let training = params.stage(stage).clone();
+    let epochs = schedule.total_epochs();
 
     ensure_synthetic_data(&params)?;
     if params.uses_synthetic_data() && params.synthetic.reduced_inputs && options.show_progress {
@@ -268,11 +385,13 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
         model: config.into(),
         training: training.clone(),
         epochs,
+        schedule: Some(schedule.clone()),
         data: data_params,
         best_val_dice: None,
         best_epoch: 0,
+        history: Vec::new(),
     };
-    let (mut epoch, mut step, mut history) = (0u64, 0u64, Vec::new());
+    let (mut epoch, mut step) = (0u64, 0u64);
     if let Some(r) = &resumed {
         if r.info.model != ModelConfig::from(config) {
             return Err(HeparError::Checkpoint(format!(
@@ -292,8 +411,9 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
         step = r.checkpoint.step;
         info.best_val_dice = r.info.best_val_dice;
         info.best_epoch = r.info.best_epoch;
-        history = read_history(&run.history())?;
-        history.retain(|h| h.epoch <= epoch);
+        info.history = resumed_history(r, &run)?;
+        // The CSV may lag the checkpoint by the epoch a kill interrupted: derive it again.
+        write_history(&run.history(), &info.history)?;
     }
     std::fs::create_dir_all(&run.dir).map_err(|e| HeparError::io(&run.dir, e))?;
     if options.show_progress {
@@ -307,15 +427,10 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
             run.dir.display()
         );
         if epoch > 0 {
-            println!("resuming after epoch {epoch} (step {step})");
+            println!("resuming after epoch {epoch} (step {step}) of {epochs}");
         }
     }
 
-    let schedule = CosineAnnealing {
-        base_lr: training.learning_rate,
-        t_max: epochs,
-        eta_min: training.eta_min,
-    };
     let first_epoch_this_call = epoch + 1;
     let plan = EpochPlan {
         data: &data,
@@ -355,11 +470,9 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
         if improved {
             info.best_val_dice = Some(val_dice);
             info.best_epoch = display_epoch;
-            save_run_checkpoint(&run.best(), &model, &optimizer, epoch, step, &info)?;
         }
-        save_run_checkpoint(&run.last(), &model, &optimizer, epoch, step, &info)?;
-        history.push(record.clone());
-        write_history(&run.history(), &history)?;
+        info.history.push(record.clone());
+        save_epoch(&run, &model, &optimizer, (epoch, step), &info, improved)?;
         if options.show_progress {
             println!(
                 "epoch {display_epoch}/{epochs}  train loss {:.4}  val loss {:.4}  val Dice {:.3}  lr {:.2e}  {:.1} s{}",
@@ -374,7 +487,7 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
     }
     Ok(RunSummary {
         run,
-        history,
+        history: info.history,
         first_epoch_this_call,
         best_epoch: info.best_epoch,
         best_val_dice: info.best_val_dice,

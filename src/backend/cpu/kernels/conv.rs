@@ -13,6 +13,7 @@
 
 use rayon::prelude::*;
 
+use super::fixed_split::{sum_of_tasks, PARALLEL_TASKS, REDUCTION_TASKS};
 use super::gemm::{gemm_raw, MatLayout};
 use super::scalar::Float;
 pub use crate::backend::geometry::{ConvGeometry, ConvTransposeGeometry};
@@ -272,16 +273,22 @@ const COLUMN_TILE_ELEMENTS: usize = 1 << 16;
 /// Positions per task when there is no gather (pointwise convolutions).
 const POINTWISE_TILE: usize = 4096;
 
-/// Positions per tile: as many as fit the column budget, but small enough to give every thread
-/// several tasks.
-fn tile_len(rows: usize, positions: usize, outer_tasks: usize, pointwise: bool) -> usize {
+/// Positions per tile: as many as fit the column budget, but small enough to make about
+/// `tasks` tasks. Never from the pool's size: the tile fixes the GEMM shapes (so the blocking of
+/// each sum) and the weight gradient's sum order, so the bits would change with the thread count.
+fn tile_len(
+    rows: usize,
+    positions: usize,
+    outer_tasks: usize,
+    pointwise: bool,
+    tasks: usize,
+) -> usize {
     let budget = if pointwise {
         POINTWISE_TILE
     } else {
         (COLUMN_TILE_ELEMENTS / rows.max(1)).max(16)
     };
-    let wanted_tasks = 4 * rayon::current_num_threads();
-    let per_outer = wanted_tasks.div_ceil(outer_tasks.max(1));
+    let per_outer = tasks.div_ceil(outer_tasks.max(1));
     let for_parallelism = positions.div_ceil(per_outer).max(16);
     budget.min(for_parallelism).min(positions).max(1)
 }
@@ -305,7 +312,7 @@ fn gathered_product<T: Float>(
     let src_plane = gather.src_dims.iter().product::<usize>();
     let positions = gather.dst_dims.iter().product::<usize>();
     let rows = src_cpg * gather.taps_len();
-    let tile = tile_len(rows, positions, batch * groups, identity);
+    let tile = tile_len(rows, positions, batch * groups, identity, PARALLEL_TASKS);
     let tiles = positions.div_ceil(tile);
     let out_ptr = SharedMut(out.as_mut_ptr());
     (0..batch * groups * tiles)
@@ -555,66 +562,56 @@ fn portable_backward_weight<T: Float>(
     let rows = cig * gather.taps_len();
     let src_plane = geom.input.iter().product::<usize>();
     let positions = gather.dst_dims.iter().product::<usize>();
-    let tile = tile_len(rows, positions, batch * groups, identity);
+    let tile = tile_len(rows, positions, batch * groups, identity, REDUCTION_TASKS);
     let tiles = positions.div_ceil(tile);
-    let weight_len = grad_weight.len();
-    let partial = (0..batch * groups * tiles)
-        .into_par_iter()
-        .fold(
-            || (vec![T::zero(); weight_len], Vec::<T>::new()),
-            |(mut acc, mut col), task| {
-                let (ng, t) = (task / tiles, task % tiles);
-                let (n, g) = (ng / groups, ng % groups);
-                let p0 = t * tile;
-                let len = tile.min(positions - p0);
-                let src_group = &input[(n * groups + g) * cig * src_plane..][..cig * src_plane];
-                let (b_ptr, b_layout) = if identity {
-                    (
-                        src_group[p0..].as_ptr(),
-                        MatLayout {
-                            rows: len,
-                            cols: rows,
-                            row_stride: 1,
-                            col_stride: src_plane as isize,
-                        },
-                    )
-                } else {
-                    col.resize(rows * len, T::zero());
-                    gather.columns(src_group, cig, p0, len, &mut col[..rows * len]);
-                    (col.as_ptr(), MatLayout::row_major(rows, len).t())
-                };
-                let a = &grad_out[(n * groups + g) * cog * positions + p0..];
-                let a_layout = MatLayout {
-                    rows: cog,
-                    cols: len,
-                    row_stride: positions as isize,
-                    col_stride: 1,
-                };
-                let c = &mut acc[g * cog * rows..(g + 1) * cog * rows];
-                // SAFETY: the views stay inside `grad_out`, the column tile (or `input`) and this
-                // task's own accumulator.
-                unsafe {
-                    gemm_raw(
-                        a.as_ptr(),
-                        a_layout,
-                        b_ptr,
-                        b_layout,
-                        c.as_mut_ptr(),
-                        MatLayout::row_major(cog, rows),
-                        true,
-                    );
-                }
-                (acc, col)
-            },
-        )
-        .map(|(acc, _)| acc)
-        .reduce_with(|mut x, y| {
-            x.iter_mut().zip(&y).for_each(|(a, b)| *a += *b);
-            x
-        });
-    if let Some(sum) = partial {
-        grad_weight.copy_from_slice(&sum);
-    }
+    sum_of_tasks(
+        batch * groups * tiles,
+        grad_weight,
+        Vec::<T>::new,
+        |col, task, acc| {
+            let (ng, t) = (task / tiles, task % tiles);
+            let (n, g) = (ng / groups, ng % groups);
+            let p0 = t * tile;
+            let len = tile.min(positions - p0);
+            let src_group = &input[(n * groups + g) * cig * src_plane..][..cig * src_plane];
+            let (b_ptr, b_layout) = if identity {
+                (
+                    src_group[p0..].as_ptr(),
+                    MatLayout {
+                        rows: len,
+                        cols: rows,
+                        row_stride: 1,
+                        col_stride: src_plane as isize,
+                    },
+                )
+            } else {
+                col.resize(rows * len, T::zero());
+                gather.columns(src_group, cig, p0, len, &mut col[..rows * len]);
+                (col.as_ptr(), MatLayout::row_major(rows, len).t())
+            };
+            let a = &grad_out[(n * groups + g) * cog * positions + p0..];
+            let a_layout = MatLayout {
+                rows: cog,
+                cols: len,
+                row_stride: positions as isize,
+                col_stride: 1,
+            };
+            let c = &mut acc[g * cog * rows..(g + 1) * cog * rows];
+            // SAFETY: the views stay inside `grad_out`, the column tile (or `input`) and this
+            // run's own accumulator.
+            unsafe {
+                gemm_raw(
+                    a.as_ptr(),
+                    a_layout,
+                    b_ptr,
+                    b_layout,
+                    c.as_mut_ptr(),
+                    MatLayout::row_major(cog, rows),
+                    true,
+                );
+            }
+        },
+    );
 }
 
 /// Gradient with respect to a per-channel bias: `grad_out` [batch, channels, positions] summed over

@@ -15,6 +15,7 @@ use std::arch::x86_64::*;
 use rayon::prelude::*;
 
 use super::conv::ConvGeometry;
+use super::fixed_split::{sum_of_tasks, REDUCTION_TASKS};
 
 /// Lanes of one vector.
 const LANES: usize = 16;
@@ -60,11 +61,17 @@ struct RowTap {
     weight_row: usize,
 }
 
-/// Rows within one (batch item, group) handled by one task: enough tasks for every thread, each
-/// long enough to amortise its setup.
+/// Rows within one (batch item, group) handled by one task of a pass that writes each output
+/// element from one task: enough tasks for every thread, each long enough to amortise its setup.
+/// The split follows the pool's size; each element's sum runs inside its own task in the same
+/// order whatever the split, so the bits do not.
 fn rows_per_task(rows: usize, outer: usize) -> usize {
-    let wanted = 8 * rayon::current_num_threads();
-    let per_outer = wanted.div_ceil(outer.max(1));
+    split_rows(rows, outer, 8 * rayon::current_num_threads())
+}
+
+/// Rows per task for about `tasks` tasks over `outer` (batch item, group) pairs.
+fn split_rows(rows: usize, outer: usize, tasks: usize) -> usize {
+    let per_outer = tasks.div_ceil(outer.max(1));
     rows.div_ceil(per_outer).max(1)
 }
 
@@ -615,8 +622,8 @@ unsafe fn forward_tile<const MR: usize, const NV: usize>(
     }
 }
 
-/// Gradient of the weights (width stride 1), written into `grad_weight`. Each task reduces its
-/// rows into a private copy of the gradient; the copies are summed at the end.
+/// Gradient of the weights (width stride 1), written into `grad_weight`. Runs of tasks reduce
+/// their rows into private copies of the gradient, added in run order (thread-count independent).
 pub fn backward_weight(
     geom: &ConvGeometry,
     input: &[f32],
@@ -630,7 +637,8 @@ pub fn backward_weight(
     let [od, oh, ow] = geom.output();
     let positions = od * oh * ow;
     let out_rows = od * oh;
-    let per_task = rows_per_task(out_rows, geom.batch * groups).min(16);
+    // Tasks from the problem alone (not the pool): they fix where the partial sums split.
+    let per_task = split_rows(out_rows, geom.batch * groups, REDUCTION_TASKS).min(16);
     let tasks_per_group = out_rows.div_ceil(per_task);
     // Width taps as (pointer offset, coordinate shift); a width stride reads the input rewritten
     // as width phases, where both stay contiguous.
@@ -646,83 +654,73 @@ pub fn backward_weight(
     let deltas: Vec<(isize, isize)> = (0..kw)
         .map(|k| phases.tap((k * geom.dilation[2]) as isize - geom.padding[2] as isize))
         .collect();
-    let partial = (0..geom.batch * groups * tasks_per_group)
-        .into_par_iter()
-        .fold(
-            || (vec![0f32; grad_weight.len()], Vec::<(isize, isize)>::new()),
-            |(mut acc, mut row_pairs), task| {
-                let (ng, t) = (task / tasks_per_group, task % tasks_per_group);
-                let g = ng % groups;
-                let src = input[ng * cig * in_plane..(ng + 1) * cig * in_plane].as_ptr();
-                let dy = grad_out[ng * m * positions..(ng + 1) * m * positions].as_ptr();
-                let row_range = t * per_task..((t + 1) * per_task).min(out_rows);
-                let gw_group = &mut acc[g * m * rows..(g + 1) * m * rows];
-                let mut co = 0;
-                while co < m {
-                    // Four channels x three width taps: 12 accumulators. Eight channels ran out of registers.
-                    let mr = [4, 2, 1].into_iter().find(|&mr| mr <= m - co).unwrap_or(1);
-                    for c in 0..cig {
-                        for a in 0..kd {
-                            for b in 0..kh {
-                                row_pairs.clear();
-                                for row in row_range.clone() {
-                                    let (d, h) = (row / oh, row % oh);
-                                    let sd = (d * geom.stride[0] + a * geom.dilation[0]) as isize
-                                        - geom.padding[0] as isize;
-                                    let sh = (h * geom.stride[1] + b * geom.dilation[1]) as isize
-                                        - geom.padding[1] as isize;
-                                    if sd < 0
-                                        || sd >= geom.input[0] as isize
-                                        || sh < 0
-                                        || sh >= geom.input[1] as isize
-                                    {
-                                        continue;
-                                    }
-                                    let s = (((c * geom.input[0]) as isize + sd)
-                                        * geom.input[1] as isize
-                                        + sh)
-                                        * row_len as isize;
-                                    row_pairs.push(((row * ow) as isize, s));
-                                }
-                                if row_pairs.is_empty() {
+    sum_of_tasks(
+        geom.batch * groups * tasks_per_group,
+        grad_weight,
+        Vec::<(isize, isize)>::new,
+        |row_pairs, task, acc| {
+            let (ng, t) = (task / tasks_per_group, task % tasks_per_group);
+            let g = ng % groups;
+            let src = input[ng * cig * in_plane..(ng + 1) * cig * in_plane].as_ptr();
+            let dy = grad_out[ng * m * positions..(ng + 1) * m * positions].as_ptr();
+            let row_range = t * per_task..((t + 1) * per_task).min(out_rows);
+            let gw_group = &mut acc[g * m * rows..(g + 1) * m * rows];
+            let mut co = 0;
+            while co < m {
+                // Four channels x three width taps: 12 accumulators. Eight channels ran out of registers.
+                let mr = [4, 2, 1].into_iter().find(|&mr| mr <= m - co).unwrap_or(1);
+                for c in 0..cig {
+                    for a in 0..kd {
+                        for b in 0..kh {
+                            row_pairs.clear();
+                            for row in row_range.clone() {
+                                let (d, h) = (row / oh, row % oh);
+                                let sd = (d * geom.stride[0] + a * geom.dilation[0]) as isize
+                                    - geom.padding[0] as isize;
+                                let sh = (h * geom.stride[1] + b * geom.dilation[1]) as isize
+                                    - geom.padding[1] as isize;
+                                if sd < 0
+                                    || sd >= geom.input[0] as isize
+                                    || sh < 0
+                                    || sh >= geom.input[1] as isize
+                                {
                                     continue;
                                 }
-                                let r0 = ((c * kd + a) * kh + b) * kw;
-                                // SAFETY: the row pairs address rows inside this item's input
-                                // and output gradient, width taps are masked to the input row,
-                                // and the gradient block lies in this task's accumulator.
-                                unsafe {
-                                    weight_tile_dispatch(
-                                        mr,
-                                        kw,
-                                        dy.add(co * positions),
-                                        &row_pairs,
-                                        src,
-                                        &deltas,
-                                        positions,
-                                        ow,
-                                        in_width,
-                                        gw_group[co * rows + r0..].as_mut_ptr(),
-                                        rows,
-                                    );
-                                }
+                                let s = (((c * geom.input[0]) as isize + sd)
+                                    * geom.input[1] as isize
+                                    + sh)
+                                    * row_len as isize;
+                                row_pairs.push(((row * ow) as isize, s));
+                            }
+                            if row_pairs.is_empty() {
+                                continue;
+                            }
+                            let r0 = ((c * kd + a) * kh + b) * kw;
+                            // SAFETY: the row pairs address rows inside this item's input
+                            // and output gradient, width taps are masked to the input row,
+                            // and the gradient block lies in this task's accumulator.
+                            unsafe {
+                                weight_tile_dispatch(
+                                    mr,
+                                    kw,
+                                    dy.add(co * positions),
+                                    row_pairs,
+                                    src,
+                                    &deltas,
+                                    positions,
+                                    ow,
+                                    in_width,
+                                    gw_group[co * rows + r0..].as_mut_ptr(),
+                                    rows,
+                                );
                             }
                         }
                     }
-                    co += mr;
                 }
-                (acc, row_pairs)
-            },
-        )
-        .map(|(acc, _)| acc)
-        .reduce_with(|mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(x, y)| *x += *y);
-            a
-        });
-    match partial {
-        Some(sum) => grad_weight.copy_from_slice(&sum),
-        None => grad_weight.fill(0.0),
-    }
+                co += mr;
+            }
+        },
+    );
 }
 
 /// Picks the register tile for `mr` output channels x `j` sources.

@@ -33,6 +33,8 @@ impl MatLayout {
 }
 
 /// How many threads a GEMM of this size should use: small products are faster on one thread.
+/// The thread count does not change the bits: the `gemm` crate splits only the output among
+/// threads, each element's sum over K running in the same blocks on any count (tested below).
 fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
     let threads = rayon::current_num_threads();
     if threads <= 1 || (m * n * k) < 64 * 64 * 64 || rayon::current_thread_index().is_some() {
@@ -194,5 +196,50 @@ mod tests {
         );
         let expected_acc: Vec<f64> = expected.iter().map(|v| v + 1.0).collect();
         assert_eq!(c2, expected_acc);
+    }
+
+    /// Many threads must give the bits of one: a K split across threads would change the order
+    /// of each element's sum. Shapes cover the small-matrix and blocked paths, K over one block.
+    #[test]
+    fn gemm_bits_do_not_depend_on_the_thread_count() {
+        for (m, n, k) in [(50, 40, 1500), (300, 257, 1100), (7, 2000, 3000)] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32).sin()).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 13 % 97) as f32).cos()).collect();
+            let run = |parallelism: gemm::Parallelism| {
+                let mut c = vec![0f32; m * n];
+                // SAFETY: dense row-major views of exactly these sizes.
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        n,
+                        k,
+                        c.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        false,
+                        a.as_ptr(),
+                        1,
+                        k as isize,
+                        b.as_ptr(),
+                        1,
+                        n as isize,
+                        1f32,
+                        1f32,
+                        false,
+                        false,
+                        false,
+                        parallelism,
+                    );
+                }
+                c.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
+            };
+            let serial = run(gemm::Parallelism::None);
+            for threads in [2, 3, 4] {
+                assert!(
+                    serial == run(gemm::Parallelism::Rayon(threads)),
+                    "{m}x{n}x{k} on {threads} threads"
+                );
+            }
+        }
     }
 }

@@ -4,6 +4,7 @@
 pub mod conv;
 #[cfg(target_arch = "x86_64")]
 mod conv_avx512;
+pub mod fixed_split;
 pub mod gemm;
 pub mod optim;
 pub mod pool;

@@ -1,6 +1,7 @@
 //! Reductions over a set of axes, with the reduced axes kept as size 1 in the output.
 
 use super::elementwise::StridedCursor;
+use super::fixed_split::ordered_chunk_sum;
 use super::scalar::Float;
 use crate::backend::ops::ReduceOp;
 use crate::tensor::layout::Layout;
@@ -84,10 +85,9 @@ fn reduce_middle<T: Float>(
         if outer > 1 && outer * len >= 1 << 15 {
             out.par_iter_mut().enumerate().for_each(run);
         } else if outer == 1 && len >= 1 << 16 && op == ReduceOp::Sum {
-            let total: f64 = x[..len]
-                .par_chunks(1 << 14)
-                .map(|c| c.iter().map(|v| v.to_f64_lossless()).sum::<f64>())
-                .sum();
+            let total = ordered_chunk_sum(&x[..len], 1 << 14, |c| {
+                c.iter().map(|v| v.to_f64_lossless()).sum::<f64>()
+            });
             out[0] = T::from_f64_lossy(total);
         } else {
             out.iter_mut().enumerate().for_each(run);
@@ -203,12 +203,11 @@ pub fn reduce<T: Float>(
             .enumerate()
             .for_each(|(o, slot)| reduce_run(o, slot));
     } else if outer == 1 && inner >= 1 << 16 && op == ReduceOp::Sum && permuted.is_contiguous() {
-        // One long contiguous sum: split it across threads.
+        // One long contiguous sum: split it across threads, partial sums added in order.
         let start = permuted.offset();
-        let total: f64 = x[start..start + inner]
-            .par_chunks(1 << 14)
-            .map(|c| c.iter().map(|v| v.to_f64_lossless()).sum::<f64>())
-            .sum();
+        let total = ordered_chunk_sum(&x[start..start + inner], 1 << 14, |c| {
+            c.iter().map(|v| v.to_f64_lossless()).sum::<f64>()
+        });
         out[0] = T::from_f64_lossy(total);
     } else {
         for (o, slot) in out.iter_mut().enumerate() {
