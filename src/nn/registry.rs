@@ -14,7 +14,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A network architecture, named as `--arch` and the fixtures' `arch` key name it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Arch {
     /// The seed's CoTNeXt U-Net on volumes (liver stage).

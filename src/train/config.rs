@@ -3,10 +3,13 @@
 //! (read by `crate::data::config`). A section may list only the keys it changes; every key has a
 //! default (the seed's value where it had one) and an unknown key is an error naming it.
 
+use super::objective::{LossConfig, TargetKind};
 use crate::data::config::DataParameters;
 use crate::error::{HeparError, Result};
+use crate::nn::Arch;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Which network a run trains.
@@ -57,9 +60,104 @@ pub struct StageTraining {
     pub bce_weight: f64,
     /// Smoothing term of the soft Dice.
     pub dice_smooth: f64,
+    /// `adamw` (decoupled weight decay, the CoTNeXt seed) or `adam` (L2 decay in the gradient,
+    /// as PyTorch's Adam).
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
+    /// `cosine` (to `eta_min` over the run), `step` (times `gamma` every `step_size` epochs) or
+    /// `constant`.
+    #[serde(default)]
+    pub schedule: ScheduleKind,
+    #[serde(default = "default_step_size")]
+    pub step_size: u64,
+    #[serde(default = "default_gamma")]
+    pub gamma: f64,
+    /// A loss other than the Dice + BCE above (`kind = "cross_entropy"`, `"neg_dice"`,
+    /// `"deep_supervision"`, `"tversky_bce"`, `"dice_bce"`; see train::objective).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<LossConfig>,
+    /// What the network learns: `liver` (labels >= 1), `tumor` (label 2) or `classes` (the
+    /// label ids 0, 1, 2). Default: the stage's (liver for volumes, tumor for stacks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetChoice>,
+    /// Slices per 2.5D stack for 2D networks (their input channels); default
+    /// `[preprocess.stage2] stack_slices`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slices: Option<usize>,
+}
+
+fn default_step_size() -> u64 {
+    10
+}
+
+fn default_gamma() -> f64 {
+    0.1
+}
+
+/// The optimiser of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    #[default]
+    Adamw,
+    Adam,
+}
+
+/// How the learning rate moves from epoch to epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleKind {
+    #[default]
+    Cosine,
+    Step,
+    Constant,
+}
+
+/// The labels a run's target is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetChoice {
+    /// 0/1: liver, tumour included (labels >= 1).
+    Liver,
+    /// 0/1: tumour (label 2).
+    Tumor,
+    /// The label ids themselves (background 0, liver 1, tumour 2), for cross-entropy.
+    Classes,
+}
+
+impl TargetChoice {
+    /// The stage's own target: liver for volumes, tumour for stacks.
+    pub fn of_stage(stage: Stage) -> TargetChoice {
+        match stage {
+            Stage::Liver => TargetChoice::Liver,
+            Stage::Tumor => TargetChoice::Tumor,
+        }
+    }
+
+    /// The classes a network needs for this target.
+    pub fn classes(self) -> usize {
+        match self {
+            TargetChoice::Classes => 3,
+            _ => 1,
+        }
+    }
 }
 
 impl StageTraining {
+    /// The target this section trains on (its stage's when unset).
+    pub fn target_for(&self, stage: Stage) -> TargetChoice {
+        self.target.unwrap_or(TargetChoice::of_stage(stage))
+    }
+
+    /// The loss of this section: `loss` when set, else the Dice + BCE weights.
+    pub fn loss_config(&self) -> LossConfig {
+        self.loss.clone().unwrap_or(LossConfig::DiceBce {
+            dice: self.dice_weight,
+            bce: self.bce_weight,
+            smooth: self.dice_smooth,
+        })
+    }
+
     fn seed_optimiser(epochs: u64, batch_size: usize, batches_per_epoch: Option<usize>) -> Self {
         StageTraining {
             epochs,
@@ -73,7 +171,76 @@ impl StageTraining {
             dice_weight: 0.7,
             bce_weight: 0.3,
             dice_smooth: 1e-5,
+            optimizer: OptimizerKind::Adamw,
+            schedule: ScheduleKind::Cosine,
+            step_size: default_step_size(),
+            gamma: default_gamma(),
+            loss: None,
+            target: None,
+            slices: None,
         }
+    }
+
+    /// A seed's Adam recipe (no weight decay, PyTorch's Adam) at a constant rate, sized for the
+    /// synthetic phantoms.
+    fn seed_adam(
+        epochs: u64,
+        batch_size: usize,
+        batches_per_epoch: Option<usize>,
+        lr: f64,
+    ) -> Self {
+        StageTraining {
+            learning_rate: lr,
+            weight_decay: 0.0,
+            eta_min: 0.0,
+            optimizer: OptimizerKind::Adam,
+            schedule: ScheduleKind::Constant,
+            ..Self::seed_optimiser(epochs, batch_size, batches_per_epoch)
+        }
+    }
+
+    /// The defaults of `[train.<arch>]` for the other seeds' networks: each seed's optimiser,
+    /// schedule, loss and target (the U-Net course: Adam 1e-3, 3-class cross-entropy; the Keras
+    /// U-Net: Adam 1e-5, -dice, on single slices; the 3-class 3D U-Net: Adam 1e-4, weighted
+    /// cross-entropy; the residual 3D U-Net: Adam 1e-3, StepLR 10 / 0.1, deep supervision).
+    pub fn arch_default(arch: Arch) -> Option<Self> {
+        Some(match arch {
+            Arch::CotNext3d | Arch::CotNext2d => return None,
+            Arch::Unet2dClassic => StageTraining {
+                target: Some(TargetChoice::Classes),
+                loss: Some(LossConfig::CrossEntropy {
+                    class_weights: Vec::new(),
+                    ignore_index: None,
+                }),
+                slices: Some(3),
+                ..Self::seed_adam(6, 8, Some(10), 1e-3)
+            },
+            Arch::KerasUnet2d => StageTraining {
+                target: Some(TargetChoice::Liver),
+                loss: Some(LossConfig::NegDice { smooth: 1.0 }),
+                slices: Some(1),
+                ..Self::seed_adam(6, 8, Some(10), 1e-5)
+            },
+            Arch::Unet3d3Class => StageTraining {
+                target: Some(TargetChoice::Classes),
+                loss: Some(LossConfig::CrossEntropy {
+                    class_weights: vec![1.0, 1.0, 3.0],
+                    ignore_index: None,
+                }),
+                ..Self::seed_adam(6, 1, None, 1e-4)
+            },
+            Arch::Res3dUnet => StageTraining {
+                target: Some(TargetChoice::Tumor),
+                loss: Some(LossConfig::DeepSupervision {
+                    alpha: 0.33,
+                    bce: 0.5,
+                    dice: 1.0,
+                    smooth: 1.0,
+                }),
+                schedule: ScheduleKind::Step,
+                ..Self::seed_adam(6, 1, None, 1e-3)
+            },
+        })
     }
 
     /// Liver defaults: the seed's optimiser and loss; few epochs so the first run is short.
@@ -154,6 +321,39 @@ impl StageTraining {
                 format!("{} (must be zero or positive)", self.dice_smooth),
             );
         }
+        if self.schedule == ScheduleKind::Step
+            && (self.step_size == 0 || !(self.gamma.is_finite() && self.gamma > 0.0))
+        {
+            return bad(
+                "step_size / gamma",
+                format!(
+                    "{} / {} (a step of at least 1 epoch, a positive factor)",
+                    self.step_size, self.gamma
+                ),
+            );
+        }
+        if self.slices == Some(0) {
+            return bad("slices", "0 (need at least 1)".into());
+        }
+        if let Some(loss) = &self.loss {
+            loss.validate(section, self.target_for(stage).classes())?;
+            let wants_classes = loss.target_kind() == TargetKind::ClassIds;
+            if wants_classes != (self.target_for(stage) == TargetChoice::Classes) {
+                return bad(
+                    "target",
+                    format!(
+                        "{:?} does not suit the loss {loss:?}: cross-entropy takes target = \"classes\", the other losses a 0/1 target (liver or tumor)",
+                        self.target_for(stage)
+                    ),
+                );
+            }
+        } else if self.target_for(stage) == TargetChoice::Classes {
+            return bad(
+                "target",
+                "\"classes\" needs a cross-entropy loss ([...loss] kind = \"cross_entropy\")"
+                    .into(),
+            );
+        }
         Ok(())
     }
 }
@@ -209,6 +409,30 @@ pub struct TrainParameters {
     pub tumor: StageTraining,
     pub liver_model: ModelSettings,
     pub tumor_model: ModelSettings,
+    /// `[train.<arch>]` and `[model.<arch>]` of the other seeds' networks (`--arch`).
+    pub arch_training: BTreeMap<Arch, StageTraining>,
+    pub arch_models: BTreeMap<Arch, ModelSettings>,
+}
+
+/// The architectures with their own `[train.<arch>]` section (the CoTNeXt networks train as
+/// the stages).
+fn other_archs() -> impl Iterator<Item = Arch> {
+    Arch::ALL
+        .into_iter()
+        .filter(|a| StageTraining::arch_default(*a).is_some())
+}
+
+/// The base width of each other seed network for the synthetic run (the seeds used 64, 32, 32
+/// and 16; `[model.<arch>] width` sets it).
+fn arch_model_default(arch: Arch) -> ModelSettings {
+    let width = match arch {
+        Arch::Res3dUnet => 4,
+        _ => 8,
+    };
+    ModelSettings {
+        width,
+        init_seed: 0,
+    }
 }
 
 impl Default for TrainParameters {
@@ -226,6 +450,10 @@ impl Default for TrainParameters {
                 width: 32,
                 init_seed: 0,
             },
+            arch_training: other_archs()
+                .filter_map(|a| StageTraining::arch_default(a).map(|t| (a, t)))
+                .collect(),
+            arch_models: other_archs().map(|a| (a, arch_model_default(a))).collect(),
         }
     }
 }
@@ -289,10 +517,38 @@ impl TrainParameters {
             .parse()
             .map_err(|e: toml::de::Error| HeparError::Config(e.to_string()))?;
         let defaults = TrainParameters::default();
-        let train = subsections(&doc, "train", &["synthetic", "liver", "tumor"])?;
-        let model = subsections(&doc, "model", &["liver", "tumor"])?;
+        let arch_names: Vec<&str> = other_archs().map(Arch::name).collect();
+        let allowed = |fixed: &[&'static str]| -> Vec<&str> {
+            fixed
+                .iter()
+                .copied()
+                .chain(arch_names.iter().copied())
+                .collect()
+        };
+        let train = subsections(&doc, "train", &allowed(&["synthetic", "liver", "tumor"]))?;
+        let model = subsections(&doc, "model", &allowed(&["liver", "tumor"]))?;
         let get = |t: Option<&toml::Table>, key: &str| t.and_then(|t| t.get(key)).cloned();
+        let mut arch_training = BTreeMap::new();
+        let mut arch_models = BTreeMap::new();
+        for arch in other_archs() {
+            let name = arch.name();
+            let default = StageTraining::arch_default(arch).expect("other archs have defaults");
+            arch_training.insert(
+                arch,
+                merged_section(get(train, name).as_ref(), default, &format!("train.{name}"))?,
+            );
+            arch_models.insert(
+                arch,
+                merged_section(
+                    get(model, name).as_ref(),
+                    arch_model_default(arch),
+                    &format!("model.{name}"),
+                )?,
+            );
+        }
         let params = TrainParameters {
+            arch_training,
+            arch_models,
             data,
             synthetic: merged_section(
                 get(train, "synthetic").as_ref(),
@@ -338,6 +594,46 @@ impl TrainParameters {
         }
     }
 
+    /// The data a network trains on: volumes (stage 1) for 3D networks, 2.5D stacks (stage 2)
+    /// for 2D ones.
+    pub fn stage_of(arch: Arch) -> Stage {
+        if arch.dims() == 3 {
+            Stage::Liver
+        } else {
+            Stage::Tumor
+        }
+    }
+
+    /// The config section of `arch`'s training: `train.liver` / `train.tumor` for the CoTNeXt
+    /// networks, `train.<arch>` for the others.
+    pub fn section_of(arch: Arch) -> String {
+        match arch {
+            Arch::CotNext3d | Arch::CotNext2d => format!("train.{}", Self::stage_of(arch)),
+            other => format!("train.{}", other.name()),
+        }
+    }
+
+    pub fn training_for(&self, arch: Arch) -> &StageTraining {
+        match self.arch_training.get(&arch) {
+            Some(t) => t,
+            None => self.stage(Self::stage_of(arch)),
+        }
+    }
+
+    pub fn training_for_mut(&mut self, arch: Arch) -> &mut StageTraining {
+        if self.arch_training.contains_key(&arch) {
+            return self.arch_training.get_mut(&arch).expect("checked");
+        }
+        self.stage_mut(Self::stage_of(arch))
+    }
+
+    pub fn model_for(&self, arch: Arch) -> &ModelSettings {
+        match self.arch_models.get(&arch) {
+            Some(m) => m,
+            None => self.model(Self::stage_of(arch)),
+        }
+    }
+
     pub fn model(&self, stage: Stage) -> &ModelSettings {
         match stage {
             Stage::Liver => &self.liver_model,
@@ -365,6 +661,16 @@ impl TrainParameters {
         self.data.validate()?;
         self.liver.validate("train.liver", Stage::Liver)?;
         self.tumor.validate("train.tumor", Stage::Tumor)?;
+        for (arch, training) in &self.arch_training {
+            training.validate(&Self::section_of(*arch), Self::stage_of(*arch))?;
+            let width = self.model_for(*arch).width;
+            if width == 0 {
+                return Err(HeparError::Config(format!(
+                    "model.{}.width: 0 (need at least 1)",
+                    arch.name()
+                )));
+            }
+        }
         for (name, m) in [
             ("model.liver", &self.liver_model),
             ("model.tumor", &self.tumor_model),
@@ -440,6 +746,15 @@ impl TrainParameters {
 /// Default run folder of a stage: `runs/<stage>`.
 pub fn default_run_dir(stage: Stage) -> PathBuf {
     PathBuf::from("runs").join(stage.name())
+}
+
+/// Default run folder of a network: its stage's for the CoTNeXt networks, `runs/<arch>` for
+/// the others.
+pub fn default_arch_run_dir(arch: Arch) -> PathBuf {
+    match arch {
+        Arch::CotNext3d | Arch::CotNext2d => default_run_dir(TrainParameters::stage_of(arch)),
+        other => PathBuf::from("runs").join(other.name()),
+    }
 }
 
 #[cfg(test)]
