@@ -3,6 +3,7 @@
 //! (SIGKILL, mid-epoch or mid-write) and resumed ends exactly where the uninterrupted run does.
 //! Every folder a kill leaves is consistent: its checkpoint loads, its history.csv never runs
 //! ahead of the checkpoint, and the next start removes the temporary files of killed writes.
+//! Ctrl-C (SIGINT) stops after the step under way with a checkpoint that resumes exactly there.
 
 use hepar::train::history::{read_history, EpochRecord};
 use hepar::train::run_checkpoint::LoadedRun;
@@ -22,6 +23,11 @@ fn temp_dir(tag: &str) -> PathBuf {
 
 /// Three 16x32x32 phantoms, width-8 networks, a few short epochs.
 fn tiny_config(dir: &Path) -> String {
+    tiny_config_with(dir, 2)
+}
+
+/// [`tiny_config`] with `tumor_batches` batches per tumour epoch.
+fn tiny_config_with(dir: &Path, tumor_batches: usize) -> String {
     let root = dir.join("synth");
     format!(
         r#"
@@ -50,7 +56,7 @@ epochs = {EPOCHS}
 [train.tumor]
 epochs = {EPOCHS}
 batch_size = 4
-batches_per_epoch = 2
+batches_per_epoch = {tumor_batches}
 
 [model.liver]
 width = 8
@@ -185,11 +191,16 @@ fn two_runs_of_one_configuration_are_the_same_bits() {
 }
 
 fn spawn_train(config: &Path, run_dir: &Path, resume: bool) -> Child {
+    spawn_stage(Stage::Liver, config, run_dir, resume)
+}
+
+fn spawn_stage(stage: Stage, config: &Path, run_dir: &Path, resume: bool) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hepar"));
     command
-        .args(["train", "--config", config.to_str().unwrap()])
+        .args(["train", "--stage", &stage.to_string()])
+        .args(["--config", config.to_str().unwrap()])
         .args(["--out", run_dir.to_str().unwrap()])
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if resume {
         command.arg("--resume");
@@ -353,5 +364,92 @@ fn a_start_removes_stale_temp_files_and_rewrites_a_lagging_history() {
     assert_eq!(history_bits(&csv[..2]), history_bits(&full));
     assert_eq!(history_bits(&csv), history_bits(&summary.history));
     assert_eq!(csv.len(), 3);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn wait_for(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[cfg(unix)]
+fn send_sigint(child: &Child) {
+    // SAFETY: kill(2) on our own child's pid.
+    let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(sent, 0, "kill -INT failed");
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_saves_where_it_stopped_and_the_resume_is_the_uninterrupted_run() {
+    let dir = temp_dir("sigint");
+    let config = dir.join("tiny.toml");
+    // Many short batches per epoch, so the interrupt lands inside an epoch.
+    std::fs::write(&config, tiny_config_with(&dir, 24)).unwrap();
+    let params = TrainParameters::load(&config).unwrap();
+    let reference_dir = dir.join("reference");
+    train(
+        &params,
+        &options(Stage::Tumor, reference_dir.clone(), false),
+    )
+    .unwrap();
+    let reference = final_state(&reference_dir);
+
+    let run_dir = dir.join("run");
+    let child = spawn_stage(Stage::Tumor, &config, &run_dir, false);
+    wait_for(&run_dir.join("last.safetensors"));
+    std::thread::sleep(Duration::from_millis(30));
+    send_sigint(&child);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("interrupted") && stdout.contains("--resume"),
+        "{stdout}"
+    );
+    let stopped = load_run_checkpoint(&run_dir.join("last.safetensors")).unwrap();
+    assert!(stopped.checkpoint.epoch < EPOCHS, "{stdout}");
+    eprintln!(
+        "stopped after {} epochs and {:?} (step {})",
+        stopped.checkpoint.epoch, stopped.info.partial_epoch, stopped.checkpoint.step
+    );
+    assert_consistent_after_kill(&run_dir, "after Ctrl-C");
+    finish(spawn_stage(Stage::Tumor, &config, &run_dir, true), "resume");
+    assert!(
+        final_state(&run_dir) == reference,
+        "the resumed run differs from the uninterrupted one"
+    );
+
+    // Twice: out at once, 130 again, the folder still consistent. (The first stop may win the
+    // race and exit cleanly before the second signal lands; either way nothing is lost.)
+    let run_dir = dir.join("twice");
+    let child = spawn_stage(Stage::Tumor, &config, &run_dir, false);
+    wait_for(&run_dir.join("last.safetensors"));
+    send_sigint(&child);
+    std::thread::sleep(Duration::from_millis(2));
+    send_sigint(&child);
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(130), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("quitting without saving") || stdout.contains("Resume with"),
+        "{stdout}{stderr}"
+    );
+    assert_consistent_after_kill(&run_dir, "after two Ctrl-Cs");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,5 +1,6 @@
 //! `hepar train [--stage liver|tumor] [--config parameters.toml] [--epochs N] [--out RUN]
-//! [--resume [--extend-epochs N]]`: trains one stage's network. With the default configuration on a fresh machine it
+//! [--resume [--extend-epochs N]]`: trains one stage's network. Ctrl-C stops after the step under
+//! way with a checkpoint to resume from (exit code 130); a second Ctrl-C quits at once. With the default configuration on a fresh machine it
 //! first writes synthetic phantoms, then trains on them in a few minutes.
 
 use crate::error::Result;
@@ -46,12 +47,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
     };
     let run_dir = args.out.unwrap_or_else(|| default_run_dir(args.stage));
+    crate::train::interrupt::install_sigint_handler()?;
     let started = std::time::Instant::now();
     let summary = train(
         &params,
         &TrainOptions {
             stage: args.stage,
-            run_dir,
+            run_dir: run_dir.clone(),
             epochs: args.epochs,
             resume: args.resume,
             extend_epochs: args.extend_epochs,
@@ -59,6 +61,25 @@ pub fn run(args: TrainArgs) -> Result<()> {
             device,
         },
     )?;
+    if let Some(stop) = summary.interrupted {
+        let config = args
+            .config
+            .as_ref()
+            .map(|c| format!(" --config {}", c.display()))
+            .unwrap_or_default();
+        let place = match stop.batches_done {
+            0 => format!("after epoch {}", stop.epochs_done),
+            b => format!("in epoch {} after batch {b}", stop.epochs_done + 1),
+        };
+        println!(
+            "interrupted {place} (step {}); saved {}. Resume with:\n  hepar train --stage {}{config} --out {} --resume",
+            stop.step,
+            summary.run.last().display(),
+            args.stage,
+            run_dir.display()
+        );
+        std::process::exit(crate::train::interrupt::EXIT_CODE);
+    }
     let best = summary
         .best_val_dice
         .map_or("n/a".to_string(), |d| format!("{d:.3}"));

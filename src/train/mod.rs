@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod history;
+pub mod interrupt;
 pub mod objective;
 pub mod run_checkpoint;
 pub mod run_schedule;
@@ -13,4 +14,4 @@ pub mod trainer;
 
 pub use config::{Stage, StageTraining, TrainParameters};
 pub use run_checkpoint::{load_run_checkpoint, RunFolder, RunInfo};
-pub use trainer::{train, RunSummary, TrainOptions};
+pub use trainer::{train, Interruption, RunSummary, TrainOptions};

@@ -47,6 +47,17 @@ pub struct RunInfo {
     /// moved into them (their `history.csv` is read instead).
     #[serde(default)]
     pub history: Vec<EpochRecord>,
+    /// Set when the run stopped inside an epoch (Ctrl-C): where to pick that epoch up again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_epoch: Option<PartialEpoch>,
+}
+
+/// How far an interrupted epoch got: batches trained, and their summed loss (the epoch's mean
+/// loss continues from it, so it comes out as in an uninterrupted run).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PartialEpoch {
+    pub batches_done: usize,
+    pub loss_sum: f64,
 }
 
 impl RunInfo {

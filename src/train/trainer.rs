@@ -11,14 +11,15 @@
 
 use super::config::{Stage, StageTraining, TrainParameters};
 use super::history::{read_history, write_history, EpochRecord};
+use super::interrupt::stop_requested;
 use super::run_checkpoint::{
-    load_run_checkpoint, save_run_checkpoint, LoadedRun, RunFolder, RunInfo,
+    load_run_checkpoint, save_run_checkpoint, LoadedRun, PartialEpoch, RunFolder, RunInfo,
 };
 use super::run_schedule::RunSchedule;
 use super::stage_data::{target_label, StageData, ValidationBatch};
 use super::synthetic::ensure_synthetic_data;
 use crate::backend::Device;
-use crate::data::loader::Prefetcher;
+use crate::data::loader::{Batch, BatchSource, Prefetcher};
 use crate::error::{HeparError, Result};
 use crate::nn::cotnext::{CotNextConfig, CotNextUnet};
 use crate::nn::{parameters, ModelConfig};
@@ -26,6 +27,7 @@ use crate::ops::loss::dice_bce;
 use crate::optim::{Adam, AdamConfig, Optimizer};
 use crate::tensor::Tensor;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Debug, Clone)]
@@ -54,6 +56,17 @@ pub struct RunSummary {
     pub first_epoch_this_call: u64,
     pub best_epoch: u64,
     pub best_val_dice: Option<f64>,
+    /// Stopped early by a stop request (Ctrl-C); the last checkpoint resumes where it stopped.
+    pub interrupted: Option<Interruption>,
+}
+
+/// Where an interrupted run stopped.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Interruption {
+    /// Epochs finished, and batches trained of the next one (0 at an epoch's end).
+    pub epochs_done: u64,
+    pub batches_done: usize,
+    pub step: u64,
 }
 
 fn model_config(params: &TrainParameters, stage: Stage, in_channels: usize) -> CotNextConfig {
@@ -132,25 +145,54 @@ struct EpochPlan<'a> {
     device: Device,
 }
 
-/// One pass over epoch `epoch`'s batches (0-based): forward, loss, backward, AdamW step.
-/// Returns the mean loss; `step` counts optimizer steps over the whole run.
+/// The batches of an epoch from batch `first` on: what is left of an interrupted epoch.
+struct RemainingBatches {
+    source: Arc<dyn BatchSource>,
+    first: usize,
+}
+
+impl BatchSource for RemainingBatches {
+    fn batch_count(&self) -> usize {
+        self.source.batch_count().saturating_sub(self.first)
+    }
+    fn make_batch(&self, index: usize) -> Result<Batch> {
+        self.source.make_batch(self.first + index)
+    }
+}
+
+/// How a pass over an epoch's batches ended.
+enum EpochEnd {
+    /// Every batch trained: the epoch's mean loss.
+    Finished(f64),
+    /// A stop was requested; the batches trained so far.
+    Stopped(PartialEpoch),
+}
+
+/// One pass over epoch `epoch`'s batches (0-based), from where `done` left it: forward, loss,
+/// backward, AdamW step. `step` counts optimizer steps over the whole run.
 fn train_epoch(
     model: &CotNextUnet,
     optimizer: &mut dyn Optimizer,
     plan: &EpochPlan,
-    epoch: u64,
+    (epoch, done): (u64, PartialEpoch),
     bar: &indicatif::ProgressBar,
     step: &mut u64,
-) -> Result<f64> {
+) -> Result<EpochEnd> {
     let t = plan.training;
     let min_label = target_label(plan.stage);
+    let source = plan.data.training_source(epoch)?;
+    let total = source.batch_count();
     let batches = Prefetcher::start(
-        plan.data.training_source(epoch)?,
+        Arc::new(RemainingBatches {
+            source,
+            first: done.batches_done,
+        }),
         plan.workers,
         plan.prefetch,
     );
-    let (mut loss_sum, mut count) = (0.0, 0usize);
-    for (index, batch) in batches.enumerate() {
+    bar.set_position(done.batches_done as u64);
+    let (mut loss_sum, mut count) = (done.loss_sum, done.batches_done);
+    for batch in batches {
         let batch = batch?;
         let target = Tensor::from_vec_on(
             batch.mask_at_least(min_label),
@@ -179,7 +221,7 @@ fn train_epoch(
                     "loss is {value} at epoch {}, step {step} (batch {} of the epoch); lower \
                      train.{}.learning_rate or check the data{last_good}",
                     epoch + 1,
-                    index + 1,
+                    count + 1,
                     plan.stage,
                 ),
             });
@@ -190,8 +232,15 @@ fn train_epoch(
         count += 1;
         bar.inc(1);
         bar.set_message(format!("loss {:.4}", loss_sum / count as f64));
+        // At the epoch's last batch the epoch finishes (validation, checkpoint) before stopping.
+        if stop_requested() && count < total {
+            return Ok(EpochEnd::Stopped(PartialEpoch {
+                batches_done: count,
+                loss_sum,
+            }));
+        }
     }
-    Ok(loss_sum / count.max(1) as f64)
+    Ok(EpochEnd::Finished(loss_sum / count.max(1) as f64))
 }
 
 /// Opens the run folder: removes what killed writes left behind, then loads the last checkpoint
@@ -390,6 +439,7 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
         best_val_dice: None,
         best_epoch: 0,
         history: Vec::new(),
+        partial_epoch: None,
     };
     let (mut epoch, mut step) = (0u64, 0u64);
     if let Some(r) = &resumed {
@@ -412,6 +462,7 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
         info.best_val_dice = r.info.best_val_dice;
         info.best_epoch = r.info.best_epoch;
         info.history = resumed_history(r, &run)?;
+        info.partial_epoch = r.info.partial_epoch.filter(|p| p.batches_done > 0);
         // The CSV may lag the checkpoint by the epoch a kill interrupted: derive it again.
         write_history(&run.history(), &info.history)?;
     }
@@ -426,7 +477,13 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
             data.validation_cases,
             run.dir.display()
         );
-        if epoch > 0 {
+        if let Some(p) = info.partial_epoch {
+            println!(
+                "resuming epoch {} of {epochs} after its batch {} (step {step})",
+                epoch + 1,
+                p.batches_done
+            );
+        } else if epoch > 0 {
             println!("resuming after epoch {epoch} (step {step}) of {epochs}");
         }
     }
@@ -441,6 +498,7 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
         last_checkpoint: run.last(),
         device: options.device,
     };
+    let mut interrupted = None;
     while epoch < epochs {
         let started = Instant::now();
         let lr = schedule.lr_at(epoch);
@@ -452,7 +510,31 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
             epochs,
             data.batches_per_epoch(),
         );
-        let train_loss = train_epoch(&model, &mut optimizer, &plan, epoch, &bar, &mut step)?;
+        let done = info.partial_epoch.take().unwrap_or(PartialEpoch {
+            batches_done: 0,
+            loss_sum: 0.0,
+        });
+        let train_loss = match train_epoch(
+            &model,
+            &mut optimizer,
+            &plan,
+            (epoch, done),
+            &bar,
+            &mut step,
+        )? {
+            EpochEnd::Finished(loss) => loss,
+            EpochEnd::Stopped(partial) => {
+                bar.abandon();
+                info.partial_epoch = Some(partial);
+                save_run_checkpoint(&run.last(), &model, &optimizer, epoch, step, &info)?;
+                interrupted = Some(Interruption {
+                    epochs_done: epoch,
+                    batches_done: partial.batches_done,
+                    step,
+                });
+                break;
+            }
+        };
         bar.finish_and_clear();
         let (val_loss, val_dice) =
             validate(&model, &data.validation, &params, stage, options.device)?;
@@ -484,6 +566,14 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
                 if improved { "  (best)" } else { "" }
             );
         }
+        if stop_requested() && epoch < epochs {
+            interrupted = Some(Interruption {
+                epochs_done: epoch,
+                batches_done: 0,
+                step,
+            });
+            break;
+        }
     }
     Ok(RunSummary {
         run,
@@ -491,5 +581,6 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
         first_epoch_this_call,
         best_epoch: info.best_epoch,
         best_val_dice: info.best_val_dice,
+        interrupted,
     })
 }
