@@ -71,6 +71,7 @@ width = 8
 
 fn options(stage: Stage, run_dir: PathBuf, resume: bool) -> TrainOptions {
     TrainOptions {
+        arch: None,
         stage,
         run_dir,
         epochs: None,

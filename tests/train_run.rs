@@ -62,6 +62,7 @@ width = 8
 
 fn options(stage: Stage, run_dir: PathBuf, epochs: Option<u64>, resume: bool) -> TrainOptions {
     TrainOptions {
+        arch: None,
         stage,
         run_dir,
         epochs,

@@ -1,18 +1,25 @@
-//! `hepar train [--stage liver|tumor] [--config parameters.toml] [--epochs N] [--out RUN]
-//! [--resume [--extend-epochs N]]`: trains one stage's network. Ctrl-C stops after the step under
-//! way with a checkpoint to resume from (exit code 130); a second Ctrl-C quits at once. With the default configuration on a fresh machine it
-//! first writes synthetic phantoms, then trains on them in a few minutes.
+//! `hepar train [--stage liver|tumor | --arch ARCH] [--config parameters.toml] [--epochs N]
+//! [--out RUN] [--resume [--extend-epochs N]]`: trains one stage's CoTNeXt network, or another
+//! network of the registry on its seed's recipe (`[train.<arch>]`). Ctrl-C stops after the step
+//! under way with a checkpoint to resume from (exit code 130); a second Ctrl-C quits at once.
+//! With the default configuration on a fresh machine it first writes synthetic phantoms, then
+//! trains on them in a few minutes.
 
 use crate::error::Result;
-use crate::train::config::default_run_dir;
+use crate::train::config::{default_arch_run_dir, default_run_dir};
 use crate::train::{train, Stage, TrainOptions, TrainParameters};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
     /// Which network: liver (stage 1, 3D volumes) or tumor (stage 2, 2D slice stacks).
-    #[arg(long, value_enum, default_value_t = Stage::Liver)]
+    #[arg(long, value_enum, default_value_t = Stage::Liver, conflicts_with = "arch")]
     pub stage: Stage,
+    /// Another network instead of a CoTNeXt stage: unet2d_classic, keras_unet2d, unet3d_3class or
+    /// res3dunet (3D networks train on the stage-1 volumes, 2D ones on the stage-2 slice stacks),
+    /// each with its seed's optimiser, schedule and loss from `[train.<arch>]`.
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<crate::nn::Arch>,
     /// Settings file ([data], [preprocess], [augment], [sampling], [train.*], [model.*])
     /// [default: parameters.toml, or the built-in defaults (the same values) when it is absent].
     #[arg(long)]
@@ -21,7 +28,8 @@ pub struct TrainArgs {
     /// spans it). A resumed run keeps its own; to train it further use --extend-epochs.
     #[arg(long)]
     pub epochs: Option<u64>,
-    /// Run folder for history.csv, last.safetensors and best.safetensors [default: runs/STAGE].
+    /// Run folder for history.csv, last.safetensors and best.safetensors [default: runs/STAGE,
+    /// or runs/ARCH with --arch].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Continue the run in the run folder from its last checkpoint, on its own schedule.
@@ -46,13 +54,18 @@ pub fn run(args: TrainArgs) -> Result<()> {
             TrainParameters::default()
         }
     };
-    let run_dir = args.out.unwrap_or_else(|| default_run_dir(args.stage));
+    let stage = args.arch.map_or(args.stage, TrainParameters::stage_of);
+    let run_dir = args.out.clone().unwrap_or_else(|| match args.arch {
+        Some(arch) => default_arch_run_dir(arch),
+        None => default_run_dir(stage),
+    });
     crate::train::interrupt::install_sigint_handler()?;
     let started = std::time::Instant::now();
     let summary = train(
         &params,
         &TrainOptions {
-            stage: args.stage,
+            stage,
+            arch: args.arch,
             run_dir: run_dir.clone(),
             epochs: args.epochs,
             resume: args.resume,
@@ -72,10 +85,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
             b => format!("in epoch {} after batch {b}", stop.epochs_done + 1),
         };
         println!(
-            "interrupted {place} (step {}); saved {}. Resume with:\n  hepar train --stage {}{config} --out {} --resume",
+            "interrupted {place} (step {}); saved {}. Resume with:\n  hepar train {}{config} --out {} --resume",
             stop.step,
             summary.run.last().display(),
-            args.stage,
+            match args.arch {
+                Some(arch) => format!("--arch {arch}"),
+                None => format!("--stage {stage}"),
+            },
             run_dir.display()
         );
         std::process::exit(crate::train::interrupt::EXIT_CODE);

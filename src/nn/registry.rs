@@ -290,6 +290,25 @@ pub trait Network: Module + Send + Sync {
     fn set_dropout_seed(&self, _seed: u64) {}
 }
 
+/// A boxed network (what [`build`] returns) is a network too.
+impl<T: Network + ?Sized> Network for Box<T> {
+    fn config(&self) -> &ModelConfig {
+        (**self).config()
+    }
+    fn forward_all(&self, x: &Tensor, training: bool) -> Result<NetworkOutput> {
+        (**self).forward_all(x, training)
+    }
+    fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        (**self).forward(x, training)
+    }
+    fn set_batchnorm_momentum(&mut self, momentum: f64) {
+        (**self).set_batchnorm_momentum(momentum)
+    }
+    fn set_dropout_seed(&self, seed: u64) {
+        (**self).set_dropout_seed(seed)
+    }
+}
+
 /// Builds the network `config` describes, with PyTorch's default initialisation drawn from
 /// `seed`.
 pub fn build(config: &ModelConfig, seed: u64) -> Result<Box<dyn Network>> {

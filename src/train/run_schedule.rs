@@ -5,7 +5,7 @@
 //! trained epoch and anneals to `eta_min` over the epochs still to train (what was left of the
 //! old schedule, plus N).
 
-use super::config::StageTraining;
+use super::config::{ScheduleKind, StageTraining};
 use crate::error::{HeparError, Result};
 use crate::optim::{CosineAnnealing, LrSchedule};
 use serde::{Deserialize, Serialize};
@@ -42,16 +42,39 @@ pub struct RunSchedule {
 }
 
 impl RunSchedule {
-    /// The schedule a run starts with: one cosine over the stage's epochs.
+    /// The schedule a run starts with: one cosine over the stage's epochs; a constant rate is one
+    /// flat segment (a cosine from the rate to itself), StepLR one flat segment per step.
     pub fn new(training: &StageTraining) -> Self {
-        RunSchedule {
-            segments: vec![CosineSegment {
+        let flat = |first_epoch: u64, epochs: u64, lr: f64| CosineSegment {
+            first_epoch,
+            epochs,
+            start_lr: lr,
+            eta_min: lr,
+        };
+        let segments = match training.schedule {
+            ScheduleKind::Cosine => vec![CosineSegment {
                 first_epoch: 0,
                 epochs: training.epochs,
                 start_lr: training.learning_rate,
                 eta_min: training.eta_min,
             }],
-        }
+            ScheduleKind::Constant => vec![flat(0, training.epochs, training.learning_rate)],
+            ScheduleKind::Step => {
+                let step = training.step_size.max(1);
+                (0..training.epochs.div_ceil(step).max(1))
+                    .map(|k| {
+                        let first = k * step;
+                        let lr = training.learning_rate * training.gamma.powi(k as i32);
+                        flat(
+                            first,
+                            step.min(training.epochs.saturating_sub(first)).max(1),
+                            lr,
+                        )
+                    })
+                    .collect()
+            }
+        };
+        RunSchedule { segments }
     }
 
     /// Epochs the whole schedule spans: to the end of its last segment.

@@ -9,7 +9,8 @@ use crate::data::prepare::{stage1_split, stage2_split, Stage1Sample, Stage2Sampl
 use crate::error::{HeparError, Result};
 use std::sync::Arc;
 
-/// One validation forward pass: inputs and the 0/1 target, tagged with the case it belongs to.
+/// One validation forward pass: inputs and the label map (0 background, 1 liver, 2 tumour; the
+/// trainer makes the run's target from it), tagged with the case it belongs to.
 pub struct ValidationBatch {
     pub case: usize,
     pub images: Vec<f32>,
@@ -34,21 +35,6 @@ pub struct StageData {
     /// Network input channels and spatial shape.
     pub in_channels: usize,
     pub input_shape: Vec<usize>,
-}
-
-/// The label value a stage's target starts at: liver (1, tumour included) or tumour (2).
-pub fn target_label(stage: Stage) -> f32 {
-    match stage {
-        Stage::Liver => 1.0,
-        Stage::Tumor => 2.0,
-    }
-}
-
-fn mask(labels: &[f32], min_label: f32) -> Vec<f32> {
-    labels
-        .iter()
-        .map(|&l| if l >= min_label { 1.0 } else { 0.0 })
-        .collect()
 }
 
 fn report_problems(problems: &[crate::data::dataset::CaseProblem]) {
@@ -90,7 +76,7 @@ impl StageData {
                         case,
                         images: s.image.clone(),
                         image_shape: vec![1, 1, shape[0], shape[1], shape[2]],
-                        target: mask(&s.label, target_label(stage)),
+                        target: s.label.clone(),
                         target_shape: vec![1, 1, shape[0], shape[1], shape[2]],
                     });
                 }
@@ -124,7 +110,7 @@ impl StageData {
                             image_shape: vec![n, slices, h, w],
                             target: chunk
                                 .iter()
-                                .flat_map(|st| mask(&st.label, target_label(stage)))
+                                .flat_map(|st| st.label.iter().copied())
                                 .collect(),
                             target_shape: vec![n, 1, h, w],
                         });

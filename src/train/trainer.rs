@@ -9,21 +9,19 @@
 //! schedule and the history, so a run stopped at any point and resumed from its last
 //! checkpoint repeats the uninterrupted run bit for bit (timings aside).
 
-use super::config::{Stage, StageTraining, TrainParameters};
+use super::config::{OptimizerKind, Stage, StageTraining, TargetChoice, TrainParameters};
 use super::history::{read_history, write_history, EpochRecord};
 use super::interrupt::stop_requested;
 use super::run_checkpoint::{
     load_run_checkpoint, save_run_checkpoint, LoadedRun, PartialEpoch, RunFolder, RunInfo,
 };
 use super::run_schedule::RunSchedule;
-use super::stage_data::{target_label, StageData, ValidationBatch};
+use super::stage_data::{StageData, ValidationBatch};
 use super::synthetic::ensure_synthetic_data;
 use crate::backend::Device;
 use crate::data::loader::{Batch, BatchSource, Prefetcher};
 use crate::error::{HeparError, Result};
-use crate::nn::cotnext::{CotNextConfig, CotNextUnet};
-use crate::nn::{parameters, ModelConfig};
-use crate::ops::loss::dice_bce;
+use crate::nn::{parameters, Arch, ModelConfig, Network};
 use crate::optim::{Adam, AdamConfig, Optimizer};
 use crate::tensor::Tensor;
 use std::path::PathBuf;
@@ -32,7 +30,11 @@ use std::time::Instant;
 
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
+    /// The CoTNeXt stage to train; with `arch`, the stage that network's data comes from.
     pub stage: Stage,
+    /// Another network of the registry (its `[train.<arch>]` section); `None` trains the stage's
+    /// CoTNeXt network.
+    pub arch: Option<Arch>,
     pub run_dir: PathBuf,
     /// Replaces the stage's `epochs` (the schedule's length) of a new run. With `resume` it must
     /// agree with the run's own count.
@@ -69,51 +71,122 @@ pub struct Interruption {
     pub step: u64,
 }
 
-fn model_config(params: &TrainParameters, stage: Stage, in_channels: usize) -> CotNextConfig {
-    CotNextConfig {
-        dims: match stage {
-            Stage::Liver => 3,
-            Stage::Tumor => 2,
-        },
+/// The network a run trains: the architecture's width from `[model.*]`, its input channels
+/// from the data and its classes from the target.
+fn model_config(
+    params: &TrainParameters,
+    arch: Arch,
+    in_channels: usize,
+    target: TargetChoice,
+) -> ModelConfig {
+    ModelConfig {
         in_channels,
-        classes: 1,
-        width: params.model(stage).width,
+        classes: target.classes(),
+        base: params.model_for(arch).width,
+        ..ModelConfig::default_for(arch)
     }
 }
 
-/// Validation loss and mean per-case Dice of `sigmoid(logits) > 0.5` (a case with neither
-/// prediction nor target scores 1).
+/// A batch's target on `device`: the 0/1 mask [N, 1, ...] of the target's labels, or the class
+/// ids [N, ...] for cross-entropy.
+fn target_tensor(
+    labels: &[f32],
+    label_shape: &[usize],
+    target: TargetChoice,
+    device: Device,
+) -> Result<Tensor> {
+    match target {
+        TargetChoice::Classes => {
+            let mut shape = label_shape.to_vec();
+            shape.remove(1);
+            Tensor::from_vec_on(labels.to_vec(), &shape, device)
+        }
+        TargetChoice::Liver | TargetChoice::Tumor => {
+            let min_label = if target == TargetChoice::Liver {
+                1.0
+            } else {
+                2.0
+            };
+            let mask: Vec<f32> = labels
+                .iter()
+                .map(|&l| if l >= min_label { 1.0 } else { 0.0 })
+                .collect();
+            Tensor::from_vec_on(mask, label_shape, device)
+        }
+    }
+}
+
+/// Per-voxel prediction against truth for the validation Dice: `sigmoid > 0.5` against the mask,
+/// or for classes the argmax, each foreground class scored apart.
+fn add_overlaps(
+    logits: &[f32],
+    labels: &[f32],
+    classes: usize,
+    spatial: usize,
+    case_sums: &mut [(f64, f64)],
+) {
+    if classes == 1 {
+        for (l, &g) in logits.iter().zip(labels) {
+            let predicted = (*l > 0.0) as u8 as f64; // sigmoid(l) > 0.5
+            case_sums[0].0 += predicted * g as f64;
+            case_sums[0].1 += predicted + g as f64;
+        }
+        return;
+    }
+    for (i, &truth) in labels.iter().enumerate() {
+        let (n, v) = (i / spatial, i % spatial);
+        let score = |k: usize| logits[(n * classes + k) * spatial + v];
+        let predicted =
+            (1..classes).fold(0, |best, k| if score(k) > score(best) { k } else { best });
+        for k in 1..classes {
+            let (p, t) = (
+                (predicted == k) as u8 as f64,
+                (truth as usize == k) as u8 as f64,
+            );
+            case_sums[k - 1].0 += p * t;
+            case_sums[k - 1].1 += p + t;
+        }
+    }
+}
+
+/// Validation loss and mean per-case Dice: of `sigmoid(logits) > 0.5` for a 0/1 target, of the
+/// argmax averaged over the foreground classes for class ids (a case with neither prediction
+/// nor truth of a class scores 1 for it).
 fn validate(
-    model: &CotNextUnet,
+    model: &dyn Network,
     batches: &[ValidationBatch],
-    params: &TrainParameters,
-    stage: Stage,
+    training: &StageTraining,
+    target: TargetChoice,
     device: Device,
 ) -> Result<(f64, f64)> {
-    let t = params.stage(stage);
+    let loss = training.loss_config();
+    let classes = target.classes();
+    let scored = classes.max(2) - 1;
     let cases = batches.iter().map(|b| b.case + 1).max().unwrap_or(0);
-    let mut overlap = vec![0f64; cases];
-    let mut sizes = vec![0f64; cases];
+    let mut sums = vec![vec![(0f64, 0f64); scored]; cases];
     let mut loss_sum = 0.0;
     crate::no_grad(|| -> Result<()> {
         for b in batches {
             let x = Tensor::from_vec_on(b.images.clone(), &b.image_shape, device)?;
-            let target = Tensor::from_vec_on(b.target.clone(), &b.target_shape, device)?;
-            let logits = model.forward(&x, false)?;
-            loss_sum += dice_bce(&logits, &target, t.dice_weight, t.bce_weight, t.dice_smooth)?
-                .to_scalar()?;
-            for (l, &g) in logits.try_to_vec_f32()?.iter().zip(&b.target) {
-                let predicted = (*l > 0.0) as u8 as f64; // sigmoid(l) > 0.5
-                overlap[b.case] += predicted * g as f64;
-                sizes[b.case] += predicted + g as f64;
-            }
+            let truth = target_tensor(&b.target, &b.target_shape, target, device)?;
+            let out = model.forward_all(&x, false)?;
+            loss_sum += loss.compute(&out, &truth)?.to_scalar()?;
+            let spatial: usize = b.target_shape[2..].iter().product();
+            let labels = truth.try_to_vec_f32()?;
+            add_overlaps(
+                &out.logits.try_to_vec_f32()?,
+                &labels,
+                classes,
+                spatial,
+                &mut sums[b.case],
+            );
         }
         Ok(())
     })?;
-    let dice: f64 = overlap
+    let dice_of = |(o, s): (f64, f64)| if s == 0.0 { 1.0 } else { 2.0 * o / s };
+    let dice: f64 = sums
         .iter()
-        .zip(&sizes)
-        .map(|(&o, &s)| if s == 0.0 { 1.0 } else { 2.0 * o / s })
+        .map(|case| case.iter().map(|&c| dice_of(c)).sum::<f64>() / scored as f64)
         .sum::<f64>()
         / cases.max(1) as f64;
     Ok((loss_sum / batches.len().max(1) as f64, dice))
@@ -137,7 +210,9 @@ fn epoch_bar(show: bool, epoch: u64, epochs: u64, batches: usize) -> indicatif::
 struct EpochPlan<'a> {
     data: &'a StageData,
     training: &'a StageTraining,
-    stage: Stage,
+    /// The config section named in errors (`train.liver`, `train.res3dunet`).
+    section: String,
+    target: TargetChoice,
     workers: usize,
     prefetch: usize,
     /// Named in the error when the loss stops being finite.
@@ -171,15 +246,14 @@ enum EpochEnd {
 /// One pass over epoch `epoch`'s batches (0-based), from where `done` left it: forward, loss,
 /// backward, AdamW step. `step` counts optimizer steps over the whole run.
 fn train_epoch(
-    model: &CotNextUnet,
+    model: &dyn Network,
     optimizer: &mut dyn Optimizer,
     plan: &EpochPlan,
     (epoch, done): (u64, PartialEpoch),
     bar: &indicatif::ProgressBar,
     step: &mut u64,
 ) -> Result<EpochEnd> {
-    let t = plan.training;
-    let min_label = target_label(plan.stage);
+    let loss_config = plan.training.loss_config();
     let source = plan.data.training_source(epoch)?;
     let total = source.batch_count();
     let batches = Prefetcher::start(
@@ -194,15 +268,10 @@ fn train_epoch(
     let (mut loss_sum, mut count) = (done.loss_sum, done.batches_done);
     for batch in batches {
         let batch = batch?;
-        let target = Tensor::from_vec_on(
-            batch.mask_at_least(min_label),
-            &batch.label_shape,
-            plan.device,
-        )?;
+        let target = target_tensor(&batch.labels, &batch.label_shape, plan.target, plan.device)?;
         let x = Tensor::from_vec_on(batch.images, &batch.image_shape, plan.device)?;
         optimizer.zero_grad();
-        let logits = model.forward(&x, true)?;
-        let loss = dice_bce(&logits, &target, t.dice_weight, t.bce_weight, t.dice_smooth)?;
+        let loss = loss_config.compute(&model.forward_all(&x, true)?, &target)?;
         let value = loss.to_scalar()?;
         *step += 1;
         if !value.is_finite() {
@@ -219,10 +288,10 @@ fn train_epoch(
                 op: "train",
                 msg: format!(
                     "loss is {value} at epoch {}, step {step} (batch {} of the epoch); lower \
-                     train.{}.learning_rate or check the data{last_good}",
+                     {}.learning_rate or check the data{last_good}",
                     epoch + 1,
                     count + 1,
-                    plan.stage,
+                    plan.section,
                 ),
             });
         }
@@ -245,7 +314,7 @@ fn train_epoch(
 
 /// Opens the run folder: removes what killed writes left behind, then loads the last checkpoint
 /// (`resume`) or makes sure there is none to overwrite.
-fn open_run(run: &RunFolder, options: &TrainOptions) -> Result<Option<LoadedRun>> {
+fn open_run(run: &RunFolder, options: &TrainOptions, stage: Stage) -> Result<Option<LoadedRun>> {
     for stale in crate::util::atomic_write::remove_stale_temp_files(&run.dir)? {
         if options.show_progress {
             eprintln!(
@@ -262,12 +331,12 @@ fn open_run(run: &RunFolder, options: &TrainOptions) -> Result<Option<LoadedRun>
             )));
         }
         let loaded = load_run_checkpoint(&run.last())?;
-        if loaded.info.stage != options.stage {
+        if loaded.info.stage != stage {
             return Err(HeparError::Checkpoint(format!(
                 "{} is a {} run, not {}",
                 run.last().display(),
                 loaded.info.stage,
-                options.stage
+                stage
             )));
         }
         return Ok(Some(loaded));
@@ -364,7 +433,7 @@ fn note_changed_settings(resumed: &RunInfo, configured: &StageTraining, show: bo
 /// between the two leaves a last checkpoint that retrains the epoch and rewrites the same best.
 fn save_epoch(
     run: &RunFolder,
-    model: &CotNextUnet,
+    model: &dyn Network,
     optimizer: &dyn Optimizer,
     (epoch, step): (u64, u64),
     info: &RunInfo,
@@ -379,29 +448,42 @@ fn save_epoch(
 
 /// Trains one stage as configured; see the module documentation.
 pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSummary> {
-    let stage = options.stage;
+    let arch = options.arch.unwrap_or(match options.stage {
+        Stage::Liver => Arch::CotNext3d,
+        Stage::Tumor => Arch::CotNext2d,
+    });
+    let stage = TrainParameters::stage_of(arch);
+    let section = TrainParameters::section_of(arch);
     let run = RunFolder::new(&options.run_dir);
 
     // Decide about the run folder before any expensive work.
-    let resumed = open_run(&run, options)?;
+    let resumed = open_run(&run, options, stage)?;
     let mut params = params.clone();
     if let Some(epochs) = options.epochs.filter(|_| resumed.is_none()) {
-        params.stage_mut(stage).epochs = epochs;
+        params.training_for_mut(arch).epochs = epochs;
     }
     params.validate()?;
     let schedule = match &resumed {
         Some(r) => {
-            note_changed_settings(&r.info, params.stage(stage), options.show_progress);
+            if r.info.model.arch != arch {
+                return Err(HeparError::Checkpoint(format!(
+                    "{} is a {} run, not {arch}",
+                    run.last().display(),
+                    r.info.model.arch
+                )));
+            }
+            note_changed_settings(&r.info, params.training_for(arch), options.show_progress);
             let schedule = resumed_schedule(r, options, &run)?;
-            *params.stage_mut(stage) = StageTraining {
+            *params.training_for_mut(arch) = StageTraining {
                 epochs: schedule.total_epochs(),
                 ..r.info.training.clone()
             };
             schedule
         }
-        None => RunSchedule::new(params.stage(stage)),
+        None => RunSchedule::new(params.training_for(arch)),
     };
-    let training = params.stage(stage).clone();
+    let training = params.training_for(arch).clone();
+    let target = training.target_for(stage);
     let epochs = schedule.total_epochs();
 
     ensure_synthetic_data(&params)?;
@@ -412,11 +494,21 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
             params.synthetic.stage1_shape_zyx, params.synthetic.stage2_slice_shape_yx
         );
     }
-    let data_params = params.effective_data();
+    let mut data_params = params.effective_data();
+    if let Some(slices) = training.slices {
+        data_params.preprocess.stage2.stack_slices = slices;
+    }
     let data = StageData::prepare(stage, &data_params, &training, options.show_progress)?;
 
-    let config = model_config(&params, stage, data.in_channels);
-    let model = CotNextUnet::new(config, params.model(stage).init_seed)?;
+    let config = model_config(&params, arch, data.in_channels, target);
+    let mut input_shape = vec![1, data.in_channels];
+    input_shape.extend(&data.input_shape);
+    config.check_input(&input_shape).map_err(|e| {
+        HeparError::Config(format!(
+            "{section}: the data's input does not suit the network: {e}"
+        ))
+    })?;
+    let model = crate::nn::build(&config, params.model_for(arch).init_seed)?;
     crate::nn::to_device(&model, options.device)?;
     let mut optimizer = Adam::new(
         parameters(&model),
@@ -426,12 +518,12 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
             beta2: training.betas[1],
             eps: training.eps,
             weight_decay: training.weight_decay,
-            decoupled: true,
+            decoupled: training.optimizer == OptimizerKind::Adamw,
         },
     );
     let mut info = RunInfo {
         stage,
-        model: config.into(),
+        model: config,
         training: training.clone(),
         epochs,
         schedule: Some(schedule.clone()),
@@ -443,7 +535,7 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
     };
     let (mut epoch, mut step) = (0u64, 0u64);
     if let Some(r) = &resumed {
-        if r.info.model != ModelConfig::from(config) {
+        if r.info.model != config {
             return Err(HeparError::Checkpoint(format!(
                 "{} was trained with network {:?}, the configuration now gives {:?}",
                 run.last().display(),
@@ -469,7 +561,7 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
     std::fs::create_dir_all(&run.dir).map_err(|e| HeparError::io(&run.dir, e))?;
     if options.show_progress {
         println!(
-            "training the {stage} network ({} parameters, input {:?} x {} channel(s)) on {} cases, validating on {}; run folder {}",
+            "training {arch} on the {stage} stage's data ({} parameters, input {:?} x {} channel(s)) on {} cases, validating on {}; run folder {}",
             crate::nn::parameter_count(&model),
             data.input_shape,
             data.in_channels,
@@ -492,7 +584,8 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
     let plan = EpochPlan {
         data: &data,
         training: &training,
-        stage,
+        section: section.clone(),
+        target,
         workers: params.data.data.workers,
         prefetch: params.data.data.prefetch,
         last_checkpoint: run.last(),
@@ -537,7 +630,7 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
         };
         bar.finish_and_clear();
         let (val_loss, val_dice) =
-            validate(&model, &data.validation, &params, stage, options.device)?;
+            validate(&*model, &data.validation, &training, target, options.device)?;
         let record = EpochRecord {
             epoch: display_epoch,
             train_loss,
