@@ -11,8 +11,27 @@ use hepar::ops::loss::dice_bce;
 use hepar::optim::{Adam, AdamConfig, Optimizer};
 use hepar::tensor::{DType, Tensor};
 
-/// Losses and final parameters of two AdamW steps on `device`.
-fn train_two_steps(device: Device) -> (Vec<f64>, Vec<(String, Vec<f32>)>) {
+/// What two AdamW steps on a device give: the losses, the first step's gradients and the final
+/// parameters, by parameter name.
+struct TwoSteps {
+    losses: Vec<f64>,
+    first_gradients: Vec<(String, Vec<f32>)>,
+    params: Vec<(String, Vec<f32>)>,
+}
+
+/// The golden fixtures' score: `||a - r|| / (rtol ||r|| + atol sqrt(n))`, passing at 1.
+fn score(a: &[f32], r: &[f32], rtol: f64, atol: f64) -> f64 {
+    let diff: f64 = a
+        .iter()
+        .zip(r)
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum();
+    let norm: f64 = r.iter().map(|y| (*y as f64).powi(2)).sum();
+    diff.sqrt() / (rtol * norm.sqrt() + atol * (r.len() as f64).sqrt())
+}
+
+/// Losses, first gradients and final parameters of two AdamW steps on `device`.
+fn train_two_steps(device: Device) -> TwoSteps {
     let config = CotNextConfig {
         dims: 2,
         in_channels: 3,
@@ -32,40 +51,53 @@ fn train_two_steps(device: Device) -> (Vec<f64>, Vec<(String, Vec<f32>)>) {
     let target = target.to_device(device).unwrap();
     let mut optimizer = Adam::new(parameters(&model), AdamConfig::adamw(1e-3, 1e-5));
     let mut losses = Vec::new();
-    for _ in 0..2 {
+    let mut first_gradients = Vec::new();
+    for step in 0..2 {
         optimizer.zero_grad();
         let loss = dice_bce(&model.forward(&x, true).unwrap(), &target, 0.7, 0.3, 1e-5).unwrap();
         losses.push(loss.to_scalar().unwrap());
         loss.backward().unwrap();
+        if step == 0 {
+            for p in parameters(&model) {
+                let g = p.tensor.grad().expect("every parameter gets a gradient");
+                first_gradients.push((p.name, g.to_vec_f32()));
+            }
+        }
         optimizer.step().unwrap();
     }
     let params = parameters(&model)
         .into_iter()
         .map(|p| (p.name, p.tensor.to_vec_f32()))
         .collect();
-    (losses, params)
+    TwoSteps {
+        losses,
+        first_gradients,
+        params,
+    }
 }
 
 #[test]
 fn the_2d_seed_network_trains_on_the_gpu_devices_as_on_the_cpu() {
-    let (cpu_losses, cpu_params) = train_two_steps(Device::Cpu);
+    let cpu = train_two_steps(Device::Cpu);
     for dev in common::gpu_test_devices() {
-        let (losses, params) = train_two_steps(dev);
-        for (step, (g, c)) in losses.iter().zip(&cpu_losses).enumerate() {
+        let run = train_two_steps(dev);
+        for (step, (g, c)) in run.losses.iter().zip(&cpu.losses).enumerate() {
             assert!(
                 (g - c).abs() <= 1e-5 * c.abs().max(1.0),
                 "step {step} loss on {dev}: {g} vs cpu {c}"
             );
         }
-        for ((name, g), (_, c)) in params.iter().zip(&cpu_params) {
-            // f32 sums in a different order: AdamW's first steps move each weight by about lr,
-            // so agreement to 1e-4 absolute means every gradient sign and scale came out right.
-            let worst = g
-                .iter()
-                .zip(c)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
-            assert!(worst <= 1e-4, "{name} on {dev}: worst difference {worst}");
+        // f32 sums in another order: the gradients agree closely...
+        for ((name, g), (_, c)) in run.first_gradients.iter().zip(&cpu.first_gradients) {
+            let s = score(g, c, 1e-3, 1e-6);
+            assert!(s <= 1.0, "gradient of {name} on {dev}: score {s}");
+        }
+        // ...and the weights after the steps as the fixtures score trained weights (10 lr and
+        // lr / 100): Adam turns rounding noise in near-zero gradients into full-size steps, so
+        // single elements may differ by up to 2 lr.
+        for ((name, g), (_, c)) in run.params.iter().zip(&cpu.params) {
+            let s = score(g, c, 1e-2, 1e-5);
+            assert!(s <= 1.0, "{name} on {dev}: score {s}");
         }
     }
 }
