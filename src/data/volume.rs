@@ -87,18 +87,27 @@ impl Volume {
 
     /// Writes other voxels (a mask, a probability map) with this volume's geometry.
     pub fn write_data(&self, path: &Path, data: &[f32], datatype: NiftiDataType) -> Result<()> {
+        nifti::write_nifti(path, &self.output_header(datatype, 1), data)
+    }
+
+    /// This volume's header for `maps` unscaled maps of `datatype` (4D when more than one).
+    fn output_header(&self, datatype: NiftiDataType, maps: usize) -> NiftiHeader {
         let mut header = self.header.clone();
         header.datatype = datatype;
         header.scl_slope = 1.0;
         header.scl_inter = 0.0;
-        header.dim[0] = 3;
+        header.dim[0] = if maps > 1 { 4 } else { 3 };
         header.dim[1] = self.shape_zyx[2] as i64;
         header.dim[2] = self.shape_zyx[1] as i64;
         header.dim[3] = self.shape_zyx[0] as i64;
         for d in &mut header.dim[4..] {
             *d = 1;
         }
-        nifti::write_nifti(path, &header, data)
+        if maps > 1 {
+            header.dim[4] = maps as i64;
+            header.pixdim[4] = 1.0;
+        }
+        header
     }
 
     /// Writes several maps on this volume's grid as one file: 3D for one map, else 4D with the
@@ -123,21 +132,8 @@ impl Volume {
                 ),
             ));
         }
-        let mut header = self.header.clone();
-        header.datatype = datatype;
-        header.scl_slope = 1.0;
-        header.scl_inter = 0.0;
-        header.dim[0] = 4;
-        header.dim[1] = self.shape_zyx[2] as i64;
-        header.dim[2] = self.shape_zyx[1] as i64;
-        header.dim[3] = self.shape_zyx[0] as i64;
-        header.dim[4] = channels.len() as i64;
-        for d in &mut header.dim[5..] {
-            *d = 1;
-        }
-        header.pixdim[4] = 1.0;
         let data: Vec<f32> = channels.iter().flatten().copied().collect();
-        nifti::write_nifti(path, &header, &data)
+        nifti::write_nifti(path, &self.output_header(datatype, channels.len()), &data)
     }
 
     /// A volume with the same geometry and other voxels.

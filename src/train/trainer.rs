@@ -373,7 +373,7 @@ fn resumed_schedule(
         return Err(HeparError::invalid(
             "train --resume",
             format!(
-                "--epochs {epochs} disagrees with the run's {total} epochs: --resume continues the                  run's own schedule; to train further, pass --extend-epochs N instead"
+                "--epochs {epochs} disagrees with the run's {total} epochs: --resume continues the run's own schedule; to train further, pass --extend-epochs N instead"
             ),
         ));
     }
@@ -381,7 +381,7 @@ fn resumed_schedule(
         let segment = schedule.extend(trained, extra)?;
         if options.show_progress {
             println!(
-                "extending the run from {total} to {} epochs: from epoch {} the learning rate                  anneals by a cosine from {:.3e} (the rate of epoch {trained}) to {:.1e} over {}                  epochs",
+                "extending the run from {total} to {} epochs: from epoch {} the learning rate anneals by a cosine from {:.3e} (the rate of epoch {trained}) to {:.1e} over {}                  epochs",
                 schedule.total_epochs(),
                 segment.first_epoch + 1,
                 segment.start_lr,
@@ -423,7 +423,7 @@ fn note_changed_settings(resumed: &RunInfo, configured: &StageTraining, show: bo
     };
     if show && own != *configured {
         eprintln!(
-            "note: the configuration's [train.{}] settings differ from the run's; the resume              keeps the run's own",
+            "note: the configuration's [train.{}] settings differ from the run's; the resume keeps the run's own",
             resumed.stage
         );
     }
