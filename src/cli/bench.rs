@@ -1,6 +1,7 @@
 //! `hepar bench`: times the seed networks' workloads (eval forwards and training steps of every
 //! architecture in the registry) on this machine, with peak memory.
 
+use super::bench_pytorch::PytorchBench;
 use crate::backend::Device;
 use crate::error::{HeparError, Result};
 use crate::nn::{parameters, Arch, ModelConfig, NetworkOutput};
@@ -17,6 +18,11 @@ pub struct BenchArgs {
     /// Time every workload, the other seeds' networks included.
     #[arg(long, conflicts_with = "workloads")]
     pub all: bool,
+    /// Run the same workloads in PyTorch (CPU, same thread count) in this run, alternating with
+    /// Hepar's repeats, and print each ratio (benches/pytorch/hepar_bench.py; without PyTorch
+    /// installed it says so and prints Hepar's numbers alone).
+    #[arg(long, value_enum, value_name = "ENGINE")]
+    pub compare: Option<Compare>,
     /// Timed repetitions per workload (after one warm-up run); the median is reported.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
@@ -41,6 +47,12 @@ pub enum Workload {
     Unet3d3classStep,
     /// Residual 3D U-Net (base 16) Adam step, deep supervision, on [2, 1, 64, 64, 64].
     Res3dunetStep,
+}
+
+/// The engines `--compare` can run beside Hepar.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compare {
+    Pytorch,
 }
 
 /// How a workload's step computes its loss (none: an eval forward).
@@ -186,38 +198,95 @@ pub fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-/// Median seconds of one workload on `device` over `repeats` runs after a warm-up; a GPU is
-/// waited for at the end of each run.
-pub fn time_workload(w: Workload, repeats: usize, device: Device) -> Result<f64> {
-    let (config, shape, loss_kind, adam) = w.spec();
-    let model = crate::nn::build(&config, 1)?;
-    crate::nn::to_device(&model, device)?;
-    let input = Tensor::randn(&shape, DType::F32, 2).to_device(device)?;
-    let target = bench_target(loss_kind, &input, &config, device)?;
-    let mut optimizer = Adam::new(parameters(&model), adam);
-    let mut run = || -> Result<()> {
-        match &target {
+/// One workload set up on a device: a run is an eval forward or a training step, and a GPU is
+/// waited for at its end.
+struct PreparedWorkload {
+    model: Box<dyn crate::nn::Network>,
+    input: Tensor,
+    target: Option<Tensor>,
+    loss: StepLoss,
+    optimizer: Adam,
+    device: Device,
+}
+
+impl PreparedWorkload {
+    fn new(w: Workload, device: Device) -> Result<Self> {
+        let (config, shape, loss, adam) = w.spec();
+        let model = crate::nn::build(&config, 1)?;
+        crate::nn::to_device(&model, device)?;
+        let input = Tensor::randn(&shape, DType::F32, 2).to_device(device)?;
+        let target = bench_target(loss, &input, &config, device)?;
+        let optimizer = Adam::new(parameters(&model), adam);
+        Ok(PreparedWorkload {
+            model,
+            input,
+            target,
+            loss,
+            optimizer,
+            device,
+        })
+    }
+
+    /// Seconds of one run.
+    fn run(&mut self) -> Result<f64> {
+        let start = Instant::now();
+        match &self.target {
             None => {
-                crate::no_grad(|| model.forward(&input, false))?;
+                crate::no_grad(|| self.model.forward(&self.input, false))?;
             }
             Some(t) => {
-                optimizer.zero_grad();
-                let out = model.forward_all(&input, true)?;
-                step_loss(loss_kind, &out, t)?.backward()?;
-                optimizer.step()?;
+                self.optimizer.zero_grad();
+                let out = self.model.forward_all(&self.input, true)?;
+                step_loss(self.loss, &out, t)?.backward()?;
+                self.optimizer.step()?;
             }
         }
-        device.synchronize()
-    };
-    run()?;
-    let mut times = Vec::with_capacity(repeats);
-    for _ in 0..repeats.max(1) {
-        let start = Instant::now();
-        run()?;
-        times.push(start.elapsed().as_secs_f64());
+        self.device.synchronize()?;
+        Ok(start.elapsed().as_secs_f64())
     }
+}
+
+fn median(mut times: Vec<f64>) -> f64 {
     times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    times[times.len() / 2]
+}
+
+/// Median seconds of one workload on `device` over `repeats` runs after a warm-up.
+pub fn time_workload(w: Workload, repeats: usize, device: Device) -> Result<f64> {
+    let mut prepared = PreparedWorkload::new(w, device)?;
+    prepared.run()?;
+    let times = (0..repeats.max(1))
+        .map(|_| prepared.run())
+        .collect::<Result<Vec<_>>>()?;
+    Ok(median(times))
+}
+
+/// Hepar's and PyTorch's medians of `w`, the repeats alternating between the two (each warmed
+/// up first), so both see the same machine state.
+fn time_side_by_side(
+    w: Workload,
+    repeats: usize,
+    device: Device,
+    torch: &mut PytorchBench,
+) -> Result<(f64, f64)> {
+    let mut prepared = PreparedWorkload::new(w, device)?;
+    prepared.run()?;
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..repeats.max(1) {
+        ours.push(prepared.run()?);
+        theirs.push(torch.time(&w.name())?);
+    }
+    Ok((median(ours), median(theirs)))
+}
+
+fn peak_gib(device: Device) -> String {
+    let peak_bytes = match device.memory_stats() {
+        Some(stats) => Some(stats.peak_allocated_bytes as u64),
+        None => peak_rss_bytes(),
+    };
+    peak_bytes.map_or("?".to_string(), |b| {
+        format!("{:.2}", b as f64 / (1u64 << 30) as f64)
+    })
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -232,26 +301,68 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     } else {
         args.workloads.clone()
     };
-    // No PyTorch column: a ratio is only true when both sides run on this machine in this run.
-    println!(
-        "{:<22} {:>10} {:>14}",
-        "workload", "hepar s", "peak mem GiB"
-    );
+    // A ratio is only true when both sides run on this machine in this run: PyTorch runs here,
+    // now, alternating with Hepar, or not at all.
+    let mut torch = match args.compare {
+        Some(Compare::Pytorch) if device != Device::Cpu => {
+            println!("--compare pytorch times PyTorch on the CPU; comparing it with {device} would not be like for like, so it is skipped");
+            None
+        }
+        Some(Compare::Pytorch) => match PytorchBench::start(rayon::current_num_threads()) {
+            Ok(t) => {
+                println!(
+                    "comparing with PyTorch in this run ({}), repeats alternating",
+                    t.description
+                );
+                Some(t)
+            }
+            Err(e) => {
+                println!("PyTorch comparison unavailable ({e}); Hepar's numbers alone");
+                None
+            }
+        },
+        None => None,
+    };
+    if torch.is_some() {
+        println!(
+            "{:<22} {:>10} {:>10} {:>9} {:>14}",
+            "workload", "hepar s", "torch s", "speedup", "peak mem GiB"
+        );
+    } else {
+        println!(
+            "{:<22} {:>10} {:>14}",
+            "workload", "hepar s", "peak mem GiB"
+        );
+    }
     if device != Device::Cpu {
         println!("on {device}: times include waiting for the device; peak memory is the device allocator's");
     }
     for w in workloads {
         reset_peak_rss();
         device.reset_peak_memory();
-        let seconds = time_workload(w, args.repeats, device)?;
-        let peak_bytes = match device.memory_stats() {
-            Some(stats) => Some(stats.peak_allocated_bytes as u64),
-            None => peak_rss_bytes(),
-        };
-        let peak = peak_bytes.map_or("?".to_string(), |b| {
-            format!("{:.2}", b as f64 / (1u64 << 30) as f64)
-        });
-        println!("{:<22} {:>10.3} {:>14}", w.name(), seconds, peak);
+        match torch.as_mut() {
+            Some(t) => {
+                let (ours, theirs) = time_side_by_side(w, args.repeats, device, t)?;
+                // The peak includes the PyTorch process only if it shared ours; it does not.
+                println!(
+                    "{:<22} {:>10.3} {:>10.3} {:>8.2}x {:>14}",
+                    w.name(),
+                    ours,
+                    theirs,
+                    theirs / ours,
+                    peak_gib(device)
+                );
+            }
+            None => {
+                let seconds = time_workload(w, args.repeats, device)?;
+                println!(
+                    "{:<22} {:>10.3} {:>14}",
+                    w.name(),
+                    seconds,
+                    peak_gib(device)
+                );
+            }
+        }
     }
     Ok(())
 }
