@@ -18,7 +18,9 @@ fn temp_dir(tag: &str) -> PathBuf {
 }
 
 fn seed_model(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/seed").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/seed")
+        .join(name)
 }
 
 fn path_str(p: &Path) -> &str {
@@ -64,7 +66,10 @@ fn check_labels(ct: &Path, seg: &Path) -> Volume {
         seg.display()
     );
     assert!(
-        labels.data.iter().all(|&v| v == 0.0 || v == 1.0 || v == 2.0),
+        labels
+            .data
+            .iter()
+            .all(|&v| v == 0.0 || v == 1.0 || v == 2.0),
         "{} has labels other than 0, 1, 2",
         seg.display()
     );
@@ -75,21 +80,12 @@ fn check_labels(ct: &Path, seg: &Path) -> Volume {
 fn the_seed_networks_segment_a_phantom_with_probabilities_and_a_picture() {
     let dir = temp_dir("seed");
     let ct = write_phantom(&dir, 0, [32, 64, 64]);
-    // The seed's preprocessing at smaller network inputs, so the test stays quick.
-    let config = dir.join("small.toml");
-    std::fs::write(
-        &config,
-        "[preprocess.stage1]\nshape_zyx = [32, 64, 64]\n[preprocess.stage2]\nslice_shape_yx = [64, 64]\n",
-    )
-    .unwrap();
     let (seg, probs, pngs) = (dir.join("seg.nii.gz"), dir.join("probs"), dir.join("png"));
     let (ok, text) = predict(&[
         "--liver-model",
         path_str(&seed_model("liver3d.pth")),
         "--tumor-model",
         path_str(&seed_model("tumor2d.pth")),
-        "--config",
-        path_str(&config),
         "--input",
         path_str(&ct),
         "--output",
@@ -118,8 +114,37 @@ fn the_seed_networks_segment_a_phantom_with_probabilities_and_a_picture() {
             assert_eq!(pt, 0.0, "tumour probability outside the liver");
         }
     }
+    // The seed's liver network, at the seed's preprocessing (128^3), finds the phantom's liver.
+    let truth = Volume::read(&dir.join("segmentation-0.nii.gz")).unwrap();
+    let (mut both, mut predicted, mut true_liver) = (0usize, 0usize, 0usize);
+    for (&l, &t) in labels.data.iter().zip(&truth.data) {
+        both += usize::from(l > 0.0 && t > 0.0);
+        predicted += usize::from(l > 0.0);
+        true_liver += usize::from(t > 0.0);
+    }
+    let dice = 2.0 * both as f64 / (predicted + true_liver) as f64;
+    assert!(dice > 0.6, "liver Dice {dice}");
     let png = std::fs::read(pngs.join("seg.png")).unwrap();
     assert_eq!(&png[1..4], b"PNG");
+
+    // Preprocessing for `.pth` models from a parameters file; a network input the network
+    // cannot take is named.
+    let config = dir.join("odd.toml");
+    std::fs::write(&config, "[preprocess.stage1]\nshape_zyx = [8, 64, 64]\n").unwrap();
+    let (ok, text) = predict(&[
+        "--liver-model",
+        path_str(&seed_model("liver3d.pth")),
+        "--config",
+        path_str(&config),
+        "--input",
+        path_str(&ct),
+        "--output",
+        path_str(&dir.join("odd.nii.gz")),
+    ]);
+    assert!(
+        !ok && text.contains("liver3d.pth") && text.contains("[8, 64, 64]"),
+        "{text}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
