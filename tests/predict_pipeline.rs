@@ -291,6 +291,33 @@ fn tiny_trained_runs_predict_a_folder_and_a_bad_case_is_named() {
     ]);
     assert!(!ok && text.contains("--liver-mask"), "{text}");
 
+    // A folder of CTs needs a folder of masks; an empty folder is named.
+    let (ok, text) = predict(&[
+        "--tumor-model",
+        path_str(&tumor),
+        "--liver-mask",
+        path_str(&mask),
+        "--input",
+        path_str(&cts),
+        "--output",
+        path_str(&dir.join("masked")),
+    ]);
+    assert!(
+        !ok && text.contains("mask-1.nii.gz") && text.contains("must be a folder"),
+        "{text}"
+    );
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (ok, text) = predict(&[
+        "--liver-model",
+        path_str(&liver),
+        "--input",
+        path_str(&empty),
+        "--output",
+        path_str(&dir.join("none")),
+    ]);
+    assert!(!ok && text.contains("holds no .nii"), "{text}");
+
     // Networks given for the wrong stage are named.
     let (ok, text) = predict(&[
         "--liver-model",

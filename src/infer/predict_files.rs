@@ -88,6 +88,15 @@ pub fn predict_files(
         on_case(&summary);
         return Ok(vec![summary]);
     }
+    if let Some(mask) = request.liver_mask.filter(|m| !m.is_dir()) {
+        return Err(HeparError::format(
+            mask,
+            format!(
+                "--input {} is a folder, so --liver-mask must be a folder of masks named as its CTs",
+                request.input.display()
+            ),
+        ));
+    }
     let cases = list_cases(request.input)?;
     std::fs::create_dir_all(request.output).map_err(|e| HeparError::io(request.output, e))?;
     let mut summaries = Vec::new();
