@@ -79,7 +79,8 @@ fn check_labels(ct: &Path, seg: &Path) -> Volume {
 #[test]
 fn the_seed_networks_segment_a_phantom_with_probabilities_and_a_picture() {
     let dir = temp_dir("seed");
-    let ct = write_phantom(&dir, 0, [32, 64, 64]);
+    // A phantom whose two tumours the seed's tumour network finds at this resolution.
+    let ct = write_phantom(&dir, 2, [32, 192, 192]);
     let (seg, probs, pngs) = (dir.join("seg.nii.gz"), dir.join("probs"), dir.join("png"));
     let (ok, text) = predict(&[
         "--liver-model",
@@ -114,16 +115,20 @@ fn the_seed_networks_segment_a_phantom_with_probabilities_and_a_picture() {
             assert_eq!(pt, 0.0, "tumour probability outside the liver");
         }
     }
-    // The seed's liver network, at the seed's preprocessing (128^3), finds the phantom's liver.
-    let truth = Volume::read(&dir.join("segmentation-0.nii.gz")).unwrap();
-    let (mut both, mut predicted, mut true_liver) = (0usize, 0usize, 0usize);
-    for (&l, &t) in labels.data.iter().zip(&truth.data) {
-        both += usize::from(l > 0.0 && t > 0.0);
-        predicted += usize::from(l > 0.0);
-        true_liver += usize::from(t > 0.0);
-    }
-    let dice = 2.0 * both as f64 / (predicted + true_liver) as f64;
-    assert!(dice > 0.6, "liver Dice {dice}");
+    // At the seed's preprocessing (128^3, 256^2 slices) the seed's networks find the phantom's
+    // liver and tumours.
+    let truth = Volume::read(&dir.join("segmentation-2.nii.gz")).unwrap();
+    let dice = |label: f32| {
+        let (mut both, mut predicted, mut true_voxels) = (0usize, 0usize, 0usize);
+        for (&l, &t) in labels.data.iter().zip(&truth.data) {
+            both += usize::from(l >= label && t >= label);
+            predicted += usize::from(l >= label);
+            true_voxels += usize::from(t >= label);
+        }
+        2.0 * both as f64 / (predicted + true_voxels) as f64
+    };
+    assert!(dice(1.0) > 0.7, "liver Dice {}", dice(1.0));
+    assert!(dice(2.0) > 0.25, "tumour Dice {}", dice(2.0));
     let png = std::fs::read(pngs.join("seg.png")).unwrap();
     assert_eq!(&png[1..4], b"PNG");
 
