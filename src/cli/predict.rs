@@ -5,7 +5,7 @@
 
 use crate::data::config::DataParameters;
 use crate::error::Result;
-use crate::infer::pipeline::{LiverModel, TumorModel};
+use crate::infer::pipeline::{LiverModel, PipelineOptions, TumorModel};
 use crate::infer::predict_files::{predict_files, PredictRequest};
 use std::path::PathBuf;
 
@@ -79,8 +79,11 @@ pub fn run(args: PredictArgs) -> Result<()> {
         output: &args.output,
         probabilities: args.probabilities.as_deref(),
         png: args.png.as_deref(),
-        batch: args.batch,
-        device,
+        options: PipelineOptions {
+            batch: args.batch,
+            device,
+            show_progress: true,
+        },
     };
     let summaries = predict_files(&request, |s| {
         println!(

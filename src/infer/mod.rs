@@ -19,7 +19,7 @@ use crate::data::Volume;
 use crate::error::{HeparError, Result};
 use crate::train::run_checkpoint::LoadedRun;
 use crate::train::Stage;
-use pipeline::{predict_case, LiverModel, LiverSource};
+use pipeline::{predict_case, LiverModel, LiverSource, PipelineOptions};
 use std::path::Path;
 
 /// The liver mask (0/1) of `source` on its own grid (stage 1 of the pipeline: thresholded, largest
@@ -52,8 +52,11 @@ pub fn predict_liver(
         Path::new("the input volume"),
         LiverSource::Model(&model),
         None,
-        1,
-        device,
+        PipelineOptions {
+            batch: 1,
+            device,
+            show_progress: false,
+        },
     )?;
     Ok(prediction.labels)
 }

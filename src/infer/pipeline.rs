@@ -157,19 +157,29 @@ pub struct Prediction {
     pub tumor_probability: Option<Vec<f32>>,
 }
 
-/// Runs the pipeline on `source` (read from `path`, named in errors), `batch` stacks at a time.
+/// How the networks run.
+#[derive(Clone, Copy, Debug)]
+pub struct PipelineOptions {
+    /// Tumour-stage stacks per forward pass.
+    pub batch: usize,
+    pub device: Device,
+    /// A progress bar over the tumour stacks on stderr (indicatif hides it when stderr is no
+    /// terminal).
+    pub show_progress: bool,
+}
+
+/// Runs the pipeline on `source` (read from `path`, named in errors).
 pub fn predict_case(
     source: &Volume,
     path: &Path,
     liver: LiverSource,
     tumor: Option<&TumorModel>,
-    batch: usize,
-    device: Device,
+    options: PipelineOptions,
 ) -> Result<Prediction> {
     check_finite(source, path)?;
     let (liver_mask, liver_probability) = match liver {
         LiverSource::Model(model) => {
-            let probability = liver_probability(model, source, device)?;
+            let probability = liver_probability(model, source, options.device)?;
             let above: Vec<bool> = probability.iter().map(|&p| p > THRESHOLD).collect();
             let mask = largest_component(&above, source.shape_zyx, Connectivity::Full)?;
             (mask, Some(probability))
@@ -190,13 +200,7 @@ pub fn predict_case(
         }
     };
     let tumor_probability = match tumor {
-        Some(model) => Some(tumor_probability(
-            model,
-            source,
-            &liver_mask,
-            batch,
-            device,
-        )?),
+        Some(model) => Some(tumor_probability(model, source, &liver_mask, options)?),
         None => None,
     };
     let tumour_mask = match &tumor_probability {
@@ -273,15 +277,14 @@ fn tumor_probability(
     model: &TumorModel,
     source: &Volume,
     liver: &[bool],
-    batch: usize,
-    device: Device,
+    options: PipelineOptions,
 ) -> Result<Vec<f32>> {
     if !liver.contains(&true) {
         return Ok(vec![0.0; source.len()]);
     }
     let region = source.with_data(liver.iter().map(|&l| f32::from(u8::from(l))).collect())?;
     let case = preprocess::stage2(source.clone(), None, &region, &model.preprocess)?;
-    let maps = run_stacks(model, &case, batch.max(1), device)?;
+    let maps = run_stacks(model, &case, options)?;
     let mut probability = reassemble_stacks(&case, &maps, model.preprocess.stack_stride)?;
     for (p, &in_liver) in probability.iter_mut().zip(liver) {
         if !in_liver {
@@ -295,13 +298,13 @@ fn tumor_probability(
 fn run_stacks(
     model: &TumorModel,
     case: &Stage2Case,
-    batch: usize,
-    device: Device,
+    options: PipelineOptions,
 ) -> Result<Vec<Vec<f32>>> {
     let [h, w] = case.shape_yx;
     let per_stack = case.slices * h * w;
     let mut maps = Vec::with_capacity(case.stacks.len());
-    for chunk in case.stacks.chunks(batch) {
+    let bar = progress_bar(options.show_progress, case.stacks.len());
+    for chunk in case.stacks.chunks(options.batch.max(1)) {
         let shape = [chunk.len(), case.slices, h, w];
         model.network.config().check_input(&shape).map_err(|e| {
             HeparError::format(
@@ -316,7 +319,7 @@ fn run_stacks(
         for stack in chunk {
             data.extend_from_slice(&stack.image);
         }
-        let x = Tensor::from_vec_on(data, &shape, device)?;
+        let x = Tensor::from_vec_on(data, &shape, options.device)?;
         let probability =
             crate::no_grad(|| foreground_probability(&model.network.forward(&x, false)?, 2))?;
         if probability.len() != chunk.len() * h * w {
@@ -331,8 +334,23 @@ fn run_stacks(
             ));
         }
         maps.extend(probability.chunks(h * w).map(<[f32]>::to_vec));
+        bar.inc(chunk.len() as u64);
     }
+    bar.finish_and_clear();
     Ok(maps)
+}
+
+fn progress_bar(show: bool, stacks: usize) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(stacks as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "tumour stacks [{bar:30}] {pos}/{len} ({elapsed}, eta {eta})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
 }
 
 /// Pastes each stack's map (resized to the crop) onto every crop slice the stack covers; a slice

@@ -5,8 +5,9 @@
 //! In a folder every case is attempted; the failures are reported together at the end, each
 //! naming its file.
 
-use super::pipeline::{predict_case, LiverModel, LiverSource, Prediction, TumorModel};
-use crate::backend::Device;
+use super::pipeline::{
+    predict_case, LiverModel, LiverSource, PipelineOptions, Prediction, TumorModel,
+};
 use crate::data::nifti::NiftiDataType;
 use crate::data::Volume;
 use crate::error::{HeparError, Result};
@@ -28,8 +29,7 @@ pub struct PredictRequest<'a> {
     pub output: &'a Path,
     pub probabilities: Option<&'a Path>,
     pub png: Option<&'a Path>,
-    pub batch: usize,
-    pub device: Device,
+    pub options: PipelineOptions,
 }
 
 /// What one case gave, for the terminal.
@@ -151,14 +151,7 @@ fn predict_one(
             ))
         }
     };
-    let prediction = predict_case(
-        &source,
-        ct_path,
-        liver,
-        request.tumor,
-        request.batch,
-        request.device,
-    )?;
+    let prediction = predict_case(&source, ct_path, liver, request.tumor, request.options)?;
     let labels = &prediction.labels;
     labels.write(output, NiftiDataType::U8)?;
     // Named after the output, so `hepar eval --pred OUTPUT --probabilities DIR` finds them.
