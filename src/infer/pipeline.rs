@@ -455,6 +455,30 @@ mod tests {
     }
 
     #[test]
+    fn tumour_mask_drops_specks_and_fills_holes_slice_by_slice() {
+        // One 1x20x20 slice: a disk of radius 6 with a one-pixel hole, and a lone speck.
+        let (h, w) = (20, 20);
+        let mut probability = vec![0f32; h * w];
+        for y in 0..h {
+            for x in 0..w {
+                let (dy, dx) = (y as isize - 9, x as isize - 9);
+                if dy * dy + dx * dx <= 36 {
+                    probability[y * w + x] = 0.9;
+                }
+            }
+        }
+        probability[9 * w + 9] = 0.1;
+        probability[18 * w + 18] = 0.95;
+        let mask = tumour_mask(&probability, [1, h, w]).unwrap();
+        assert!(mask[9 * w + 9], "the hole was not filled");
+        assert!(!mask[18 * w + 18], "the speck survived the opening");
+        assert!(
+            mask[9 * w + 3] && mask[9 * w + 15],
+            "the disk lost its edge"
+        );
+    }
+
+    #[test]
     fn several_classes_give_the_mass_from_the_first_foreground_class() {
         // Logits [1, 3, 1, 1]: softmax of (0, ln 2, ln 3) is (1/6, 2/6, 3/6).
         let logits = Tensor::from_vec(vec![0.0, 2f32.ln(), 3f32.ln()], &[1, 3, 1, 1]).unwrap();
