@@ -32,7 +32,7 @@ enum Command {
     Train(hepar::cli::train::TrainArgs),
     /// Run one network over a volume as given (sliding windows), writing its probabilities.
     Infer(hepar::cli::infer::InferArgs),
-    /// Segment the liver of a CT volume with a trained stage-1 checkpoint.
+    /// Segment the liver and its tumours of a CT volume (or a folder) with the coarse-to-fine pipeline.
     Predict(hepar::cli::predict::PredictArgs),
     /// Score predicted label maps against the truth (Dice, IoU, surface distances, lesions).
     Eval(hepar::cli::eval::EvalArgs),
