@@ -126,6 +126,15 @@ pub enum TargetChoice {
 }
 
 impl TargetChoice {
+    /// The name in config files and in the history's keys (`dice_liver`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetChoice::Liver => "liver",
+            TargetChoice::Tumor => "tumor",
+            TargetChoice::Classes => "classes",
+        }
+    }
+
     /// The stage's own target: liver for volumes, tumour for stacks.
     pub fn of_stage(stage: Stage) -> TargetChoice {
         match stage {
