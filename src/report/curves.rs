@@ -76,17 +76,32 @@ fn decimals(step: f64) -> usize {
     d
 }
 
-/// The loss axis: from 0 to the largest finite loss, rounded up to a tick.
+/// The loss axis: the range of the finite losses widened to whole ticks (not from 0, so the
+/// changes of a loss that stays near one value still show), and its tick spacing.
 fn loss_range(series: &[Series]) -> (f64, f64, f64) {
-    let max = series
-        .iter()
-        .flat_map(|s| s.values.iter().flatten())
-        .copied()
-        .filter(|v| v.is_finite())
-        .fold(0.0f64, f64::max);
-    let top = if max > 0.0 { max } else { 1.0 };
-    let step = nice_step(top, 5);
-    (0.0, (top / step).ceil() * step, step)
+    let finite = || {
+        series
+            .iter()
+            .flat_map(|s| s.values.iter().flatten())
+            .copied()
+            .filter(|v| v.is_finite())
+    };
+    let (mut low, mut high) = (
+        finite().fold(f64::INFINITY, f64::min),
+        finite().fold(f64::NEG_INFINITY, f64::max),
+    );
+    if low > high {
+        (low, high) = (0.0, 1.0);
+    }
+    if high - low < 1e-9 {
+        let pad = (high.abs() * 0.05).max(1e-3);
+        (low, high) = (low - pad, high + pad);
+    }
+    let step = nice_step(high - low, 5);
+    // A loss on a tick stays on it despite rounding in the division.
+    let bottom = (low / step + 1e-9).floor() * step;
+    let top = ((high / step - 1e-9).ceil() * step).max(bottom + step);
+    (bottom, top, step)
 }
 
 /// A line two pixels thick from `a` to `b` (pixel coordinates), clipped to the picture.
@@ -318,6 +333,25 @@ mod tests {
         assert_eq!(nice_step(11.0, 10), 2.0);
         assert_eq!(nice_step(0.0123, 5), 0.0025);
         assert_eq!((decimals(0.2), decimals(0.0025), decimals(5.0)), (1, 4, 0));
+    }
+
+    #[test]
+    fn the_loss_axis_spans_the_losses_in_whole_ticks() {
+        let series = |values: Vec<f64>| Series {
+            name: "loss",
+            colour: INK,
+            values: values.into_iter().map(Some).collect(),
+        };
+        let (low, high, step) = loss_range(&[series(vec![0.94, 0.9, f64::NAN])]);
+        assert_eq!(step, 0.01);
+        assert!(
+            (low - 0.9).abs() < 1e-12 && (high - 0.94).abs() < 1e-12,
+            "{low} {high}"
+        );
+        assert_eq!(loss_range(&[series(vec![-0.2, -0.9])]), (-1.0, -0.2, 0.2));
+        let (low, high, _) = loss_range(&[series(vec![0.5, 0.5])]);
+        assert!(low < 0.5 && high > 0.5);
+        assert_eq!(loss_range(&[]), (0.0, 1.0, 0.2));
     }
 
     #[test]
