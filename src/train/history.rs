@@ -148,7 +148,9 @@ pub fn read_history(path: &Path) -> Result<Vec<EpochRecord>> {
 /// The history in the seed's JSON layout: a list per quantity, one value per epoch (`loss` the
 /// training loss, `dice_<class>` and the other scores on the validation split, `null` where an
 /// epoch predates the score), `best_epoch` (from 1) and `time_train` (seconds, all epochs).
-/// `val_loss` and `learning_rate` are added beside the seed's keys.
+/// `class` is the run's target: `liver`, `tumor`, or `classes` for class-id targets, whose
+/// scores are the means over the foreground classes. `val_loss` and `learning_rate` are added
+/// beside the seed's keys.
 pub fn history_json(records: &[EpochRecord], class: &str, best_epoch: u64) -> serde_json::Value {
     let column = |value: &dyn Fn(&EpochRecord) -> Option<f64>| -> serde_json::Value {
         records.iter().map(value).collect::<Vec<_>>().into()
