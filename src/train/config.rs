@@ -849,6 +849,11 @@ mod tests {
                 if (alpha, beta, tversky_weight, bce) == (0.7, 0.3, 0.7, 0.3)
         ));
         assert!(matches!(p.liver.loss_config(), LossConfig::DiceBce { .. }));
+        // Checkpoints written before the key anneal over the whole run.
+        let mut stored = serde_json::to_value(&p.tumor).unwrap();
+        stored.as_object_mut().unwrap().remove("cosine_fraction");
+        let read: StageTraining = serde_json::from_value(stored).unwrap();
+        assert_eq!(read.cosine_fraction, 1.0);
         let err = TrainParameters::from_toml_str("[train.tumor]\ncosine_fraction = 0.0\n")
             .unwrap_err()
             .to_string();

@@ -275,6 +275,24 @@ mod tests {
     }
 
     #[test]
+    fn records_of_older_checkpoints_read_without_the_new_scores() {
+        let old: EpochRecord = serde_json::from_str(
+            r#"{"epoch": 3, "train_loss": 0.5, "val_loss": 0.4, "val_dice": 0.8,
+                "learning_rate": 0.001, "seconds": 1.5}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (old.val_dice, old.val_iou, old.val_recall),
+            (0.8, None, None)
+        );
+        let table = summary_table(&[old], 3);
+        assert!(
+            table.contains("0.800") && table.contains("<- best"),
+            "{table}"
+        );
+    }
+
+    #[test]
     fn json_has_the_seed_keys_with_one_value_per_epoch() {
         let json = history_json(&records(), "tumor", 2);
         let list = |key: &str| {
