@@ -82,8 +82,13 @@ fn options(stage: Stage, run_dir: PathBuf, resume: bool) -> TrainOptions {
     }
 }
 
+/// A score's bits; a missing score (never the case in these runs) is NaN's.
+fn score_bits(score: Option<f64>) -> u64 {
+    score.unwrap_or(f64::NAN).to_bits()
+}
+
 /// A history's bits, `seconds` (wall time) left out.
-fn history_bits(history: &[EpochRecord]) -> Vec<[u64; 5]> {
+fn history_bits(history: &[EpochRecord]) -> Vec<[u64; 8]> {
     history
         .iter()
         .map(|r| {
@@ -92,6 +97,9 @@ fn history_bits(history: &[EpochRecord]) -> Vec<[u64; 5]> {
                 r.train_loss.to_bits(),
                 r.val_loss.to_bits(),
                 r.val_dice.to_bits(),
+                score_bits(r.val_iou),
+                score_bits(r.val_precision),
+                score_bits(r.val_recall),
                 r.learning_rate.to_bits(),
             ]
         })
@@ -106,7 +114,7 @@ struct RunState {
     model: Vec<(String, Vec<usize>, Vec<u8>)>,
     optimizer: Vec<(String, Vec<usize>, Vec<u8>)>,
     optimizer_scalars: Vec<(String, u64)>,
-    history: Vec<[u64; 5]>,
+    history: Vec<[u64; 8]>,
     best: (Option<u64>, u64),
 }
 
@@ -145,7 +153,7 @@ fn run_state(path: &Path) -> RunState {
 }
 
 /// The final state of a run, as its last and best checkpoints and its history.csv hold it.
-fn final_state(run_dir: &Path) -> (RunState, RunState, Vec<[u64; 5]>) {
+fn final_state(run_dir: &Path) -> (RunState, RunState, Vec<[u64; 8]>) {
     (
         run_state(&run_dir.join("last.safetensors")),
         run_state(&run_dir.join("best.safetensors")),

@@ -73,6 +73,71 @@ fn options(stage: Stage, run_dir: PathBuf, epochs: Option<u64>, resume: bool) ->
     }
 }
 
+/// The files derived from the last checkpoint's history: history.json holds it under the seed's
+/// keys, value for value, history.csv holds it too, and curves.png is a PNG of the picture size.
+fn assert_history_files_match_the_checkpoint(run_dir: &Path, class: &str) {
+    let last = load_run_checkpoint(&run_dir.join("last.safetensors")).unwrap();
+    let history = &last.info.history;
+    assert!(!history.is_empty());
+    let text = std::fs::read_to_string(run_dir.join("history.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let column = |key: &str| -> Vec<f64> {
+        json[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("history.json has no list {key}: {text}"))
+            .iter()
+            .map(|v| v.as_f64().unwrap_or_else(|| panic!("{key}: {v}")))
+            .collect()
+    };
+    let expected = |f: fn(&hepar::train::history::EpochRecord) -> f64| -> Vec<f64> {
+        history.iter().map(f).collect()
+    };
+    assert_eq!(column("loss"), expected(|r| r.train_loss));
+    assert_eq!(column(&format!("dice_{class}")), expected(|r| r.val_dice));
+    assert_eq!(
+        column(&format!("iou_{class}")),
+        expected(|r| r.val_iou.unwrap())
+    );
+    assert_eq!(
+        column(&format!("precision_{class}")),
+        expected(|r| r.val_precision.unwrap())
+    );
+    assert_eq!(
+        column(&format!("recall_{class}")),
+        expected(|r| r.val_recall.unwrap())
+    );
+    for r in history {
+        for score in [
+            r.val_dice,
+            r.val_iou.unwrap(),
+            r.val_precision.unwrap(),
+            r.val_recall.unwrap(),
+        ] {
+            assert!((0.0..=1.0).contains(&score), "{r:?}");
+        }
+    }
+    assert_eq!(json["best_epoch"].as_u64(), Some(last.info.best_epoch));
+    let time_train = json["time_train"].as_f64().unwrap();
+    let seconds: f64 = history.iter().map(|r| r.seconds).sum();
+    assert!(
+        (time_train - seconds).abs() < 1e-3,
+        "{time_train} vs {seconds}"
+    );
+    assert_eq!(
+        &read_history(&run_dir.join("history.csv")).unwrap(),
+        history
+    );
+
+    let png = std::fs::read(run_dir.join("curves.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(&png[12..16], b"IHDR");
+    let side = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap()) as usize;
+    assert_eq!(
+        (side(16), side(20)),
+        (hepar::report::curves::WIDTH, hepar::report::curves::HEIGHT)
+    );
+}
+
 #[test]
 fn liver_run_writes_history_and_checkpoints_and_resumes_where_it_stopped() {
     let dir = temp_dir("liver");
@@ -166,6 +231,7 @@ fn liver_run_writes_history_and_checkpoints_and_resumes_where_it_stopped() {
     assert_eq!(more.history[..2], summary.history[..]);
     // The extension anneals on from the last rate: no jump back up.
     assert!(more.history[2].learning_rate <= more.history[1].learning_rate);
+    assert_history_files_match_the_checkpoint(&run_dir, "liver");
     // The optimizer's moments and step counts carried over: AdamW's per-parameter step count
     // is the run's total step count, not the steps since the resume.
     let resumed = load_run_checkpoint(&run_dir.join("last.safetensors")).unwrap();
@@ -247,6 +313,12 @@ fn tumor_run_trains_on_slice_stacks() {
         (2, 3, 4)
     );
     assert!(run_dir.join("best.safetensors").is_file());
+    // Stage 2 trains on the seed's Tversky + BCE by default.
+    assert!(matches!(
+        last.info.training.loss,
+        Some(hepar::train::objective::LossConfig::TverskyBce { .. })
+    ));
+    assert_history_files_match_the_checkpoint(&run_dir, "tumor");
     // A liver run cannot resume a tumour run.
     let err = train(&params, &options(Stage::Liver, run_dir.clone(), None, true))
         .unwrap_err()

@@ -28,8 +28,8 @@ pub struct TrainArgs {
     /// spans it). A resumed run keeps its own; to train it further use --extend-epochs.
     #[arg(long)]
     pub epochs: Option<u64>,
-    /// Run folder for history.csv, last.safetensors and best.safetensors [default: runs/STAGE,
-    /// or runs/ARCH with --arch].
+    /// Run folder for history.csv, history.json, curves.png, last.safetensors and
+    /// best.safetensors [default: runs/STAGE, or runs/ARCH with --arch].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Continue the run in the run folder from its last checkpoint, on its own schedule.
@@ -96,16 +96,22 @@ pub fn run(args: TrainArgs) -> Result<()> {
         );
         std::process::exit(crate::train::interrupt::EXIT_CODE);
     }
+    print!(
+        "\n{}",
+        crate::train::history::summary_table(&summary.history, summary.best_epoch)
+    );
     let best = summary
         .best_val_dice
         .map_or("n/a".to_string(), |d| format!("{d:.3}"));
     println!(
-        "done in {:.1} s: best validation Dice {best} at epoch {}; {} (best), {} (last), {} (history)",
+        "done in {:.1} s: best validation Dice {best} at epoch {}; {} (best), {} (last), {} and {} (history), {} (curves)",
         started.elapsed().as_secs_f64(),
         summary.best_epoch,
         summary.run.best().display(),
         summary.run.last().display(),
-        summary.run.history().display()
+        summary.run.history().display(),
+        summary.run.history_json().display(),
+        summary.run.curves().display()
     );
     Ok(())
 }

@@ -1,5 +1,8 @@
 //! Pictures for people: `png` writes RGB pictures, `overlay` draws a case's slices with the
-//! prediction and truth contours.
+//! prediction and truth contours, `curves` a run's loss and validation scores per epoch, `font`
+//! the labels of both.
 
+pub mod curves;
+pub mod font;
 pub mod overlay;
 pub mod png;

@@ -53,8 +53,15 @@ pub struct StageTraining {
     pub betas: [f64; 2],
     pub eps: f64,
     pub weight_decay: f64,
-    /// Cosine annealing from `learning_rate` to `eta_min` over `epochs`, stepped per epoch.
+    /// Cosine annealing from `learning_rate` to `eta_min` over `cosine_fraction` of `epochs`,
+    /// stepped per epoch.
     pub eta_min: f64,
+    /// The share of the epochs the cosine anneals over (the seed's stage 2: 0.75); the rate then
+    /// stays at `eta_min` for the rest of the run. (PyTorch's CosineAnnealingLR with a `T_max`
+    /// shorter than the run would instead climb back towards `learning_rate`; the seed meant
+    /// annealing over 75% of the run.)
+    #[serde(default = "default_cosine_fraction")]
+    pub cosine_fraction: f64,
     /// Loss = dice_weight * soft Dice + bce_weight * BCE (with logits).
     pub dice_weight: f64,
     pub bce_weight: f64,
@@ -84,6 +91,10 @@ pub struct StageTraining {
     /// `[preprocess.stage2] stack_slices`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slices: Option<usize>,
+}
+
+fn default_cosine_fraction() -> f64 {
+    1.0
 }
 
 fn default_step_size() -> u64 {
@@ -126,6 +137,15 @@ pub enum TargetChoice {
 }
 
 impl TargetChoice {
+    /// The name in config files and in the history's keys (`dice_liver`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetChoice::Liver => "liver",
+            TargetChoice::Tumor => "tumor",
+            TargetChoice::Classes => "classes",
+        }
+    }
+
     /// The stage's own target: liver for volumes, tumour for stacks.
     pub fn of_stage(stage: Stage) -> TargetChoice {
         match stage {
@@ -168,6 +188,7 @@ impl StageTraining {
             eps: 1e-8,
             weight_decay: 1e-5,
             eta_min: 1e-5,
+            cosine_fraction: default_cosine_fraction(),
             dice_weight: 0.7,
             bce_weight: 0.3,
             dice_smooth: 1e-5,
@@ -248,9 +269,21 @@ impl StageTraining {
         Self::seed_optimiser(12, 1, None)
     }
 
-    /// Tumour defaults: the seed's optimiser and loss, batches of 16 stacks.
+    /// Tumour defaults: the seed's optimiser, its stage-2 loss (Tversky with alpha 0.7 on false
+    /// positives and beta 0.3 on false negatives, 0.7 of it plus 0.3 BCE) and cosine annealing
+    /// over 75% of the epochs; batches of 16 stacks.
     pub fn tumor_default() -> Self {
-        Self::seed_optimiser(12, 16, Some(10))
+        StageTraining {
+            cosine_fraction: 0.75,
+            loss: Some(LossConfig::TverskyBce {
+                alpha: 0.7,
+                beta: 0.3,
+                tversky_weight: 0.7,
+                bce: 0.3,
+                smooth: 1e-5,
+            }),
+            ..Self::seed_optimiser(12, 16, Some(10))
+        }
     }
 
     fn validate(&self, section: &str, stage: Stage) -> Result<()> {
@@ -289,6 +322,12 @@ impl StageTraining {
                     "{} (must be between 0 and learning_rate = {})",
                     self.eta_min, self.learning_rate
                 ),
+            );
+        }
+        if !(self.cosine_fraction > 0.0 && self.cosine_fraction <= 1.0) {
+            return bad(
+                "cosine_fraction",
+                format!("{} (must be in (0, 1])", self.cosine_fraction),
             );
         }
         if !self.betas.iter().all(|b| (0.0..1.0).contains(b)) {
@@ -797,6 +836,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("train.lever"), "{err}");
+    }
+
+    #[test]
+    fn stage_two_defaults_to_the_seed_recipe() {
+        let p = TrainParameters::default();
+        assert_eq!(p.tumor.cosine_fraction, 0.75);
+        assert_eq!(p.liver.cosine_fraction, 1.0);
+        assert!(matches!(
+            p.tumor.loss_config(),
+            LossConfig::TverskyBce { alpha, beta, tversky_weight, bce, .. }
+                if (alpha, beta, tversky_weight, bce) == (0.7, 0.3, 0.7, 0.3)
+        ));
+        assert!(matches!(p.liver.loss_config(), LossConfig::DiceBce { .. }));
+        // Checkpoints written before the key anneal over the whole run.
+        let mut stored = serde_json::to_value(&p.tumor).unwrap();
+        stored.as_object_mut().unwrap().remove("cosine_fraction");
+        let read: StageTraining = serde_json::from_value(stored).unwrap();
+        assert_eq!(read.cosine_fraction, 1.0);
+        let err = TrainParameters::from_toml_str("[train.tumor]\ncosine_fraction = 0.0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("train.tumor.cosine_fraction"), "{err}");
     }
 
     #[test]

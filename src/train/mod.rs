@@ -5,6 +5,7 @@
 pub mod config;
 pub mod history;
 pub mod interrupt;
+pub mod metrics;
 pub mod objective;
 pub mod run_checkpoint;
 pub mod run_schedule;

@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 pub const LAST: &str = "last.safetensors";
 pub const BEST: &str = "best.safetensors";
 pub const HISTORY: &str = "history.csv";
+pub const HISTORY_JSON: &str = "history.json";
+pub const CURVES: &str = "curves.png";
 
 /// What a checkpoint says about its run (stored as the checkpoint's config JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,6 +107,12 @@ impl RunFolder {
     }
     pub fn history(&self) -> PathBuf {
         self.dir.join(HISTORY)
+    }
+    pub fn history_json(&self) -> PathBuf {
+        self.dir.join(HISTORY_JSON)
+    }
+    pub fn curves(&self) -> PathBuf {
+        self.dir.join(CURVES)
     }
 }
 

@@ -42,8 +42,10 @@ pub struct RunSchedule {
 }
 
 impl RunSchedule {
-    /// The schedule a run starts with: one cosine over the stage's epochs; a constant rate is one
-    /// flat segment (a cosine from the rate to itself), StepLR one flat segment per step.
+    /// The schedule a run starts with: one cosine over `cosine_fraction` of the stage's epochs,
+    /// then (when the fraction is below 1) a flat segment at `eta_min` to the end; a constant
+    /// rate is one flat segment (a cosine from the rate to itself), StepLR one flat segment per
+    /// step.
     pub fn new(training: &StageTraining) -> Self {
         let flat = |first_epoch: u64, epochs: u64, lr: f64| CosineSegment {
             first_epoch,
@@ -52,12 +54,20 @@ impl RunSchedule {
             eta_min: lr,
         };
         let segments = match training.schedule {
-            ScheduleKind::Cosine => vec![CosineSegment {
-                first_epoch: 0,
-                epochs: training.epochs,
-                start_lr: training.learning_rate,
-                eta_min: training.eta_min,
-            }],
+            ScheduleKind::Cosine => {
+                let annealed = ((training.epochs as f64 * training.cosine_fraction).round() as u64)
+                    .clamp(1, training.epochs.max(1));
+                let mut segments = vec![CosineSegment {
+                    first_epoch: 0,
+                    epochs: annealed,
+                    start_lr: training.learning_rate,
+                    eta_min: training.eta_min,
+                }];
+                if annealed < training.epochs {
+                    segments.push(flat(annealed, training.epochs - annealed, training.eta_min));
+                }
+                segments
+            }
             ScheduleKind::Constant => vec![flat(0, training.epochs, training.learning_rate)],
             ScheduleKind::Step => {
                 let step = training.step_size.max(1);
@@ -157,6 +167,37 @@ mod tests {
             assert_eq!(s.lr_at(e), cosine.lr_at(e));
         }
         assert_eq!(s.total_epochs(), 12);
+    }
+
+    #[test]
+    fn a_cosine_over_part_of_the_run_then_holds_at_eta_min() {
+        let training = StageTraining {
+            epochs: 12,
+            cosine_fraction: 0.75,
+            ..StageTraining::liver_default()
+        };
+        let s = RunSchedule::new(&training);
+        assert_eq!(s.total_epochs(), 12);
+        let cosine = CosineAnnealing {
+            base_lr: training.learning_rate,
+            t_max: 9,
+            eta_min: training.eta_min,
+        };
+        for e in 0..9 {
+            assert_eq!(s.lr_at(e), cosine.lr_at(e), "epoch {e}");
+            assert!(s.lr_at(e) > training.eta_min);
+        }
+        // PyTorch's CosineAnnealingLR(T_max = 9) would rise again from epoch 10; this holds.
+        for e in 9..12 {
+            assert_eq!(s.lr_at(e), training.eta_min, "epoch {e}");
+        }
+        // The whole run, as before the fraction existed.
+        let whole = RunSchedule::new(&StageTraining {
+            cosine_fraction: 1.0,
+            ..training
+        });
+        assert_eq!(whole.segments.len(), 1);
+        assert_eq!(whole.segments[0].epochs, 12);
     }
 
     #[test]

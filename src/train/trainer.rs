@@ -1,8 +1,8 @@
 //! The training loop: for each epoch, the prefetched batches go through forward, loss, backward
 //! and an AdamW step at the epoch's learning rate (the run's schedule); then the validation cases
-//! are scored without gradients (Dice of the thresholded prediction), and the best (when the Dice
-//! improved) and last checkpoints saved, each holding the history, from which `history.csv` is
-//! then rewritten.
+//! are scored without gradients (Dice, IoU, precision and recall of the thresholded prediction,
+//! see `metrics`), and the best (when the Dice improved) and last checkpoints saved, each holding
+//! the history, from which `history.csv`, `history.json` and `curves.png` are then rewritten.
 //!
 //! Resuming is exact: batches depend only on (seed, epoch, batch), every kernel gives the same
 //! bits on any thread split, and the checkpoint holds the weights, AdamW's moments, the
@@ -10,8 +10,9 @@
 //! checkpoint repeats the uninterrupted run bit for bit (timings aside).
 
 use super::config::{OptimizerKind, Stage, StageTraining, TargetChoice, TrainParameters};
-use super::history::{read_history, write_history, EpochRecord};
+use super::history::{read_history, write_history, write_history_json, EpochRecord};
 use super::interrupt::stop_requested;
+use super::metrics::{add_overlaps, Scores};
 use super::run_checkpoint::{
     load_run_checkpoint, save_run_checkpoint, LoadedRun, PartialEpoch, RunFolder, RunInfo,
 };
@@ -21,6 +22,7 @@ use super::synthetic::ensure_synthetic_data;
 use crate::backend::Device;
 use crate::data::loader::{Batch, BatchSource, Prefetcher};
 use crate::error::{HeparError, Result};
+use crate::eval::metrics::Overlap;
 use crate::nn::{parameters, Arch, ModelConfig, Network};
 use crate::optim::{Adam, AdamConfig, Optimizer};
 use crate::tensor::Tensor;
@@ -116,54 +118,20 @@ fn target_tensor(
     }
 }
 
-/// Per-voxel prediction against truth for the validation Dice: `sigmoid > 0.5` against the mask,
-/// or for classes the argmax, each foreground class scored apart.
-fn add_overlaps(
-    logits: &[f32],
-    labels: &[f32],
-    classes: usize,
-    spatial: usize,
-    case_sums: &mut [(f64, f64)],
-) {
-    if classes == 1 {
-        for (l, &g) in logits.iter().zip(labels) {
-            let predicted = (*l > 0.0) as u8 as f64; // sigmoid(l) > 0.5
-            case_sums[0].0 += predicted * g as f64;
-            case_sums[0].1 += predicted + g as f64;
-        }
-        return;
-    }
-    for (i, &truth) in labels.iter().enumerate() {
-        let (n, v) = (i / spatial, i % spatial);
-        let score = |k: usize| logits[(n * classes + k) * spatial + v];
-        let predicted =
-            (1..classes).fold(0, |best, k| if score(k) > score(best) { k } else { best });
-        for k in 1..classes {
-            let (p, t) = (
-                (predicted == k) as u8 as f64,
-                (truth as usize == k) as u8 as f64,
-            );
-            case_sums[k - 1].0 += p * t;
-            case_sums[k - 1].1 += p + t;
-        }
-    }
-}
-
-/// Validation loss and mean per-case Dice: of `sigmoid(logits) > 0.5` for a 0/1 target, of the
-/// argmax averaged over the foreground classes for class ids (a case with neither prediction
-/// nor truth of a class scores 1 for it).
+/// Validation loss and the mean per-case scores of `train::metrics`: of `sigmoid(logits) > 0.5`
+/// for a 0/1 target, of the argmax averaged over the foreground classes for class ids.
 fn validate(
     model: &dyn Network,
     batches: &[ValidationBatch],
     training: &StageTraining,
     target: TargetChoice,
     device: Device,
-) -> Result<(f64, f64)> {
+) -> Result<(f64, Scores)> {
     let loss = training.loss_config();
     let classes = target.classes();
     let scored = classes.max(2) - 1;
     let cases = batches.iter().map(|b| b.case + 1).max().unwrap_or(0);
-    let mut sums = vec![vec![(0f64, 0f64); scored]; cases];
+    let mut counts = vec![vec![Overlap::default(); scored]; cases];
     let mut loss_sum = 0.0;
     crate::no_grad(|| -> Result<()> {
         for b in batches {
@@ -172,24 +140,20 @@ fn validate(
             let out = model.forward_all(&x, false)?;
             loss_sum += loss.compute(&out, &truth)?.to_scalar()?;
             let spatial: usize = b.target_shape[2..].iter().product();
-            let labels = truth.try_to_vec_f32()?;
             add_overlaps(
                 &out.logits.try_to_vec_f32()?,
-                &labels,
+                &truth.try_to_vec_f32()?,
                 classes,
                 spatial,
-                &mut sums[b.case],
+                &mut counts[b.case],
             );
         }
         Ok(())
     })?;
-    let dice_of = |(o, s): (f64, f64)| if s == 0.0 { 1.0 } else { 2.0 * o / s };
-    let dice: f64 = sums
-        .iter()
-        .map(|case| case.iter().map(|&c| dice_of(c)).sum::<f64>() / scored as f64)
-        .sum::<f64>()
-        / cases.max(1) as f64;
-    Ok((loss_sum / batches.len().max(1) as f64, dice))
+    Ok((
+        loss_sum / batches.len().max(1) as f64,
+        Scores::mean_over_cases(&counts),
+    ))
 }
 
 fn epoch_bar(show: bool, epoch: u64, epochs: u64, batches: usize) -> indicatif::ProgressBar {
@@ -429,8 +393,18 @@ fn note_changed_settings(resumed: &RunInfo, configured: &StageTraining, show: bo
     }
 }
 
-/// Saves the epoch's checkpoints, then derives `history.csv` from them. Best goes first: a kill
-/// between the two leaves a last checkpoint that retrains the epoch and rewrites the same best.
+/// Rewrites the files derived from the checkpoint's history: `history.csv`, `history.json` and
+/// `curves.png`.
+fn write_derived_files(run: &RunFolder, info: &RunInfo) -> Result<()> {
+    let class = info.training.target_for(info.stage).name();
+    write_history(&run.history(), &info.history)?;
+    write_history_json(&run.history_json(), &info.history, class, info.best_epoch)?;
+    crate::report::curves::write_curves(&run.curves(), &info.history, class, info.best_epoch)
+}
+
+/// Saves the epoch's checkpoints, then derives the history files from them. Best goes first: a
+/// kill between the two leaves a last checkpoint that retrains the epoch and rewrites the same
+/// best.
 fn save_epoch(
     run: &RunFolder,
     model: &dyn Network,
@@ -443,7 +417,7 @@ fn save_epoch(
         save_run_checkpoint(&run.best(), model, optimizer, epoch, step, info)?;
     }
     save_run_checkpoint(&run.last(), model, optimizer, epoch, step, info)?;
-    write_history(&run.history(), &info.history)
+    write_derived_files(run, info)
 }
 
 /// Trains one stage as configured; see the module documentation.
@@ -555,8 +529,9 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
         info.best_epoch = r.info.best_epoch;
         info.history = resumed_history(r, &run)?;
         info.partial_epoch = r.info.partial_epoch.filter(|p| p.batches_done > 0);
-        // The CSV may lag the checkpoint by the epoch a kill interrupted: derive it again.
-        write_history(&run.history(), &info.history)?;
+        // The derived files may lag the checkpoint by the epoch a kill interrupted: derive
+        // them again.
+        write_derived_files(&run, &info)?;
     }
     std::fs::create_dir_all(&run.dir).map_err(|e| HeparError::io(&run.dir, e))?;
     if options.show_progress {
@@ -629,13 +604,17 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
             }
         };
         bar.finish_and_clear();
-        let (val_loss, val_dice) =
+        let (val_loss, scores) =
             validate(&*model, &data.validation, &training, target, options.device)?;
+        let val_dice = scores.dice;
         let record = EpochRecord {
             epoch: display_epoch,
             train_loss,
             val_loss,
             val_dice,
+            val_iou: Some(scores.iou),
+            val_precision: Some(scores.precision),
+            val_recall: Some(scores.recall),
             learning_rate: lr,
             // Milliseconds are plenty, and keep the record equal to its CSV line.
             seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
@@ -650,10 +629,13 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
         save_epoch(&run, &model, &optimizer, (epoch, step), &info, improved)?;
         if options.show_progress {
             println!(
-                "epoch {display_epoch}/{epochs}  train loss {:.4}  val loss {:.4}  val Dice {:.3}  lr {:.2e}  {:.1} s{}",
+                "epoch {display_epoch}/{epochs}  train loss {:.4}  val loss {:.4}  val Dice {:.3}  IoU {:.3}  precision {:.3}  recall {:.3}  lr {:.2e}  {:.1} s{}",
                 record.train_loss,
                 record.val_loss,
                 record.val_dice,
+                scores.iou,
+                scores.precision,
+                scores.recall,
                 lr,
                 record.seconds,
                 if improved { "  (best)" } else { "" }
