@@ -167,8 +167,7 @@ fn a_run_of_one_network_cannot_resume_as_another() {
     let mut other = options(Arch::Res3dUnet, run_dir, true);
     other.epochs = None;
     let err = train(&params, &other)
-        .err()
-        .expect("another network")
+        .expect_err("another network")
         .to_string();
     assert!(
         err.contains("is a unet3d_3class run, not res3dunet"),
