@@ -364,3 +364,43 @@ fn tiny_trained_runs_predict_a_folder_and_a_bad_case_is_named() {
     assert!(out.join("volume-0.nii.gz").is_file() && out.join("volume-1.nii.gz").is_file());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn another_architecture_serves_as_the_liver_model_by_name() {
+    // Plain weights of a 3-class 3D U-Net (width 2): liver = classes 1 and 2.
+    let dir = temp_dir("arch");
+    let ct = write_phantom(&dir, 0, [16, 32, 32]);
+    let config = hepar::nn::ModelConfig {
+        base: 2,
+        ..hepar::nn::ModelConfig::default_for(hepar::nn::Arch::Unet3d3Class)
+    };
+    let model = hepar::nn::build(&config, 3).unwrap();
+    let weights = dir.join("unet3d.safetensors");
+    hepar::io::write_safetensors(
+        &weights,
+        &hepar::nn::to_named_tensors(&model).unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
+    let seg = dir.join("seg.nii.gz");
+    let base = [
+        "--liver-model",
+        path_str(&weights),
+        "--input",
+        path_str(&ct),
+        "--output",
+        path_str(&seg),
+    ];
+    // Without the architecture the seed's cotnext3d is assumed, and its keys are missing.
+    let (ok, text) = predict(&base);
+    assert!(!ok && text.contains("unet3d.safetensors"), "{text}");
+    let mut named = base.to_vec();
+    named.extend(["--liver-arch", "unet3d_3class", "--liver-n-channels", "2"]);
+    let (ok, text) = predict(&named);
+    assert!(ok, "{text}");
+    let labels = check_labels(&ct, &seg);
+    assert!(
+        labels.data.iter().all(|&v| v <= 1.0),
+        "liver only: labels 0/1"
+    );
+}

@@ -5,6 +5,7 @@
 
 use crate::data::config::DataParameters;
 use crate::error::Result;
+use crate::infer::model_source::ArchChoice;
 use crate::infer::pipeline::{LiverModel, PipelineOptions, TumorModel};
 use crate::infer::predict_files::{predict_files, PredictRequest};
 use std::path::PathBuf;
@@ -50,6 +51,18 @@ pub struct PredictArgs {
     /// Tumour-stage stacks per forward pass.
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub batch: usize,
+    /// Architecture of a `.pth` liver model other than the seed's (cotnext3d, width 16), e.g.
+    /// unet3d_3class; `--liver-n-channels` its width.
+    #[arg(long, value_name = "ARCH")]
+    pub liver_arch: Option<crate::nn::Arch>,
+    #[arg(long, value_name = "N")]
+    pub liver_n_channels: Option<usize>,
+    /// Architecture of a `.pth` tumour model other than the seed's (cotnext2d, width 32);
+    /// `--tumor-n-channels` its width.
+    #[arg(long, value_name = "ARCH")]
+    pub tumor_arch: Option<crate::nn::Arch>,
+    #[arg(long, value_name = "N")]
+    pub tumor_n_channels: Option<usize>,
     #[command(flatten)]
     pub device: super::DeviceArg,
 }
@@ -64,12 +77,26 @@ pub fn run(args: PredictArgs) -> Result<()> {
     let liver = args
         .liver_model
         .as_deref()
-        .map(|p| LiverModel::load(p, &fallback, device))
+        .map(|p| {
+            let choice = ArchChoice {
+                arch: args.liver_arch,
+                base: args.liver_n_channels,
+                ..ArchChoice::default()
+            };
+            LiverModel::load(p, &fallback, &choice, device)
+        })
         .transpose()?;
     let tumor = args
         .tumor_model
         .as_deref()
-        .map(|p| TumorModel::load(p, &fallback, device))
+        .map(|p| {
+            let choice = ArchChoice {
+                arch: args.tumor_arch,
+                base: args.tumor_n_channels,
+                ..ArchChoice::default()
+            };
+            TumorModel::load(p, &fallback, &choice, device)
+        })
         .transpose()?;
     let request = PredictRequest {
         liver: liver.as_ref(),

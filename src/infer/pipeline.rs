@@ -11,6 +11,7 @@
 //! Without a liver network, a liver mask read from a file stands in for stage 1 (the tumour
 //! stage always needs to know where the liver is).
 
+use super::model_source::ArchChoice;
 use super::postprocess::{
     close_slices, fill_holes_slices, largest_component, open_slices, Connectivity,
 };
@@ -43,21 +44,44 @@ pub struct StageModel<C> {
 pub type LiverModel = StageModel<Stage1Config>;
 pub type TumorModel = StageModel<Stage2Config>;
 
-fn is_state_dict(path: &Path) -> bool {
-    path.extension()
+/// What the user named, the seed's network for the rest; naming another architecture drops the
+/// seed's width and classes (that architecture's own defaults apply).
+fn with_defaults(given: &ArchChoice, seed: ArchChoice) -> ArchChoice {
+    let other_arch = given.arch.is_some() && given.arch != seed.arch;
+    ArchChoice {
+        arch: given.arch.or(seed.arch),
+        in_channels: given.in_channels.or(seed.in_channels),
+        base: given.base.or(if other_arch { None } else { seed.base }),
+        classes: given
+            .classes
+            .or(if other_arch { None } else { seed.classes }),
+    }
+}
+
+/// Whether `path` holds plain weights (a `.pth`, or a safetensors file that is not one of our
+/// run checkpoints) rather than a run checkpoint.
+fn is_state_dict(path: &Path) -> Result<bool> {
+    if path
+        .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("pth") || e.eq_ignore_ascii_case("pt"))
+    {
+        return Ok(true);
+    }
+    Ok(!crate::io::is_checkpoint(&crate::io::read_safetensors(
+        path,
+    )?))
 }
 
 /// The network in `path` and the data settings to preprocess with: a run checkpoint brings its
-/// own (and must be of `stage`); a `.pth` state dict is the seed's network for the stage
-/// (`seed_arch`, its channels and width), preprocessed with `fallback`.
+/// own (and must be of `stage`); a state dict (`.pth`, or plain safetensors weights) is the
+/// network `seed_arch` describes, preprocessed with `fallback`.
 fn load_stage(
     path: &Path,
     stage: Stage,
     seed_arch: super::model_source::ArchChoice,
     fallback: &DataParameters,
 ) -> Result<(Box<dyn Network>, DataParameters)> {
-    if is_state_dict(path) {
+    if is_state_dict(path)? {
         let network = super::model_source::load_network(path, &seed_arch)?;
         return Ok((network, fallback.clone()));
     }
@@ -75,15 +99,24 @@ fn load_stage(
 }
 
 impl LiverModel {
-    /// A liver network: a `hepar train --stage liver` checkpoint, or a `.pth` of the seed's
-    /// `cotnext3d` (1 channel, width 16) preprocessed with `fallback` (the seed's defaults).
-    pub fn load(path: &Path, fallback: &DataParameters, device: Device) -> Result<Self> {
-        let seed = super::model_source::ArchChoice {
-            arch: Some(Arch::CotNext3d),
-            in_channels: Some(1),
-            base: Some(16),
-            classes: Some(1),
-        };
+    /// A liver network: a `hepar train` checkpoint of a 3D network, or a `.pth` of the seed's
+    /// `cotnext3d` (1 channel, width 16; `choice` names another architecture or width)
+    /// preprocessed with `fallback` (the seed's defaults).
+    pub fn load(
+        path: &Path,
+        fallback: &DataParameters,
+        choice: &ArchChoice,
+        device: Device,
+    ) -> Result<Self> {
+        let seed = with_defaults(
+            choice,
+            ArchChoice {
+                arch: Some(Arch::CotNext3d),
+                in_channels: Some(1),
+                base: Some(16),
+                classes: Some(1),
+            },
+        );
         let (network, data) = load_stage(path, Stage::Liver, seed, fallback)?;
         let config = network.config();
         if config.dims() != 3 || config.in_channels != 1 {
@@ -107,15 +140,24 @@ impl LiverModel {
 }
 
 impl TumorModel {
-    /// A tumour network: a `hepar train --stage tumor` checkpoint, or a `.pth` of the seed's
-    /// `cotnext2d` (3 channels, width 32) preprocessed with `fallback`.
-    pub fn load(path: &Path, fallback: &DataParameters, device: Device) -> Result<Self> {
-        let seed = super::model_source::ArchChoice {
-            arch: Some(Arch::CotNext2d),
-            in_channels: Some(fallback.preprocess.stage2.stack_slices),
-            base: Some(32),
-            classes: Some(1),
-        };
+    /// A tumour network: a `hepar train` checkpoint of a 2D network, or a `.pth` of the seed's
+    /// `cotnext2d` (3 channels, width 32; `choice` names another architecture or width)
+    /// preprocessed with `fallback`.
+    pub fn load(
+        path: &Path,
+        fallback: &DataParameters,
+        choice: &ArchChoice,
+        device: Device,
+    ) -> Result<Self> {
+        let seed = with_defaults(
+            choice,
+            ArchChoice {
+                arch: Some(Arch::CotNext2d),
+                in_channels: Some(fallback.preprocess.stage2.stack_slices),
+                base: Some(32),
+                classes: Some(1),
+            },
+        );
         let (network, data) = load_stage(path, Stage::Tumor, seed, fallback)?;
         let config = network.config();
         let slices = data.preprocess.stage2.stack_slices;
