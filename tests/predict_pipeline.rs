@@ -3,6 +3,8 @@
 //! probability maps consistent with the labels, and pictures; a folder is predicted case by case;
 //! bad input is named.
 
+mod common;
+
 use hepar::data::nifti::NiftiDataType;
 use hepar::data::synth::phantom;
 use hepar::data::Volume;
@@ -11,10 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hepar-predict-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::tiny_data::temp_dir("predict", tag)
 }
 
 fn seed_model(name: &str) -> PathBuf {
@@ -155,28 +154,9 @@ fn the_seed_networks_segment_a_phantom_with_probabilities_and_a_picture() {
 
 /// Two 16x32x32 phantoms, 16x32x32 volumes and 16x16 slices, width 8, 2 epochs.
 fn tiny_config(dir: &Path) -> String {
-    let root = dir.join("synth");
+    let sections = common::tiny_data::tiny_data_sections(dir, 1);
     format!(
-        r#"
-[data]
-root = "{root}"
-cache_dir = "{cache}"
-folds = 3
-workers = 1
-prefetch = 2
-
-[preprocess.stage1]
-shape_zyx = [16, 32, 32]
-
-[preprocess.stage2]
-slice_shape_yx = [16, 16]
-
-[train.synthetic]
-root = "{root}"
-cases = 3
-shape_zyx = [16, 32, 32]
-reduced_inputs = false
-
+        r#"{sections}
 [train.liver]
 epochs = 2
 
@@ -190,9 +170,7 @@ width = 8
 
 [model.tumor]
 width = 8
-"#,
-        root = root.display(),
-        cache = dir.join("cache").display(),
+"#
     )
 }
 

@@ -2,6 +2,8 @@
 //! seed's recipe (optimizer, schedule, loss, target) and its loss falls, the checkpoint records
 //! the architecture (so `hepar infer` needs no --arch for it), and mismatches are clear errors.
 
+mod common;
+
 use hepar::infer::model_source::{load_network, ArchChoice};
 use hepar::nn::Arch;
 use hepar::train::{load_run_checkpoint, train, TrainOptions, TrainParameters};
@@ -9,36 +11,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hepar-arch-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::tiny_data::temp_dir("arch", tag)
 }
 
 /// Three 16x32x32 phantoms; 16x32x32 volumes and 16x16 slices.
 fn tiny_config(dir: &Path, extra: &str) -> String {
-    let root = dir.join("synth");
+    let sections = common::tiny_data::tiny_data_sections(dir, 1);
     format!(
-        r#"
-[data]
-root = "{root}"
-cache_dir = "{cache}"
-folds = 3
-workers = 1
-prefetch = 2
-
-[preprocess.stage1]
-shape_zyx = [16, 32, 32]
-
-[preprocess.stage2]
-slice_shape_yx = [16, 16]
-
-[train.synthetic]
-root = "{root}"
-cases = 3
-shape_zyx = [16, 32, 32]
-reduced_inputs = false
-
+        r#"{sections}
 [train.unet2d_classic]
 batch_size = 4
 batches_per_epoch = 3
@@ -49,9 +29,7 @@ batches_per_epoch = 3
 # The seed's 1e-5 moves too little in three tiny epochs to see the loss fall reliably.
 learning_rate = 1e-3
 {extra}
-"#,
-        root = root.display(),
-        cache = dir.join("cache").display(),
+"#
     )
 }
 

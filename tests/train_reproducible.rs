@@ -5,6 +5,8 @@
 //! ahead of the checkpoint, and the next start removes the temporary files of killed writes.
 //! Ctrl-C (SIGINT) stops after the step under way with a checkpoint that resumes exactly there.
 
+mod common;
+
 use hepar::train::history::{read_history, EpochRecord};
 use hepar::train::run_checkpoint::LoadedRun;
 use hepar::train::{load_run_checkpoint, train, Stage, TrainOptions, TrainParameters};
@@ -15,10 +17,7 @@ use std::time::{Duration, Instant};
 const EPOCHS: u64 = 4;
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hepar-repro-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::tiny_data::temp_dir("repro", tag)
 }
 
 /// Three 16x32x32 phantoms, width-8 networks, a few short epochs.
@@ -28,28 +27,9 @@ fn tiny_config(dir: &Path) -> String {
 
 /// [`tiny_config`] with `tumor_batches` batches per tumour epoch.
 fn tiny_config_with(dir: &Path, tumor_batches: usize) -> String {
-    let root = dir.join("synth");
+    let sections = common::tiny_data::tiny_data_sections(dir, 2);
     format!(
-        r#"
-[data]
-root = "{root}"
-cache_dir = "{cache}"
-folds = 3
-workers = 2
-prefetch = 2
-
-[preprocess.stage1]
-shape_zyx = [16, 32, 32]
-
-[preprocess.stage2]
-slice_shape_yx = [16, 16]
-
-[train.synthetic]
-root = "{root}"
-cases = 3
-shape_zyx = [16, 32, 32]
-reduced_inputs = false
-
+        r#"{sections}
 [train.liver]
 epochs = {EPOCHS}
 
@@ -63,9 +43,7 @@ width = 8
 
 [model.tumor]
 width = 8
-"#,
-        root = root.display(),
-        cache = dir.join("cache").display(),
+"#
     )
 }
 

@@ -2,6 +2,8 @@
 //! are written and reload into a network with the same weights, a resumed run continues at the
 //! next epoch exactly as an uninterrupted one, and bad settings are clear errors.
 
+mod common;
+
 use hepar::data::Volume;
 use hepar::nn::{load_state_dict, to_named_tensors};
 use hepar::train::history::read_history;
@@ -10,36 +12,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hepar-train-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::tiny_data::temp_dir("train", tag)
 }
 
 /// Three 16x32x32 phantoms generated on first use, 16x32x32 volumes and 16x16 slices, width 8.
 fn tiny_config(dir: &Path, extra: &str) -> String {
-    let root = dir.join("synth");
+    let sections = common::tiny_data::tiny_data_sections(dir, 1);
     format!(
-        r#"
-[data]
-root = "{root}"
-cache_dir = "{cache}"
-folds = 3
-workers = 1
-prefetch = 2
-
-[preprocess.stage1]
-shape_zyx = [16, 32, 32]
-
-[preprocess.stage2]
-slice_shape_yx = [16, 16]
-
-[train.synthetic]
-root = "{root}"
-cases = 3
-shape_zyx = [16, 32, 32]
-reduced_inputs = false
-
+        r#"{sections}
 [train.liver]
 epochs = 2
 
@@ -54,9 +34,7 @@ width = 8
 [model.tumor]
 width = 8
 {extra}
-"#,
-        root = root.display(),
-        cache = dir.join("cache").display(),
+"#
     )
 }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod reference;
+pub mod tiny_data;
 
 use hepar::tensor::{DType, Tensor};
 
