@@ -15,6 +15,7 @@ pub mod error;
 pub mod eval;
 pub mod infer;
 pub mod io;
+pub mod job;
 pub mod nn;
 pub mod ops;
 pub mod optim;

@@ -279,9 +279,64 @@ fn split_preparation_from_parameters() {
         .all(|t| split.validation.iter().all(|v| v.id != t.id)));
     let again = hepar::data::prepare::stage1_split(&params, false).unwrap();
     assert_eq!(again.cache_hits, 4);
-    let stage2 = hepar::data::prepare::stage2_split(&params, false).unwrap();
+    let stage2 = hepar::data::prepare::stage2_split(&params, None, false).unwrap();
     assert_eq!(stage2.train.len(), 2);
     params.data.root = root.join("nothing-here");
     assert!(hepar::data::prepare::stage1_split(&params, false).is_err());
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn cases_with_non_finite_voxels_and_misnamed_files_are_left_out_by_name() {
+    let root = temp_dir("bad-data");
+    write_dataset(&root, 3, 2, SHAPE).unwrap();
+    // Case 1's CT gets two NaN voxels and one infinity (float32 on disk, as scanners never write
+    // but converters sometimes do).
+    let (mut image, _) = phantom(2, 1, SHAPE).unwrap();
+    image.data[5] = f32::NAN;
+    image.data[77] = f32::NAN;
+    image.data[300] = f32::INFINITY;
+    std::fs::remove_file(root.join("volume-1.nii.gz")).unwrap();
+    image
+        .write(&root.join("volume-1.nii.gz"), NiftiDataType::F32)
+        .unwrap();
+    // A folder named like a volume, and a segmentation whose volume is missing.
+    std::fs::create_dir_all(root.join("volume-5.nii.gz")).unwrap();
+    std::fs::copy(
+        root.join("segmentation-0.nii.gz"),
+        root.join("segmentation-6.nii.gz"),
+    )
+    .unwrap();
+
+    let ds = Dataset::discover(&root).unwrap();
+    let ids: Vec<&str> = ds.cases.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["lits-0", "lits-1", "lits-2"]);
+    let reported = |name: &str, words: &str| {
+        ds.problems
+            .iter()
+            .any(|p| p.path.ends_with(name) && p.reason.contains(words))
+    };
+    assert!(reported("volume-5.nii.gz", "folder"), "{:?}", ds.problems);
+    assert!(
+        reported("segmentation-6.nii.gz", "no volume-6"),
+        "{:?}",
+        ds.problems
+    );
+
+    let prepared = prepare_stage1(&ds.cases, &small_stage1(), None, false).unwrap();
+    let kept: Vec<&str> = prepared.items.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(kept, ["lits-0", "lits-2"]);
+    let [nan] = &prepared.failures[..] else {
+        panic!("{:?}", prepared.failures)
+    };
+    let n = SHAPE.iter().product::<usize>();
+    assert!(nan.path.ends_with("volume-1.nii.gz"), "{nan}");
+    assert!(
+        nan.to_string().contains("volume-1.nii.gz")
+            && nan
+                .reason
+                .contains(&format!("3 of {n} voxels are NaN or infinite")),
+        "{nan}"
+    );
     std::fs::remove_dir_all(&root).unwrap();
 }

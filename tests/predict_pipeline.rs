@@ -186,6 +186,7 @@ fn train_tiny(params: &TrainParameters, stage: Stage, run_dir: PathBuf) {
             extend_epochs: None,
             show_progress: false,
             device: hepar::backend::Device::Cpu,
+            liver_boxes: None,
         },
     )
     .unwrap();

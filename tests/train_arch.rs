@@ -43,6 +43,7 @@ fn options(arch: Arch, run_dir: PathBuf, resume: bool) -> TrainOptions {
         extend_epochs: None,
         show_progress: false,
         device: hepar::backend::Device::Cpu,
+        liver_boxes: None,
     }
 }
 

@@ -57,6 +57,7 @@ fn options(stage: Stage, run_dir: PathBuf, resume: bool) -> TrainOptions {
         extend_epochs: None,
         show_progress: false,
         device: hepar::backend::Device::Cpu,
+        liver_boxes: None,
     }
 }
 

@@ -48,6 +48,7 @@ fn options(stage: Stage, run_dir: PathBuf, epochs: Option<u64>, resume: bool) ->
         extend_epochs: None,
         show_progress: false,
         device: hepar::backend::Device::Cpu,
+        liver_boxes: None,
     }
 }
 

@@ -130,11 +130,32 @@ impl Dataset {
         while let Some(dir) = folders.pop() {
             let entries = list_dir(&dir)?;
             for path in &entries {
+                let name = file_name(path);
                 if path.is_dir() {
-                    folders.push(path.clone());
+                    if numbered(&name, "volume-").is_some()
+                        || numbered(&name, "segmentation-").is_some()
+                    {
+                        problems.push(CaseProblem {
+                            path: path.clone(),
+                            reason: "a folder named like a NIfTI file, not a file".into(),
+                        });
+                    } else {
+                        folders.push(path.clone());
+                    }
                     continue;
                 }
-                let name = file_name(path);
+                if let Some(n) = numbered(&name, "segmentation-") {
+                    let has_volume = ["nii.gz", "nii"]
+                        .iter()
+                        .any(|ext| dir.join(format!("volume-{n}.{ext}")).is_file());
+                    if !has_volume {
+                        problems.push(CaseProblem {
+                            path: path.clone(),
+                            reason: format!("no volume-{n}.nii[.gz] beside it"),
+                        });
+                    }
+                    continue;
+                }
                 let Some(n) = numbered(&name, "volume-") else {
                     continue;
                 };
@@ -299,6 +320,7 @@ pub fn fold_assignment(n: usize, folds: usize, seed: u64) -> Result<Vec<usize>> 
 /// Reads a case's image and label and checks that they match; errors name the file at fault.
 pub fn load_case(case: &CaseFiles) -> Result<(Volume, Volume)> {
     let image = Volume::read(&case.image)?;
+    image.check_finite(&case.image)?;
     let label = Volume::read(&case.label)?;
     if image.shape_zyx != label.shape_zyx {
         return Err(HeparError::format(

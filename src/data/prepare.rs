@@ -5,6 +5,7 @@
 use super::cache::PreprocessCache;
 use super::config::{DataParameters, Stage1Config, Stage2Config};
 use super::dataset::{load_case, CaseFiles, CaseProblem, Dataset};
+use super::liver_boxes::LiverBoxes;
 use super::preprocess::{self, CropBox, Stack, StackKind, Stage2Case};
 use crate::error::{HeparError, Result};
 use std::path::Path;
@@ -183,9 +184,38 @@ pub fn prepare_stage2(
     cache_dir: Option<&Path>,
     show_progress: bool,
 ) -> Result<Prepared<Stage2Sample>> {
-    let cache = cache_dir
-        .map(|d| PreprocessCache::new(d, "stage2", cfg))
-        .transpose()?;
+    prepare_stage2_cases(cases, cfg, None, cache_dir, show_progress)
+}
+
+/// Stage 2 for every case inside its box in `boxes` (predicted by a stage-1 network, as the
+/// seed's `bbox.json`); a case without a box is left out and reported.
+pub fn prepare_stage2_in_boxes(
+    cases: &[CaseFiles],
+    cfg: &Stage2Config,
+    boxes: &LiverBoxes,
+    cache_dir: Option<&Path>,
+    show_progress: bool,
+) -> Result<Prepared<Stage2Sample>> {
+    prepare_stage2_cases(cases, cfg, Some(boxes), cache_dir, show_progress)
+}
+
+fn prepare_stage2_cases(
+    cases: &[CaseFiles],
+    cfg: &Stage2Config,
+    boxes: Option<&LiverBoxes>,
+    cache_dir: Option<&Path>,
+    show_progress: bool,
+) -> Result<Prepared<Stage2Sample>> {
+    // The boxes are part of the settings: other boxes, another cache folder.
+    let cache = match (cache_dir, boxes) {
+        (Some(d), None) => Some(PreprocessCache::new(d, "stage2", cfg)?),
+        (Some(d), Some(b)) => Some(PreprocessCache::new(
+            d,
+            "stage2-boxes",
+            &(cfg, b.to_json()),
+        )?),
+        (None, _) => None,
+    };
     Ok(prepare_all(
         cases,
         cache.as_ref(),
@@ -195,7 +225,21 @@ pub fn prepare_stage2(
         write_stage2_entry,
         |case| {
             let (image, label) = load_case(case)?;
-            let stage2 = preprocess::stage2(image, Some(&label), &label, cfg)?;
+            let stage2 = match boxes {
+                None => preprocess::stage2(image, Some(&label), &label, cfg)?,
+                Some(b) => {
+                    let liver_box = b.get(case.number).ok_or_else(|| {
+                        HeparError::invalid(
+                            "stage 2",
+                            format!(
+                                "no liver box for patient_id {} (the stage-1 network found no liver)",
+                                case.number
+                            ),
+                        )
+                    })?;
+                    preprocess::stage2_in_box(image, Some(&label), liver_box, cfg)?
+                }
+            };
             Ok(Stage2Sample {
                 id: case.id.clone(),
                 case: stage2,
@@ -345,15 +389,18 @@ pub fn stage1_split(
     })
 }
 
-/// Discovers `[data] root`, splits it and prepares both sides for stage 2 (cached).
+/// Discovers `[data] root`, splits it and prepares both sides for stage 2 (cached): inside the
+/// liver boxes when given, else inside each label's liver.
 pub fn stage2_split(
     params: &DataParameters,
+    boxes: Option<&LiverBoxes>,
     show_progress: bool,
 ) -> Result<PreparedSplit<Stage2Sample>> {
     prepare_split(params, |cases| {
-        prepare_stage2(
+        prepare_stage2_cases(
             cases,
             &params.preprocess.stage2,
+            boxes,
             Some(&params.data.cache_dir),
             show_progress,
         )

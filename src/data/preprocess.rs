@@ -156,13 +156,30 @@ pub fn foreground_box(mask: &Volume, margin_zyx: [usize; 3]) -> Option<CropBox> 
     if lo[0] == usize::MAX {
         return None;
     }
-    let dims = [d, h, w];
-    let start = [0, 1, 2].map(|a| lo[a].saturating_sub(margin_zyx[a]));
-    let end = [0, 1, 2].map(|a| (hi[a] + margin_zyx[a] + 1).min(dims[a]));
-    Some(CropBox {
-        start_zyx: start,
-        shape_zyx: [0, 1, 2].map(|a| end[a] - start[a]),
-    })
+    let tight = CropBox {
+        start_zyx: lo,
+        shape_zyx: [0, 1, 2].map(|a| hi[a] + 1 - lo[a]),
+    };
+    Some(tight.grown(margin_zyx, [d, h, w]))
+}
+
+impl CropBox {
+    /// The box grown by `margin_zyx` on every side, clipped to a volume of `dims_zyx`.
+    pub fn grown(&self, margin_zyx: [usize; 3], dims_zyx: [usize; 3]) -> CropBox {
+        let start = [0, 1, 2].map(|a| self.start_zyx[a].saturating_sub(margin_zyx[a]));
+        let end = [0, 1, 2]
+            .map(|a| (self.start_zyx[a] + self.shape_zyx[a] + margin_zyx[a]).min(dims_zyx[a]));
+        CropBox {
+            start_zyx: start,
+            shape_zyx: [0, 1, 2].map(|a| end[a].saturating_sub(start[a])),
+        }
+    }
+
+    /// Whether the box is non-empty and lies inside a volume of `dims_zyx`.
+    pub fn fits(&self, dims_zyx: [usize; 3]) -> bool {
+        (0..3)
+            .all(|a| self.shape_zyx[a] > 0 && self.start_zyx[a] + self.shape_zyx[a] <= dims_zyx[a])
+    }
 }
 
 /// One 2.5D training or inference sample.
@@ -190,21 +207,42 @@ pub struct Stage2Case {
 /// Stage 2. `region` gives the liver (voxels > 0): the label in training, the stage-1 prediction
 /// (at full resolution) at inference; `label` is optional and gives the stacks' labels.
 pub fn stage2(
-    mut image: Volume,
+    image: Volume,
     label: Option<&Volume>,
     region: &Volume,
     cfg: &Stage2Config,
 ) -> Result<Stage2Case> {
     check_same_shape(&image, region)?;
-    if let Some(l) = label {
-        check_same_shape(&image, l)?;
-    }
-    let crop = foreground_box(region, cfg.crop_margin_zyx).ok_or_else(|| {
+    let liver_box = foreground_box(region, [0; 3]).ok_or_else(|| {
         HeparError::invalid(
             "preprocess::stage2",
             "the liver region is empty: nothing to crop",
         )
     })?;
+    stage2_in_box(image, label, liver_box, cfg)
+}
+
+/// Stage 2 inside a given liver box (e.g. one predicted by the stage-1 network, as in the
+/// seed's `bbox.json`), grown by the configured margin.
+pub fn stage2_in_box(
+    mut image: Volume,
+    label: Option<&Volume>,
+    liver_box: CropBox,
+    cfg: &Stage2Config,
+) -> Result<Stage2Case> {
+    if let Some(l) = label {
+        check_same_shape(&image, l)?;
+    }
+    if !liver_box.fits(image.shape_zyx) {
+        return Err(HeparError::invalid(
+            "preprocess::stage2",
+            format!(
+                "liver box from {:?} of size {:?} does not fit the volume {:?}",
+                liver_box.start_zyx, liver_box.shape_zyx, image.shape_zyx
+            ),
+        ));
+    }
+    let crop = liver_box.grown(cfg.crop_margin_zyx, image.shape_zyx);
     clip_and_normalise(&mut image.data, cfg.hu_clip, cfg.zscore_nonzero_only);
 
     let [_, h, w] = image.shape_zyx;

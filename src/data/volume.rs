@@ -19,6 +19,19 @@ pub struct Volume {
 }
 
 impl Volume {
+    /// Refuses a volume holding NaN or infinite voxels, naming the file it came from and the
+    /// count (no network or statistic can read them).
+    pub fn check_finite(&self, path: &Path) -> Result<()> {
+        let bad = self.data.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            return Err(HeparError::format(
+                path,
+                format!("{bad} of {} voxels are NaN or infinite", self.data.len()),
+            ));
+        }
+        Ok(())
+    }
+
     /// A volume with a plain geometry: axes along world x, y, z (RAS), origin 0, both forms set.
     pub fn new(data: Vec<f32>, shape_zyx: [usize; 3], spacing_zyx: [f64; 3]) -> Result<Self> {
         let n: usize = shape_zyx.iter().product();

@@ -7,6 +7,7 @@
 //! network from a run checkpoint or a `.pth`; `postprocess` holds the mask clean-up steps
 //! (connected components, per-slice morphology, hole filling).
 
+pub mod liver_boxes;
 pub mod model_source;
 pub mod pipeline;
 pub mod postprocess;

@@ -15,7 +15,6 @@ use super::model_source::ArchChoice;
 use super::postprocess::{
     close_slices, fill_holes_slices, largest_component, open_slices, Connectivity,
 };
-use super::volume_inference::check_finite;
 use crate::backend::Device;
 use crate::data::config::{DataParameters, Stage1Config, Stage2Config};
 use crate::data::preprocess::{self, Stage2Case, LABEL_LIVER, LABEL_TUMOUR};
@@ -218,12 +217,10 @@ pub fn predict_case(
     tumor: Option<&TumorModel>,
     options: PipelineOptions,
 ) -> Result<Prediction> {
-    check_finite(source, path)?;
+    source.check_finite(path)?;
     let (liver_mask, liver_probability) = match liver {
         LiverSource::Model(model) => {
-            let probability = liver_probability(model, source, options.device)?;
-            let above: Vec<bool> = probability.iter().map(|&p| p > THRESHOLD).collect();
-            let mask = largest_component(&above, source.shape_zyx, Connectivity::Full)?;
+            let (mask, probability) = liver_mask(model, source, options.device)?;
             (mask, Some(probability))
         }
         LiverSource::Mask(mask, mask_path) => {
@@ -290,6 +287,19 @@ fn foreground_probability(logits: &Tensor, first_class: usize) -> Result<Vec<f32
             })
         })
         .collect())
+}
+
+/// Stage 1: the liver mask on the source grid (probability above the threshold, largest
+/// 26-connected component), and the probability it came from.
+pub fn liver_mask(
+    model: &LiverModel,
+    source: &Volume,
+    device: Device,
+) -> Result<(Vec<bool>, Vec<f32>)> {
+    let probability = liver_probability(model, source, device)?;
+    let above: Vec<bool> = probability.iter().map(|&p| p > THRESHOLD).collect();
+    let mask = largest_component(&above, source.shape_zyx, Connectivity::Full)?;
+    Ok((mask, probability))
 }
 
 /// Stage 1: the liver probability on the source grid.

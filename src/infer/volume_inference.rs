@@ -17,21 +17,6 @@ pub struct VolumeProbabilities {
     pub channels: Vec<Vec<f32>>,
 }
 
-/// Refuses a volume holding NaN or infinite voxels, naming the file and the count.
-pub fn check_finite(volume: &Volume, path: &Path) -> Result<()> {
-    let bad = volume.data.iter().filter(|v| !v.is_finite()).count();
-    if bad > 0 {
-        return Err(HeparError::format(
-            path,
-            format!(
-                "{bad} of {} voxels are NaN or infinite; the network cannot read them",
-                volume.data.len()
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// The window: `roi` in (z, y, x) order for 3D networks and (y, x) for 2D ones, the whole
 /// volume (or slice) when absent; it must satisfy the network's shape rules and keep its size
 /// through the network.
@@ -118,7 +103,7 @@ pub fn infer_volume(
     window: &WindowOptions,
     device: Device,
 ) -> Result<VolumeProbabilities> {
-    check_finite(volume, path)?;
+    volume.check_finite(path)?;
     let roi = window_for(model, volume, roi)?;
     let input = network_input(model, volume, path, device)?;
     let logits = crate::no_grad(|| {

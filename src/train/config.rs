@@ -497,8 +497,10 @@ impl Default for TrainParameters {
     }
 }
 
-/// `default` with the keys of `value` (a TOML table) replacing its own; unknown keys are errors.
+/// `default` with the keys of `value` (a TOML table) replacing its own; unknown keys and wrong
+/// types are errors naming the key and its line in `text` (the whole file).
 fn merged_section<T: Serialize + DeserializeOwned>(
+    text: &str,
     value: Option<&toml::Value>,
     default: T,
     name: &str,
@@ -508,11 +510,12 @@ fn merged_section<T: Serialize + DeserializeOwned>(
     };
     let given = value.as_table().ok_or_else(|| {
         HeparError::Config(format!(
-            "[{name}] must be a table, found {}",
+            "{}[{name}] must be a table, found {}",
+            line_prefix(key_line(text, name, None)),
             value.type_str()
         ))
     })?;
-    let mut merged = match toml::Value::try_from(&default) {
+    let defaults = match toml::Value::try_from(&default) {
         Ok(toml::Value::Table(t)) => t,
         _ => {
             return Err(HeparError::Config(format!(
@@ -520,16 +523,116 @@ fn merged_section<T: Serialize + DeserializeOwned>(
             )))
         }
     };
-    for (key, v) in given {
-        merged.insert(key.clone(), v.clone());
+    let merge = |keys: &mut dyn Iterator<Item = (&String, &toml::Value)>| {
+        let mut merged = defaults.clone();
+        for (key, v) in keys {
+            merged.insert(key.clone(), v.clone());
+        }
+        toml::Value::Table(merged).try_into::<T>()
+    };
+    merge(&mut given.iter()).map_err(|e: toml::de::Error| {
+        // The key at fault: named by serde for an unknown one, else the first given key that
+        // fails on its own.
+        let message = e.message().to_string();
+        let culprit = message
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_string)
+            .or_else(|| {
+                given
+                    .iter()
+                    .find(|entry| merge(&mut std::iter::once(*entry)).is_err())
+                    .map(|(k, _)| k.clone())
+            });
+        let line = key_line(text, name, culprit.as_deref());
+        match culprit {
+            Some(key) => {
+                HeparError::Config(format!("{}{name}.{key}: {message}", line_prefix(line)))
+            }
+            None => HeparError::Config(format!("{}[{name}] {message}", line_prefix(line))),
+        }
+    })
+}
+
+/// `msg` ("section.key: problem", from a range check) with the key's line in front when the
+/// text sets that key; messages that carry a line already stay as they are.
+fn with_key_line(text: &str, msg: String) -> String {
+    if msg.starts_with("line ") || msg.starts_with("TOML parse error") {
+        return msg;
     }
-    toml::Value::Table(merged)
-        .try_into()
-        .map_err(|e: toml::de::Error| HeparError::Config(format!("[{name}] {}", e.message())))
+    let Some((path, _)) = msg.split_once(':') else {
+        return msg;
+    };
+    let Some((section, key)) = path.rsplit_once('.') else {
+        return msg;
+    };
+    if path.contains(' ') {
+        return msg;
+    }
+    match key_line(text, section, Some(key)) {
+        // key_line falls back to the section header; only a line of the key itself is news.
+        Some(line) if text.lines().nth(line - 1).is_some_and(|l| l.contains('=')) => {
+            format!("line {line}: {msg}")
+        }
+        _ => msg,
+    }
+}
+
+fn line_prefix(line: Option<usize>) -> String {
+    line.map(|l| format!("line {l}: ")).unwrap_or_default()
+}
+
+/// The 1-based line of `key` in table `section` of a TOML text (or of the table's header when
+/// `key` is `None` or not found there; a key that is itself a sub-table `[section.key]` is found
+/// at that header). Plain line scanning: enough for the files people write by hand.
+fn key_line(text: &str, section: &str, key: Option<&str>) -> Option<usize> {
+    let header_of = |line: &str| -> Option<String> {
+        let t = line.trim();
+        let inner = t.strip_prefix('[')?.split(']').next()?;
+        Some(
+            inner
+                .trim_matches('[')
+                .split('.')
+                .map(|p| p.trim().trim_matches('"'))
+                .collect::<Vec<_>>()
+                .join("."),
+        )
+    };
+    let mut current = String::new();
+    let mut header_line = None;
+    for (i, line) in text.lines().enumerate() {
+        if let Some(h) = header_of(line) {
+            if let Some(k) = key {
+                if h == format!("{section}.{k}") {
+                    return Some(i + 1);
+                }
+            }
+            if h == section {
+                header_line = Some(i + 1);
+            }
+            current = h;
+            continue;
+        }
+        if current != section {
+            continue;
+        }
+        let Some(k) = key else { continue };
+        let name = line
+            .split('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches('"');
+        if line.contains('=') && name == k {
+            return Some(i + 1);
+        }
+    }
+    header_line
 }
 
 /// The sub-tables of a top-level table, rejecting names outside `allowed`.
 fn subsections<'a>(
+    text: &str,
     doc: &'a toml::Table,
     name: &str,
     allowed: &[&str],
@@ -542,7 +645,8 @@ fn subsections<'a>(
         .ok_or_else(|| HeparError::Config(format!("[{name}] must be a table")))?;
     if let Some(key) = table.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(HeparError::Config(format!(
-            "{name}.{key}: unknown section (expected one of {})",
+            "{}{name}.{key}: unknown section (expected one of {})",
+            line_prefix(key_line(text, name, Some(key))),
             allowed.join(", ")
         )));
     }
@@ -550,7 +654,16 @@ fn subsections<'a>(
 }
 
 impl TrainParameters {
+    /// Parses and checks a settings file's text; every error names the key and, where the text
+    /// has it, its line.
     pub fn from_toml_str(text: &str) -> Result<Self> {
+        Self::parse_and_check(text).map_err(|e| match e {
+            HeparError::Config(msg) => HeparError::Config(with_key_line(text, msg)),
+            other => other,
+        })
+    }
+
+    fn parse_and_check(text: &str) -> Result<Self> {
         let data = DataParameters::from_toml_str(text)?;
         let doc: toml::Table = text
             .parse()
@@ -564,8 +677,13 @@ impl TrainParameters {
                 .chain(arch_names.iter().copied())
                 .collect()
         };
-        let train = subsections(&doc, "train", &allowed(&["synthetic", "liver", "tumor"]))?;
-        let model = subsections(&doc, "model", &allowed(&["liver", "tumor"]))?;
+        let train = subsections(
+            text,
+            &doc,
+            "train",
+            &allowed(&["synthetic", "liver", "tumor"]),
+        )?;
+        let model = subsections(text, &doc, "model", &allowed(&["liver", "tumor"]))?;
         let get = |t: Option<&toml::Table>, key: &str| t.and_then(|t| t.get(key)).cloned();
         let mut arch_training = BTreeMap::new();
         let mut arch_models = BTreeMap::new();
@@ -574,11 +692,17 @@ impl TrainParameters {
             let default = StageTraining::arch_default(arch).expect("other archs have defaults");
             arch_training.insert(
                 arch,
-                merged_section(get(train, name).as_ref(), default, &format!("train.{name}"))?,
+                merged_section(
+                    text,
+                    get(train, name).as_ref(),
+                    default,
+                    &format!("train.{name}"),
+                )?,
             );
             arch_models.insert(
                 arch,
                 merged_section(
+                    text,
                     get(model, name).as_ref(),
                     arch_model_default(arch),
                     &format!("model.{name}"),
@@ -590,18 +714,31 @@ impl TrainParameters {
             arch_models,
             data,
             synthetic: merged_section(
+                text,
                 get(train, "synthetic").as_ref(),
                 defaults.synthetic,
                 "train.synthetic",
             )?,
-            liver: merged_section(get(train, "liver").as_ref(), defaults.liver, "train.liver")?,
-            tumor: merged_section(get(train, "tumor").as_ref(), defaults.tumor, "train.tumor")?,
+            liver: merged_section(
+                text,
+                get(train, "liver").as_ref(),
+                defaults.liver,
+                "train.liver",
+            )?,
+            tumor: merged_section(
+                text,
+                get(train, "tumor").as_ref(),
+                defaults.tumor,
+                "train.tumor",
+            )?,
             liver_model: merged_section(
+                text,
                 get(model, "liver").as_ref(),
                 defaults.liver_model,
                 "model.liver",
             )?,
             tumor_model: merged_section(
+                text,
                 get(model, "tumor").as_ref(),
                 defaults.tumor_model,
                 "model.tumor",

@@ -8,6 +8,7 @@ pub mod interrupt;
 pub mod metrics;
 pub mod objective;
 pub mod run_checkpoint;
+pub mod run_dirs;
 pub mod run_schedule;
 pub mod stage_data;
 pub mod synthetic;

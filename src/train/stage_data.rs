@@ -4,6 +4,7 @@
 
 use super::config::{Stage, StageTraining};
 use crate::data::config::DataParameters;
+use crate::data::liver_boxes::LiverBoxes;
 use crate::data::loader::{BatchSource, StackBatches, VolumeBatches};
 use crate::data::prepare::{stage1_split, stage2_split, Stage1Sample, Stage2Sample};
 use crate::error::{HeparError, Result};
@@ -54,11 +55,14 @@ fn no_validation(data: &DataParameters) -> HeparError {
 }
 
 impl StageData {
-    /// Discovers, splits and preprocesses the dataset for `stage` (through the cache).
+    /// Discovers, splits and preprocesses the dataset for `stage` (through the cache); stage 2
+    /// inside `liver_boxes` when given (predicted by a stage-1 network), else inside each label's
+    /// liver.
     pub fn prepare(
         stage: Stage,
         data: &DataParameters,
         training: &StageTraining,
+        liver_boxes: Option<&LiverBoxes>,
         show_progress: bool,
     ) -> Result<Self> {
         let batch_size = training.batch_size;
@@ -93,7 +97,7 @@ impl StageData {
                 })
             }
             Stage::Tumor => {
-                let split = stage2_split(data, show_progress)?;
+                let split = stage2_split(data, liver_boxes, show_progress)?;
                 report_problems(&split.problems);
                 let first = &split.train[0].case;
                 let (slices, [h, w]) = (first.slices, first.shape_yx);

@@ -20,6 +20,7 @@ use super::run_schedule::RunSchedule;
 use super::stage_data::{StageData, ValidationBatch};
 use super::synthetic::ensure_synthetic_data;
 use crate::backend::Device;
+use crate::data::liver_boxes::LiverBoxes;
 use crate::data::loader::{Batch, BatchSource, Prefetcher};
 use crate::error::{HeparError, Result};
 use crate::eval::metrics::Overlap;
@@ -49,6 +50,9 @@ pub struct TrainOptions {
     pub show_progress: bool,
     /// Where the network trains.
     pub device: Device,
+    /// Stage 2 (and 2D networks): build the slice stacks inside these liver boxes (the stage-1
+    /// network's, see `infer::liver_boxes`) instead of the labels' livers.
+    pub liver_boxes: Option<LiverBoxes>,
 }
 
 /// What a run did.
@@ -472,7 +476,13 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
     if let Some(slices) = training.slices {
         data_params.preprocess.stage2.stack_slices = slices;
     }
-    let data = StageData::prepare(stage, &data_params, &training, options.show_progress)?;
+    let data = StageData::prepare(
+        stage,
+        &data_params,
+        &training,
+        options.liver_boxes.as_ref(),
+        options.show_progress,
+    )?;
 
     let config = model_config(&params, arch, data.in_channels, target);
     let mut input_shape = vec![1, data.in_channels];
