@@ -53,7 +53,7 @@ pub struct HeldoutScores {
 
 #[derive(Debug, Clone)]
 pub enum JobOutcome {
-    Finished(HeldoutScores),
+    Finished(Box<HeldoutScores>),
     /// Ctrl-C inside a stage: its last checkpoint resumes there.
     Interrupted {
         stage: Stage,
@@ -92,7 +92,7 @@ pub fn run_job(params: &TrainParameters, options: &JobOptions) -> Result<JobOutc
             return Ok(JobOutcome::Interrupted { stage, stop });
         }
     }
-    score_heldout(params, options).map(JobOutcome::Finished)
+    score_heldout(params, options).map(|s| JobOutcome::Finished(Box::new(s)))
 }
 
 /// Trains one stage of the job unless it already finished; `Some` when Ctrl-C stopped it.
