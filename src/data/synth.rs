@@ -561,5 +561,17 @@ pub fn write_dataset(
         written.push(image_path);
         written.push(label_path);
     }
+    let marker = out.join(MARKER);
+    let about = serde_json::json!({ "seed": seed, "cases": cases, "shape_zyx": shape_zyx });
+    crate::util::atomic_write::write_atomic(&marker, format!("{about}\n").as_bytes())?;
     Ok(written)
+}
+
+/// The file `write_dataset` leaves beside the phantoms, so a folder of them is recognised as
+/// synthetic wherever it is copied.
+pub const MARKER: &str = "hepar-synthetic.json";
+
+/// Whether `dir` holds phantoms written by [`write_dataset`].
+pub fn is_synthetic_folder(dir: &Path) -> bool {
+    dir.join(MARKER).is_file()
 }

@@ -266,7 +266,7 @@ impl StageTraining {
 
     /// Liver defaults: the seed's optimiser and loss; few epochs so the first run is short.
     pub fn liver_default() -> Self {
-        Self::seed_optimiser(12, 1, None)
+        Self::seed_optimiser(6, 1, None)
     }
 
     /// Tumour defaults: the seed's optimiser, its stage-2 loss (Tversky with alpha 0.7 on false
@@ -282,7 +282,7 @@ impl StageTraining {
                 bce: 0.3,
                 smooth: 1e-5,
             }),
-            ..Self::seed_optimiser(12, 16, Some(10))
+            ..Self::seed_optimiser(12, 16, Some(20))
         }
     }
 
@@ -429,7 +429,7 @@ impl Default for SyntheticSettings {
     fn default() -> Self {
         SyntheticSettings {
             root: crate::data::config::DataConfig::default().root,
-            cases: 8,
+            cases: 16,
             shape_zyx: crate::data::synth::DEFAULT_SHAPE_ZYX,
             seed: 0,
             reduced_inputs: true,
@@ -818,8 +818,17 @@ impl TrainParameters {
     }
 
     /// Whether `[data] root` is the synthetic folder (phantoms are generated there when empty).
+    /// The same folder under two spellings counts, and so does any folder of phantoms
+    /// (`hepar synth` marks them), e.g. a copy of the synthetic folder.
     pub fn uses_synthetic_data(&self) -> bool {
-        self.data.data.root == self.synthetic.root
+        let (root, synthetic) = (&self.data.data.root, &self.synthetic.root);
+        if root == synthetic || crate::data::synth::is_synthetic_folder(root) {
+            return true;
+        }
+        match (root.canonicalize(), synthetic.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        }
     }
 
     /// The data settings a run uses: `[preprocess]` input sizes replaced by the reduced ones when
@@ -1013,6 +1022,25 @@ mod tests {
             err.contains("BatchNorm") && err.contains("at least 32"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_copy_of_the_phantoms_counts_as_synthetic() {
+        let dir = std::env::temp_dir().join(format!("hepar-synth-copy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        crate::data::synth::write_dataset(&dir.join("copy"), 1, 0, [8, 16, 16]).unwrap();
+        std::fs::create_dir_all(dir.join("real")).unwrap();
+        let with_root = |root: &std::path::Path| {
+            TrainParameters::from_toml_str(&format!("[data]\nroot = \"{}\"\n", root.display()))
+                .unwrap()
+        };
+        assert!(with_root(&dir.join("copy")).uses_synthetic_data());
+        assert!(!with_root(&dir.join("real")).uses_synthetic_data());
+        // Two spellings of one folder.
+        let mut p = with_root(&dir.join("real"));
+        p.synthetic.root = dir.join("copy/../real");
+        assert!(p.uses_synthetic_data());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
