@@ -48,3 +48,19 @@ fn unknown_workloads_are_refused_with_the_choices() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_pipeline_workload_names_the_seed_networks_it_needs() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hepar"))
+        .args(["bench", "--repeats", "1", "pipeline-512"])
+        .env("HEPAR_SEED_MODELS", "/nonexistent/seed")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("/nonexistent/seed/liver3d.pth")
+            && stderr.contains("HEPAR_SEED_MODELS"),
+        "{stderr}"
+    );
+}

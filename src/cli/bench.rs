@@ -1,6 +1,7 @@
 //! `hepar bench`: times the seed networks' workloads (eval forwards and training steps of every
 //! architecture in the registry) on this machine, with peak memory.
 
+use super::bench_pipeline::PreparedPipeline;
 use super::bench_pytorch::PytorchBench;
 use crate::backend::Device;
 use crate::error::{HeparError, Result};
@@ -47,6 +48,10 @@ pub enum Workload {
     Unet3d3classStep,
     /// Residual 3D U-Net (base 16) Adam step, deep supervision, on [2, 1, 64, 64, 64].
     Res3dunetStep,
+    /// The whole `hepar predict` (both stages, post-processing) on a 200x512x512 phantom with
+    /// the seed's networks (HEPAR_SEED_MODELS, default ../shared/fixtures/seed).
+    #[value(name = "pipeline-512")]
+    Pipeline512,
 }
 
 /// The engines `--compare` can run beside Hepar.
@@ -72,7 +77,7 @@ impl Workload {
         Workload::Liver3dForward,
         Workload::Tumor2dStep,
     ];
-    pub const ALL: [Workload; 7] = [
+    pub const ALL: [Workload; 8] = [
         Workload::Liver3dStep,
         Workload::Liver3dForward,
         Workload::Tumor2dStep,
@@ -80,6 +85,7 @@ impl Workload {
         Workload::KerasUnet2dStep,
         Workload::Unet3d3classStep,
         Workload::Res3dunetStep,
+        Workload::Pipeline512,
     ];
 
     /// The name on the command line and in reports (`liver3d-forward`).
@@ -90,13 +96,20 @@ impl Workload {
             .unwrap_or_else(|| format!("{self:?}"))
     }
 
-    fn spec(self) -> (ModelConfig, Vec<usize>, StepLoss, AdamConfig) {
+    /// Whether PyTorch's side of the comparison has this workload (the pipeline is Hepar's own).
+    fn has_pytorch_twin(self) -> bool {
+        self != Workload::Pipeline512
+    }
+
+    /// One network's workload: its network, input shape, loss and optimiser (`None` for the
+    /// pipeline, which runs two trained networks).
+    fn spec(self) -> Option<(ModelConfig, Vec<usize>, StepLoss, AdamConfig)> {
         let with = |arch: Arch, base: usize, in_channels: usize| ModelConfig {
             base,
             in_channels,
             ..ModelConfig::default_for(arch)
         };
-        match self {
+        Some(match self {
             Workload::Liver3dForward => (
                 with(Arch::CotNext3d, 16, 1),
                 vec![1, 1, 128, 128, 128],
@@ -139,7 +152,8 @@ impl Workload {
                 StepLoss::DeepSupervision,
                 AdamConfig::adam(1e-3),
             ),
-        }
+            Workload::Pipeline512 => return None,
+        })
     }
 }
 
@@ -211,7 +225,9 @@ struct PreparedWorkload {
 
 impl PreparedWorkload {
     fn new(w: Workload, device: Device) -> Result<Self> {
-        let (config, shape, loss, adam) = w.spec();
+        let (config, shape, loss, adam) = w.spec().ok_or_else(|| {
+            HeparError::invalid("bench", format!("{} is not a single network", w.name()))
+        })?;
         let model = crate::nn::build(&config, 1)?;
         crate::nn::to_device(&model, device)?;
         let input = Tensor::randn(&shape, DType::F32, 2).to_device(device)?;
@@ -251,9 +267,31 @@ fn median(mut times: Vec<f64>) -> f64 {
     times[times.len() / 2]
 }
 
+/// A workload ready to run: a network's forward or step, or the whole pipeline.
+enum Prepared {
+    Network(Box<PreparedWorkload>),
+    Pipeline(Box<PreparedPipeline>),
+}
+
+impl Prepared {
+    fn new(w: Workload, device: Device) -> Result<Self> {
+        Ok(match w {
+            Workload::Pipeline512 => Prepared::Pipeline(Box::new(PreparedPipeline::new(device)?)),
+            _ => Prepared::Network(Box::new(PreparedWorkload::new(w, device)?)),
+        })
+    }
+
+    fn run(&mut self) -> Result<f64> {
+        match self {
+            Prepared::Network(p) => p.run(),
+            Prepared::Pipeline(p) => p.run(),
+        }
+    }
+}
+
 /// Median seconds of one workload on `device` over `repeats` runs after a warm-up.
 pub fn time_workload(w: Workload, repeats: usize, device: Device) -> Result<f64> {
-    let mut prepared = PreparedWorkload::new(w, device)?;
+    let mut prepared = Prepared::new(w, device)?;
     prepared.run()?;
     let times = (0..repeats.max(1))
         .map(|_| prepared.run())
@@ -269,7 +307,7 @@ fn time_side_by_side(
     device: Device,
     torch: &mut PytorchBench,
 ) -> Result<(f64, f64)> {
-    let mut prepared = PreparedWorkload::new(w, device)?;
+    let mut prepared = Prepared::new(w, device)?;
     prepared.run()?;
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for _ in 0..repeats.max(1) {
@@ -341,6 +379,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         reset_peak_rss();
         device.reset_peak_memory();
         match torch.as_mut() {
+            Some(_) if !w.has_pytorch_twin() => {
+                let seconds = time_workload(w, args.repeats, device)?;
+                println!(
+                    "{:<22} {:>10.3} {:>10} {:>9} {:>14}",
+                    w.name(),
+                    seconds,
+                    "-",
+                    "-",
+                    peak_gib(device)
+                );
+            }
             Some(t) => {
                 let (ours, theirs) = time_side_by_side(w, args.repeats, device, t)?;
                 // The peak includes the PyTorch process only if it shared ours; it does not.
