@@ -64,3 +64,41 @@ fn the_pipeline_workload_names_the_seed_networks_it_needs() {
         "{stderr}"
     );
 }
+
+#[test]
+fn json_describes_the_machine_its_ceilings_and_each_workload() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hepar"))
+        .args(["bench", "--json", "--repeats", "2", "liver3d-step"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&stdout).expect("stdout is one JSON document");
+    let machine = &doc["machine"];
+    assert!(machine["threads"].as_u64().unwrap() >= 1);
+    // Measured here, so only a plausible range: any CPU of the last decades, short of a cluster.
+    let gemm = machine["ceilings"]["gemm_gflops"].as_f64().unwrap();
+    let copy = machine["ceilings"]["copy_gbs"].as_f64().unwrap();
+    assert!((0.5..1e5).contains(&gemm), "{gemm}");
+    assert!((0.1..1e4).contains(&copy), "{copy}");
+    let workloads = doc["workloads"].as_array().unwrap();
+    assert_eq!(workloads.len(), 1);
+    let w = &workloads[0];
+    assert_eq!(w["name"], "liver3d-step");
+    assert_eq!(w["repeats"], 2);
+    let (min, median, max) = (
+        w["min_s"].as_f64().unwrap(),
+        w["median_s"].as_f64().unwrap(),
+        w["max_s"].as_f64().unwrap(),
+    );
+    assert!(0.0 < min && min <= median && median <= max, "{w}");
+    // A 3D U-Net step is tens of GFLOPs of convolutions: counted, not zero.
+    let gflops = w["gflops"].as_f64().unwrap();
+    assert!(gflops > 0.0 && gflops * median > 1.0, "{w}");
+    assert!(w["peak_mem_bytes"].as_u64().unwrap() > 0);
+}

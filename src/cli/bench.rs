@@ -24,9 +24,14 @@ pub struct BenchArgs {
     /// installed it says so and prints Hepar's numbers alone).
     #[arg(long, value_enum, value_name = "ENGINE")]
     pub compare: Option<Compare>,
-    /// Timed repetitions per workload (after one warm-up run); the median is reported.
+    /// Timed repetitions per workload (after one warm-up run); the median, min and max are
+    /// reported.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    /// Print one JSON document (machine with its measured ceilings, then each workload's
+    /// median_s, min_s, max_s, repeats, peak_mem_bytes, gflops) instead of the table.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub device: super::DeviceArg,
 }
@@ -264,7 +269,12 @@ impl PreparedWorkload {
 
 fn median(mut times: Vec<f64>) -> f64 {
     times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    let n = times.len();
+    if n % 2 == 0 {
+        (times[n / 2 - 1] + times[n / 2]) / 2.0
+    } else {
+        times[n / 2]
+    }
 }
 
 /// A workload ready to run: a network's forward or step, or the whole pipeline.
@@ -289,42 +299,183 @@ impl Prepared {
     }
 }
 
-/// Median seconds of one workload on `device` over `repeats` runs after a warm-up.
-pub fn time_workload(w: Workload, repeats: usize, device: Device) -> Result<f64> {
-    let mut prepared = Prepared::new(w, device)?;
-    prepared.run()?;
-    let times = (0..repeats.max(1))
-        .map(|_| prepared.run())
-        .collect::<Result<Vec<_>>>()?;
-    Ok(median(times))
+/// One workload's measurements.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WorkloadResult {
+    pub name: String,
+    pub median_s: f64,
+    pub min_s: f64,
+    pub max_s: f64,
+    pub repeats: usize,
+    /// Peak resident memory of the process during the workload (CPU), or the device
+    /// allocator's peak.
+    pub peak_mem_bytes: Option<u64>,
+    /// Convolution and matrix-product FLOPs of one run over its median time (see `ops::flops`).
+    pub gflops: Option<f64>,
+    /// PyTorch's median in the same run, when compared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pytorch_median_s: Option<f64>,
 }
 
-/// Hepar's and PyTorch's medians of `w`, the repeats alternating between the two (each warmed
-/// up first), so both see the same machine state.
-fn time_side_by_side(
+/// The workload's timed runs after a warm-up (alternating with PyTorch's when `torch` is given):
+/// Hepar's seconds, PyTorch's, and the FLOPs of one run.
+fn time_runs(
     w: Workload,
     repeats: usize,
     device: Device,
-    torch: &mut PytorchBench,
-) -> Result<(f64, f64)> {
+    mut torch: Option<&mut PytorchBench>,
+) -> Result<(Vec<f64>, Vec<f64>, u64)> {
     let mut prepared = Prepared::new(w, device)?;
+    crate::ops::flops::reset();
     prepared.run()?;
+    let flops_per_run = crate::ops::flops::read();
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for _ in 0..repeats.max(1) {
         ours.push(prepared.run()?);
-        theirs.push(torch.time(&w.name())?);
+        if let Some(t) = torch.as_deref_mut() {
+            theirs.push(t.time(&w.name())?);
+        }
     }
-    Ok((median(ours), median(theirs)))
+    Ok((ours, theirs, flops_per_run))
 }
 
-fn peak_gib(device: Device) -> String {
-    let peak_bytes = match device.memory_stats() {
+fn measure(
+    w: Workload,
+    repeats: usize,
+    device: Device,
+    torch: Option<&mut PytorchBench>,
+) -> Result<WorkloadResult> {
+    reset_peak_rss();
+    device.reset_peak_memory();
+    let torch = torch.filter(|_| w.has_pytorch_twin());
+    let (ours, theirs, flops) = time_runs(w, repeats, device, torch)?;
+    let median_s = median(ours.clone());
+    Ok(WorkloadResult {
+        name: w.name(),
+        median_s,
+        min_s: ours.iter().copied().fold(f64::INFINITY, f64::min),
+        max_s: ours.iter().copied().fold(0.0, f64::max),
+        repeats: ours.len(),
+        peak_mem_bytes: peak_bytes(device),
+        gflops: (flops > 0).then(|| flops as f64 / median_s / 1e9),
+        pytorch_median_s: (!theirs.is_empty()).then(|| median(theirs)),
+    })
+}
+
+fn peak_bytes(device: Device) -> Option<u64> {
+    match device.memory_stats() {
         Some(stats) => Some(stats.peak_allocated_bytes as u64),
         None => peak_rss_bytes(),
-    };
-    peak_bytes.map_or("?".to_string(), |b| {
+    }
+}
+
+/// This machine's ceilings, measured by the command itself: a large GEMM for compute and a
+/// large copy for memory bandwidth (best of a few runs each).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Ceilings {
+    /// f32 GEMM 2048^3 on the bench's device.
+    pub gemm_gflops: f64,
+    /// A 256 MiB host copy, bytes read plus bytes written per second.
+    pub copy_gbs: f64,
+}
+
+fn measure_ceilings(device: Device) -> Result<Ceilings> {
+    let n = 2048;
+    let a = Tensor::randn(&[n, n], DType::F32, 3).to_device(device)?;
+    let b = Tensor::randn(&[n, n], DType::F32, 4).to_device(device)?;
+    let mut gemm = f64::INFINITY;
+    for _ in 0..3 {
+        let start = Instant::now();
+        crate::no_grad(|| a.matmul(&b))?;
+        device.synchronize()?;
+        gemm = gemm.min(start.elapsed().as_secs_f64());
+    }
+    let words = 64 << 20;
+    let src = vec![1.0f32; words];
+    let mut dst = vec![0.0f32; words];
+    let mut copy = f64::INFINITY;
+    for _ in 0..3 {
+        let start = Instant::now();
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&mut dst);
+        copy = copy.min(start.elapsed().as_secs_f64());
+    }
+    Ok(Ceilings {
+        gemm_gflops: 2.0 * (n * n * n) as f64 / gemm / 1e9,
+        copy_gbs: 2.0 * (words * 4) as f64 / copy / 1e9,
+    })
+}
+
+/// What `--json` describes the machine by.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Machine {
+    cpu: String,
+    threads: usize,
+    device: String,
+    os: &'static str,
+    arch: &'static str,
+    ceilings: Ceilings,
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+fn gib(bytes: Option<u64>) -> String {
+    bytes.map_or("?".to_string(), |b| {
         format!("{:.2}", b as f64 / (1u64 << 30) as f64)
     })
+}
+
+fn print_header(compared: bool) {
+    if compared {
+        println!(
+            "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>13}",
+            "workload",
+            "hepar s",
+            "min s",
+            "max s",
+            "GFLOP/s",
+            "torch s",
+            "speedup",
+            "peak mem GiB"
+        );
+    } else {
+        println!(
+            "{:<22} {:>9} {:>9} {:>9} {:>9} {:>13}",
+            "workload", "hepar s", "min s", "max s", "GFLOP/s", "peak mem GiB"
+        );
+    }
+}
+
+fn print_row(r: &WorkloadResult, compared: bool) {
+    let gflops = r.gflops.map_or("-".to_string(), |g| format!("{g:.1}"));
+    let head = format!(
+        "{:<22} {:>9.3} {:>9.3} {:>9.3} {:>9}",
+        r.name, r.median_s, r.min_s, r.max_s, gflops
+    );
+    if !compared {
+        println!("{head} {:>13}", gib(r.peak_mem_bytes));
+        return;
+    }
+    match r.pytorch_median_s {
+        // The peak is Hepar's process alone; PyTorch runs in its own.
+        Some(t) => println!(
+            "{head} {:>9.3} {:>7.2}x {:>13}",
+            t,
+            t / r.median_s,
+            gib(r.peak_mem_bytes)
+        ),
+        None => println!("{head} {:>9} {:>8} {:>13}", "-", "-", gib(r.peak_mem_bytes)),
+    }
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -339,79 +490,77 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     } else {
         args.workloads.clone()
     };
+    // Messages go to stderr with --json, so stdout is the JSON document alone.
+    let say = |line: String| {
+        if args.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
     // A ratio is only true when both sides run on this machine in this run: PyTorch runs here,
     // now, alternating with Hepar, or not at all.
     let mut torch = match args.compare {
         Some(Compare::Pytorch) if device != Device::Cpu => {
-            println!("--compare pytorch times PyTorch on the CPU; comparing it with {device} would not be like for like, so it is skipped");
+            say(format!("--compare pytorch times PyTorch on the CPU; comparing it with {device} would not be like for like, so it is skipped"));
             None
         }
         Some(Compare::Pytorch) => match PytorchBench::start(rayon::current_num_threads()) {
             Ok(t) => {
-                println!(
+                say(format!(
                     "comparing with PyTorch in this run ({}), repeats alternating",
                     t.description
-                );
+                ));
                 Some(t)
             }
             Err(e) => {
-                println!("PyTorch comparison unavailable ({e}); Hepar's numbers alone");
+                say(format!(
+                    "PyTorch comparison unavailable ({e}); Hepar's numbers alone"
+                ));
                 None
             }
         },
         None => None,
     };
-    if torch.is_some() {
-        println!(
-            "{:<22} {:>10} {:>10} {:>9} {:>14}",
-            "workload", "hepar s", "torch s", "speedup", "peak mem GiB"
-        );
-    } else {
-        println!(
-            "{:<22} {:>10} {:>14}",
-            "workload", "hepar s", "peak mem GiB"
-        );
-    }
+    let ceilings = measure_ceilings(device)?;
+    say(format!(
+        "ceilings measured now: GEMM 2048^3 {:.1} GFLOP/s on {device}, host copy {:.1} GB/s; {} threads",
+        ceilings.gemm_gflops,
+        ceilings.copy_gbs,
+        rayon::current_num_threads()
+    ));
     if device != Device::Cpu {
-        println!("on {device}: times include waiting for the device; peak memory is the device allocator's");
+        say("times include waiting for the device; peak memory is the device allocator's".into());
     }
+    let compared = torch.is_some();
+    if !args.json {
+        print_header(compared);
+    }
+    let mut results = Vec::new();
     for w in workloads {
-        reset_peak_rss();
-        device.reset_peak_memory();
-        match torch.as_mut() {
-            Some(_) if !w.has_pytorch_twin() => {
-                let seconds = time_workload(w, args.repeats, device)?;
-                println!(
-                    "{:<22} {:>10.3} {:>10} {:>9} {:>14}",
-                    w.name(),
-                    seconds,
-                    "-",
-                    "-",
-                    peak_gib(device)
-                );
-            }
-            Some(t) => {
-                let (ours, theirs) = time_side_by_side(w, args.repeats, device, t)?;
-                // The peak includes the PyTorch process only if it shared ours; it does not.
-                println!(
-                    "{:<22} {:>10.3} {:>10.3} {:>8.2}x {:>14}",
-                    w.name(),
-                    ours,
-                    theirs,
-                    theirs / ours,
-                    peak_gib(device)
-                );
-            }
-            None => {
-                let seconds = time_workload(w, args.repeats, device)?;
-                println!(
-                    "{:<22} {:>10.3} {:>14}",
-                    w.name(),
-                    seconds,
-                    peak_gib(device)
-                );
-            }
+        let r = measure(w, args.repeats, device, torch.as_mut())?;
+        if !args.json {
+            print_row(&r, compared);
         }
+        results.push(r);
+    }
+    if args.json {
+        let doc = serde_json::json!({
+            "machine": Machine {
+                cpu: cpu_model(),
+                threads: rayon::current_num_threads(),
+                device: device.to_string(),
+                os: std::env::consts::OS,
+                arch: std::env::consts::ARCH,
+                ceilings,
+            },
+            "workloads": results,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc)
+                .map_err(|e| HeparError::invalid("bench --json", e.to_string()))?
+        );
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Convolution and transposed convolution, 2D ([N, C, H, W]) and 3D ([N, C, D, H, W]).
 
+use super::flops;
 use super::with_dense;
 use crate::backend::{BackendStorage, ConvGeometry, ConvTransposeGeometry, Storage};
 use crate::error::{HeparError, Result};
@@ -150,6 +151,10 @@ impl Tensor {
         })?;
         check_bias(op, bias, geom.out_channels, self)?;
         let out_shape = with_spatial(geom.batch, geom.out_channels, dims, geom.output());
+        // Each output voxel of each output channel sums C_in / groups x taps products.
+        let macs = (out_shape.iter().product::<usize>()
+            * weight.shape()[1..].iter().product::<usize>()) as u64;
+        flops::add_multiply_adds(macs);
         let out = dense3(self, weight, bias, |x, w, b| x.conv(w, b, &geom))?;
         Ok(record_conv(
             op,
@@ -158,8 +163,14 @@ impl Tensor {
             self,
             weight,
             bias,
-            move |g, w| g.conv_backward_input(w, &geom),
-            move |x, g| x.conv_backward_weight(g, &geom),
+            move |g, w| {
+                flops::add_multiply_adds(macs);
+                g.conv_backward_input(w, &geom)
+            },
+            move |x, g| {
+                flops::add_multiply_adds(macs);
+                x.conv_backward_weight(g, &geom)
+            },
         ))
     }
 
@@ -202,6 +213,10 @@ impl Tensor {
         })?;
         check_bias(op, bias, geom.out_channels, self)?;
         let out_shape = with_spatial(geom.batch, geom.out_channels, dims, geom.output());
+        // Each input voxel of each input channel scatters into C_out / groups x taps outputs.
+        let macs = (self.shape().iter().product::<usize>()
+            * weight.shape()[1..].iter().product::<usize>()) as u64;
+        flops::add_multiply_adds(macs);
         let out = dense3(self, weight, bias, |x, w, b| x.conv_transpose(w, b, &geom))?;
         Ok(record_conv(
             op,
@@ -210,8 +225,14 @@ impl Tensor {
             self,
             weight,
             bias,
-            move |g, w| g.conv_transpose_backward_input(w, &geom),
-            move |x, g| x.conv_transpose_backward_weight(g, &geom),
+            move |g, w| {
+                flops::add_multiply_adds(macs);
+                g.conv_transpose_backward_input(w, &geom)
+            },
+            move |x, g| {
+                flops::add_multiply_adds(macs);
+                x.conv_transpose_backward_weight(g, &geom)
+            },
         ))
     }
 }

@@ -1,5 +1,6 @@
 //! Matrix products, with batch axes broadcast as numpy does.
 
+use super::flops;
 use crate::backend::BackendStorage;
 use crate::error::{HeparError, Result};
 use crate::tensor::layout::{broadcast_shape, Layout};
@@ -36,6 +37,7 @@ impl Tensor {
             let (sa, sb) = (self.storage(), rhs.storage());
             sa.matmul(&la, &sb, &lb)?
         };
+        flops::add_multiply_adds((batch.iter().product::<usize>() * m * n * k) as u64);
         let out_shape = full([m, n]);
         let (a, b) = (self.clone(), rhs.clone());
         Ok(Tensor::from_op(

@@ -3,6 +3,7 @@
 
 pub mod conv;
 pub mod elementwise;
+pub mod flops;
 pub mod loss;
 pub mod matmul;
 pub mod norm;
