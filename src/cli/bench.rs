@@ -270,7 +270,7 @@ impl PreparedWorkload {
 fn median(mut times: Vec<f64>) -> f64 {
     times.sort_by(f64::total_cmp);
     let n = times.len();
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         (times[n / 2 - 1] + times[n / 2]) / 2.0
     } else {
         times[n / 2]
