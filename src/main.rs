@@ -2,8 +2,10 @@
 
 use clap::{Parser, Subcommand};
 
+// mimalloc, with its bytes counted so `hepar bench` reports each workload's own peak.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: hepar::util::heap_stats::CountingAllocator<mimalloc::MiMalloc> =
+    hepar::util::heap_stats::CountingAllocator(mimalloc::MiMalloc);
 
 #[derive(Parser)]
 #[command(

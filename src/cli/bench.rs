@@ -307,8 +307,8 @@ pub struct WorkloadResult {
     pub min_s: f64,
     pub max_s: f64,
     pub repeats: usize,
-    /// Peak resident memory of the process during the workload (CPU), or the device
-    /// allocator's peak.
+    /// Peak heap bytes live during the workload (CPU: counted by the `hepar` binary's
+    /// allocator), or the device allocator's peak.
     pub peak_mem_bytes: Option<u64>,
     /// Convolution and matrix-product FLOPs of one run over its median time (see `ops::flops`).
     pub gflops: Option<f64>,
@@ -346,6 +346,7 @@ fn measure(
     torch: Option<&mut PytorchBench>,
 ) -> Result<WorkloadResult> {
     reset_peak_rss();
+    crate::util::heap_stats::reset_peak();
     device.reset_peak_memory();
     let torch = torch.filter(|_| w.has_pytorch_twin());
     let (ours, theirs, flops) = time_runs(w, repeats, device, torch)?;
@@ -362,10 +363,14 @@ fn measure(
     })
 }
 
+/// The device allocator's peak on a GPU device; on the CPU the peak of live heap bytes (the
+/// `hepar` binary counts them), else the peak resident set.
 fn peak_bytes(device: Device) -> Option<u64> {
     match device.memory_stats() {
         Some(stats) => Some(stats.peak_allocated_bytes as u64),
-        None => peak_rss_bytes(),
+        None => crate::util::heap_stats::peak_bytes()
+            .map(|b| b as u64)
+            .or_else(peak_rss_bytes),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Small helpers shared across the crate.
 
 pub mod atomic_write;
+pub mod heap_stats;
 pub mod philox;
 pub mod rng;
