@@ -102,3 +102,38 @@ fn json_describes_the_machine_its_ceilings_and_each_workload() {
     assert!(gflops > 0.0 && gflops * median > 1.0, "{w}");
     assert!(w["peak_mem_bytes"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn op_cases_cover_every_level_both_passes_with_rates() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hepar"))
+        .args(["bench", "--json", "--repeats", "1", "--op", "maxpool3d"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    // --op alone times no workload.
+    assert_eq!(doc["workloads"].as_array().unwrap().len(), 0);
+    let ops = doc["ops"].as_array().unwrap();
+    // The 3D U-Net's five levels, forward and forward + backward each.
+    assert_eq!(ops.len(), 10, "{ops:?}");
+    let shapes: Vec<&serde_json::Value> = ops.iter().map(|o| &o["shape"]).collect();
+    assert_eq!(shapes[0], &serde_json::json!([1, 16, 128, 128, 128]));
+    assert_eq!(shapes[8], &serde_json::json!([1, 128, 8, 8, 8]));
+    for (i, o) in ops.iter().enumerate() {
+        assert_eq!(o["name"], "maxpool3d");
+        let pass = if i % 2 == 0 {
+            "forward"
+        } else {
+            "forward+backward"
+        };
+        assert_eq!(o["pass"], pass);
+        assert!(o["gbs"].as_f64().unwrap() > 0.0, "{o}");
+        // Pooling does no counted FLOPs.
+        assert!(o["gflops"].is_null(), "{o}");
+    }
+}

@@ -1,6 +1,7 @@
 //! `hepar bench`: times the seed networks' workloads (eval forwards and training steps of every
 //! architecture in the registry) on this machine, with peak memory.
 
+use super::bench_ops::{bench_ops, OpFamily, OpResult};
 use super::bench_pipeline::PreparedPipeline;
 use super::bench_pytorch::PytorchBench;
 use crate::backend::Device;
@@ -28,6 +29,10 @@ pub struct BenchArgs {
     /// reported.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    /// Time single ops at the U-Nets' shapes instead of (or, with workloads named, besides)
+    /// the workloads: forward and forward + backward, with GFLOP/s and GB/s.
+    #[arg(long, value_enum, value_name = "OP")]
+    pub op: Option<OpFamily>,
     /// Print one JSON document (machine with its measured ceilings, then each workload's
     /// median_s, min_s, max_s, repeats, peak_mem_bytes, gflops) instead of the table.
     #[arg(long)]
@@ -267,7 +272,7 @@ impl PreparedWorkload {
     }
 }
 
-fn median(mut times: Vec<f64>) -> f64 {
+pub(super) fn median(mut times: Vec<f64>) -> f64 {
     times.sort_by(f64::total_cmp);
     let n = times.len();
     if n.is_multiple_of(2) {
@@ -483,6 +488,35 @@ fn print_row(r: &WorkloadResult, compared: bool) {
     }
 }
 
+fn print_ops(ops: &[OpResult], ceilings: &Ceilings) {
+    println!(
+        "{:<12} {:<22} {:<17} {:>9} {:>9} {:>9} {:>9} {:>7} {:>8} {:>6}",
+        "op", "shape", "pass", "median s", "min s", "max s", "GFLOP/s", "%gemm", "GB/s", "%copy"
+    );
+    for r in ops {
+        let (gflops, share) = match r.gflops {
+            Some(g) => (
+                format!("{g:.1}"),
+                format!("{:.0}", 100.0 * g / ceilings.gemm_gflops),
+            ),
+            None => ("-".to_string(), "-".to_string()),
+        };
+        println!(
+            "{:<12} {:<22} {:<17} {:>9.4} {:>9.4} {:>9.4} {:>9} {:>7} {:>8.1} {:>6.0}",
+            r.name,
+            format!("{:?}", r.shape),
+            r.pass,
+            r.median_s,
+            r.min_s,
+            r.max_s,
+            gflops,
+            share,
+            r.gbs,
+            100.0 * r.gbs / ceilings.copy_gbs
+        );
+    }
+}
+
 pub fn run(args: &BenchArgs) -> Result<()> {
     let device = args.device.resolve()?;
     if args.repeats == 0 {
@@ -490,7 +524,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let workloads = if args.all {
         Workload::ALL.to_vec()
-    } else if args.workloads.is_empty() {
+    } else if args.workloads.is_empty() && args.op.is_none() {
         Workload::SEED.to_vec()
     } else {
         args.workloads.clone()
@@ -538,7 +572,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         say("times include waiting for the device; peak memory is the device allocator's".into());
     }
     let compared = torch.is_some();
-    if !args.json {
+    if !args.json && !workloads.is_empty() {
         print_header(compared);
     }
     let mut results = Vec::new();
@@ -549,6 +583,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
         results.push(r);
     }
+    let ops = match args.op {
+        Some(family) => {
+            let ops = bench_ops(family, args.repeats, device)?;
+            if !args.json {
+                print_ops(&ops, &ceilings);
+            }
+            ops
+        }
+        None => Vec::new(),
+    };
     if args.json {
         let doc = serde_json::json!({
             "machine": Machine {
@@ -560,6 +604,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 ceilings,
             },
             "workloads": results,
+            "ops": ops,
         });
         println!(
             "{}",

@@ -1,6 +1,7 @@
 //! The `hepar` subcommands, one module each. `main.rs` only parses arguments and dispatches here.
 
 pub mod bench;
+pub mod bench_ops;
 pub mod bench_pipeline;
 pub mod bench_pytorch;
 pub mod eval;
