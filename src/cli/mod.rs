@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_pytorch;
 pub mod eval;
+pub mod froc;
 pub mod infer;
 pub mod inspect;
 pub mod predict;

@@ -15,6 +15,7 @@ pub mod resize;
 pub mod restore;
 pub mod sampling;
 pub mod synth;
+pub mod transforms;
 pub mod volume;
 
 pub use volume::Volume;
