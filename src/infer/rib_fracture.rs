@@ -75,7 +75,7 @@ fn check_len(op: &'static str, len: usize, shape: [usize; 3]) -> Result<()> {
 /// Step 1: probabilities `<= threshold` (and NaN) become 0.
 pub fn remove_low_probabilities(probability: &mut [f32], threshold: f32) {
     for p in probability.iter_mut() {
-        if p.partial_cmp(&threshold) != Some(std::cmp::Ordering::Greater) {
+        if (*p).partial_cmp(&threshold) != Some(std::cmp::Ordering::Greater) {
             *p = 0.0;
         }
     }
