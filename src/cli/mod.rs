@@ -7,6 +7,7 @@ pub mod froc;
 pub mod infer;
 pub mod inspect;
 pub mod predict;
+pub mod ribfrac;
 pub mod synth;
 pub mod train;
 pub mod verify;
