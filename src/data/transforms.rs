@@ -277,9 +277,136 @@ pub fn random_affine(
     )
 }
 
+/// An image with its optional label on one grid: what [`Transform`]s act on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub image: Vec<f32>,
+    pub label: Option<Vec<f32>>,
+    pub shape: [usize; 3],
+    pub spacing_zyx: [f64; 3],
+}
+
+/// One step of a recipe; geometric steps move the label with the image, intensity steps touch
+/// the image only.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Transform {
+    /// Centred crop or pad to a shape; the image pads with `image_fill`, the label with 0.
+    CropOrPad {
+        target: [usize; 3],
+        image_fill: f32,
+    },
+    RescaleIntensity {
+        out_range: [f32; 2],
+        percentiles: [f64; 2],
+    },
+    CtWindowMinMax {
+        low: f32,
+        high: f32,
+    },
+    RandomAffine(AffineRanges),
+}
+
+impl Transform {
+    pub fn apply(&self, sample: Sample, rng: &mut Rng) -> Result<Sample> {
+        let Sample {
+            mut image,
+            label,
+            shape,
+            spacing_zyx,
+        } = sample;
+        Ok(match self {
+            Transform::CropOrPad { target, image_fill } => Sample {
+                image: crop_or_pad(&image, shape, *target, *image_fill)?,
+                label: label
+                    .map(|l| crop_or_pad(&l, shape, *target, 0.0))
+                    .transpose()?,
+                shape: *target,
+                spacing_zyx,
+            },
+            Transform::RescaleIntensity {
+                out_range,
+                percentiles,
+            } => {
+                rescale_intensity(&mut image, *out_range, *percentiles)?;
+                Sample {
+                    image,
+                    label,
+                    shape,
+                    spacing_zyx,
+                }
+            }
+            Transform::CtWindowMinMax { low, high } => {
+                ct_window_min_max(&mut image, *low, *high)?;
+                Sample {
+                    image,
+                    label,
+                    shape,
+                    spacing_zyx,
+                }
+            }
+            Transform::RandomAffine(ranges) => {
+                let (image, label) =
+                    random_affine(rng, ranges, &image, label.as_deref(), shape, spacing_zyx)?;
+                Sample {
+                    image,
+                    label,
+                    shape,
+                    spacing_zyx,
+                }
+            }
+        })
+    }
+}
+
+/// Applies `steps` in order with one generator seeded by `seed` (the same seed, the same result).
+pub fn compose(steps: &[Transform], sample: Sample, seed: u64) -> Result<Sample> {
+    let mut rng = Rng::new(seed);
+    steps
+        .iter()
+        .try_fold(sample, |s, step| step.apply(s, &mut rng))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_composed_recipe_moves_the_label_with_the_image_and_repeats_for_a_seed() {
+        let shape = [4, 6, 6];
+        let image: Vec<f32> = (0..144).map(|i| i as f32).collect();
+        let label: Vec<f32> = image.iter().map(|&v| (v > 70.0) as u8 as f32).collect();
+        let sample = Sample {
+            image,
+            label: Some(label),
+            shape,
+            spacing_zyx: [2.0, 1.0, 1.0],
+        };
+        let recipe = [
+            Transform::CropOrPad {
+                target: [6, 4, 8],
+                image_fill: -5.0,
+            },
+            Transform::RandomAffine(AffineRanges::default()),
+            Transform::RescaleIntensity {
+                out_range: [-1.0, 1.0],
+                percentiles: [0.0, 100.0],
+            },
+        ];
+        let a = compose(&recipe, sample.clone(), 11).unwrap();
+        assert_eq!(a, compose(&recipe, sample.clone(), 11).unwrap());
+        assert_ne!(a, compose(&recipe, sample, 12).unwrap());
+        assert_eq!(a.shape, [6, 4, 8]);
+        let label = a.label.unwrap();
+        assert_eq!(label.len(), 6 * 4 * 8);
+        assert!(label.iter().all(|&l| l == 0.0 || l == 1.0));
+        let (lo, hi) = a
+            .image
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
+                (l.min(v), h.max(v))
+            });
+        assert!((lo + 1.0).abs() < 1e-6 && (hi - 1.0).abs() < 1e-6);
+    }
 
     #[test]
     fn crop_or_pad_is_centred_with_the_extra_voxel_first() {
