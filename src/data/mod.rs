@@ -9,6 +9,7 @@ pub mod config;
 pub mod dataset;
 pub mod loader;
 pub mod nifti;
+pub mod patches;
 pub mod prepare;
 pub mod preprocess;
 pub mod resize;
