@@ -10,10 +10,20 @@
 //!   the voxels of label `l` in the volume), voxels that are no valid centre weigh 0, and a centre
 //!   is drawn in proportion to the weights. Labels absent from a volume thereby drop out and the
 //!   others are renormalised; probabilities naming no present label are an error.
+//! - [`PatchQueue`]: torchio's `Queue`: volumes in a seeded shuffled order each epoch, taken a
+//!   few at a time (`max_length / samples_per_volume`), `samples_per_volume` patches drawn from
+//!   each, the batch of patches shuffled and handed out; the next batch is prepared by a
+//!   background thread (its volumes sampled in parallel) while the trainer uses the current one.
+//!   Every draw comes from a generator keyed by (seed, epoch, volume), and results are gathered
+//!   in volume order, so the patch sequence depends on the seed alone, not on the threads.
 
+use super::sampling::extract_patch;
 use super::transforms::{crop_or_pad, Sample};
 use crate::error::{HeparError, Result};
 use crate::util::rng::Rng;
+use rayon::prelude::*;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
 
 /// What to do with a volume smaller than the patch along some axis.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,6 +191,152 @@ impl LabelSampler {
     }
 }
 
+/// How a queue places its patches.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PatchPlacement {
+    Uniform,
+    /// (label, probability) pairs, as [`LabelSampler`].
+    Labels(Vec<(i64, f64)>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueConfig {
+    pub patch: [usize; 3],
+    pub max_length: usize,
+    pub samples_per_volume: usize,
+    pub placement: PatchPlacement,
+    pub fit: PatchFit,
+    /// The image's padding value when a volume is padded to the patch.
+    pub pad_value: f32,
+    pub seed: u64,
+}
+
+/// One patch: image and label voxels of shape `patch`, the volume it came from and its start.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Patch {
+    pub image: Vec<f32>,
+    pub label: Option<Vec<f32>>,
+    pub volume: usize,
+    pub start: [usize; 3],
+}
+
+/// The patches of one volume in one epoch.
+fn volume_patches(
+    sample: &Sample,
+    index: usize,
+    epoch: u64,
+    cfg: &QueueConfig,
+) -> Result<Vec<Patch>> {
+    let sample = fit_to_patch(sample.clone(), cfg.patch, cfg.fit, cfg.pad_value)?;
+    let mut rng = Rng::derive(cfg.seed, &[0x5155_4555, epoch, index as u64]);
+    let label_sampler = match &cfg.placement {
+        PatchPlacement::Uniform => None,
+        PatchPlacement::Labels(p) => {
+            let label = sample.label.as_ref().ok_or_else(|| {
+                HeparError::invalid(
+                    "PatchQueue",
+                    format!("volume {index} has no label to sample on"),
+                )
+            })?;
+            Some(
+                LabelSampler::new(label, sample.shape, cfg.patch, p).map_err(|e| {
+                    HeparError::invalid("PatchQueue", format!("volume {index}: {e}"))
+                })?,
+            )
+        }
+    };
+    let uniform = UniformSampler::new(sample.shape, cfg.patch)?;
+    Ok((0..cfg.samples_per_volume)
+        .map(|_| {
+            let start = match &label_sampler {
+                Some(s) => s.draw_start(&mut rng),
+                None => uniform.draw_start(&mut rng),
+            };
+            let at = start.map(|v| v as isize);
+            Patch {
+                image: extract_patch(&sample.image, sample.shape, at, cfg.patch, cfg.pad_value),
+                label: sample
+                    .label
+                    .as_ref()
+                    .map(|l| extract_patch(l, sample.shape, at, cfg.patch, 0.0)),
+                volume: index,
+                start,
+            }
+        })
+        .collect())
+}
+
+/// The shuffled patch batches of an endless sequence of epochs.
+fn batches(volumes: &[Arc<Sample>], cfg: &QueueConfig, epoch: u64) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..volumes.len()).collect();
+    Rng::derive(cfg.seed, &[0x4f52_4445, epoch]).shuffle(&mut order);
+    let per_fill = (cfg.max_length / cfg.samples_per_volume).max(1);
+    order.chunks(per_fill).map(|c| c.to_vec()).collect()
+}
+
+/// A patch queue over in-memory volumes; iterate it for patches (endless, epoch after epoch).
+pub struct PatchQueue {
+    receiver: Receiver<Result<Vec<Patch>>>,
+    current: std::vec::IntoIter<Patch>,
+    _worker: std::thread::JoinHandle<()>,
+}
+
+impl PatchQueue {
+    pub fn new(volumes: Vec<Sample>, cfg: QueueConfig) -> Result<Self> {
+        if volumes.is_empty() || cfg.samples_per_volume == 0 || cfg.max_length == 0 {
+            return Err(HeparError::invalid(
+                "PatchQueue",
+                format!(
+                    "needs volumes ({}), samples_per_volume ({}) and max_length ({}) above 0",
+                    volumes.len(),
+                    cfg.samples_per_volume,
+                    cfg.max_length
+                ),
+            ));
+        }
+        let volumes: Vec<Arc<Sample>> = volumes.into_iter().map(Arc::new).collect();
+        // One prepared batch waits while the trainer consumes the current one.
+        let (sender, receiver) = sync_channel(1);
+        let worker = std::thread::spawn(move || {
+            for epoch in 0.. {
+                for (fill, group) in batches(&volumes, &cfg, epoch).into_iter().enumerate() {
+                    let patches: Result<Vec<Vec<Patch>>> = group
+                        .par_iter()
+                        .map(|&v| volume_patches(&volumes[v], v, epoch, &cfg))
+                        .collect();
+                    let batch = patches.map(|p| {
+                        let mut all: Vec<Patch> = p.into_iter().flatten().collect();
+                        Rng::derive(cfg.seed, &[0x5348_5546, epoch, fill as u64]).shuffle(&mut all);
+                        all
+                    });
+                    let failed = batch.is_err();
+                    if sender.send(batch).is_err() || failed {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(PatchQueue {
+            receiver,
+            current: Vec::new().into_iter(),
+            _worker: worker,
+        })
+    }
+
+    /// The next patch (an error names the volume that could not be sampled).
+    pub fn next_patch(&mut self) -> Result<Patch> {
+        loop {
+            if let Some(p) = self.current.next() {
+                return Ok(p);
+            }
+            let batch = self.receiver.recv().map_err(|_| {
+                HeparError::invalid("PatchQueue", "the background sampler stopped")
+            })??;
+            self.current = batch.into_iter();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,6 +392,65 @@ mod tests {
         // Only absent labels: a clear error.
         let err = LabelSampler::new(&label, [8, 8, 8], [1, 1, 1], &[(7, 1.0)]).unwrap_err();
         assert!(err.to_string().contains("labels [7]"), "{err}");
+    }
+
+    fn queue_config(seed: u64) -> QueueConfig {
+        QueueConfig {
+            patch: [4, 4, 4],
+            max_length: 6,
+            samples_per_volume: 3,
+            placement: PatchPlacement::Labels(vec![(0, 0.2), (1, 0.3), (2, 0.5)]),
+            fit: PatchFit::Pad,
+            pad_value: 0.0,
+            seed,
+        }
+    }
+
+    fn volumes() -> Vec<Sample> {
+        (0..5)
+            .map(|k| Sample {
+                image: (0..512).map(|i| (i + 1000 * k) as f32).collect(),
+                label: Some(labels()),
+                shape: [8, 8, 8],
+                spacing_zyx: [1.0; 3],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_queue_repeats_for_a_seed_and_takes_each_volume_per_epoch() {
+        let take = |seed: u64| {
+            let mut q = PatchQueue::new(volumes(), queue_config(seed)).unwrap();
+            (0..30).map(|_| q.next_patch().unwrap()).collect::<Vec<_>>()
+        };
+        let a = take(4);
+        assert_eq!(a, take(4));
+        assert_ne!(a, take(5));
+        // One epoch is 5 volumes x 3 patches; each volume gives 3 of them.
+        for epoch in a.chunks(15) {
+            for v in 0..5 {
+                assert_eq!(epoch.iter().filter(|p| p.volume == v).count(), 3);
+            }
+        }
+        // Patches of a fill (2 volumes) are shuffled together, and the image follows the patch.
+        let first_fill: Vec<usize> = a[..6].iter().map(|p| p.volume).collect();
+        assert!(
+            first_fill.windows(2).any(|w| w[0] != w[1]),
+            "{first_fill:?}"
+        );
+        let p = &a[0];
+        let [z, y, x] = p.start;
+        assert_eq!(p.image[0], ((z * 8 + y) * 8 + x + 1000 * p.volume) as f32);
+        assert_eq!(p.label.as_ref().unwrap().len(), 64);
+        // A volume without the named labels stops the queue with its number.
+        let mut cfg = queue_config(1);
+        cfg.placement = PatchPlacement::Labels(vec![(9, 1.0)]);
+        let mut q = PatchQueue::new(volumes(), cfg).unwrap();
+        let err = q.next_patch().unwrap_err().to_string();
+        assert!(
+            err.contains("volume") && err.contains("labels [9]"),
+            "{err}"
+        );
     }
 
     #[test]
