@@ -115,6 +115,41 @@ fn the_pipeline_writes_challenge_files_that_froc_scores() {
             assert!(r.confidence > 0.1 && r.confidence <= 1.0, "{r:?}");
         }
     }
+    // `hepar ribfrac` with the same weights and settings writes the same files.
+    let weights = dir.join("w.safetensors");
+    let named = hepar::nn::to_named_tensors(&*model).unwrap();
+    hepar::io::write_safetensors(&weights, &named, &Default::default()).unwrap();
+    let pred_cli = dir.join("pred-cli");
+    let out = Command::new(env!("CARGO_BIN_EXE_hepar"))
+        .arg("ribfrac")
+        .arg("--model")
+        .arg(&weights)
+        .args([
+            "--arch",
+            "res3dunet",
+            "--n-channels",
+            "4",
+            "--roi",
+            "16,16,16",
+        ])
+        .args(["--min-voxels", "4", "--input"])
+        .arg(dir.join("images"))
+        .arg("--output")
+        .arg(&pred_cli)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in ["ribfrac-pred.csv", "RibFrac0.nii.gz", "RibFrac1.nii.gz"] {
+        assert_eq!(
+            std::fs::read(pred.join(f)).unwrap(),
+            std::fs::read(pred_cli.join(f)).unwrap(),
+            "{f}"
+        );
+    }
     let (report, problems) = froc_folders(&pred, &dir.join("labels")).unwrap();
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(report.scans, 2);
