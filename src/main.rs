@@ -38,6 +38,10 @@ enum Command {
     Predict(hepar::cli::predict::PredictArgs),
     /// Score predicted label maps against the truth (Dice, IoU, surface distances, lesions).
     Eval(hepar::cli::eval::EvalArgs),
+    /// Score rib-fracture detections as the RibFrac challenge does (FROC, recall at key FP/scan).
+    Froc(hepar::cli::froc::FrocArgs),
+    /// Detect rib fractures: sliding windows, post-processing, component maps and the challenge CSV.
+    Ribfrac(hepar::cli::ribfrac::RibFracArgs),
 }
 
 /// mimalloc's `mi_option_purge_delay` (mimalloc.h, v2): how long freed memory is kept before it
@@ -65,6 +69,8 @@ fn main() {
         Command::Infer(args) => hepar::cli::infer::run(args),
         Command::Predict(args) => hepar::cli::predict::run(args),
         Command::Eval(args) => hepar::cli::eval::run(args),
+        Command::Froc(args) => hepar::cli::froc::run(args),
+        Command::Ribfrac(args) => hepar::cli::ribfrac::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

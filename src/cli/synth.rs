@@ -1,7 +1,8 @@
-//! `hepar synth --out DIR --cases N [--seed S] [--shape Z,Y,X]`: writes synthetic CT phantoms in
-//! the LiTS layout (volume-K.nii.gz, segmentation-K.nii.gz).
+//! `hepar synth --out DIR --cases N [--seed S] [--shape Z,Y,X] [--kind liver|ribfrac]`: writes
+//! synthetic CT phantoms in the LiTS layout (volume-K.nii.gz, segmentation-K.nii.gz), or with
+//! bright linear rib lesions in the RibFrac layout (images/, labels/ with its CSV).
 
-use crate::data::synth::write_dataset;
+use crate::data::synth::{write_dataset, write_ribfrac_dataset};
 use crate::{HeparError, Result};
 use std::path::PathBuf;
 
@@ -19,6 +20,16 @@ pub struct SynthArgs {
     /// Grid size as Z,Y,X (slices, rows, columns).
     #[arg(long, default_value = "64,128,128")] // keep in step with synth::DEFAULT_SHAPE_ZYX
     pub shape: String,
+    /// liver: labels 0/1/2 in the LiTS layout; ribfrac: rib-fracture components in the RibFrac
+    /// layout (`DIR/images`, `DIR/labels` with `ribfrac-info.csv`).
+    #[arg(long, default_value = "liver")]
+    pub kind: SynthKind,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SynthKind {
+    Liver,
+    Ribfrac,
 }
 
 /// Parses "Z,Y,X".
@@ -49,7 +60,10 @@ pub fn run(args: SynthArgs) -> Result<()> {
         return Err(HeparError::invalid("synth --cases", "must be at least 1"));
     }
     let start = std::time::Instant::now();
-    write_dataset(&args.out, args.cases, args.seed, shape)?;
+    match args.kind {
+        SynthKind::Liver => write_dataset(&args.out, args.cases, args.seed, shape)?,
+        SynthKind::Ribfrac => write_ribfrac_dataset(&args.out, args.cases, args.seed, shape)?,
+    };
     println!(
         "wrote {} synthetic cases of shape (z, y, x) {:?} to {} in {:.1} s",
         args.cases,

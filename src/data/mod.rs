@@ -10,12 +10,14 @@ pub mod dataset;
 pub mod liver_boxes;
 pub mod loader;
 pub mod nifti;
+pub mod patches;
 pub mod prepare;
 pub mod preprocess;
 pub mod resize;
 pub mod restore;
 pub mod sampling;
 pub mod synth;
+pub mod transforms;
 pub mod volume;
 
 pub use volume::Volume;

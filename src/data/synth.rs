@@ -19,6 +19,10 @@ use std::path::{Path, PathBuf};
 /// Default (z, y, x) grid: small enough that the README's training job runs in minutes on 2 cores.
 pub const DEFAULT_SHAPE_ZYX: [usize; 3] = [64, 128, 128];
 
+/// Rib bone before noise (no other tissue takes these values, so they mark the ribs).
+const RIB_CORTEX_HU: f64 = 800.0;
+const RIB_MARROW_HU: f64 = 450.0;
+
 /// An ellipsoid whose radius is modulated by smooth lobes, in mm.
 #[derive(Debug, Clone)]
 struct Blob {
@@ -352,9 +356,9 @@ impl Anatomy {
                     if da.abs() < 0.12 && phase < 9.0 {
                         return (
                             if !(2.0..=7.0).contains(&phase) {
-                                800.0
+                                RIB_CORTEX_HU
                             } else {
-                                450.0
+                                RIB_MARROW_HU
                             },
                             0,
                         );
@@ -475,6 +479,14 @@ fn random_point_in(rng: &mut Rng, blob: &Blob, max_level: f64) -> [f64; 3] {
 
 /// One phantom: (image in HU, label) with LiTS-like geometry (axes L, P, S).
 pub fn phantom(seed: u64, case: u64, shape_zyx: [usize; 3]) -> Result<(Volume, Volume)> {
+    phantom_with_anatomy(seed, case, shape_zyx).map(|(image, label, _)| (image, label))
+}
+
+fn phantom_with_anatomy(
+    seed: u64,
+    case: u64,
+    shape_zyx: [usize; 3],
+) -> Result<(Volume, Volume, Anatomy)> {
     if shape_zyx.iter().any(|&d| d < 8) {
         return Err(HeparError::invalid(
             "synth::phantom",
@@ -515,7 +527,96 @@ pub fn phantom(seed: u64, case: u64, shape_zyx: [usize; 3]) -> Result<(Volume, V
     let mut image = Volume::new(image, shape_zyx, [pz, py, px])?;
     set_lps_geometry(&mut image, [nz, ny, nx], [pz, py, px]);
     let label = image.with_data(label)?;
-    Ok((image, label))
+    Ok((image, label, anatomy))
+}
+
+/// HU added to a fracture's voxels: a bright line across the rib (callus, displaced cortex).
+const FRACTURE_EXTRA_HU: f32 = 700.0;
+
+/// A rib-fracture phantom: the phantom of (seed, case) with 1-3 bright linear lesions, each a
+/// capsule of radius 2.5 mm and length 16 mm through a rib voxel, running along z across the
+/// rib. Returns (image in HU, label map of the lesions 1..n, n).
+pub fn ribfrac_phantom(
+    seed: u64,
+    case: u64,
+    shape_zyx: [usize; 3],
+) -> Result<(Volume, Volume, usize)> {
+    let (mut image, _, anatomy) = phantom_with_anatomy(seed, case, shape_zyx)?;
+    let [nz, ny, nx] = shape_zyx;
+    let [px, py, pz] = anatomy.spacing_xyz;
+    let centre_of = |i: usize| {
+        let (k, j, x) = (i / (ny * nx), (i / nx) % ny, i % nx);
+        [
+            (x as f64 + 0.5) * px,
+            (j as f64 + 0.5) * py,
+            (k as f64 + 0.5) * pz,
+        ]
+    };
+    let rib_voxels: Vec<usize> = (0..nz * ny * nx)
+        .filter(|&i| {
+            let hu = anatomy.voxel(centre_of(i)).0;
+            hu == RIB_CORTEX_HU || hu == RIB_MARROW_HU
+        })
+        .collect();
+    let mut rng = Rng::derive(seed, &[case, 0xf4ac]);
+    let mut labels = vec![0f32; image.data.len()];
+    let mut count = 0;
+    if !rib_voxels.is_empty() {
+        for _ in 0..1 + rng.below(3) {
+            let c = centre_of(rib_voxels[rng.below(rib_voxels.len())]);
+            let lesion = Tube {
+                a: [c[0], c[1], c[2] - 8.0],
+                b: [c[0], c[1], c[2] + 8.0],
+                radius: 2.5,
+            };
+            let label = (count + 1) as f32;
+            let mut drawn = false;
+            for (i, l) in labels.iter_mut().enumerate() {
+                if *l == 0.0 && lesion.contains(centre_of(i)) {
+                    *l = label;
+                    image.data[i] += FRACTURE_EXTRA_HU;
+                    drawn = true;
+                }
+            }
+            count += drawn as usize;
+        }
+    }
+    let label = image.with_data(labels)?;
+    Ok((image, label, count))
+}
+
+/// Writes `cases` rib-fracture phantoms in the RibFrac layout: `out/images/RibFracK-image.nii.gz`
+/// (int16 HU), `out/labels/RibFracK-label.nii.gz` (int16 components 1..n) and
+/// `out/labels/ribfrac-info.csv` (`public_id,label_id,confidence,label_code`, a background row
+/// per case), so `out/labels` is a truth folder of `hepar froc`.
+pub fn write_ribfrac_dataset(
+    out: &Path,
+    cases: usize,
+    seed: u64,
+    shape_zyx: [usize; 3],
+) -> Result<Vec<PathBuf>> {
+    use crate::eval::detection_csv::{case_rows, to_detection_csv};
+    let (images, labels) = (out.join("images"), out.join("labels"));
+    for dir in [&images, &labels] {
+        std::fs::create_dir_all(dir).map_err(|e| HeparError::io(dir, e))?;
+    }
+    let mut written = Vec::new();
+    let mut rows = Vec::new();
+    for case in 0..cases {
+        let (image, label, count) = ribfrac_phantom(seed, case as u64, shape_zyx)?;
+        let id = format!("RibFrac{case}");
+        let image_path = images.join(format!("{id}-image.nii.gz"));
+        let label_path = labels.join(format!("{id}-label.nii.gz"));
+        image.write(&image_path, NiftiDataType::I16)?;
+        label.write(&label_path, NiftiDataType::I16)?;
+        rows.extend(case_rows(&id, &vec![1.0; count]));
+        written.push(image_path);
+        written.push(label_path);
+    }
+    let csv = labels.join("ribfrac-info.csv");
+    crate::util::atomic_write::write_atomic(&csv, to_detection_csv(&rows).as_bytes())?;
+    written.push(csv);
+    Ok(written)
 }
 
 /// Voxel i runs to the patient's left, j to posterior, k to superior; the origin puts the volume

@@ -8,7 +8,9 @@
 //! report.
 
 pub mod components;
+pub mod detection_csv;
 pub mod distance;
+pub mod froc;
 pub mod metrics;
 
 use crate::data::Volume;

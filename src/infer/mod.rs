@@ -12,6 +12,7 @@ pub mod model_source;
 pub mod pipeline;
 pub mod postprocess;
 pub mod predict_files;
+pub mod rib_fracture;
 pub mod sliding_window;
 pub mod volume_inference;
 

@@ -12,17 +12,17 @@ use std::path::Path;
 pub const WIDTH: usize = 1200;
 pub const HEIGHT: usize = 460;
 const PANEL_WIDTH: usize = WIDTH / 2;
-const TEXT_SCALE: usize = 2;
-const TEXT_HEIGHT: usize = CELL_HEIGHT * TEXT_SCALE;
+pub(super) const TEXT_SCALE: usize = 2;
+pub(super) const TEXT_HEIGHT: usize = CELL_HEIGHT * TEXT_SCALE;
 /// Space around a panel's plot area: tick labels on the left, title and legend above, tick
 /// labels and the axis name below.
-const MARGIN_LEFT: usize = 80;
-const MARGIN_RIGHT: usize = 24;
-const MARGIN_TOP: usize = 80;
-const MARGIN_BOTTOM: usize = 56;
+pub(super) const MARGIN_LEFT: usize = 80;
+pub(super) const MARGIN_RIGHT: usize = 24;
+pub(super) const MARGIN_TOP: usize = 80;
+pub(super) const MARGIN_BOTTOM: usize = 56;
 
-const BACKGROUND: [u8; 3] = [255, 255, 255];
-const INK: [u8; 3] = [40, 40, 40];
+pub(super) const BACKGROUND: [u8; 3] = [255, 255, 255];
+pub(super) const INK: [u8; 3] = [40, 40, 40];
 const GRID: [u8; 3] = [225, 225, 225];
 const BEST: [u8; 3] = [150, 150, 150];
 
@@ -34,17 +34,17 @@ struct Series {
 }
 
 /// The plot area of a panel in pixels and the value ranges it spans.
-struct Axes {
-    left: usize,
-    top: usize,
-    width: usize,
-    height: usize,
-    x_range: (f64, f64),
-    y_range: (f64, f64),
+pub(super) struct Axes {
+    pub left: usize,
+    pub top: usize,
+    pub width: usize,
+    pub height: usize,
+    pub x_range: (f64, f64),
+    pub y_range: (f64, f64),
 }
 
 impl Axes {
-    fn pixel(&self, x: f64, y: f64) -> (f64, f64) {
+    pub(super) fn pixel(&self, x: f64, y: f64) -> (f64, f64) {
         let fx = (x - self.x_range.0) / (self.x_range.1 - self.x_range.0);
         let fy = (y - self.y_range.0) / (self.y_range.1 - self.y_range.0);
         (
@@ -55,7 +55,7 @@ impl Axes {
 }
 
 /// A tick spacing of 1, 2, 2.5 or 5 times a power of ten giving at most `max_ticks` intervals.
-fn nice_step(span: f64, max_ticks: usize) -> f64 {
+pub(super) fn nice_step(span: f64, max_ticks: usize) -> f64 {
     let rough = span / max_ticks as f64;
     let power = 10f64.powf(rough.log10().floor());
     [1.0, 2.0, 2.5, 5.0, 10.0]
@@ -105,7 +105,7 @@ fn loss_range(series: &[Series]) -> (f64, f64, f64) {
 }
 
 /// A line two pixels thick from `a` to `b` (pixel coordinates), clipped to the picture.
-fn draw_line(img: &mut RgbImage, a: (f64, f64), b: (f64, f64), colour: [u8; 3]) {
+pub(super) fn draw_line(img: &mut RgbImage, a: (f64, f64), b: (f64, f64), colour: [u8; 3]) {
     let steps = (b.0 - a.0).abs().max((b.1 - a.1).abs()).ceil().max(1.0) as usize;
     for i in 0..=steps {
         let t = i as f64 / steps as f64;
@@ -138,8 +138,13 @@ fn draw_series(img: &mut RgbImage, axes: &Axes, series: &Series) {
     }
 }
 
-/// Axes, grid, ticks and their labels.
-fn draw_frame(img: &mut RgbImage, axes: &Axes, x_step: f64, y_step: f64) {
+/// Axes, grid, ticks and their labels; `x_name` names the horizontal axis.
+pub(super) fn draw_frame(
+    img: &mut RgbImage,
+    axes: &Axes,
+    (x_step, y_step): (f64, f64),
+    x_name: &str,
+) {
     let bottom = axes.top + axes.height;
     let (x0, x1) = axes.x_range;
     let mut x = x0.ceil();
@@ -148,7 +153,7 @@ fn draw_frame(img: &mut RgbImage, axes: &Axes, x_step: f64, y_step: f64) {
         let px = px.round() as usize;
         img.fill_rect(px, axes.top, 1, axes.height, GRID);
         img.fill_rect(px, bottom, 1, 6, INK);
-        let label = format!("{x:.0}");
+        let label = format!("{x:.places$}", places = decimals(x_step));
         let lx = px.saturating_sub(text_width(&label, TEXT_SCALE) / 2);
         draw_text(img, &label, (lx, bottom + 10), TEXT_SCALE, INK);
         x += x_step;
@@ -176,7 +181,7 @@ fn draw_frame(img: &mut RgbImage, axes: &Axes, x_step: f64, y_step: f64) {
     }
     img.fill_rect(axes.left, axes.top, 2, axes.height + 1, INK);
     img.fill_rect(axes.left, bottom, axes.width + 1, 2, INK);
-    let name = "epoch";
+    let name = x_name;
     let nx = axes.left + axes.width / 2 - text_width(name, TEXT_SCALE) / 2;
     draw_text(img, name, (nx, bottom + 14 + TEXT_HEIGHT), TEXT_SCALE, INK);
 }
@@ -225,12 +230,8 @@ fn draw_panel(
         draw_text(img, s.name, (x + 30, 46 - TEXT_HEIGHT / 2), TEXT_SCALE, INK);
         x += 30 + text_width(s.name, TEXT_SCALE) + 24;
     }
-    draw_frame(
-        img,
-        &axes,
-        nice_step(x_max - 1.0, 10).max(1.0).round(),
-        y_step,
-    );
+    let x_step = nice_step(x_max - 1.0, 10).max(1.0).round();
+    draw_frame(img, &axes, (x_step, y_step), "epoch");
     if (1..=epochs as u64).contains(&best_epoch) {
         draw_best(img, &axes, best_epoch);
     }

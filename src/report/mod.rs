@@ -4,5 +4,6 @@
 
 pub mod curves;
 pub mod font;
+pub mod froc_curve;
 pub mod overlay;
 pub mod png;
