@@ -7,6 +7,7 @@ pub mod augment;
 pub mod cache;
 pub mod config;
 pub mod dataset;
+pub mod dicom;
 pub mod loader;
 pub mod nifti;
 pub mod prepare;
