@@ -42,7 +42,11 @@ fn check_reads_back(transfer_syntax: &'static str, tag: &str) {
         for y in 0..3 {
             for x in 0..4 {
                 let expected = slice.stored[y * 4 + x] as f32 - 1024.0;
-                assert_eq!(v.data[v.index(k, y, x)], expected, "{tag}: voxel {k} {y} {x}");
+                assert_eq!(
+                    v.data[v.index(k, y, x)],
+                    expected,
+                    "{tag}: voxel {k} {y} {x}"
+                );
             }
         }
     }
@@ -119,8 +123,14 @@ fn slices_without_positions_fall_back_to_instance_number() {
     let read = read_series(&dir, None).unwrap();
     // InstanceNumber runs against the position order: slice 0 along the normal has number 4
     let v = &read.volume;
-    assert_eq!(v.data[v.index(0, 0, 0)], slices[3].stored[0] as f32 - 1024.0);
-    assert_eq!(v.data[v.index(3, 0, 0)], slices[0].stored[0] as f32 - 1024.0);
+    assert_eq!(
+        v.data[v.index(0, 0, 0)],
+        slices[3].stored[0] as f32 - 1024.0
+    );
+    assert_eq!(
+        v.data[v.index(3, 0, 0)],
+        slices[0].stored[0] as f32 - 1024.0
+    );
     assert!(
         read.warnings.iter().any(|w| w.contains("InstanceNumber")),
         "{:?}",
@@ -163,8 +173,14 @@ fn two_series_are_listed_unless_one_is_chosen() {
     write_shuffled(&dir.join("b"), &second);
     std::fs::write(dir.join("notes.txt"), "not DICOM").unwrap();
     let err = read_series(&dir, None).unwrap_err().to_string();
-    assert!(err.contains("2.25.777") && err.contains("2.25.888"), "{err}");
-    assert!(err.contains("3 slices") && err.contains("2 slices"), "{err}");
+    assert!(
+        err.contains("2.25.777") && err.contains("2.25.888"),
+        "{err}"
+    );
+    assert!(
+        err.contains("3 slices") && err.contains("2 slices"),
+        "{err}"
+    );
     let chosen = read_series(&dir, Some("2.25.888")).unwrap();
     assert_eq!(chosen.slice_count, 2);
     assert_eq!(chosen.volume.data[0], second[0].stored[0] as f32);
@@ -172,7 +188,10 @@ fn two_series_are_listed_unless_one_is_chosen() {
     assert_eq!(listing.summaries().len(), 2);
     assert_eq!(listing.skipped.len(), 1);
     let missing = read_series(&dir, Some("2.25.999")).unwrap_err().to_string();
-    assert!(missing.contains("2.25.999") && missing.contains("2.25.777"), "{missing}");
+    assert!(
+        missing.contains("2.25.999") && missing.contains("2.25.777"),
+        "{missing}"
+    );
 }
 
 #[test]
@@ -186,8 +205,16 @@ fn a_missing_slice_is_a_warning_naming_the_gap() {
     let gap: Vec<&String> = read.warnings.iter().filter(|w| w.contains("gap")).collect();
     assert_eq!(gap.len(), 1, "{:?}", read.warnings);
     assert!(gap[0].contains("5.000 mm"), "{}", gap[0]);
-    assert!(gap[0].contains(&paths[2].display().to_string()), "{}", gap[0]);
-    assert!(gap[0].contains(&paths[3].display().to_string()), "{}", gap[0]);
+    assert!(
+        gap[0].contains(&paths[2].display().to_string()),
+        "{}",
+        gap[0]
+    );
+    assert!(
+        gap[0].contains(&paths[3].display().to_string()),
+        "{}",
+        gap[0]
+    );
     assert!((read.volume.spacing_zyx[0] - 2.5).abs() < 1e-9);
     assert_ne!(read.volume.data[3 * 12], removed.stored[0] as f32 - 1024.0);
 }
@@ -201,7 +228,8 @@ fn inconsistent_slices_are_errors_naming_the_file() {
     let err = read_series(&dir, None).unwrap_err().to_string();
     assert!(err.contains("PixelSpacing"), "{err}");
     assert!(
-        err.contains(&paths[2].display().to_string()) || err.contains(&paths[0].display().to_string()),
+        err.contains(&paths[2].display().to_string())
+            || err.contains(&paths[0].display().to_string()),
         "{err}"
     );
 

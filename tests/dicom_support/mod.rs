@@ -44,7 +44,11 @@ fn short(tag: dicom_core::Tag, value: u16) -> DataElement<InMemDicomObject> {
 /// Writes `spec` as a DICOM Part 10 file at `path`.
 pub fn write_slice(path: &Path, spec: &SliceSpec) {
     assert_eq!(spec.stored.len(), spec.rows * spec.columns);
-    let sop_uid = format!("2.25.{}{}", 1000 + spec.instance_number, spec.series_uid.len());
+    let sop_uid = format!(
+        "2.25.{}{}",
+        1000 + spec.instance_number,
+        spec.series_uid.len()
+    );
     let mut elements = vec![
         text(tags::SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE),
         text(tags::SOP_INSTANCE_UID, VR::UI, &sop_uid),
@@ -52,8 +56,16 @@ pub fn write_slice(path: &Path, spec: &SliceSpec) {
         text(tags::SERIES_DESCRIPTION, VR::LO, "synthetic"),
         text(tags::STUDY_INSTANCE_UID, VR::UI, "2.25.1"),
         text(tags::SERIES_INSTANCE_UID, VR::UI, &spec.series_uid),
-        text(tags::INSTANCE_NUMBER, VR::IS, &spec.instance_number.to_string()),
-        text(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, &ds(&spec.orientation)),
+        text(
+            tags::INSTANCE_NUMBER,
+            VR::IS,
+            &spec.instance_number.to_string(),
+        ),
+        text(
+            tags::IMAGE_ORIENTATION_PATIENT,
+            VR::DS,
+            &ds(&spec.orientation),
+        ),
         text(tags::PIXEL_SPACING, VR::DS, &ds(&spec.pixel_spacing)),
         text(tags::SLICE_THICKNESS, VR::DS, "9"),
         short(tags::SAMPLES_PER_PIXEL, 1),
@@ -117,7 +129,10 @@ pub fn write_shuffled(dir: &Path, slices: &[SliceSpec]) -> Vec<std::path::PathBu
     let mut paths = Vec::new();
     for (k, spec) in slices.iter().enumerate() {
         // multiplying by an odd constant permutes u64, so names are unique and out of order
-        let name = format!("{:016x}", (k as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let name = format!(
+            "{:016x}",
+            (k as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        );
         let path = dir.join(name);
         write_slice(&path, spec);
         paths.push(path);

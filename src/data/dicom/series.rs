@@ -145,10 +145,22 @@ impl SeriesListing {
                 .map(|s| {
                     format!(
                         "{} ({} slices{}{})",
-                        if s.uid.is_empty() { "<no SeriesInstanceUID>" } else { &s.uid },
+                        if s.uid.is_empty() {
+                            "<no SeriesInstanceUID>"
+                        } else {
+                            &s.uid
+                        },
                         s.slices,
-                        if s.modality.is_empty() { String::new() } else { format!(", {}", s.modality) },
-                        if s.description.is_empty() { String::new() } else { format!(", \"{}\"", s.description) },
+                        if s.modality.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", {}", s.modality)
+                        },
+                        if s.description.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", \"{}\"", s.description)
+                        },
                     )
                 })
                 .collect::<Vec<_>>()
@@ -311,9 +323,14 @@ impl SortedSeries {
             ));
             [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
         });
-        let row_direction = unit([orientation[0], orientation[1], orientation[2]], &first.path)?;
-        let column_direction =
-            unit([orientation[3], orientation[4], orientation[5]], &first.path)?;
+        let row_direction = unit(
+            [orientation[0], orientation[1], orientation[2]],
+            &first.path,
+        )?;
+        let column_direction = unit(
+            [orientation[3], orientation[4], orientation[5]],
+            &first.path,
+        )?;
         let normal = unit(cross(row_direction, column_direction), &first.path)?;
         let positioned = slices.iter().all(|s| s.position.is_some());
         let spacing_z = if positioned {

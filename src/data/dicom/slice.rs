@@ -2,12 +2,12 @@
 //! (read without the pixel data), and its decoded pixels.
 
 use crate::error::{HeparError, Result};
+use dicom_core::Tag;
 use dicom_dictionary_std::tags;
+use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
-use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
-use dicom_core::Tag;
 use std::path::{Path, PathBuf};
 
 /// What the series reader needs from one file's header.
@@ -92,7 +92,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 fn text(obj: &DefaultDicomObject, tag: Tag) -> Option<String> {
     let element = obj.element_opt(tag).ok().flatten()?;
     let value = element.to_str().ok()?;
-    Some(value.trim_matches(|c: char| c == '\0' || c.is_whitespace()).to_string())
+    Some(
+        value
+            .trim_matches(|c: char| c == '\0' || c.is_whitespace())
+            .to_string(),
+    )
 }
 
 fn floats(obj: &DefaultDicomObject, tag: Tag) -> Option<Vec<f64>> {
@@ -194,13 +198,13 @@ impl SliceHeader {
     pub fn read_stored_values(&self) -> Result<Vec<f64>> {
         self.check_transfer_syntax()?;
         let obj = open(&self.path, false)?;
-        let decoded = obj
-            .decode_pixel_data()
-            .map_err(|e| dicom_error(&self.path, "cannot decode the pixel data", error_chain(&e)))?;
+        let decoded = obj.decode_pixel_data().map_err(|e| {
+            dicom_error(&self.path, "cannot decode the pixel data", error_chain(&e))
+        })?;
         let options = ConvertOptions::new().with_modality_lut(ModalityLutOption::None);
-        let values: Vec<f64> = decoded
-            .to_vec_with_options(&options)
-            .map_err(|e| dicom_error(&self.path, "cannot convert the pixel data", error_chain(&e)))?;
+        let values: Vec<f64> = decoded.to_vec_with_options(&options).map_err(|e| {
+            dicom_error(&self.path, "cannot convert the pixel data", error_chain(&e))
+        })?;
         let expected = self.rows * self.columns * self.frames * self.samples_per_pixel;
         if values.len() < expected {
             return Err(HeparError::format(
