@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_pytorch;
+pub mod convert;
 pub mod eval;
 pub mod infer;
 pub mod inspect;
