@@ -5,6 +5,7 @@
 
 pub mod augment;
 pub mod cache;
+pub mod clahe;
 pub mod config;
 pub mod dataset;
 pub mod dicom;
