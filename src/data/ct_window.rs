@@ -21,7 +21,11 @@ mod tests {
     #[test]
     fn window_maps_its_ends_to_black_and_white() {
         // W500 L150: -100 HU is black, 400 HU white, 150 HU mid-grey
-        let g = window_to_u8(&[-1000.0, -100.0, 150.0, 400.0, 3000.0, f32::NAN], 150.0, 500.0);
+        let g = window_to_u8(
+            &[-1000.0, -100.0, 150.0, 400.0, 3000.0, f32::NAN],
+            150.0,
+            500.0,
+        );
         assert_eq!(g, vec![0, 0, 127, 255, 255, 0]);
     }
 }

@@ -169,7 +169,11 @@ impl KerasCtConfig {
 /// liver spans too few slices).
 pub fn liver_slice_range(liver: &Volume, margin: usize) -> Range<usize> {
     let [depth, h, w] = liver.shape_zyx;
-    let has_liver = |z: usize| liver.data[z * h * w..(z + 1) * h * w].iter().any(|&v| v > 0.0);
+    let has_liver = |z: usize| {
+        liver.data[z * h * w..(z + 1) * h * w]
+            .iter()
+            .any(|&v| v > 0.0)
+    };
     let Some(first) = (0..depth).find(|&z| has_liver(z)) else {
         return 0..0;
     };
@@ -240,7 +244,13 @@ impl AffineDraw {
 
     /// Applies the transform to an image (bilinear, as Keras' order 1) and its mask (nearest),
     /// borders filled with the nearest edge pixel (Keras' `fill_mode="nearest"`).
-    pub fn apply(&self, image: &[f32], mask: &[f32], height: usize, width: usize) -> (Vec<f32>, Vec<f32>) {
+    pub fn apply(
+        &self,
+        image: &[f32],
+        mask: &[f32],
+        height: usize,
+        width: usize,
+    ) -> (Vec<f32>, Vec<f32>) {
         let m = self.matrix(height, width);
         let at = |data: &[f32], r: isize, c: isize| {
             let r = r.clamp(0, height as isize - 1) as usize;
@@ -350,10 +360,14 @@ mod tests {
 
     #[test]
     fn config_section_parses_with_defaults_and_rejects_typos() {
-        let cfg = KerasCtConfig::from_parameters_toml("[keras_ct]\nwindow_width = 400.0\n").unwrap();
+        let cfg =
+            KerasCtConfig::from_parameters_toml("[keras_ct]\nwindow_width = 400.0\n").unwrap();
         assert_eq!(cfg.window_width, 400.0);
         assert_eq!(cfg.window_level, 150.0);
-        assert_eq!(KerasCtConfig::from_parameters_toml("").unwrap(), KerasCtConfig::default());
+        assert_eq!(
+            KerasCtConfig::from_parameters_toml("").unwrap(),
+            KerasCtConfig::default()
+        );
         assert!(KerasCtConfig::from_parameters_toml("[keras_ct]\nwindow_widht = 1.0\n").is_err());
         assert!(KerasCtConfig::from_parameters_toml("[keras_ct]\nwindow_width = -1.0\n").is_err());
     }
@@ -361,14 +375,20 @@ mod tests {
     #[test]
     fn preprocessing_chains_window_clahe_and_scale() {
         let cfg = KerasCtConfig::default();
-        let hu: Vec<f32> = (0..64 * 64).map(|i| -200.0 + (i % 64) as f32 * 10.0).collect();
+        let hu: Vec<f32> = (0..64 * 64)
+            .map(|i| -200.0 + (i % 64) as f32 * 10.0)
+            .collect();
         let out = cfg.preprocess_slice(&hu, 64, 64).unwrap();
         let grey = window_to_u8(&hu, 150.0, 500.0);
         let eq = Clahe::default().apply(&grey, 64, 64).unwrap();
         for (o, e) in out.iter().zip(&eq) {
             assert_eq!(*o, *e as f32 / 255.0);
         }
-        let plain = KerasCtConfig { clahe: false, scale_to_unit: false, ..cfg };
+        let plain = KerasCtConfig {
+            clahe: false,
+            scale_to_unit: false,
+            ..cfg
+        };
         let out = plain.preprocess_slice(&hu, 64, 64).unwrap();
         assert_eq!(out[0], grey[0] as f32);
     }

@@ -1,0 +1,111 @@
+//! The 3Dircadb layout (`3Dircadb1.N/PATIENT_DICOM`, `MASKS_DICOM/liver`) discovered like LiTS
+//! and MSD, its cases loaded from DICOM series, and the Keras U-Net's slice pipeline on them;
+//! a patient without its mask, or with a mask of another size, is reported and the rest loads.
+
+mod common;
+#[path = "dicom_support/mod.rs"]
+mod dicom_support;
+
+use common::tiny_data::temp_dir;
+use dicom_dictionary_std::uids;
+use dicom_support::{write_shuffled, SliceSpec};
+use hepar::data::dataset::{load_case, Dataset, Layout};
+use hepar::data::keras_ct::KerasCtConfig;
+use std::path::Path;
+
+const DEPTH: usize = 16;
+
+/// An axial series of `DEPTH` slices of `rows x columns`: image values from -300 HU to 500 HU;
+/// the mask is 255 inside a square on slices `liver` (and 0 elsewhere).
+fn axial(rows: usize, columns: usize, mask: Option<std::ops::Range<usize>>) -> Vec<SliceSpec> {
+    (0..DEPTH)
+        .map(|k| SliceSpec {
+            series_uid: if mask.is_some() { "2.25.2" } else { "2.25.1" }.into(),
+            instance_number: k as i64 + 1,
+            position: Some([-100.0, -120.0, -50.0 + 3.0 * k as f64]),
+            orientation: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+            pixel_spacing: [0.75, 0.75],
+            rows,
+            columns,
+            stored: (0..rows * columns)
+                .map(|i| match &mask {
+                    Some(liver) => {
+                        let (y, x) = (i / columns, i % columns);
+                        let inside =
+                            liver.contains(&k) && (4..12).contains(&y) && (4..12).contains(&x);
+                        if inside {
+                            255
+                        } else {
+                            0
+                        }
+                    }
+                    None => (724 + (i * 800 / (rows * columns))) as i16,
+                })
+                .collect(),
+            slope: 1.0,
+            intercept: if mask.is_some() { 0.0 } else { -1024.0 },
+            transfer_syntax: uids::EXPLICIT_VR_LITTLE_ENDIAN,
+        })
+        .collect()
+}
+
+fn write_patient(root: &Path, n: usize, mask_columns: Option<usize>) {
+    let patient = root.join(format!("3Dircadb1.{n}"));
+    write_shuffled(&patient.join("PATIENT_DICOM"), &axial(16, 16, None));
+    if let Some(columns) = mask_columns {
+        write_shuffled(
+            &patient.join("MASKS_DICOM").join("liver"),
+            &axial(16, columns, Some(2..14)),
+        );
+    }
+}
+
+#[test]
+fn ircadb_patients_are_discovered_and_loaded() {
+    let root = temp_dir("ircadb", "layout");
+    write_patient(&root, 1, Some(16));
+    write_patient(&root, 2, Some(16));
+    write_patient(&root, 10, None); // no mask series
+    write_patient(&root, 11, Some(12)); // mask of another size
+    let dataset = Dataset::discover(&root).unwrap();
+    assert_eq!(dataset.layout, Layout::Ircadb);
+    let ids: Vec<&str> = dataset.cases.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["ircadb-1", "ircadb-2", "ircadb-11"]);
+    assert_eq!(dataset.problems.len(), 1);
+    assert!(dataset.problems[0]
+        .path
+        .ends_with("3Dircadb1.10/MASKS_DICOM/liver"));
+
+    let (image, label) = load_case(&dataset.cases[0]).unwrap();
+    assert_eq!(image.shape_zyx, [DEPTH, 16, 16]);
+    assert_eq!(image.data[0], -300.0);
+    assert_eq!(label.data.iter().filter(|&&v| v == 1.0).count(), 12 * 64);
+    assert!(label.data.iter().all(|&v| v == 0.0 || v == 1.0));
+
+    let err = load_case(&dataset.cases[2]).unwrap_err().to_string();
+    assert!(err.contains("3Dircadb1.11/MASKS_DICOM/liver"), "{err}");
+
+    // the Keras pipeline keeps liver slices 2..14 less 5 at each end: 7 and 8
+    let cfg = KerasCtConfig::default();
+    let slices = cfg.case_slices(&image, &label).unwrap();
+    assert_eq!(slices.len(), 2);
+    for (x, y) in &slices {
+        assert_eq!(x.len(), 256);
+        assert!(x.iter().all(|v| (0.0..=1.0).contains(v)));
+        assert_eq!(y.iter().filter(|&&v| v == 1.0).count(), 64);
+    }
+    // a single patient folder is a dataset of one
+    let one = Dataset::discover(&root.join("3Dircadb1.2")).unwrap();
+    assert_eq!(one.cases.len(), 1);
+}
+
+#[test]
+fn parameters_toml_states_the_keras_ct_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("parameters.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains("[keras_ct]"));
+    assert_eq!(
+        KerasCtConfig::from_parameters_toml(&text).unwrap(),
+        KerasCtConfig::default()
+    );
+}
