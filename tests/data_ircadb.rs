@@ -7,55 +7,20 @@ mod common;
 mod dicom_support;
 
 use common::tiny_data::temp_dir;
-use dicom_dictionary_std::uids;
-use dicom_support::{write_shuffled, SliceSpec};
+use dicom_support::{axial, write_shuffled};
 use hepar::data::dataset::{load_case, Dataset, Layout};
 use hepar::data::keras_ct::KerasCtConfig;
 use std::path::Path;
 
 const DEPTH: usize = 16;
 
-/// An axial series of `DEPTH` slices of `rows x columns`: image values from -300 HU to 500 HU;
-/// the mask is 255 inside a square on slices `liver` (and 0 elsewhere).
-fn axial(rows: usize, columns: usize, mask: Option<std::ops::Range<usize>>) -> Vec<SliceSpec> {
-    (0..DEPTH)
-        .map(|k| SliceSpec {
-            series_uid: if mask.is_some() { "2.25.2" } else { "2.25.1" }.into(),
-            instance_number: k as i64 + 1,
-            position: Some([-100.0, -120.0, -50.0 + 3.0 * k as f64]),
-            orientation: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
-            pixel_spacing: [0.75, 0.75],
-            rows,
-            columns,
-            stored: (0..rows * columns)
-                .map(|i| match &mask {
-                    Some(liver) => {
-                        let (y, x) = (i / columns, i % columns);
-                        let inside =
-                            liver.contains(&k) && (4..12).contains(&y) && (4..12).contains(&x);
-                        if inside {
-                            255
-                        } else {
-                            0
-                        }
-                    }
-                    None => (724 + (i * 800 / (rows * columns))) as i16,
-                })
-                .collect(),
-            slope: 1.0,
-            intercept: if mask.is_some() { 0.0 } else { -1024.0 },
-            transfer_syntax: uids::EXPLICIT_VR_LITTLE_ENDIAN,
-        })
-        .collect()
-}
-
 fn write_patient(root: &Path, n: usize, mask_columns: Option<usize>) {
     let patient = root.join(format!("3Dircadb1.{n}"));
-    write_shuffled(&patient.join("PATIENT_DICOM"), &axial(16, 16, None));
+    write_shuffled(&patient.join("PATIENT_DICOM"), &axial(DEPTH, 16, 16, None));
     if let Some(columns) = mask_columns {
         write_shuffled(
             &patient.join("MASKS_DICOM").join("liver"),
-            &axial(16, columns, Some(2..14)),
+            &axial(DEPTH, 16, columns, Some(2..14)),
         );
     }
 }

@@ -24,6 +24,10 @@ pub struct TrainArgs {
     /// [default: parameters.toml, or the built-in defaults (the same values) when it is absent].
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Dataset folder, replacing `[data] root`: LiTS, MSD Task03_Liver or 3Dircadb
+    /// (3Dircadb1.N/PATIENT_DICOM + MASKS_DICOM/liver, read as DICOM series).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
     /// Number of epochs of a new run (replaces the stage's `epochs`; the learning-rate schedule
     /// spans it). A resumed run keeps its own; to train it further use --extend-epochs.
     #[arg(long)]
@@ -46,7 +50,7 @@ pub struct TrainArgs {
 pub fn run(args: TrainArgs) -> Result<()> {
     let device = args.device.resolve()?;
     let default_config = std::path::Path::new("parameters.toml");
-    let params = match &args.config {
+    let mut params = match &args.config {
         Some(path) => TrainParameters::load(path)?,
         None if default_config.is_file() => TrainParameters::load(default_config)?,
         None => {
@@ -54,6 +58,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
             TrainParameters::default()
         }
     };
+    if let Some(root) = &args.data {
+        params.data.data.root = root.clone();
+    }
     let stage = args.arch.map_or(args.stage, TrainParameters::stage_of);
     let run_dir = args.out.clone().unwrap_or_else(|| match args.arch {
         Some(arch) => default_arch_run_dir(arch),

@@ -139,3 +139,43 @@ pub fn write_shuffled(dir: &Path, slices: &[SliceSpec]) -> Vec<std::path::PathBu
     }
     paths
 }
+
+/// An axial series of `depth` slices of `rows x columns`: image values from -300 HU to 500 HU;
+/// with `mask`, a mask series instead: 255 inside the square rows and columns 4..12 on the
+/// slices `mask` holds, 0 elsewhere.
+pub fn axial(
+    depth: usize,
+    rows: usize,
+    columns: usize,
+    mask: Option<std::ops::Range<usize>>,
+) -> Vec<SliceSpec> {
+    (0..depth)
+        .map(|k| SliceSpec {
+            series_uid: if mask.is_some() { "2.25.2" } else { "2.25.1" }.into(),
+            instance_number: k as i64 + 1,
+            position: Some([-100.0, -120.0, -50.0 + 3.0 * k as f64]),
+            orientation: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+            pixel_spacing: [0.75, 0.75],
+            rows,
+            columns,
+            stored: (0..rows * columns)
+                .map(|i| match &mask {
+                    Some(liver) => {
+                        let (y, x) = (i / columns, i % columns);
+                        let inside =
+                            liver.contains(&k) && (4..12).contains(&y) && (4..12).contains(&x);
+                        if inside {
+                            255
+                        } else {
+                            0
+                        }
+                    }
+                    None => (724 + (i * 800 / (rows * columns))) as i16,
+                })
+                .collect(),
+            slope: 1.0,
+            intercept: if mask.is_some() { 0.0 } else { -1024.0 },
+            transfer_syntax: uids::EXPLICIT_VR_LITTLE_ENDIAN,
+        })
+        .collect()
+}
