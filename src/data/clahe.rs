@@ -53,7 +53,7 @@ impl Clahe {
                 format!("{} pixels for a {height} x {width} image", image.len()),
             ));
         }
-        if tiles_x == 0 || tiles_y == 0 || !(self.clip_limit >= 0.0) {
+        if tiles_x == 0 || tiles_y == 0 || self.clip_limit.is_nan() || self.clip_limit < 0.0 {
             return Err(HeparError::invalid(
                 "Clahe::apply",
                 format!(
@@ -64,7 +64,7 @@ impl Clahe {
         }
         // OpenCV pads the bottom and right when either size is not a multiple of the grid, and
         // then pads both, by `tiles - n % tiles` (a whole tile's width for a multiple).
-        let (ext_h, ext_w) = if height % tiles_y == 0 && width % tiles_x == 0 {
+        let (ext_h, ext_w) = if height.is_multiple_of(tiles_y) && width.is_multiple_of(tiles_x) {
             (height, width)
         } else {
             (
@@ -149,8 +149,8 @@ fn clip_histogram(hist: &mut [usize; BINS], clip: usize) {
     for count in hist.iter_mut() {
         *count += batch;
     }
-    if residual > 0 {
-        let step = (BINS / residual).max(1);
+    if let Some(step) = BINS.checked_div(residual) {
+        let step = step.max(1);
         let mut i = 0;
         while i < BINS && residual > 0 {
             hist[i] += 1;

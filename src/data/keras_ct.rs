@@ -94,13 +94,13 @@ impl KerasCtConfig {
 
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(HeparError::Config(format!("[keras_ct] {msg}")));
-        if !(self.window_width > 0.0) || !self.window_level.is_finite() {
+        if self.window_width.is_nan() || self.window_width <= 0.0 || !self.window_level.is_finite() {
             return bad(format!(
                 "window_width {} must be positive and window_level {} finite",
                 self.window_width, self.window_level
             ));
         }
-        if self.clahe && (self.clahe_tiles.contains(&0) || !(self.clahe_clip_limit >= 0.0)) {
+        if self.clahe && (self.clahe_tiles.contains(&0) || self.clahe_clip_limit.is_nan() || self.clahe_clip_limit < 0.0) {
             return bad(format!(
                 "clahe_tiles {:?} must be positive and clahe_clip_limit {} non-negative",
                 self.clahe_tiles, self.clahe_clip_limit

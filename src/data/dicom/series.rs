@@ -207,7 +207,7 @@ fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
 
 fn unit(v: [f64; 3], path: &Path) -> Result<[f64; 3]> {
     let n = dot(v, v).sqrt();
-    if !(n > 1e-6) {
+    if n.is_nan() || n <= 1e-6 {
         return Err(HeparError::format(
             path,
             format!("ImageOrientationPatient has a zero direction {v:?}"),
