@@ -59,6 +59,17 @@ fn ircadb_patients_are_discovered_and_loaded() {
         assert!(x.iter().all(|v| (0.0..=1.0).contains(v)));
         assert_eq!(y.iter().filter(|&&v| v == 1.0).count(), 64);
     }
+    // as the trainer's single-slice stage-2 stacks, resized
+    let case = cfg.stage2_case(&image, &label, [8, 8]).unwrap();
+    assert_eq!(
+        (case.slices, case.shape_yx, case.stacks.len()),
+        (1, [8, 8], 2)
+    );
+    assert_eq!(case.stacks[0].centre_z, 7);
+    assert_eq!(
+        case.stacks[0].label.iter().filter(|&&v| v == 1.0).count(),
+        16
+    );
     // a single patient folder is a dataset of one
     let one = Dataset::discover(&root.join("3Dircadb1.2")).unwrap();
     assert_eq!(one.cases.len(), 1);

@@ -1,6 +1,6 @@
 //! `hepar train --arch keras_unet2d --data 3DIRCADB_DIR` end to end on three tiny synthetic
-//! 3Dircadb patients written as DICOM series: the run trains through the usual trainer and
-//! leaves its checkpoints and history.
+//! 3Dircadb patients written as DICOM series: the slices come from the `[keras_ct]` steps, the
+//! run trains through the usual trainer and leaves its checkpoints and history.
 
 mod common;
 #[path = "dicom_support/mod.rs"]
@@ -16,10 +16,10 @@ fn keras_unet2d_trains_on_a_3dircadb_folder() {
     let data = dir.join("3Dircadb");
     for n in 1..=3 {
         let patient = data.join(format!("3Dircadb1.{n}"));
-        write_shuffled(&patient.join("PATIENT_DICOM"), &axial(12, 32, 32, None));
+        write_shuffled(&patient.join("PATIENT_DICOM"), &axial(16, 32, 32, None));
         write_shuffled(
             &patient.join("MASKS_DICOM").join("liver"),
-            &axial(12, 32, 32, Some(2..10)),
+            &axial(16, 32, 32, Some(1..15)),
         );
     }
     let config = dir.join("parameters.toml");
@@ -52,8 +52,16 @@ fn keras_unet2d_trains_on_a_3dircadb_folder() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "hepar train failed:\n{stderr}");
-    // the phantoms were not written: the DICOM folder was the data
+    // the phantoms were not written: the DICOM folder was the data, through the [keras_ct] steps
     assert!(!dir.join("synth").exists());
+    let cached: Vec<String> = std::fs::read_dir(dir.join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        cached.iter().any(|n| n.starts_with("keras-ct")),
+        "no Keras CT cache entry in {cached:?}"
+    );
     for file in ["last.safetensors", "best.safetensors", "history.json"] {
         assert!(
             run.join(file).is_file(),

@@ -6,6 +6,8 @@
 
 use super::clahe::Clahe;
 use super::ct_window::window_to_u8;
+use super::preprocess::{CropBox, Stack, StackKind, Stage2Case};
+use super::resize::{resize_yx, Interpolation};
 use super::volume::Volume;
 use crate::error::{HeparError, Result};
 use crate::util::rng::Rng;
@@ -27,6 +29,9 @@ pub struct KerasCtConfig {
     pub scale_to_unit: bool,
     /// Keep the slices from the first liver slice + margin to the last liver slice - margin.
     pub liver_margin: usize,
+    /// Stage-2 (2D) training on a 3Dircadb folder takes its slices from these steps instead of
+    /// `[preprocess.stage2]`.
+    pub apply_to_3dircadb: bool,
     pub augment: KerasAugmentConfig,
 }
 
@@ -40,6 +45,7 @@ impl Default for KerasCtConfig {
             clahe_tiles: [8, 8],
             scale_to_unit: true,
             liver_margin: 5,
+            apply_to_3dircadb: true,
             augment: KerasAugmentConfig::default(),
         }
     }
@@ -94,13 +100,18 @@ impl KerasCtConfig {
 
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(HeparError::Config(format!("[keras_ct] {msg}")));
-        if self.window_width.is_nan() || self.window_width <= 0.0 || !self.window_level.is_finite() {
+        if self.window_width.is_nan() || self.window_width <= 0.0 || !self.window_level.is_finite()
+        {
             return bad(format!(
                 "window_width {} must be positive and window_level {} finite",
                 self.window_width, self.window_level
             ));
         }
-        if self.clahe && (self.clahe_tiles.contains(&0) || self.clahe_clip_limit.is_nan() || self.clahe_clip_limit < 0.0) {
+        if self.clahe
+            && (self.clahe_tiles.contains(&0)
+                || self.clahe_clip_limit.is_nan()
+                || self.clahe_clip_limit < 0.0)
+        {
             return bad(format!(
                 "clahe_tiles {:?} must be positive and clahe_clip_limit {} non-negative",
                 self.clahe_tiles, self.clahe_clip_limit
@@ -162,6 +173,55 @@ impl KerasCtConfig {
                 Ok((self.preprocess_slice(hu, h, w)?, mask))
             })
             .collect()
+    }
+}
+
+impl KerasCtConfig {
+    /// A case as single-slice stage-2 stacks: the kept slices, resized to `shape_yx` (bilinear
+    /// images, nearest masks), labelled 0/1, so the trainer's 2D path can train on them.
+    pub fn stage2_case(
+        &self,
+        image: &Volume,
+        liver: &Volume,
+        shape_yx: [usize; 2],
+    ) -> Result<Stage2Case> {
+        let [_, h, w] = image.shape_zyx;
+        let range = liver_slice_range(liver, self.liver_margin);
+        if range.is_empty() {
+            return Err(HeparError::invalid(
+                "keras_ct",
+                format!(
+                    "the liver spans too few slices to keep any after dropping {} at each end",
+                    self.liver_margin
+                ),
+            ));
+        }
+        let mut stacks = Vec::new();
+        for (z, (slice, mask)) in range.clone().zip(self.case_slices(image, liver)?) {
+            let slice = resize_yx(&slice, [h, w], shape_yx, Interpolation::Linear)?;
+            let mask = resize_yx(&mask, [h, w], shape_yx, Interpolation::Nearest)?;
+            let kind = if mask.iter().any(|&v| v > 0.0) {
+                StackKind::Liver
+            } else {
+                StackKind::Background
+            };
+            stacks.push(Stack {
+                image: slice,
+                label: mask,
+                centre_z: z,
+                kind,
+            });
+        }
+        Ok(Stage2Case {
+            stacks,
+            slices: 1,
+            shape_yx,
+            crop: CropBox {
+                start_zyx: [range.start, 0, 0],
+                shape_zyx: [range.len(), h, w],
+            },
+            source_shape_zyx: image.shape_zyx,
+        })
     }
 }
 
