@@ -1,5 +1,5 @@
 //! The DICOM reader against pydicom on pydicom's own public test files: CT_small (rescale
-//! intercept -1024) and MR_small in every encoding pydicom ships (explicit and implicit VR, big
+//! intercept -1024) and MR_small in four encodings (explicit and implicit VR little endian, explicit big
 //! endian, RLE Lossless), same values after the modality LUT, same geometry; and
 //! the files pydicom cannot decode either (truncated, JPEG 2000) fail with a message naming
 //! the file or the transfer syntax.
