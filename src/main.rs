@@ -26,8 +26,10 @@ enum Command {
     Verify(hepar::cli::verify::VerifyArgs),
     /// Time the seed networks' workloads (median of repeats) with their peak memory.
     Bench(hepar::cli::bench::BenchArgs),
-    /// Show a NIfTI file's shape, datatype, spacing, affine, orientation and value statistics.
+    /// Show a NIfTI file's (or DICOM series folder's) shape, datatype, spacing, affine, orientation and value statistics.
     Inspect(hepar::cli::inspect::InspectArgs),
+    /// Convert a DICOM series folder (or a NIfTI file) to .nii / .nii.gz, geometry preserved.
+    Convert(hepar::cli::convert::ConvertArgs),
     /// Write synthetic abdominal CT phantoms in the LiTS layout.
     Synth(hepar::cli::synth::SynthArgs),
     /// Train the liver (stage 1) or tumour (stage 2) network; on a fresh machine, on synthetic phantoms.
@@ -64,6 +66,7 @@ fn main() {
         Command::Verify(args) => hepar::cli::verify::run(&args),
         Command::Bench(args) => hepar::cli::bench::run(&args),
         Command::Inspect(args) => hepar::cli::inspect::run(args),
+        Command::Convert(args) => hepar::cli::convert::run(args),
         Command::Synth(args) => hepar::cli::synth::run(args),
         Command::Train(args) => hepar::cli::train::run(args),
         Command::Infer(args) => hepar::cli::infer::run(args),

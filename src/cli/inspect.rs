@@ -1,6 +1,8 @@
 //! `hepar inspect FILE [--json]`: a NIfTI file's shape, datatype, spacing, affine, orientation and
-//! value statistics, reported as nibabel reports them.
+//! value statistics, reported as nibabel reports them. A DICOM series folder is reported as
+//! `hepar convert` would write it, plus its SeriesInstanceUID and slice count.
 
+use crate::data::dicom::{is_dicom_folder, read_series, DicomVolume};
 use crate::data::nifti::{orientation_codes, read_nifti, NiftiImage};
 use crate::Result;
 use rayon::prelude::*;
@@ -8,8 +10,11 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct InspectArgs {
-    /// A .nii or .nii.gz file (NIfTI-1 or NIfTI-2).
+    /// A .nii or .nii.gz file (NIfTI-1 or NIfTI-2), or a folder holding a DICOM series.
     pub file: PathBuf,
+    /// The SeriesInstanceUID to report when the folder holds several series.
+    #[arg(long, value_name = "UID")]
+    pub series: Option<String>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -32,6 +37,11 @@ pub struct Inspection {
     pub min: f64,
     pub max: f64,
     pub mean: f64,
+    /// DICOM only: the series reported and its number of slices.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub series_uid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slice_count: Option<usize>,
 }
 
 impl Inspection {
@@ -64,6 +74,23 @@ impl Inspection {
             min,
             max,
             mean: sum / n,
+            series_uid: None,
+            slice_count: None,
+        }
+    }
+
+    /// A DICOM series as the NIfTI file `hepar convert` writes from it.
+    pub fn of_dicom(series: &DicomVolume) -> Self {
+        let mut header = series.volume.header.clone();
+        header.datatype = series.stored_type;
+        let image = NiftiImage {
+            header,
+            data: series.volume.data.clone(),
+        };
+        Inspection {
+            series_uid: Some(series.series_uid.clone()),
+            slice_count: Some(series.slice_count),
+            ..Self::of(&image)
         }
     }
 }
@@ -85,6 +112,9 @@ fn nan_max(a: f64, b: f64) -> f64 {
 }
 
 pub fn run(args: InspectArgs) -> Result<()> {
+    if is_dicom_folder(&args.file) {
+        return run_dicom(&args);
+    }
     let image = read_nifti(&args.file)?;
     let report = Inspection::of(&image);
     if args.json {
@@ -109,6 +139,42 @@ pub fn run(args: InspectArgs) -> Result<()> {
     }
     if let Some((slope, inter)) = h.scaling().filter(|&s| s != (1.0, 0.0)) {
         println!("scaling:     value * {slope} + {inter}");
+    }
+    println!(
+        "min / max / mean: {} / {} / {}",
+        report.min, report.max, report.mean
+    );
+    Ok(())
+}
+
+fn run_dicom(args: &InspectArgs) -> Result<()> {
+    let series = read_series(&args.file, args.series.as_deref())?;
+    for warning in &series.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let report = Inspection::of_dicom(&series);
+    if args.json {
+        let text = serde_json::to_string(&report)
+            .map_err(|e| crate::HeparError::format(&args.file, e.to_string()))?;
+        println!("{text}");
+        return Ok(());
+    }
+    println!("folder:      {}", args.file.display());
+    println!("series:      {}", series.series_uid);
+    println!("slices:      {}", series.slice_count);
+    println!("shape:       {:?}", report.shape);
+    println!(
+        "datatype:    {} (as `hepar convert` writes it)",
+        report.datatype
+    );
+    println!("spacing:     {:?}", report.spacing);
+    println!("orientation: {}", report.orientation);
+    println!("affine (RAS):");
+    for row in &report.affine {
+        println!(
+            "  [{:>12.5} {:>12.5} {:>12.5} {:>12.5}]",
+            row[0], row[1], row[2], row[3]
+        );
     }
     println!(
         "min / max / mean: {} / {} / {}",

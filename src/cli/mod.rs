@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_ops;
 pub mod bench_pipeline;
 pub mod bench_pytorch;
+pub mod convert;
 pub mod eval;
 pub mod froc;
 pub mod infer;

@@ -36,6 +36,10 @@ pub struct TrainArgs {
     /// [default: parameters.toml, or the built-in defaults (the same values) when it is absent].
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Dataset folder, replacing `[data] root`: LiTS, MSD Task03_Liver or 3Dircadb
+    /// (3Dircadb1.N/PATIENT_DICOM + MASKS_DICOM/liver, read as DICOM series).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
     /// Number of epochs of a new run (replaces the stage's `epochs`, both stages' in the main
     /// job; the learning-rate schedule spans it). A resumed run keeps its own; to train it
     /// further use --extend-epochs.
@@ -138,7 +142,10 @@ fn print_interruption(stop: Interruption, saved: &Path, hint: &str) -> ! {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let device = args.device.resolve()?;
-    let params = load_parameters(args.config.as_deref())?;
+    let mut params = load_parameters(args.config.as_deref())?;
+    if let Some(root) = &args.data {
+        params.data.data.root = root.clone();
+    }
     crate::train::interrupt::install_sigint_handler()?;
     if !args.resume {
         check_settings(&params, args.arch, args.epochs)?;

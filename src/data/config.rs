@@ -216,6 +216,8 @@ pub struct DataParameters {
     pub preprocess: PreprocessConfig,
     pub augment: AugmentConfig,
     pub sampling: SamplingConfig,
+    /// `[keras_ct]`: the Keras liver U-Net's slice preprocessing (src/data/keras_ct.rs).
+    pub keras_ct: super::keras_ct::KerasCtConfig,
 }
 
 impl DataParameters {
@@ -235,6 +237,7 @@ impl DataParameters {
     /// Range and consistency checks that serde cannot express.
     pub fn validate(&self) -> Result<()> {
         let bad = |key: &str, msg: String| Err(HeparError::Config(format!("{key}: {msg}")));
+        self.keras_ct.validate()?;
         let d = &self.data;
         if d.folds < 2 {
             return bad("data.folds", format!("{} (need at least 2)", d.folds));

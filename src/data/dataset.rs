@@ -5,6 +5,8 @@
 //!   (the challenge ships "Training Batch 1" and "Training Batch 2").
 //! - Medical Segmentation Decathlon Task03_Liver: `imagesTr/liver_N.nii.gz` and
 //!   `labelsTr/liver_N.nii.gz`, listed by `dataset.json` when present.
+//! - 3Dircadb: `3Dircadb1.N/PATIENT_DICOM/` (a DICOM series) with the liver mask series
+//!   `3Dircadb1.N/MASKS_DICOM/liver/`, in the folder (or the folder is one such patient).
 //!
 //! Labels: 0 background, 1 liver, 2 tumour. A case whose files are missing or inconsistent is
 //! recorded in [`Dataset::problems`] and left out; the others are unaffected.
@@ -18,6 +20,7 @@ use std::path::{Path, PathBuf};
 pub enum Layout {
     Lits,
     MsdLiver,
+    Ircadb,
 }
 
 /// The files of one case.
@@ -51,6 +54,15 @@ pub struct Dataset {
     /// Cases ordered by number.
     pub cases: Vec<CaseFiles>,
     pub problems: Vec<CaseProblem>,
+}
+
+/// `3Dircadb1.N` (the patient folders of 3D-IRCADb-01) -> N.
+fn ircadb_number(dir: &Path) -> Option<u64> {
+    let digits = file_name(dir).strip_prefix("3Dircadb1.")?.to_string();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// `stem-N.nii` or `stem-N.nii.gz` -> N.
@@ -91,8 +103,15 @@ impl Dataset {
             ));
         }
         let is_msd = root.join("dataset.json").is_file() || root.join("imagesTr").is_dir();
+        let is_ircadb = !is_msd
+            && (ircadb_number(root).is_some()
+                || list_dir(root)?
+                    .iter()
+                    .any(|p| p.is_dir() && ircadb_number(p).is_some()));
         let mut dataset = if is_msd {
             Self::discover_msd(root)?
+        } else if is_ircadb {
+            Self::discover_ircadb(root)?
         } else {
             Self::discover_lits(root)?
         };
@@ -102,6 +121,8 @@ impl Dataset {
         if dataset.cases.is_empty() {
             let layout = if is_msd {
                 "MSD Task03_Liver (imagesTr/ + labelsTr/)"
+            } else if is_ircadb {
+                "3Dircadb (3Dircadb1.N/PATIENT_DICOM + MASKS_DICOM/liver)"
             } else {
                 "LiTS (volume-N.nii[.gz] + segmentation-N.nii[.gz])"
             };
@@ -272,6 +293,49 @@ impl Dataset {
         })
     }
 
+    fn discover_ircadb(root: &Path) -> Result<Self> {
+        let patients: Vec<PathBuf> = if ircadb_number(root).is_some() {
+            vec![root.to_path_buf()]
+        } else {
+            list_dir(root)?
+                .into_iter()
+                .filter(|p| p.is_dir() && ircadb_number(p).is_some())
+                .collect()
+        };
+        let mut cases = Vec::new();
+        let mut problems = Vec::new();
+        for patient in patients {
+            let n = ircadb_number(&patient).expect("filtered");
+            let image = patient.join("PATIENT_DICOM");
+            let label = patient.join("MASKS_DICOM").join("liver");
+            if !image.is_dir() {
+                problems.push(CaseProblem {
+                    path: image,
+                    reason: "no PATIENT_DICOM folder (unzip PATIENT_DICOM.zip?)".into(),
+                });
+            } else if !label.is_dir() {
+                problems.push(CaseProblem {
+                    path: label,
+                    reason: "no liver mask series (MASKS_DICOM/liver; unzip MASKS_DICOM.zip?)"
+                        .into(),
+                });
+            } else {
+                cases.push(CaseFiles {
+                    id: format!("ircadb-{n}"),
+                    number: n,
+                    image,
+                    label,
+                });
+            }
+        }
+        Ok(Dataset {
+            root: root.to_path_buf(),
+            layout: Layout::Ircadb,
+            cases,
+            problems,
+        })
+    }
+
     /// Seeded k-fold split: returns (training, validation) cases for `fold`.
     pub fn split(
         &self,
@@ -318,10 +382,19 @@ pub fn fold_assignment(n: usize, folds: usize, seed: u64) -> Result<Vec<usize>> 
 }
 
 /// Reads a case's image and label and checks that they match; errors name the file at fault.
+/// DICOM cases (folders) are read as series, the mask binarised; their warnings go to stderr.
 pub fn load_case(case: &CaseFiles) -> Result<(Volume, Volume)> {
-    let image = Volume::read(&case.image)?;
+    let (image, label) = if case.image.is_dir() {
+        let image = super::dicom::read_series(&case.image, None)?;
+        let label = super::dicom::read_mask_series(&case.label, None)?;
+        for warning in image.warnings.iter().chain(&label.warnings) {
+            eprintln!("warning: {}: {warning}", case.id);
+        }
+        (image.volume, label.volume)
+    } else {
+        (Volume::read(&case.image)?, Volume::read(&case.label)?)
+    };
     image.check_finite(&case.image)?;
-    let label = Volume::read(&case.label)?;
     if image.shape_zyx != label.shape_zyx {
         return Err(HeparError::format(
             &case.label,

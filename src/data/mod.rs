@@ -5,8 +5,12 @@
 
 pub mod augment;
 pub mod cache;
+pub mod clahe;
 pub mod config;
+pub mod ct_window;
 pub mod dataset;
+pub mod dicom;
+pub mod keras_ct;
 pub mod liver_boxes;
 pub mod loader;
 pub mod nifti;

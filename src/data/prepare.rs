@@ -248,6 +248,35 @@ fn prepare_stage2_cases(
     ))
 }
 
+/// Single-slice stage-2 samples from the Keras U-Net's CT steps (window, CLAHE, scaling, liver
+/// slices less a margin), cached like stage 2.
+pub fn prepare_keras_ct(
+    cases: &[CaseFiles],
+    keras: &crate::data::keras_ct::KerasCtConfig,
+    shape_yx: [usize; 2],
+    cache_dir: Option<&Path>,
+    show_progress: bool,
+) -> Result<Prepared<Stage2Sample>> {
+    let cache = cache_dir
+        .map(|d| PreprocessCache::new(d, "keras-ct", &(keras, shape_yx)))
+        .transpose()?;
+    Ok(prepare_all(
+        cases,
+        cache.as_ref(),
+        show_progress,
+        "preprocessing (Keras CT slices)",
+        read_stage2_entry,
+        write_stage2_entry,
+        |case| {
+            let (image, label) = load_case(case)?;
+            Ok(Stage2Sample {
+                id: case.id.clone(),
+                case: keras.stage2_case(&image, &label, shape_yx)?,
+            })
+        },
+    ))
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Stage2Meta {
     id: String,
@@ -390,12 +419,27 @@ pub fn stage1_split(
 }
 
 /// Discovers `[data] root`, splits it and prepares both sides for stage 2 (cached): inside the
-/// liver boxes when given, else inside each label's liver.
+/// liver boxes when given, else inside each label's liver; a 3Dircadb folder goes through the
+/// `[keras_ct]` steps when they apply to it.
 pub fn stage2_split(
     params: &DataParameters,
     boxes: Option<&LiverBoxes>,
     show_progress: bool,
 ) -> Result<PreparedSplit<Stage2Sample>> {
+    let keras = &params.keras_ct;
+    if keras.apply_to_3dircadb
+        && Dataset::discover(&params.data.root)?.layout == crate::data::dataset::Layout::Ircadb
+    {
+        return prepare_split(params, |cases| {
+            prepare_keras_ct(
+                cases,
+                keras,
+                params.preprocess.stage2.slice_shape_yx,
+                Some(&params.data.cache_dir),
+                show_progress,
+            )
+        });
+    }
     prepare_split(params, |cases| {
         prepare_stage2_cases(
             cases,

@@ -277,6 +277,38 @@ impl NiftiHeader {
         }
     }
 
+    /// Stores `affine` as both forms (codes 1, scanner-based), with voxel sizes from its column
+    /// lengths and the quaternion of its nearest rotation (qfac -1 when it mirrors), as
+    /// nibabel's `set_qform` / `set_sform` and dcm2niix store a DICOM series' geometry.
+    pub fn set_affine(&mut self, affine: &Affine) {
+        self.srow.copy_from_slice(&affine[..3]);
+        self.sform_code = 1;
+        self.qform_code = 1;
+        let mut directions = [[0.0f64; 3]; 3];
+        for col in 0..3 {
+            let length = (0..3)
+                .map(|r| affine[r][col] * affine[r][col])
+                .sum::<f64>()
+                .sqrt();
+            self.pixdim[col + 1] = length;
+            let length = if length == 0.0 { 1.0 } else { length };
+            for r in 0..3 {
+                directions[r][col] = affine[r][col] / length;
+            }
+        }
+        let mut rotation = nearest_orthogonal(directions);
+        let mirrored = determinant3(&rotation) < 0.0;
+        self.pixdim[0] = if mirrored { -1.0 } else { 1.0 };
+        if mirrored {
+            for row in &mut rotation {
+                row[2] = -row[2];
+            }
+        }
+        let [_, b, c, d] = matrix_to_quaternion(&rotation);
+        self.quatern_bcd = [b, c, d];
+        self.qoffset = [affine[0][3], affine[1][3], affine[2][3]];
+    }
+
     /// Applies the same repairs nibabel makes when it loads a header, so geometry agrees with it:
     /// qfac not +-1 becomes 1, zero spatial voxel sizes become 1, negative ones their absolute value.
     fn apply_load_fixes(&mut self) {
@@ -606,6 +638,61 @@ fn quaternion_to_matrix(q: [f64; 4]) -> [[f64; 3]; 3] {
     ]
 }
 
+fn determinant3(m: &[[f64; 3]; 3]) -> f64 {
+    m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+}
+
+/// The unit quaternion (w, x, y, z), w >= 0, of a proper rotation matrix: NIfTI's
+/// `mat44_to_quatern` branches, which divide by the largest of the four components.
+fn matrix_to_quaternion(r: &[[f64; 3]; 3]) -> [f64; 4] {
+    let trace = r[0][0] + r[1][1] + r[2][2] + 1.0;
+    let q = if trace > 0.5 {
+        let a = 0.5 * trace.sqrt();
+        [
+            a,
+            0.25 * (r[2][1] - r[1][2]) / a,
+            0.25 * (r[0][2] - r[2][0]) / a,
+            0.25 * (r[1][0] - r[0][1]) / a,
+        ]
+    } else {
+        let xd = 1.0 + r[0][0] - (r[1][1] + r[2][2]);
+        let yd = 1.0 + r[1][1] - (r[0][0] + r[2][2]);
+        if xd > 1.0 {
+            let b = 0.5 * xd.sqrt();
+            [
+                0.25 * (r[2][1] - r[1][2]) / b,
+                b,
+                0.25 * (r[0][1] + r[1][0]) / b,
+                0.25 * (r[0][2] + r[2][0]) / b,
+            ]
+        } else if yd > 1.0 {
+            let c = 0.5 * yd.sqrt();
+            [
+                0.25 * (r[0][2] - r[2][0]) / c,
+                0.25 * (r[0][1] + r[1][0]) / c,
+                c,
+                0.25 * (r[1][2] + r[2][1]) / c,
+            ]
+        } else {
+            let zd = 1.0 + r[2][2] - (r[0][0] + r[1][1]);
+            let d = 0.5 * zd.max(0.0).sqrt();
+            [
+                0.25 * (r[1][0] - r[0][1]) / d,
+                0.25 * (r[0][2] + r[2][0]) / d,
+                0.25 * (r[1][2] + r[2][1]) / d,
+                d,
+            ]
+        }
+    };
+    if q[0] < 0.0 {
+        q.map(|v| -v)
+    } else {
+        q
+    }
+}
+
 /// Orientation letters of an affine's voxel axes, as nibabel's `aff2axcodes` computes them: the
 /// nearest orthogonal matrix to the direction cosines, each voxel axis then taking, greedily in
 /// order, the world axis it points along most.
@@ -785,6 +872,43 @@ mod tests {
             [0.0, 0.0, 0.0, 1.0],
         ];
         assert_eq!(orientation_codes(&a), ['S', 'L', 'A']);
+    }
+
+    #[test]
+    fn set_affine_round_trips_through_the_quaternion() {
+        // LPS->RAS of a DICOM series: x along -R, y rotated about x by 30 degrees, mirrored.
+        let (s, c) = (30f64.to_radians().sin(), 30f64.to_radians().cos());
+        let affine = [
+            [-0.7, 0.0, 0.0, 10.0],
+            [0.0, -0.8 * c, 2.5 * s, -20.0],
+            [0.0, 0.8 * s, 2.5 * c, 30.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+        let mut h = NiftiHeader::new(&[4, 5, 6], NiftiDataType::I16);
+        h.set_affine(&affine);
+        let q = h.qform_affine();
+        for r in 0..3 {
+            for col in 0..4 {
+                assert!((q[r][col] - affine[r][col]).abs() < 1e-12, "{q:?}");
+            }
+        }
+        assert_eq!(h.sform_affine(), affine);
+        assert!((h.pixdim[3] - 2.5).abs() < 1e-12);
+        // a 180-degree rotation takes the small-trace branches
+        let flipped = [
+            [-1.0, 0.0, 0.0, 0.0],
+            [0.0, -1.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+        h.set_affine(&flipped);
+        assert_eq!(h.pixdim[0], 1.0);
+        let q = h.qform_affine();
+        for r in 0..3 {
+            for col in 0..4 {
+                assert!((q[r][col] - flipped[r][col]).abs() < 1e-12, "{q:?}");
+            }
+        }
     }
 
     #[test]
