@@ -217,11 +217,201 @@ __device__ __forceinline__ void conv_weight_splits_sum_impl(const T* __restrict_
     }
 }
 
+// ----- implicit-GEMM forward: output-stationary shared-memory tiles ------------------------------
+// The convolution as a GEMM per group: Y[oc, position] = sum over k = (input channel, tap) of
+// W[oc, k] * X[k, position], without materialising the im2col matrix X. A block owns an output
+// tile of IG_OC channels of one group x IG_ROWS (depth, height) rows x IG_TW columns of one batch
+// item, and keeps it in registers (IG_OC x IG_RPT accumulators per thread) for the whole reduction.
+// The reduction runs in chunks of `chunk` input channels: the block stages the chunk's input patch
+// (tile + halo) and the matching weights W[oc, chunk x taps] in shared memory, then every thread
+// reduces over the chunk's (channel x tap) products for its IG_RPT positions and IG_OC channels.
+//
+// Memory behaviour (checked by the VM counters in tests/gpu_conv_implicit.rs):
+// - a warp stages one patch row at a time, lanes along the innermost axis starting from a
+//   32-element-aligned address, so each request covers whole sectors;
+// - lane l computes output column l, reading patch word l * stride_w + kw * dil_w. Patch rows are
+//   stored split by stride phase (element e at (e % stride) * sub_pitch + e / stride), so those
+//   reads are consecutive words: no bank conflicts at any stride. sub_pitch is padded so that the
+//   phases of one staged row start 32 / stride banks apart, which keeps the staging stores of
+//   stride-2 and stride-4 rows conflict-free too;
+// - weights are read by all lanes at the same address (broadcast).
+// With `adjoint` set, `w` is the weight of the forward convolution whose input gradient this is
+// (stride 1): W'[ic, oc, tap] = W[oc, ic, taps - 1 - tap] per group, so the same tiles compute
+// the backward-input pass, and the transposed convolution's forward pass, without a weight copy.
+// Dispatch between this kernel and the direct one: `forward_path` in src/backend/cuda/conv.rs.
+#define IG_THREADS 256
+#define IG_WARPS (IG_THREADS / 32)
+#define IG_OC 16
+#define IG_TW 32
+#define IG_ROWS 32
+#define IG_RPT (IG_ROWS / IG_WARPS)
+
+// Tile geometry chosen by the host; same field order as `IgTile` in src/backend/cuda/conv.rs.
+struct IgTile {
+    long long rows[2];   // output rows of a tile along depth and height (product IG_ROWS)
+    long long chunk;     // input channels staged per step
+    long long patch[3];  // input patch extent (d, h, w) of a tile
+    long long sub_pitch; // words of one stride phase of a staged patch row
+    long long wpitch;    // words per output channel of the staged weights (chunk x taps)
+};
+
+__device__ __forceinline__ long long floor_mod(long long a, long long m) {
+    const long long r = a % m;
+    return r < 0 ? r + m : r;
+}
+
+template <typename T>
+__device__ __forceinline__ void conv_forward_tiled_impl(const T* __restrict__ x,
+                                                        const T* __restrict__ w,
+                                                        const T* __restrict__ bias, int has_bias,
+                                                        T* __restrict__ y, const ConvParams& p,
+                                                        const IgTile& t, int adjoint) {
+    extern __shared__ __align__(16) unsigned char ig_smem[];
+    const long long row_pitch = p.stride[2] * t.sub_pitch;
+    const long long patch_words = t.patch[0] * t.patch[1] * row_pitch;
+    T* xs = reinterpret_cast<T*>(ig_smem);      // [chunk][patch d][patch h][row_pitch]
+    T* ws = xs + t.chunk * patch_words;          // [IG_OC][wpitch]
+    const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+    const long long cig = p.cin / p.groups, cog = p.cout / p.groups;
+    const long long taps = p.k[0] * p.k[1] * p.k[2];
+    const long long out_plane = p.out[0] * p.out[1] * p.out[2];
+    const long long tiles_w = (p.out[2] + IG_TW - 1) / IG_TW;
+    const long long tiles_h = (p.out[1] + t.rows[1] - 1) / t.rows[1];
+    const long long tiles_d = (p.out[0] + t.rows[0] - 1) / t.rows[0];
+    const long long oc_blocks = (cog + IG_OC - 1) / IG_OC;
+    const long long blocks = p.batch * p.groups * oc_blocks * tiles_d * tiles_h * tiles_w;
+    // Loop bounds are uniform over the block: every thread reaches every barrier.
+    for (long long blk = blockIdx.x; blk < blocks; blk += gridDim.x) {
+        long long b = blk;
+        const long long tw = b % tiles_w; b /= tiles_w;
+        const long long th = b % tiles_h; b /= tiles_h;
+        const long long td = b % tiles_d; b /= tiles_d;
+        const long long ocb = b % oc_blocks; b /= oc_blocks;
+        const long long g = b % p.groups;
+        const long long nb = b / p.groups;
+        const long long od0 = td * t.rows[0], oh0 = th * t.rows[1], ow0 = tw * IG_TW;
+        // First input element of the patch along each axis (may lie in the padding).
+        const long long d_start = od0 * p.stride[0] - p.pad[0];
+        const long long h_start = oh0 * p.stride[1] - p.pad[1];
+        const long long w_start = ow0 * p.stride[2] - p.pad[2];
+        const long long oc0 = g * cog + ocb * IG_OC;
+        const long long oc_n = min((long long)IG_OC, cog - ocb * IG_OC);
+        T acc[IG_OC][IG_RPT];
+#pragma unroll
+        for (int o = 0; o < IG_OC; ++o)
+#pragma unroll
+            for (int j = 0; j < IG_RPT; ++j) acc[o][j] = T(0);
+        for (long long ic0 = 0; ic0 < cig; ic0 += t.chunk) {
+            const long long chunk_n = min(t.chunk, cig - ic0);
+            const long long ktot = chunk_n * taps;
+            // The previous chunk's tiles are overwritten only after every thread has used them.
+            __syncthreads();
+            // Stage the input patch, one row per warp turn; outside the input reads as zero.
+            const long long patch_rows = chunk_n * t.patch[0] * t.patch[1];
+            for (long long r = warp; r < patch_rows; r += IG_WARPS) {
+                const long long ph = r % t.patch[1];
+                const long long pd = (r / t.patch[1]) % t.patch[0];
+                const long long c = r / (t.patch[1] * t.patch[0]);
+                const long long id = d_start + pd, ih = h_start + ph;
+                const bool row_inside = id >= 0 && id < p.in[0] && ih >= 0 && ih < p.in[1];
+                const long long row_base =
+                    ((nb * p.cin + g * cig + ic0 + c) * p.in[0] + id) * p.in[1] + ih;
+                const long long row_elem = row_base * p.in[2];
+                T* srow = xs + r * row_pitch;
+                // Start at a 32-element boundary of memory so each request covers whole sectors.
+                const long long first = w_start - floor_mod(row_elem + w_start, 32);
+                for (long long iw = first + lane; iw < w_start + t.patch[2]; iw += 32) {
+                    if (iw >= w_start) {
+                        const long long e = iw - w_start;
+                        const bool inside = row_inside && iw >= 0 && iw < p.in[2];
+                        srow[(e % p.stride[2]) * t.sub_pitch + e / p.stride[2]] =
+                            inside ? x[row_elem + iw] : T(0);
+                    }
+                }
+            }
+            // Stage W[oc0 + o, ic0.., all taps]: contiguous along (channel, tap) per channel.
+            // The adjoint reads the forward weight transposed per group and flipped in space.
+            for (long long o = warp; o < IG_OC; o += IG_WARPS) {
+                T* wrow = ws + o * t.wpitch;
+                if (o < oc_n && adjoint) {
+                    for (long long k = lane; k < ktot; k += 32) {
+                        const long long c = k / taps, tap = k % taps;
+                        wrow[k] = w[((g * cig + ic0 + c) * cog + ocb * IG_OC + o) * taps +
+                                    (taps - 1 - tap)];
+                    }
+                } else if (o < oc_n) {
+                    const long long base = ((oc0 + o) * cig + ic0) * taps;
+                    const long long first = -floor_mod(base, 32);
+                    for (long long k = first + lane; k < ktot; k += 32)
+                        if (k >= 0) wrow[k] = w[base + k];
+                } else {
+                    for (long long k = lane; k < ktot; k += 32) wrow[k] = T(0);
+                }
+            }
+            __syncthreads();
+            for (long long c = 0; c < chunk_n; ++c) {
+                for (long long kd = 0; kd < p.k[0]; ++kd) {
+                    for (long long kh = 0; kh < p.k[1]; ++kh) {
+                        const T* rows[IG_RPT];
+#pragma unroll
+                        for (int j = 0; j < IG_RPT; ++j) {
+                            const long long r = warp + IG_WARPS * j;
+                            const long long pd = (r / t.rows[1]) * p.stride[0] + kd * p.dil[0];
+                            const long long ph = (r % t.rows[1]) * p.stride[1] + kh * p.dil[1];
+                            rows[j] = xs + ((c * t.patch[0] + pd) * t.patch[1] + ph) * row_pitch;
+                        }
+                        const T* wk = ws + (c * p.k[0] * p.k[1] + kd * p.k[1] + kh) * p.k[2];
+                        for (long long kw = 0; kw < p.k[2]; ++kw) {
+                            const long long e = kw * p.dil[2];
+                            const long long off =
+                                (e % p.stride[2]) * t.sub_pitch + lane + e / p.stride[2];
+                            T xv[IG_RPT];
+#pragma unroll
+                            for (int j = 0; j < IG_RPT; ++j) xv[j] = rows[j][off];
+#pragma unroll
+                            for (int o = 0; o < IG_OC; ++o) {
+                                const T wv = wk[o * t.wpitch + kw];
+#pragma unroll
+                                for (int j = 0; j < IG_RPT; ++j) acc[o][j] += wv * xv[j];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Write the tile: lanes along the output row (coalesced), bias added once.
+        const long long ow = ow0 + lane;
+#pragma unroll
+        for (int j = 0; j < IG_RPT; ++j) {
+            const long long r = warp + IG_WARPS * j;
+            const long long od = od0 + r / t.rows[1], oh = oh0 + r % t.rows[1];
+            if (od < p.out[0] && oh < p.out[1] && ow < p.out[2]) {
+                const long long pos = (od * p.out[1] + oh) * p.out[2] + ow;
+#pragma unroll
+                for (int o = 0; o < IG_OC; ++o) {
+                    if (o < oc_n) {
+                        const long long oc = oc0 + o;
+                        y[(nb * p.cout + oc) * out_plane + pos] =
+                            has_bias ? bias[oc] + acc[o][j] : acc[o][j];
+                    }
+                }
+            }
+        }
+    }
+}
+
 #define CONV_KERNELS(T, SUFFIX)                                                                       \
     /* CPU: conv::conv_forward(geom, input, weight, bias, out) */                                    \
     extern "C" __global__ void conv_forward_##SUFFIX(const T* x, const T* w, const T* bias,         \
                                                      int has_bias, T* y, ConvParams p) {            \
         conv_forward_impl<T>(x, w, bias, has_bias, y, p);                                            \
+    }                                                                                                \
+    /* CPU: conv::conv_forward(geom, input, weight, bias, out); implicit GEMM, tiled. With       \
+       `adjoint`, conv::conv_backward_input of a stride-1 convolution (see conv.rs) */            \
+    extern "C" __global__ void __launch_bounds__(IG_THREADS)                                         \
+        conv_forward_tiled_##SUFFIX(const T* x, const T* w, const T* bias, int has_bias, T* y,      \
+                                    ConvParams p, IgTile t, int adjoint) {                           \
+        conv_forward_tiled_impl<T>(x, w, bias, has_bias, y, p, t, adjoint);                          \
     }                                                                                                \
     /* CPU: conv::conv_backward_input(geom, grad_out, weight, grad_input); with a bias, also      \
        conv::conv_transpose_forward of the transposed convolution whose adjoint `p` is */           \

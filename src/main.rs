@@ -36,6 +36,8 @@ enum Command {
     Predict(hepar::cli::predict::PredictArgs),
     /// Score predicted label maps against the truth (Dice, IoU, surface distances, lesions).
     Eval(hepar::cli::eval::EvalArgs),
+    /// CUDA kernels: resources by ptxas (`report`), counters and roofline times on the VM (`profile`).
+    Kernels(hepar::cli::kernels::KernelsArgs),
 }
 
 /// mimalloc's `mi_option_purge_delay` (mimalloc.h, v2): how long freed memory is kept before it
@@ -63,6 +65,7 @@ fn main() {
         Command::Infer(args) => hepar::cli::infer::run(args),
         Command::Predict(args) => hepar::cli::predict::run(args),
         Command::Eval(args) => hepar::cli::eval::run(args),
+        Command::Kernels(args) => hepar::cli::kernels::run(&args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

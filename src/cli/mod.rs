@@ -5,6 +5,7 @@ pub mod bench_pytorch;
 pub mod eval;
 pub mod infer;
 pub mod inspect;
+pub mod kernels;
 pub mod predict;
 pub mod synth;
 pub mod train;

@@ -2,8 +2,11 @@
 //! dense NCDHW tensors, and the transposed convolution as the adjoint of `g.as_conv()`, exactly
 //! as the CPU backend builds it (`conv_transpose_*` in src/backend/cpu/kernels/conv.rs).
 //!
-//! These are the reference kernels (direct loops, deterministic); faster implicit-GEMM kernels
-//! are to replace them and be checked against them.
+//! The forward pass has two kernels: the direct loop (one thread per output element, the
+//! reference) and the implicit-GEMM kernel with output-stationary shared-memory tiles;
+//! [`forward_path`] chooses between them. The input gradient of a stride-1 convolution is the
+//! same tiled kernel run as the adjoint convolution ([`backward_input_path`]); other input
+//! gradients and the weight gradient use the direct kernels.
 
 use super::device::{DevicePtr, KernelArg, LaunchConfig};
 use super::storage::CudaStorage;
@@ -14,7 +17,7 @@ use crate::error::{HeparError, Result};
 const FILE: &str = "conv.cu";
 /// Threads per block of the weight-gradient kernel (`BW_THREADS` in the kernel file).
 const WEIGHT_THREADS: u32 = 256;
-/// Most blocks of the weight-gradient grid; the kernel loops over the blocks' work beyond it.
+/// Most blocks of a weight-gradient or tiled grid; the kernels loop over the blocks' work beyond it.
 const MAX_WEIGHT_BLOCKS: usize = 1 << 20;
 /// Weight-gradient blocks wanted in flight: several waves on the largest GPUs (132 SMs).
 const TARGET_WEIGHT_BLOCKS: usize = 1024;
@@ -58,6 +61,98 @@ impl ConvParams {
     fn arg(&self) -> KernelArg {
         KernelArg::from_bytes(bytemuck::bytes_of(self))
     }
+}
+
+/// Threads per block of the tiled forward kernel (`IG_THREADS`).
+const TILED_THREADS: u32 = 256;
+/// Output channels, columns and (depth, height) rows of one tile (`IG_OC`, `IG_TW`, `IG_ROWS`).
+const TILE_CHANNELS: usize = 16;
+const TILE_COLUMNS: usize = 32;
+const TILE_ROWS: usize = 32;
+/// Shared memory one tiled block may use: the 48 KiB every GPU grants without an opt-in.
+const TILED_SHARED_BYTES: usize = 48 * 1024;
+
+/// `IgTile` of `kernels/conv.cu` (same field order, all 64-bit).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct IgTile {
+    rows: [i64; 2],
+    chunk: i64,
+    patch: [i64; 3],
+    sub_pitch: i64,
+    wpitch: i64,
+}
+
+/// Which kernel computes a forward convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvPath {
+    /// One thread per output element, reading its inputs from global memory.
+    Direct,
+    /// The implicit-GEMM kernel with the given tile.
+    Tiled(IgTile),
+}
+
+impl IgTile {
+    /// Input channels staged per step.
+    pub fn chunk(&self) -> usize {
+        self.chunk as usize
+    }
+
+    /// Dynamic shared memory of one block, in bytes.
+    pub fn shared_bytes(&self, stride_w: usize, elem: usize) -> usize {
+        let row_pitch = stride_w * self.sub_pitch as usize;
+        let patch = (self.patch[0] * self.patch[1]) as usize * row_pitch;
+        (self.chunk as usize * patch + TILE_CHANNELS * self.wpitch as usize) * elem
+    }
+}
+
+/// The tile of the implicit-GEMM kernel for `g` with elements of `elem` bytes, or `None` when
+/// even one input channel's patch and weights exceed the shared-memory budget. Strided rows get
+/// their bank-conflict padding when it fits, else go unpadded (conflicting stores, same results).
+fn tile_for(g: &ConvGeometry, elem: usize) -> Option<IgTile> {
+    tile_with(g, elem, true).or_else(|| tile_with(g, elem, false))
+}
+
+fn tile_with(g: &ConvGeometry, elem: usize, pad_phases: bool) -> Option<IgTile> {
+    // 2D convolutions tile 32 rows of height; 3D ones 4 of depth x 8 of height.
+    let rows = if g.output()[0] == 1 { [1, 32] } else { [4, 8] };
+    debug_assert_eq!(rows[0] * rows[1], TILE_ROWS);
+    let extent = |tile: usize, axis: usize| {
+        (tile - 1) * g.stride[axis] + (g.kernel[axis] - 1) * g.dilation[axis] + 1
+    };
+    let patch = [extent(rows[0], 0), extent(rows[1], 1), extent(TILE_COLUMNS, 2)];
+    let s = g.stride[2];
+    // Each stride phase of a staged row starts 32 / s banks after the previous one.
+    let mut sub_pitch = patch[2].div_ceil(s);
+    if pad_phases && s > 1 && 32 % s == 0 {
+        while sub_pitch % 32 != 32 / s % 32 {
+            sub_pitch += 1;
+        }
+    }
+    let taps: usize = g.kernel.iter().product();
+    let per_channel = patch[0] * patch[1] * s * sub_pitch + TILE_CHANNELS * taps;
+    let cig = g.in_channels / g.groups;
+    let chunk = (TILED_SHARED_BYTES / elem / per_channel).min(cig);
+    (chunk > 0).then(|| IgTile {
+        rows: rows.map(|r| r as i64),
+        chunk: chunk as i64,
+        patch: patch.map(|e| e as i64),
+        sub_pitch: sub_pitch as i64,
+        wpitch: (chunk * taps) as i64,
+    })
+}
+
+/// The dispatch rule of the forward convolution (README, "GPU kernels"): the implicit-GEMM kernel
+/// when a tile is mostly useful work — at least 8 output channels per group (half of a tile's 16)
+/// and at least 16 output columns (half of its 32) — and one input channel's patch and weights fit
+/// in 48 KiB of shared memory; otherwise the direct kernel, which also serves depthwise and narrow
+/// layers, where a tile would be mostly idle lanes or accumulators.
+pub fn forward_path(g: &ConvGeometry, elem: usize) -> ConvPath {
+    let cog = g.out_channels / g.groups.max(1);
+    if cog < TILE_CHANNELS / 2 || g.output()[2] < TILE_COLUMNS / 2 {
+        return ConvPath::Direct;
+    }
+    tile_for(g, elem).map_or(ConvPath::Direct, ConvPath::Tiled)
 }
 
 /// Checks the geometry and that each operand holds exactly the elements it describes.
@@ -114,8 +209,94 @@ fn bias_args<D: DeviceApi>(bias: Option<&CudaStorage<D>>) -> [KernelArg; 2] {
     }
 }
 
-/// One thread per output element: the forward gather.
+/// The forward convolution by the kernel [`forward_path`] picks.
 fn launch_forward<D: DeviceApi>(
+    x: &CudaStorage<D>,
+    weight: &CudaStorage<D>,
+    bias: Option<&CudaStorage<D>>,
+    g: &ConvGeometry,
+) -> Result<CudaStorage<D>> {
+    match forward_path(g, x.dtype().size_in_bytes()) {
+        ConvPath::Direct => launch_forward_direct(x, weight, bias, g),
+        ConvPath::Tiled(tile) => launch_forward_tiled(x, weight, bias, g, &tile, false),
+    }
+}
+
+/// The stride-1 convolution whose forward pass is the input gradient of `g`: over the output
+/// gradient, with channels swapped, the kernel flipped and padding `dil (k - 1) - pad`. `None`
+/// when `g` has a stride above 1 or a padding beyond `dil (k - 1)` on some axis.
+pub fn adjoint_forward(g: &ConvGeometry) -> Option<ConvGeometry> {
+    let mut padding = [0; 3];
+    for a in 0..3 {
+        let reach = g.dilation[a] * (g.kernel[a] - 1);
+        if g.stride[a] != 1 || g.padding[a] > reach {
+            return None;
+        }
+        padding[a] = reach - g.padding[a];
+    }
+    let adj = ConvGeometry {
+        batch: g.batch,
+        in_channels: g.out_channels,
+        out_channels: g.in_channels,
+        groups: g.groups,
+        input: g.output(),
+        kernel: g.kernel,
+        stride: [1; 3],
+        padding,
+        dilation: g.dilation,
+    };
+    (adj.validate().is_ok() && adj.output() == g.input).then_some(adj)
+}
+
+/// Which kernel computes the input gradient of `g`: the tiled kernel in adjoint mode when `g`
+/// has stride 1 and its adjoint convolution passes the forward rule, else the direct gather.
+pub fn backward_input_path(g: &ConvGeometry, elem: usize) -> ConvPath {
+    adjoint_forward(g).map_or(ConvPath::Direct, |adj| forward_path(&adj, elem))
+}
+
+/// One block per output tile (channels x rows x columns of one batch item and group).
+fn launch_forward_tiled<D: DeviceApi>(
+    x: &CudaStorage<D>,
+    weight: &CudaStorage<D>,
+    bias: Option<&CudaStorage<D>>,
+    g: &ConvGeometry,
+    tile: &IgTile,
+    adjoint: bool,
+) -> Result<CudaStorage<D>> {
+    let n = g.output_len();
+    let y = x.alloc_like(n, x.dtype())?;
+    if n == 0 {
+        return Ok(y);
+    }
+    let out = g.output();
+    let tiles = out[0].div_ceil(tile.rows[0] as usize)
+        * out[1].div_ceil(tile.rows[1] as usize)
+        * out[2].div_ceil(TILE_COLUMNS);
+    let cog = g.out_channels / g.groups;
+    let blocks = g.batch * g.groups * cog.div_ceil(TILE_CHANNELS) * tiles;
+    let config = LaunchConfig {
+        grid_dim: (blocks.min(MAX_WEIGHT_BLOCKS) as u32, 1, 1),
+        block_dim: (TILED_THREADS, 1, 1),
+        shared_mem_bytes: tile.shared_bytes(g.stride[2], x.dtype().size_in_bytes()) as u32,
+    };
+    let [b, has_b] = bias_args(bias);
+    let args = [
+        x.arg(),
+        weight.arg(),
+        b,
+        has_b,
+        y.arg(),
+        ConvParams::new(g).arg(),
+        KernelArg::from_bytes(bytemuck::bytes_of(tile)),
+        i32::from(adjoint).into(),
+    ];
+    x.context()
+        .launch(FILE, &x.kernel_name("conv_forward_tiled"), &config, &args)?;
+    Ok(y)
+}
+
+/// One thread per output element: the forward gather.
+fn launch_forward_direct<D: DeviceApi>(
     x: &CudaStorage<D>,
     weight: &CudaStorage<D>,
     bias: Option<&CudaStorage<D>>,
@@ -144,8 +325,27 @@ fn launch_forward<D: DeviceApi>(
     Ok(y)
 }
 
-/// One thread per input element, gathering from the output positions and taps that read it.
+/// The input gradient of `g` (with a bias: the transposed convolution's forward pass) by the
+/// kernel [`backward_input_path`] picks.
 fn launch_backward_input<D: DeviceApi>(
+    grad_out: &CudaStorage<D>,
+    weight: &CudaStorage<D>,
+    bias: Option<&CudaStorage<D>>,
+    g: &ConvGeometry,
+) -> Result<CudaStorage<D>> {
+    match (
+        backward_input_path(g, grad_out.dtype().size_in_bytes()),
+        adjoint_forward(g),
+    ) {
+        (ConvPath::Tiled(tile), Some(adj)) => {
+            launch_forward_tiled(grad_out, weight, bias, &adj, &tile, true)
+        }
+        _ => launch_backward_input_direct(grad_out, weight, bias, g),
+    }
+}
+
+/// One thread per input element, gathering from the output positions and taps that read it.
+fn launch_backward_input_direct<D: DeviceApi>(
     grad_out: &CudaStorage<D>,
     weight: &CudaStorage<D>,
     bias: Option<&CudaStorage<D>>,
