@@ -113,14 +113,17 @@ __device__ __forceinline__ void conv_backward_input_impl(const T* __restrict__ g
 // ----- backward-weight: blocks per (out channel, input channel of its group) ------------------------
 // The reduction over (batch, output position) of one channel pair is cut into `splits` ranges,
 // one block each, so that layers with few channel pairs still fill the GPU. A block's threads
-// stride over its range, each accumulating up to BW_CHUNK taps in registers; the taps are then
+// stride over its range, each accumulating up to BW_CHUNK_* taps in registers; the taps are then
 // reduced across the block in a fixed order (warp shuffles, then the warps' partial sums in warp
 // order) into out[(pair * splits + split) * taps + tap]. With one split that is the weight
 // gradient itself; otherwise conv_weight_splits_sum adds the splits in order. Results thus do not
 // depend on timing.
 #define BW_THREADS 256
 #define BW_WARPS (BW_THREADS / 32)
-#define BW_CHUNK 27
+// Taps per register chunk: 27 (a whole 3x3x3 kernel) in f32; 14 in f64, whose accumulators take
+// two registers each, so that the kernel does not spill.
+#define BW_CHUNK_F32 27
+#define BW_CHUNK_F64 14
 
 template <typename T>
 __device__ __forceinline__ T warp_sum(T v) {
@@ -129,14 +132,14 @@ __device__ __forceinline__ T warp_sum(T v) {
     return v;
 }
 
-template <typename T>
+template <typename T, int CHUNK>
 __device__ __forceinline__ void conv_backward_weight_impl(const T* __restrict__ x,
                                                           const T* __restrict__ gy,
                                                           T* __restrict__ out, const ConvParams& p,
                                                           long long splits) {
-    __shared__ T partial[BW_WARPS][BW_CHUNK];
+    __shared__ T partial[BW_WARPS][CHUNK];
     // Per tap of the chunk: its offset along each axis, k * dil.
-    __shared__ long long tap_off[3][BW_CHUNK];
+    __shared__ long long tap_off[3][CHUNK];
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
     const long long cig = p.cin / p.groups, cog = p.cout / p.groups;
     const long long in_plane = p.in[0] * p.in[1] * p.in[2];
@@ -150,8 +153,8 @@ __device__ __forceinline__ void conv_backward_weight_impl(const T* __restrict__ 
         const long long oc = pair / cig, icg = pair % cig;
         const long long ic = (oc / cog) * cig + icg;
         const long long q0 = total * split / splits, q1 = total * (split + 1) / splits;
-        for (long long t0 = 0; t0 < taps; t0 += BW_CHUNK) {
-            const int nt = (int)min((long long)BW_CHUNK, taps - t0);
+        for (long long t0 = 0; t0 < taps; t0 += CHUNK) {
+            const int nt = (int)min((long long)CHUNK, taps - t0);
             if (tid < nt) {
                 const long long tap = t0 + tid;
                 tap_off[2][tid] = (tap % p.k[2]) * p.dil[2];
@@ -159,9 +162,9 @@ __device__ __forceinline__ void conv_backward_weight_impl(const T* __restrict__ 
                 tap_off[0][tid] = (tap / (p.k[1] * p.k[2])) * p.dil[0];
             }
             __syncthreads();
-            T acc[BW_CHUNK];
+            T acc[CHUNK];
 #pragma unroll
-            for (int t = 0; t < BW_CHUNK; ++t) acc[t] = T(0);
+            for (int t = 0; t < CHUNK; ++t) acc[t] = T(0);
             for (long long q = q0 + tid; q < q1; q += BW_THREADS) {
                 const long long nb = q / positions, pos = q - nb * positions;
                 const long long ow = pos % p.out[2];
@@ -173,7 +176,7 @@ __device__ __forceinline__ void conv_backward_weight_impl(const T* __restrict__ 
                 const T g = gy[(nb * p.cout + oc) * positions + pos];
                 const T* xc = x + (nb * p.cin + ic) * in_plane;
 #pragma unroll
-                for (int t = 0; t < BW_CHUNK; ++t) {
+                for (int t = 0; t < CHUNK; ++t) {
                     if (t < nt) {
                         const long long id = d0 + tap_off[0][t];
                         const long long ih = h0 + tap_off[1][t];
@@ -185,7 +188,7 @@ __device__ __forceinline__ void conv_backward_weight_impl(const T* __restrict__ 
                 }
             }
 #pragma unroll
-            for (int t = 0; t < BW_CHUNK; ++t) {
+            for (int t = 0; t < CHUNK; ++t) {
                 if (t < nt) {
                     const T v = warp_sum(acc[t]);
                     if (lane == 0) partial[warp][t] = v;
@@ -400,36 +403,36 @@ __device__ __forceinline__ void conv_forward_tiled_impl(const T* __restrict__ x,
     }
 }
 
-#define CONV_KERNELS(T, SUFFIX)                                                                       \
-    /* CPU: conv::conv_forward(geom, input, weight, bias, out) */                                    \
+#define CONV_KERNELS(T, SUFFIX, CHUNK)                                                              \
+    /* CPU: conv::conv_forward(geom, input, weight, bias, out) */                                   \
     extern "C" __global__ void conv_forward_##SUFFIX(const T* x, const T* w, const T* bias,         \
                                                      int has_bias, T* y, ConvParams p) {            \
-        conv_forward_impl<T>(x, w, bias, has_bias, y, p);                                            \
-    }                                                                                                \
+        conv_forward_impl<T>(x, w, bias, has_bias, y, p);                                           \
+    }                                                                                               \
     /* CPU: conv::conv_forward(geom, input, weight, bias, out); implicit GEMM, tiled. With       \
        `adjoint`, conv::conv_backward_input of a stride-1 convolution (see conv.rs) */            \
-    extern "C" __global__ void __launch_bounds__(IG_THREADS)                                         \
+    extern "C" __global__ void __launch_bounds__(IG_THREADS, 1)                                     \
         conv_forward_tiled_##SUFFIX(const T* x, const T* w, const T* bias, int has_bias, T* y,      \
-                                    ConvParams p, IgTile t, int adjoint) {                           \
-        conv_forward_tiled_impl<T>(x, w, bias, has_bias, y, p, t, adjoint);                          \
-    }                                                                                                \
+                                    ConvParams p, IgTile t, int adjoint) {                          \
+        conv_forward_tiled_impl<T>(x, w, bias, has_bias, y, p, t, adjoint);                         \
+    }                                                                                               \
     /* CPU: conv::conv_backward_input(geom, grad_out, weight, grad_input); with a bias, also      \
        conv::conv_transpose_forward of the transposed convolution whose adjoint `p` is */           \
     extern "C" __global__ void conv_backward_input_##SUFFIX(const T* gy, const T* w, const T* bias, \
                                                             int has_bias, T* gx, ConvParams p) {    \
-        conv_backward_input_impl<T>(gy, w, bias, has_bias, gx, p);                                   \
-    }                                                                                                \
-    /* CPU: conv::conv_backward_weight(geom, input, grad_out, grad_weight) */                        \
-    extern "C" __global__ void __launch_bounds__(BW_THREADS)                                         \
+        conv_backward_input_impl<T>(gy, w, bias, has_bias, gx, p);                                  \
+    }                                                                                               \
+    /* CPU: conv::conv_backward_weight(geom, input, grad_out, grad_weight) */                       \
+    extern "C" __global__ void __launch_bounds__(BW_THREADS)                                        \
         conv_backward_weight_##SUFFIX(const T* x, const T* gy, T* out, ConvParams p,                \
-                                      long long splits) {                                            \
-        conv_backward_weight_impl<T>(x, gy, out, p, splits);                                         \
-    }                                                                                                \
-    /* CPU: the sum over tiles at the end of conv::portable_backward_weight */                       \
+                                      long long splits) {                                           \
+        conv_backward_weight_impl<T, CHUNK>(x, gy, out, p, splits);                                 \
+    }                                                                                               \
+    /* CPU: the sum over tiles at the end of conv::portable_backward_weight */                      \
     extern "C" __global__ void conv_weight_splits_sum_##SUFFIX(const T* parts, T* gw, long long n,  \
                                                                long long taps, long long splits) {  \
-        conv_weight_splits_sum_impl<T>(parts, gw, n, taps, splits);                                  \
+        conv_weight_splits_sum_impl<T>(parts, gw, n, taps, splits);                                 \
     }
 
-CONV_KERNELS(float, f32)
-CONV_KERNELS(double, f64)
+CONV_KERNELS(float, f32, BW_CHUNK_F32)
+CONV_KERNELS(double, f64, BW_CHUNK_F64)
