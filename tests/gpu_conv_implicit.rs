@@ -12,6 +12,7 @@ mod common;
 use common::gpu_test_devices;
 use hepar::backend::cuda::context::ptx_vm;
 use hepar::backend::cuda::{backward_input_path, forward_path, ConvPath, DeviceApi, LaunchConfig};
+use hepar::autograd::gradcheck::{gradcheck, GradcheckOptions};
 use hepar::backend::{BackendStorage, ConvGeometry, ConvTransposeGeometry, Device, Storage};
 use hepar::kernel_args;
 use hepar::ptx::VirtualGpu;
@@ -213,6 +214,33 @@ fn stride_one_transposed_convolution_runs_on_the_tiles_with_its_bias() {
         .conv_transpose(&storage(&w, Device::PtxVm), Some(&storage(&b, Device::PtxVm)), &t)
         .unwrap();
     assert_close_scaled(&values(&got), &values(&want), DType::F32, "conv_transpose s1");
+}
+
+#[test]
+fn gradients_through_the_tiled_kernels_in_f64() {
+    let _turn = vm_turn();
+    // Forward and input gradient both tiled: 8 -> 8 channels, 17 output columns.
+    let g = geometry(1, 8, 8, 1, [1, 4, 17], [1, 3, 3], 1, 1, 1);
+    assert!(matches!(forward_path(&g, 8), ConvPath::Tiled(_)));
+    assert!(matches!(backward_input_path(&g, 8), ConvPath::Tiled(_)));
+    let o = hepar::ops::conv::ConvOptions {
+        padding: vec![1],
+        ..Default::default()
+    };
+    let on_vm = |shape: &[usize], seed| {
+        Tensor::randn(shape, DType::F64, seed)
+            .to_device(Device::PtxVm)
+            .unwrap()
+    };
+    gradcheck(
+        |t| t[0].conv(&t[1], None, &o),
+        &[on_vm(&[1, 8, 4, 17], 1), on_vm(&[8, 8, 3, 3], 2)],
+        GradcheckOptions {
+            max_elements_per_input: Some(16),
+            ..Default::default()
+        },
+    )
+    .unwrap();
 }
 
 #[test]

@@ -301,11 +301,11 @@ fn print_roofline(pass: &str, c: &LaunchCounters, flops: f64, compulsory: f64, d
         let best = gpu.time(counted, peak, compulsory);
         let worst = gpu.time(counted, peak, requested);
         println!(
-            "{}: {:.3} ms ({}) with compulsory traffic; {:.3} ms ({}) if every requested byte came from DRAM",
+            "{}: {:.3} us ({}) with compulsory traffic; {:.3} us ({}) if every requested byte came from DRAM",
             gpu.name,
-            best.seconds * 1e3,
+            best.seconds * 1e6,
             best.bound,
-            worst.seconds * 1e3,
+            worst.seconds * 1e6,
             worst.bound
         );
     }
