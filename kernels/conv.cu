@@ -238,9 +238,12 @@ __device__ __forceinline__ void conv_weight_splits_sum_impl(const T* __restrict_
 //   phases of one staged row start 32 / stride banks apart, which keeps the staging stores of
 //   stride-2 and stride-4 rows conflict-free too;
 // - weights are read by all lanes at the same address (broadcast).
-// With `adjoint` set, `w` is the weight of the forward convolution whose input gradient this is
-// (stride 1): W'[ic, oc, tap] = W[oc, ic, taps - 1 - tap] per group, so the same tiles compute
-// the backward-input pass, and the transposed convolution's forward pass, without a weight copy.
+// With an adjoint `IgMap`, `w` is the weight of the forward convolution whose input gradient
+// this is: W'[ic, oc, tap] = W[oc, ic, flipped tap] per group, so the same tiles compute the
+// backward-input pass, and the transposed convolution's forward pass, without a weight copy. At
+// stride s > 1 the input gradient splits into s phases per axis (positions r + s m): each is a
+// stride-1 convolution of the output gradient with the taps k = (r + pad) mod s + s j, written
+// at stride s into the gradient — one launch per phase, no atomics.
 // Dispatch between this kernel and the direct one: `forward_path` in src/backend/cuda/conv.rs.
 #define IG_THREADS 256
 #define IG_WARPS (IG_THREADS / 32)
@@ -258,6 +261,18 @@ struct IgTile {
     long long wpitch;    // words per output channel of the staged weights (chunk x taps)
 };
 
+// Where the tiled kernel's outputs go and which weights it reads; same field order as `IgMap`
+// in src/backend/cuda/conv.rs. Forward: output element m at m (first 0, step 1) and weights as
+// given. Adjoint (the input gradient of a forward convolution W, one stride phase at a time):
+// output element m at first + step * m of a tensor of size `full`, and tap j of this kernel's
+// (sub-)kernel reads W's channels transposed and its tap tap_first + (k - 1 - j) * tap_step of
+// a kernel of size `tap_full`, per axis.
+struct IgMap {
+    long long adjoint;
+    long long full[3], first[3], step[3];
+    long long tap_full[3], tap_first[3], tap_step[3];
+};
+
 __device__ __forceinline__ long long floor_mod(long long a, long long m) {
     const long long r = a % m;
     return r < 0 ? r + m : r;
@@ -268,7 +283,7 @@ __device__ __forceinline__ void conv_forward_tiled_impl(const T* __restrict__ x,
                                                         const T* __restrict__ w,
                                                         const T* __restrict__ bias, int has_bias,
                                                         T* __restrict__ y, const ConvParams& p,
-                                                        const IgTile& t, int adjoint) {
+                                                        const IgTile& t, const IgMap& m) {
     extern __shared__ __align__(16) unsigned char ig_smem[];
     const long long row_pitch = p.stride[2] * t.sub_pitch;
     const long long patch_words = t.patch[0] * t.patch[1] * row_pitch;
@@ -277,7 +292,8 @@ __device__ __forceinline__ void conv_forward_tiled_impl(const T* __restrict__ x,
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
     const long long cig = p.cin / p.groups, cog = p.cout / p.groups;
     const long long taps = p.k[0] * p.k[1] * p.k[2];
-    const long long out_plane = p.out[0] * p.out[1] * p.out[2];
+    const long long out_plane = m.full[0] * m.full[1] * m.full[2];
+    const long long taps_full = m.tap_full[0] * m.tap_full[1] * m.tap_full[2];
     const long long tiles_w = (p.out[2] + IG_TW - 1) / IG_TW;
     const long long tiles_h = (p.out[1] + t.rows[1] - 1) / t.rows[1];
     const long long tiles_d = (p.out[0] + t.rows[0] - 1) / t.rows[0];
@@ -336,11 +352,16 @@ __device__ __forceinline__ void conv_forward_tiled_impl(const T* __restrict__ x,
             // The adjoint reads the forward weight transposed per group and flipped in space.
             for (long long o = warp; o < IG_OC; o += IG_WARPS) {
                 T* wrow = ws + o * t.wpitch;
-                if (o < oc_n && adjoint) {
+                if (o < oc_n && m.adjoint) {
                     for (long long k = lane; k < ktot; k += 32) {
                         const long long c = k / taps, tap = k % taps;
-                        wrow[k] = w[((g * cig + ic0 + c) * cog + ocb * IG_OC + o) * taps +
-                                    (taps - 1 - tap)];
+                        const long long jw = tap % p.k[2], jh = (tap / p.k[2]) % p.k[1];
+                        const long long jd = tap / (p.k[2] * p.k[1]);
+                        const long long td = m.tap_first[0] + (p.k[0] - 1 - jd) * m.tap_step[0];
+                        const long long th = m.tap_first[1] + (p.k[1] - 1 - jh) * m.tap_step[1];
+                        const long long tw = m.tap_first[2] + (p.k[2] - 1 - jw) * m.tap_step[2];
+                        wrow[k] = w[((g * cig + ic0 + c) * cog + ocb * IG_OC + o) * taps_full +
+                                    (td * m.tap_full[1] + th) * m.tap_full[2] + tw];
                     }
                 } else if (o < oc_n) {
                     const long long base = ((oc0 + o) * cig + ic0) * taps;
@@ -389,7 +410,10 @@ __device__ __forceinline__ void conv_forward_tiled_impl(const T* __restrict__ x,
             const long long r = warp + IG_WARPS * j;
             const long long od = od0 + r / t.rows[1], oh = oh0 + r % t.rows[1];
             if (od < p.out[0] && oh < p.out[1] && ow < p.out[2]) {
-                const long long pos = (od * p.out[1] + oh) * p.out[2] + ow;
+                const long long pos =
+                    ((m.first[0] + m.step[0] * od) * m.full[1] + m.first[1] + m.step[1] * oh) *
+                        m.full[2] +
+                    m.first[2] + m.step[2] * ow;
 #pragma unroll
                 for (int o = 0; o < IG_OC; ++o) {
                     if (o < oc_n) {
@@ -410,11 +434,11 @@ __device__ __forceinline__ void conv_forward_tiled_impl(const T* __restrict__ x,
         conv_forward_impl<T>(x, w, bias, has_bias, y, p);                                           \
     }                                                                                               \
     /* CPU: conv::conv_forward(geom, input, weight, bias, out); implicit GEMM, tiled. With       \
-       `adjoint`, conv::conv_backward_input of a stride-1 convolution (see conv.rs) */            \
+       an adjoint map, conv::conv_backward_input, one stride phase per launch (see conv.rs) */            \
     extern "C" __global__ void __launch_bounds__(IG_THREADS, 1)                                     \
         conv_forward_tiled_##SUFFIX(const T* x, const T* w, const T* bias, int has_bias, T* y,      \
-                                    ConvParams p, IgTile t, int adjoint) {                          \
-        conv_forward_tiled_impl<T>(x, w, bias, has_bias, y, p, t, adjoint);                         \
+                                    ConvParams p, IgTile t, IgMap m) {                          \
+        conv_forward_tiled_impl<T>(x, w, bias, has_bias, y, p, t, m);                         \
     }                                                                                               \
     /* CPU: conv::conv_backward_input(geom, grad_out, weight, grad_input); with a bias, also      \
        conv::conv_transpose_forward of the transposed convolution whose adjoint `p` is */           \

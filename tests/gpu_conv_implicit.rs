@@ -155,6 +155,10 @@ fn adjoint_cases() -> Vec<ConvGeometry> {
         geometry(2, 8, 3, 1, [1, 12, 40], [1, 3, 3], 1, 1, 3),
         // An even kernel: the adjoint pads by 1 on each side of a 2-tap axis.
         geometry(1, 8, 4, 1, [4, 5, 20], [2, 2, 2], 1, 0, 1),
+        // Stride 2: four (2D) and eight (3D) stride phases, odd input sizes.
+        geometry(2, 9, 6, 1, [1, 11, 37], [1, 3, 3], 2, 1, 1),
+        geometry(1, 16, 8, 2, [5, 7, 35], [3, 3, 3], 2, 1, 1),
+        geometry(1, 8, 5, 1, [1, 10, 40], [1, 4, 4], 2, 1, 1),
     ]
 }
 
@@ -187,33 +191,69 @@ fn tiled_backward_input_matches_the_cpu() {
     }
 }
 
-#[test]
-fn stride_one_transposed_convolution_runs_on_the_tiles_with_its_bias() {
-    let _turn = vm_turn();
+#[allow(clippy::too_many_arguments)]
+fn transposed(
+    cin: usize,
+    cout: usize,
+    groups: usize,
+    input: [usize; 3],
+    kernel: [usize; 3],
+    stride: [usize; 3],
+    padding: [usize; 3],
+    output_padding: [usize; 3],
+) -> ConvTransposeGeometry {
     let t = ConvTransposeGeometry {
         batch: 2,
-        in_channels: 4,
-        out_channels: 16,
-        groups: 2,
-        input: [1, 6, 33],
-        kernel: [1, 3, 3],
-        stride: [1; 3],
-        padding: [0, 1, 1],
+        in_channels: cin,
+        out_channels: cout,
+        groups,
+        input,
+        kernel,
+        stride,
+        padding,
         dilation: [1; 3],
-        output_padding: [0; 3],
+        output_padding,
     };
     t.validate().unwrap();
-    assert!(matches!(backward_input_path(&t.as_conv(), 4), ConvPath::Tiled(_)));
-    let x = randn(&[t.input_len()], DType::F32, 1);
-    let w = randn(&[t.weight_len()], DType::F32, 2);
-    let b = randn(&[t.out_channels], DType::F32, 3);
-    let want = storage(&x, Device::Cpu)
-        .conv_transpose(&storage(&w, Device::Cpu), Some(&storage(&b, Device::Cpu)), &t)
-        .unwrap();
-    let got = storage(&x, Device::PtxVm)
-        .conv_transpose(&storage(&w, Device::PtxVm), Some(&storage(&b, Device::PtxVm)), &t)
-        .unwrap();
-    assert_close_scaled(&values(&got), &values(&want), DType::F32, "conv_transpose s1");
+    t
+}
+
+#[test]
+fn transposed_convolutions_run_on_the_tiles_with_their_bias() {
+    let _turn = vm_turn();
+    let cases = [
+        // Stride 1, 2 groups.
+        transposed(4, 16, 2, [1, 6, 33], [1, 3, 3], [1; 3], [0, 1, 1], [0; 3]),
+        // The RibFrac decoder's ConvTranspose3d k2 s2.
+        transposed(5, 9, 1, [2, 3, 17], [2; 3], [2; 3], [0; 3], [0; 3]),
+        // The U-Net course's ConvTranspose2d k4 s2 p1.
+        transposed(6, 8, 1, [1, 5, 17], [1, 4, 4], [1, 2, 2], [0, 1, 1], [0; 3]),
+        // With output padding and groups: phases of unequal lengths.
+        transposed(4, 16, 2, [1, 4, 16], [1, 4, 4], [1, 2, 2], [0, 1, 1], [0, 1, 1]),
+    ];
+    for dev in gpu_test_devices() {
+        for (i, t) in cases.iter().enumerate() {
+            assert!(
+                matches!(backward_input_path(&t.as_conv(), 4), ConvPath::Tiled(_)),
+                "case {i} {t:?} should take the tiled kernel"
+            );
+            let x = randn(&[t.input_len()], DType::F32, 1 + i as u64);
+            let w = randn(&[t.weight_len()], DType::F32, 2 + i as u64);
+            let b = randn(&[t.out_channels], DType::F32, 3 + i as u64);
+            let want = storage(&x, Device::Cpu)
+                .conv_transpose(&storage(&w, Device::Cpu), Some(&storage(&b, Device::Cpu)), t)
+                .unwrap();
+            let got = storage(&x, dev)
+                .conv_transpose(&storage(&w, dev), Some(&storage(&b, dev)), t)
+                .unwrap();
+            assert_close_scaled(
+                &values(&got),
+                &values(&want),
+                DType::F32,
+                &format!("conv_transpose case {i} on {dev} {t:?}"),
+            );
+        }
+    }
 }
 
 #[test]
@@ -253,9 +293,11 @@ fn dispatch_sends_depthwise_narrow_and_oversized_layers_to_the_direct_kernel() {
         assert_eq!(forward_path(&g, 4), ConvPath::Direct, "{g:?}");
     }
     assert_eq!(forward_path(&huge, 8), ConvPath::Direct);
-    // Stride 2 input gradients (and the k2s2 / k4s2p1 transposed convolutions) gather directly.
-    let strided = geometry(1, 16, 16, 1, [1, 16, 64], [1, 3, 3], 2, 1, 1);
-    assert_eq!(backward_input_path(&strided, 4), ConvPath::Direct);
+    // Strided and dilated, or a stride above the kernel: phases the tiles do not serve.
+    let dilated = geometry(1, 16, 16, 1, [1, 16, 64], [1, 3, 3], 2, 2, 2);
+    assert_eq!(backward_input_path(&dilated, 4), ConvPath::Direct);
+    let sparse = geometry(1, 16, 16, 1, [1, 16, 96], [1, 2, 2], 3, 0, 1);
+    assert_eq!(backward_input_path(&sparse, 4), ConvPath::Direct);
     let big3d = geometry(1, 16, 16, 1, [128, 128, 128], [3; 3], 1, 1, 1);
     match forward_path(&big3d, 4) {
         ConvPath::Tiled(t) => assert!(t.chunk() >= 2, "{t:?}"),
@@ -286,6 +328,22 @@ fn tiled_forward_is_free_of_shared_memory_races() {
             &format!("tiled forward under racecheck {g:?}"),
         );
     }
+    // The stride phases of a k4 s2 p1 transposed convolution, one launch each.
+    let t = transposed(6, 8, 1, [1, 5, 17], [1, 4, 4], [1, 2, 2], [0, 1, 1], [0; 3]);
+    let x = randn(&[t.input_len()], DType::F32, 5);
+    let w = randn(&[t.weight_len()], DType::F32, 6);
+    vm.driver().set_racecheck(true);
+    let got = storage(&x, Device::PtxVm).conv_transpose(&storage(&w, Device::PtxVm), None, &t);
+    vm.driver().set_racecheck(false);
+    let want = storage(&x, Device::Cpu)
+        .conv_transpose(&storage(&w, Device::Cpu), None, &t)
+        .unwrap();
+    assert_close_scaled(
+        &values(&got.unwrap()),
+        &values(&want),
+        DType::F32,
+        "transposed k4s2p1 under racecheck",
+    );
 }
 
 /// The counters of the tiled kernel's launch for `g` (f32).

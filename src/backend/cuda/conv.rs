@@ -4,9 +4,10 @@
 //!
 //! The forward pass has two kernels: the direct loop (one thread per output element, the
 //! reference) and the implicit-GEMM kernel with output-stationary shared-memory tiles;
-//! [`forward_path`] chooses between them. The input gradient of a stride-1 convolution is the
-//! same tiled kernel run as the adjoint convolution ([`backward_input_path`]); other input
-//! gradients and the weight gradient use the direct kernels.
+//! [`forward_path`] chooses between them. The input gradient (and so the transposed
+//! convolution's forward pass) is the same tiled kernel run as the adjoint convolution, one
+//! launch per stride phase ([`backward_input_path`]), where the rule allows; the weight gradient
+//! uses the direct kernel.
 
 use super::device::{DevicePtr, KernelArg, LaunchConfig};
 use super::storage::CudaStorage;
@@ -106,22 +107,24 @@ impl IgTile {
     }
 }
 
-/// The tile of the implicit-GEMM kernel for `g` with elements of `elem` bytes, or `None` when
-/// even one input channel's patch and weights exceed the shared-memory budget. Strided rows get
-/// their bank-conflict padding when it fits, else go unpadded (conflicting stores, same results).
-fn tile_for(g: &ConvGeometry, elem: usize) -> Option<IgTile> {
-    tile_with(g, elem, true).or_else(|| tile_with(g, elem, false))
+/// The tile of the implicit-GEMM kernel for the convolution `p` with elements of `elem` bytes,
+/// or `None` when even one input channel's patch and weights exceed the shared-memory budget.
+/// Strided rows get their bank-conflict padding when it fits, else go unpadded (conflicting
+/// stores, same results).
+fn tile_for(p: &ConvParams, elem: usize) -> Option<IgTile> {
+    tile_with(p, elem, true).or_else(|| tile_with(p, elem, false))
 }
 
-fn tile_with(g: &ConvGeometry, elem: usize, pad_phases: bool) -> Option<IgTile> {
+fn tile_with(p: &ConvParams, elem: usize, pad_phases: bool) -> Option<IgTile> {
+    let u = |v: i64| v.max(0) as usize;
     // 2D convolutions tile 32 rows of height; 3D ones 4 of depth x 8 of height.
-    let rows = if g.output()[0] == 1 { [1, 32] } else { [4, 8] };
+    let rows = if p.output[0] == 1 { [1, 32] } else { [4, 8] };
     debug_assert_eq!(rows[0] * rows[1], TILE_ROWS);
     let extent = |tile: usize, axis: usize| {
-        (tile - 1) * g.stride[axis] + (g.kernel[axis] - 1) * g.dilation[axis] + 1
+        (tile - 1) * u(p.stride[axis]) + (u(p.kernel[axis]) - 1) * u(p.dilation[axis]) + 1
     };
     let patch = [extent(rows[0], 0), extent(rows[1], 1), extent(TILE_COLUMNS, 2)];
-    let s = g.stride[2];
+    let s = u(p.stride[2]);
     // Each stride phase of a staged row starts 32 / s banks after the previous one.
     let mut sub_pitch = patch[2].div_ceil(s);
     if pad_phases && s > 1 && 32 % s == 0 {
@@ -129,9 +132,9 @@ fn tile_with(g: &ConvGeometry, elem: usize, pad_phases: bool) -> Option<IgTile> 
             sub_pitch += 1;
         }
     }
-    let taps: usize = g.kernel.iter().product();
+    let taps: usize = p.kernel.iter().map(|&k| u(k)).product();
     let per_channel = patch[0] * patch[1] * s * sub_pitch + TILE_CHANNELS * taps;
-    let cig = g.in_channels / g.groups;
+    let cig = u(p.cin / p.groups.max(1));
     let chunk = (TILED_SHARED_BYTES / elem / per_channel).min(cig);
     (chunk > 0).then(|| IgTile {
         rows: rows.map(|r| r as i64),
@@ -142,17 +145,165 @@ fn tile_with(g: &ConvGeometry, elem: usize, pad_phases: bool) -> Option<IgTile> 
     })
 }
 
+/// The dispatch rule for one launch of the tiled kernel computing `p`.
+fn tiled_rule(p: &ConvParams, elem: usize) -> ConvPath {
+    let cog = p.cout / p.groups.max(1);
+    if cog < (TILE_CHANNELS / 2) as i64 || p.output[2] < (TILE_COLUMNS / 2) as i64 {
+        return ConvPath::Direct;
+    }
+    tile_for(p, elem).map_or(ConvPath::Direct, ConvPath::Tiled)
+}
+
 /// The dispatch rule of the forward convolution (README, "GPU kernels"): the implicit-GEMM kernel
 /// when a tile is mostly useful work — at least 8 output channels per group (half of a tile's 16)
 /// and at least 16 output columns (half of its 32) — and one input channel's patch and weights fit
 /// in 48 KiB of shared memory; otherwise the direct kernel, which also serves depthwise and narrow
 /// layers, where a tile would be mostly idle lanes or accumulators.
 pub fn forward_path(g: &ConvGeometry, elem: usize) -> ConvPath {
-    let cog = g.out_channels / g.groups.max(1);
-    if cog < TILE_CHANNELS / 2 || g.output()[2] < TILE_COLUMNS / 2 {
-        return ConvPath::Direct;
+    tiled_rule(&ConvParams::new(g), elem)
+}
+
+/// `IgMap` of `kernels/conv.cu` (same field order, all 64-bit).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+struct IgMap {
+    adjoint: i64,
+    full: [i64; 3],
+    first: [i64; 3],
+    step: [i64; 3],
+    tap_full: [i64; 3],
+    tap_first: [i64; 3],
+    tap_step: [i64; 3],
+}
+
+impl IgMap {
+    /// Outputs where they are computed, weights as given.
+    fn forward(p: &ConvParams) -> Self {
+        IgMap {
+            adjoint: 0,
+            full: p.output,
+            first: [0; 3],
+            step: [1; 3],
+            tap_full: p.kernel,
+            tap_first: [0; 3],
+            tap_step: [1; 3],
+        }
     }
-    tile_for(g, elem).map_or(ConvPath::Direct, ConvPath::Tiled)
+}
+
+/// One stride phase of an input gradient along one axis: the stride-1 convolution's kernel,
+/// padding, dilation and output length, and where its outputs and taps lie in `g`'s.
+struct AxisPhase {
+    kernel: i64,
+    padding: i64,
+    dilation: i64,
+    out: i64,
+    first: i64,
+    tap_first: i64,
+    tap_step: i64,
+}
+
+/// The phases of axis `a` of `g`'s input gradient; `None` when the tiles cannot serve it (a
+/// dilated strided axis, or a stride larger than the kernel, which leaves phases without taps).
+fn axis_phases(g: &ConvGeometry, a: usize) -> Option<Vec<AxisPhase>> {
+    let (k, s, d, pad) = (
+        g.kernel[a] as i64,
+        g.stride[a] as i64,
+        g.dilation[a] as i64,
+        g.padding[a] as i64,
+    );
+    let input = g.input[a] as i64;
+    if s == 1 {
+        // Input i receives output i + pad - d t through tap t: a convolution with the kernel
+        // flipped and padding d (k - 1) - pad.
+        return Some(vec![AxisPhase {
+            kernel: k,
+            padding: d * (k - 1) - pad,
+            dilation: d,
+            out: input,
+            first: 0,
+            tap_first: 0,
+            tap_step: 1,
+        }]);
+    }
+    if d != 1 || k < s {
+        return None;
+    }
+    // Input r + s m receives output (r + pad - t) / s through the taps t = k0 + s j; with
+    // c0 = (r + pad - k0) / s that is output m + c0 - j: a stride-1 convolution over the output
+    // with n taps flipped and padding n - 1 - c0.
+    Some(
+        (0..s.min(input))
+            .map(|r| {
+                let k0 = (r + pad) % s;
+                let n = (k - k0 + s - 1) / s;
+                let c0 = (r + pad - k0) / s;
+                AxisPhase {
+                    kernel: n,
+                    padding: n - 1 - c0,
+                    dilation: 1,
+                    out: (input - r + s - 1) / s,
+                    first: r,
+                    tap_first: k0,
+                    tap_step: s,
+                }
+            })
+            .collect(),
+    )
+}
+
+/// The launches of the tiled kernel that compute `g`'s input gradient: one per stride phase
+/// (one in all at stride 1), or `None` when some axis cannot be tiled.
+fn adjoint_launches(g: &ConvGeometry) -> Option<Vec<(ConvParams, IgMap)>> {
+    let axes = [axis_phases(g, 0)?, axis_phases(g, 1)?, axis_phases(g, 2)?];
+    let out = g.output().map(|v| v as i64);
+    let mut launches = Vec::new();
+    for pd in &axes[0] {
+        for ph in &axes[1] {
+            for pw in &axes[2] {
+                let ph3 = [pd, ph, pw];
+                let p = ConvParams {
+                    batch: g.batch as i64,
+                    cin: g.out_channels as i64,
+                    cout: g.in_channels as i64,
+                    groups: g.groups as i64,
+                    input: out,
+                    kernel: ph3.map(|x| x.kernel),
+                    stride: [1; 3],
+                    padding: ph3.map(|x| x.padding),
+                    dilation: ph3.map(|x| x.dilation),
+                    output: ph3.map(|x| x.out),
+                };
+                let map = IgMap {
+                    adjoint: 1,
+                    full: g.input.map(|v| v as i64),
+                    first: ph3.map(|x| x.first),
+                    step: g.stride.map(|v| v as i64),
+                    tap_full: g.kernel.map(|v| v as i64),
+                    tap_first: ph3.map(|x| x.tap_first),
+                    tap_step: ph3.map(|x| x.tap_step),
+                };
+                launches.push((p, map));
+            }
+        }
+    }
+    Some(launches)
+}
+
+/// Which kernel computes the input gradient of `g` (and so a transposed convolution's forward
+/// pass): the tiled kernel run as the adjoint convolution, one launch per stride phase, when
+/// every phase passes the forward rule; else the direct gather. The tile of the first phase is
+/// returned.
+pub fn backward_input_path(g: &ConvGeometry, elem: usize) -> ConvPath {
+    let Some(launches) = adjoint_launches(g) else {
+        return ConvPath::Direct;
+    };
+    let paths: Vec<ConvPath> = launches.iter().map(|(p, _)| tiled_rule(p, elem)).collect();
+    if paths.iter().all(|p| matches!(p, ConvPath::Tiled(_))) {
+        paths[0]
+    } else {
+        ConvPath::Direct
+    }
 }
 
 /// Checks the geometry and that each operand holds exactly the elements it describes.
@@ -218,66 +369,41 @@ fn launch_forward<D: DeviceApi>(
 ) -> Result<CudaStorage<D>> {
     match forward_path(g, x.dtype().size_in_bytes()) {
         ConvPath::Direct => launch_forward_direct(x, weight, bias, g),
-        ConvPath::Tiled(tile) => launch_forward_tiled(x, weight, bias, g, &tile, false),
-    }
-}
-
-/// The stride-1 convolution whose forward pass is the input gradient of `g`: over the output
-/// gradient, with channels swapped, the kernel flipped and padding `dil (k - 1) - pad`. `None`
-/// when `g` has a stride above 1 or a padding beyond `dil (k - 1)` on some axis.
-pub fn adjoint_forward(g: &ConvGeometry) -> Option<ConvGeometry> {
-    let mut padding = [0; 3];
-    for a in 0..3 {
-        let reach = g.dilation[a] * (g.kernel[a] - 1);
-        if g.stride[a] != 1 || g.padding[a] > reach {
-            return None;
+        ConvPath::Tiled(tile) => {
+            let y = x.alloc_like(g.output_len(), x.dtype())?;
+            let p = ConvParams::new(g);
+            launch_tiled(x, weight, bias, &y, &p, &tile, &IgMap::forward(&p))?;
+            Ok(y)
         }
-        padding[a] = reach - g.padding[a];
     }
-    let adj = ConvGeometry {
-        batch: g.batch,
-        in_channels: g.out_channels,
-        out_channels: g.in_channels,
-        groups: g.groups,
-        input: g.output(),
-        kernel: g.kernel,
-        stride: [1; 3],
-        padding,
-        dilation: g.dilation,
-    };
-    (adj.validate().is_ok() && adj.output() == g.input).then_some(adj)
 }
 
-/// Which kernel computes the input gradient of `g`: the tiled kernel in adjoint mode when `g`
-/// has stride 1 and its adjoint convolution passes the forward rule, else the direct gather.
-pub fn backward_input_path(g: &ConvGeometry, elem: usize) -> ConvPath {
-    adjoint_forward(g).map_or(ConvPath::Direct, |adj| forward_path(&adj, elem))
-}
-
-/// One block per output tile (channels x rows x columns of one batch item and group).
-fn launch_forward_tiled<D: DeviceApi>(
+/// One launch of the tiled kernel: blocks per output tile (channels x rows x columns of one
+/// batch item and group) of `p`, written into `y` as `map` places them.
+fn launch_tiled<D: DeviceApi>(
     x: &CudaStorage<D>,
     weight: &CudaStorage<D>,
     bias: Option<&CudaStorage<D>>,
-    g: &ConvGeometry,
+    y: &CudaStorage<D>,
+    p: &ConvParams,
     tile: &IgTile,
-    adjoint: bool,
-) -> Result<CudaStorage<D>> {
-    let n = g.output_len();
-    let y = x.alloc_like(n, x.dtype())?;
-    if n == 0 {
-        return Ok(y);
+    map: &IgMap,
+) -> Result<()> {
+    let u = |v: i64| v.max(0) as usize;
+    let out = p.output.map(u);
+    if out.contains(&0) || u(p.batch) == 0 || u(p.cout) == 0 {
+        return Ok(());
     }
-    let out = g.output();
     let tiles = out[0].div_ceil(tile.rows[0] as usize)
         * out[1].div_ceil(tile.rows[1] as usize)
         * out[2].div_ceil(TILE_COLUMNS);
-    let cog = g.out_channels / g.groups;
-    let blocks = g.batch * g.groups * cog.div_ceil(TILE_CHANNELS) * tiles;
+    let groups = u(p.groups);
+    let cog = u(p.cout) / groups;
+    let blocks = u(p.batch) * groups * cog.div_ceil(TILE_CHANNELS) * tiles;
     let config = LaunchConfig {
         grid_dim: (blocks.min(MAX_WEIGHT_BLOCKS) as u32, 1, 1),
         block_dim: (TILED_THREADS, 1, 1),
-        shared_mem_bytes: tile.shared_bytes(g.stride[2], x.dtype().size_in_bytes()) as u32,
+        shared_mem_bytes: tile.shared_bytes(u(p.stride[2]), x.dtype().size_in_bytes()) as u32,
     };
     let [b, has_b] = bias_args(bias);
     let args = [
@@ -286,13 +412,12 @@ fn launch_forward_tiled<D: DeviceApi>(
         b,
         has_b,
         y.arg(),
-        ConvParams::new(g).arg(),
+        p.arg(),
         KernelArg::from_bytes(bytemuck::bytes_of(tile)),
-        i32::from(adjoint).into(),
+        KernelArg::from_bytes(bytemuck::bytes_of(map)),
     ];
     x.context()
-        .launch(FILE, &x.kernel_name("conv_forward_tiled"), &config, &args)?;
-    Ok(y)
+        .launch(FILE, &x.kernel_name("conv_forward_tiled"), &config, &args)
 }
 
 /// One thread per output element: the forward gather.
@@ -333,12 +458,17 @@ fn launch_backward_input<D: DeviceApi>(
     bias: Option<&CudaStorage<D>>,
     g: &ConvGeometry,
 ) -> Result<CudaStorage<D>> {
-    match (
-        backward_input_path(g, grad_out.dtype().size_in_bytes()),
-        adjoint_forward(g),
-    ) {
-        (ConvPath::Tiled(tile), Some(adj)) => {
-            launch_forward_tiled(grad_out, weight, bias, &adj, &tile, true)
+    let elem = grad_out.dtype().size_in_bytes();
+    match (backward_input_path(g, elem), adjoint_launches(g)) {
+        (ConvPath::Tiled(_), Some(launches)) => {
+            // The phases tile the input gradient: together they write every element once.
+            let gx = grad_out.alloc_like(g.input_len(), grad_out.dtype())?;
+            for (p, map) in &launches {
+                if let ConvPath::Tiled(tile) = tiled_rule(p, elem) {
+                    launch_tiled(grad_out, weight, bias, &gx, p, &tile, map)?;
+                }
+            }
+            Ok(gx)
         }
         _ => launch_backward_input_direct(grad_out, weight, bias, g),
     }

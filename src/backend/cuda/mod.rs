@@ -31,7 +31,7 @@ mod reduce;
 mod upsample;
 
 pub use alloc::MemoryStats;
-pub use conv::{adjoint_forward, backward_input_path, forward_path, ConvPath, IgTile};
+pub use conv::{backward_input_path, forward_path, ConvPath, IgTile};
 pub use context::{GpuBuffer, GpuContext, LaunchShape};
 pub use device::{DeviceApi, DevicePtr, KernelArg, LaunchConfig};
 pub use driver::CudaDriver;
