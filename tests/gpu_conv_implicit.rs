@@ -10,9 +10,9 @@
 mod common;
 
 use common::gpu_test_devices;
+use hepar::autograd::gradcheck::{gradcheck, GradcheckOptions};
 use hepar::backend::cuda::context::ptx_vm;
 use hepar::backend::cuda::{backward_input_path, forward_path, ConvPath, DeviceApi, LaunchConfig};
-use hepar::autograd::gradcheck::{gradcheck, GradcheckOptions};
 use hepar::backend::{BackendStorage, ConvGeometry, ConvTransposeGeometry, Device, Storage};
 use hepar::kernel_args;
 use hepar::ptx::VirtualGpu;
@@ -76,7 +76,11 @@ fn geometry(
         input,
         kernel,
         stride: axes(stride),
-        padding: if two_d { [0, padding, padding] } else { [padding; 3] },
+        padding: if two_d {
+            [0, padding, padding]
+        } else {
+            [padding; 3]
+        },
         dilation: axes(dilation),
     };
     g.validate().unwrap();
@@ -169,7 +173,10 @@ fn tiled_backward_input_matches_the_cpu() {
         for dtype in [DType::F32, DType::F64] {
             for (i, g) in adjoint_cases().iter().enumerate() {
                 assert!(
-                    matches!(backward_input_path(g, dtype.size_in_bytes()), ConvPath::Tiled(_)),
+                    matches!(
+                        backward_input_path(g, dtype.size_in_bytes()),
+                        ConvPath::Tiled(_)
+                    ),
                     "case {i} {g:?} should take the tiled kernel"
                 );
                 let gy = randn(&[g.output_len()], dtype, 50 + i as u64);
@@ -229,7 +236,16 @@ fn transposed_convolutions_run_on_the_tiles_with_their_bias() {
         // The U-Net course's ConvTranspose2d k4 s2 p1.
         transposed(6, 8, 1, [1, 5, 17], [1, 4, 4], [1, 2, 2], [0, 1, 1], [0; 3]),
         // With output padding and groups: phases of unequal lengths.
-        transposed(4, 16, 2, [1, 4, 16], [1, 4, 4], [1, 2, 2], [0, 1, 1], [0, 1, 1]),
+        transposed(
+            4,
+            16,
+            2,
+            [1, 4, 16],
+            [1, 4, 4],
+            [1, 2, 2],
+            [0, 1, 1],
+            [0, 1, 1],
+        ),
     ];
     for dev in gpu_test_devices() {
         for (i, t) in cases.iter().enumerate() {
@@ -241,7 +257,11 @@ fn transposed_convolutions_run_on_the_tiles_with_their_bias() {
             let w = randn(&[t.weight_len()], DType::F32, 2 + i as u64);
             let b = randn(&[t.out_channels], DType::F32, 3 + i as u64);
             let want = storage(&x, Device::Cpu)
-                .conv_transpose(&storage(&w, Device::Cpu), Some(&storage(&b, Device::Cpu)), t)
+                .conv_transpose(
+                    &storage(&w, Device::Cpu),
+                    Some(&storage(&b, Device::Cpu)),
+                    t,
+                )
                 .unwrap();
             let got = storage(&x, dev)
                 .conv_transpose(&storage(&w, dev), Some(&storage(&b, dev)), t)
@@ -383,11 +403,18 @@ fn tile_loads_are_coalesced_and_conflict_free_on_slices_of_the_big_layers() {
         // Every multiply-add of the convolution is counted once (2 FLOPs), padding taps included.
         let taps: usize = g.kernel.iter().product();
         let useful = 2 * g.output_len() * g.in_channels * taps;
-        assert!(c.fp32_flops as usize >= useful, "{g:?}: {} FLOPs", c.fp32_flops);
+        assert!(
+            c.fp32_flops as usize >= useful,
+            "{g:?}: {} FLOPs",
+            c.fp32_flops
+        );
         // Compute-bound on an H100 even if every requested byte came from DRAM.
         let ridge = hepar::backend::cuda::roofline::H100.fp32_ridge();
         let intensity = c.fp32_flops as f64 / c.global_bytes_read as f64;
-        assert!(intensity > ridge, "{g:?}: {intensity:.1} FLOP/B, ridge {ridge:.1}");
+        assert!(
+            intensity > ridge,
+            "{g:?}: {intensity:.1} FLOP/B, ridge {ridge:.1}"
+        );
     }
 }
 

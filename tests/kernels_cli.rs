@@ -48,7 +48,10 @@ fn report_lists_every_kernel_of_every_file_with_its_registers() {
     }
     let (ok, out, err) = hepar(&["kernels", "report", "--arch", "sm_90"]);
     assert!(ok, "{err}");
-    assert!(out.contains("kernel (sm_90)") && out.contains("conv_forward_tiled_f32"), "{out}");
+    assert!(
+        out.contains("kernel (sm_90)") && out.contains("conv_forward_tiled_f32"),
+        "{out}"
+    );
     let (ok, _, err) = hepar(&["kernels", "report", "--arch", "sm_70"]);
     assert!(!ok && err.contains("sm_70"), "{err}");
 }
@@ -90,7 +93,10 @@ fn profile_prints_counters_and_the_roofline_bound() {
     ] {
         assert!(out.contains(needle), "no `{needle}` in:\n{out}");
     }
-    assert!(out.contains("compute-bound") || out.contains("memory-bound"), "{out}");
+    assert!(
+        out.contains("compute-bound") || out.contains("memory-bound"),
+        "{out}"
+    );
     let (ok, _, err) = hepar(&["kernels", "profile", "--op", "conv2d", "--shape", "1,3,8"]);
     assert!(!ok && err.contains("--shape"), "{err}");
 }

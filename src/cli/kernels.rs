@@ -97,12 +97,7 @@ fn report(args: &ReportArgs) -> Result<()> {
 }
 
 /// `values` as one per spatial axis: a single value repeats; 2D ops get depth 1 (`depth_value`).
-fn per_axis(
-    what: &str,
-    values: &[usize],
-    two_d: bool,
-    depth_value: usize,
-) -> Result<[usize; 3]> {
+fn per_axis(what: &str, values: &[usize], two_d: bool, depth_value: usize) -> Result<[usize; 3]> {
     let spatial = if two_d { 2 } else { 3 };
     let v: Vec<usize> = match values.len() {
         1 => vec![values[0]; spatial],
@@ -199,13 +194,21 @@ fn recorded(f: impl FnOnce() -> Result<Storage>) -> Result<Vec<LaunchReport>> {
     Ok(reports)
 }
 
-/// Runs the chosen passes; returns (pass name, FLOPs of the op, compulsory bytes, reports).
+/// One profiled pass: its name, the op's FLOPs, its compulsory bytes and its launches' reports.
+struct PassProfile {
+    pass: &'static str,
+    flops: f64,
+    compulsory_bytes: f64,
+    reports: Vec<LaunchReport>,
+}
+
+/// Runs the chosen passes.
 fn run_passes(
     args: &ProfileArgs,
     c: &ConvGeometry,
     t: Option<&ConvTransposeGeometry>,
     dtype: DType,
-) -> Result<Vec<(&'static str, f64, f64, Vec<LaunchReport>)>> {
+) -> Result<Vec<PassProfile>> {
     let e = dtype.size_in_bytes() as f64;
     // Tensors of the op as the user sees it (for a transposed op: its input is `c`'s output).
     let (x_len, y_len) = match t {
@@ -225,21 +228,36 @@ fn run_passes(
             Some(t) => x.conv_transpose(&w, None, t),
             None => x.conv(&w, None, c),
         })?;
-        out.push(("forward", flops, bytes(x_len, w_len, y_len), r));
+        out.push(PassProfile {
+            pass: "forward",
+            flops,
+            compulsory_bytes: bytes(x_len, w_len, y_len),
+            reports: r,
+        });
     }
     if wants(ProfilePass::BackwardInput) {
         let r = recorded(|| match t {
             Some(t) => gy.conv_transpose_backward_input(&w, t),
             None => gy.conv_backward_input(&w, c),
         })?;
-        out.push(("backward-input", flops, bytes(y_len, w_len, x_len), r));
+        out.push(PassProfile {
+            pass: "backward-input",
+            flops,
+            compulsory_bytes: bytes(y_len, w_len, x_len),
+            reports: r,
+        });
     }
     if wants(ProfilePass::BackwardWeight) {
         let r = recorded(|| match t {
             Some(t) => x.conv_transpose_backward_weight(&gy, t),
             None => x.conv_backward_weight(&gy, c),
         })?;
-        out.push(("backward-weight", flops, bytes(x_len, y_len, w_len), r));
+        out.push(PassProfile {
+            pass: "backward-weight",
+            flops,
+            compulsory_bytes: bytes(x_len, y_len, w_len),
+            reports: r,
+        });
     }
     Ok(out)
 }
@@ -260,14 +278,14 @@ fn profile(args: &ProfileArgs) -> Result<()> {
         Some(t) => println!("{:?} {t:?} (adjoint of {c:?})", args.op),
         None => println!("{:?} {c:?}", args.op),
     }
-    for (pass, flops, compulsory, reports) in run_passes(args, &c, t.as_ref(), dtype)? {
+    for p in run_passes(args, &c, t.as_ref(), dtype)? {
         let mut total = LaunchCounters::default();
-        println!("\n=== {pass}: {} launch(es)", reports.len());
-        for r in &reports {
+        println!("\n=== {}: {} launch(es)", p.pass, p.reports.len());
+        for r in &p.reports {
             print!("{r}");
             total.merge(&r.counters);
         }
-        print_roofline(pass, &total, flops, compulsory, dtype);
+        print_roofline(p.pass, &total, p.flops, p.compulsory_bytes, dtype);
     }
     Ok(())
 }

@@ -123,7 +123,11 @@ fn tile_with(p: &ConvParams, elem: usize, pad_phases: bool) -> Option<IgTile> {
     let extent = |tile: usize, axis: usize| {
         (tile - 1) * u(p.stride[axis]) + (u(p.kernel[axis]) - 1) * u(p.dilation[axis]) + 1
     };
-    let patch = [extent(rows[0], 0), extent(rows[1], 1), extent(TILE_COLUMNS, 2)];
+    let patch = [
+        extent(rows[0], 0),
+        extent(rows[1], 1),
+        extent(TILE_COLUMNS, 2),
+    ];
     let s = u(p.stride[2]);
     // Each stride phase of a staged row starts 32 / s banks after the previous one.
     let mut sub_pitch = patch[2].div_ceil(s);

@@ -11,7 +11,8 @@ use super::nvrtc::{compile_to_ptx, package_dir_candidates, Arch};
 use super::{full_source, SOURCES};
 use crate::error::{HeparError, Result};
 
-const PTXAS_HINT: &str = "ptxas was not found; install it with `pip install nvidia-cuda-nvcc-cu12` \
+const PTXAS_HINT: &str =
+    "ptxas was not found; install it with `pip install nvidia-cuda-nvcc-cu12` \
 (scripts/setup.sh does), or set HEPAR_PTXAS to the path of a ptxas executable";
 
 /// What ptxas allocates for one kernel.
@@ -227,6 +228,9 @@ ptxas info    : Used 7 registers, used 0 barriers, 360 bytes cmem[0]\n";
         );
         assert_eq!((k[0].spill_store_bytes, k[0].spill_load_bytes), (8, 4));
         assert!(k[0].spills() && !k[1].spills());
-        assert_eq!((k[1].kernel.as_str(), k[1].registers, k[1].shared_bytes), ("second", 7, 0));
+        assert_eq!(
+            (k[1].kernel.as_str(), k[1].registers, k[1].shared_bytes),
+            ("second", 7, 0)
+        );
     }
 }

@@ -31,8 +31,8 @@ mod reduce;
 mod upsample;
 
 pub use alloc::MemoryStats;
-pub use conv::{backward_input_path, forward_path, ConvPath, IgTile};
 pub use context::{GpuBuffer, GpuContext, LaunchShape};
+pub use conv::{backward_input_path, forward_path, ConvPath, IgTile};
 pub use device::{DeviceApi, DevicePtr, KernelArg, LaunchConfig};
 pub use driver::CudaDriver;
 pub use storage::CudaStorage;

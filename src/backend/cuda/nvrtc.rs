@@ -31,7 +31,11 @@ impl Arch {
 
     /// Parses `sm_80` / `sm_90` (also `80`, `90`, `compute_80`, `compute_90`).
     pub fn parse(name: &str) -> Option<Arch> {
-        match name.trim().trim_start_matches("sm_").trim_start_matches("compute_") {
+        match name
+            .trim()
+            .trim_start_matches("sm_")
+            .trim_start_matches("compute_")
+        {
             "80" => Some(Arch::Sm80),
             "90" => Some(Arch::Sm90),
             _ => None,
