@@ -278,6 +278,44 @@ __device__ __forceinline__ long long floor_mod(long long a, long long m) {
     return r < 0 ? r + m : r;
 }
 
+// The products of one staged chunk for the first R of a thread's rows (the rest of them lie
+// beyond the output: a tile's last rows, or all of a short layer's, are skipped, not computed).
+template <typename T, int R>
+__device__ __forceinline__ void tiled_chunk_products(T (&acc)[IG_OC][IG_RPT], const T* xs,
+                                                     const T* ws, const ConvParams& p,
+                                                     const IgTile& t, long long chunk_n,
+                                                     long long row_pitch, int warp, int lane) {
+    for (long long c = 0; c < chunk_n; ++c) {
+        for (long long kd = 0; kd < p.k[0]; ++kd) {
+            for (long long kh = 0; kh < p.k[1]; ++kh) {
+                const T* rows[R];
+#pragma unroll
+                for (int j = 0; j < R; ++j) {
+                    const long long r = warp + IG_WARPS * j;
+                    const long long pd = (r / t.rows[1]) * p.stride[0] + kd * p.dil[0];
+                    const long long ph = (r % t.rows[1]) * p.stride[1] + kh * p.dil[1];
+                    rows[j] = xs + ((c * t.patch[0] + pd) * t.patch[1] + ph) * row_pitch;
+                }
+                const T* wk = ws + (c * p.k[0] * p.k[1] + kd * p.k[1] + kh) * p.k[2];
+                for (long long kw = 0; kw < p.k[2]; ++kw) {
+                    const long long e = kw * p.dil[2];
+                    const long long off =
+                        (e % p.stride[2]) * t.sub_pitch + lane + e / p.stride[2];
+                    T xv[R];
+#pragma unroll
+                    for (int j = 0; j < R; ++j) xv[j] = rows[j][off];
+#pragma unroll
+                    for (int o = 0; o < IG_OC; ++o) {
+                        const T wv = wk[o * t.wpitch + kw];
+#pragma unroll
+                        for (int j = 0; j < R; ++j) acc[o][j] += wv * xv[j];
+                    }
+                }
+            }
+        }
+    }
+}
+
 template <typename T>
 __device__ __forceinline__ void conv_forward_tiled_impl(const T* __restrict__ x,
                                                         const T* __restrict__ w,
@@ -320,6 +358,13 @@ __device__ __forceinline__ void conv_forward_tiled_impl(const T* __restrict__ x,
         for (int o = 0; o < IG_OC; ++o)
 #pragma unroll
             for (int j = 0; j < IG_RPT; ++j) acc[o][j] = T(0);
+        // Rows of this warp inside the output: a prefix of its IG_RPT rows (uniform per warp).
+        int live = 0;
+#pragma unroll
+        for (int j = 0; j < IG_RPT; ++j) {
+            const long long r = warp + IG_WARPS * j;
+            if (od0 + r / t.rows[1] < p.out[0] && oh0 + r % t.rows[1] < p.out[1]) live = j + 1;
+        }
         for (long long ic0 = 0; ic0 < cig; ic0 += t.chunk) {
             const long long chunk_n = min(t.chunk, cig - ic0);
             const long long ktot = chunk_n * taps;
@@ -373,34 +418,20 @@ __device__ __forceinline__ void conv_forward_tiled_impl(const T* __restrict__ x,
                 }
             }
             __syncthreads();
-            for (long long c = 0; c < chunk_n; ++c) {
-                for (long long kd = 0; kd < p.k[0]; ++kd) {
-                    for (long long kh = 0; kh < p.k[1]; ++kh) {
-                        const T* rows[IG_RPT];
-#pragma unroll
-                        for (int j = 0; j < IG_RPT; ++j) {
-                            const long long r = warp + IG_WARPS * j;
-                            const long long pd = (r / t.rows[1]) * p.stride[0] + kd * p.dil[0];
-                            const long long ph = (r % t.rows[1]) * p.stride[1] + kh * p.dil[1];
-                            rows[j] = xs + ((c * t.patch[0] + pd) * t.patch[1] + ph) * row_pitch;
-                        }
-                        const T* wk = ws + (c * p.k[0] * p.k[1] + kd * p.k[1] + kh) * p.k[2];
-                        for (long long kw = 0; kw < p.k[2]; ++kw) {
-                            const long long e = kw * p.dil[2];
-                            const long long off =
-                                (e % p.stride[2]) * t.sub_pitch + lane + e / p.stride[2];
-                            T xv[IG_RPT];
-#pragma unroll
-                            for (int j = 0; j < IG_RPT; ++j) xv[j] = rows[j][off];
-#pragma unroll
-                            for (int o = 0; o < IG_OC; ++o) {
-                                const T wv = wk[o * t.wpitch + kw];
-#pragma unroll
-                                for (int j = 0; j < IG_RPT; ++j) acc[o][j] += wv * xv[j];
-                            }
-                        }
-                    }
-                }
+            switch (live) {
+            case 4:
+                tiled_chunk_products<T, 4>(acc, xs, ws, p, t, chunk_n, row_pitch, warp, lane);
+                break;
+            case 3:
+                tiled_chunk_products<T, 3>(acc, xs, ws, p, t, chunk_n, row_pitch, warp, lane);
+                break;
+            case 2:
+                tiled_chunk_products<T, 2>(acc, xs, ws, p, t, chunk_n, row_pitch, warp, lane);
+                break;
+            case 1:
+                tiled_chunk_products<T, 1>(acc, xs, ws, p, t, chunk_n, row_pitch, warp, lane);
+                break;
+            default: break;
             }
         }
         // Write the tile: lanes along the output row (coalesced), bias added once.
