@@ -113,14 +113,17 @@ __device__ __forceinline__ void conv_backward_input_impl(const T* __restrict__ g
 // ----- backward-weight: blocks per (out channel, input channel of its group) ------------------------
 // The reduction over (batch, output position) of one channel pair is cut into `splits` ranges,
 // one block each, so that layers with few channel pairs still fill the GPU. A block's threads
-// stride over its range, each accumulating up to BW_CHUNK taps in registers; the taps are then
+// stride over its range, each accumulating up to BW_CHUNK_* taps in registers; the taps are then
 // reduced across the block in a fixed order (warp shuffles, then the warps' partial sums in warp
 // order) into out[(pair * splits + split) * taps + tap]. With one split that is the weight
 // gradient itself; otherwise conv_weight_splits_sum adds the splits in order. Results thus do not
 // depend on timing.
 #define BW_THREADS 256
 #define BW_WARPS (BW_THREADS / 32)
-#define BW_CHUNK 27
+// Taps per register chunk: 27 (a whole 3x3x3 kernel) in f32; 14 in f64, whose accumulators take
+// two registers each, so that the kernel does not spill.
+#define BW_CHUNK_F32 27
+#define BW_CHUNK_F64 14
 
 template <typename T>
 __device__ __forceinline__ T warp_sum(T v) {
@@ -129,14 +132,14 @@ __device__ __forceinline__ T warp_sum(T v) {
     return v;
 }
 
-template <typename T>
+template <typename T, int CHUNK>
 __device__ __forceinline__ void conv_backward_weight_impl(const T* __restrict__ x,
                                                           const T* __restrict__ gy,
                                                           T* __restrict__ out, const ConvParams& p,
                                                           long long splits) {
-    __shared__ T partial[BW_WARPS][BW_CHUNK];
+    __shared__ T partial[BW_WARPS][CHUNK];
     // Per tap of the chunk: its offset along each axis, k * dil.
-    __shared__ long long tap_off[3][BW_CHUNK];
+    __shared__ long long tap_off[3][CHUNK];
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
     const long long cig = p.cin / p.groups, cog = p.cout / p.groups;
     const long long in_plane = p.in[0] * p.in[1] * p.in[2];
@@ -150,8 +153,8 @@ __device__ __forceinline__ void conv_backward_weight_impl(const T* __restrict__ 
         const long long oc = pair / cig, icg = pair % cig;
         const long long ic = (oc / cog) * cig + icg;
         const long long q0 = total * split / splits, q1 = total * (split + 1) / splits;
-        for (long long t0 = 0; t0 < taps; t0 += BW_CHUNK) {
-            const int nt = (int)min((long long)BW_CHUNK, taps - t0);
+        for (long long t0 = 0; t0 < taps; t0 += CHUNK) {
+            const int nt = (int)min((long long)CHUNK, taps - t0);
             if (tid < nt) {
                 const long long tap = t0 + tid;
                 tap_off[2][tid] = (tap % p.k[2]) * p.dil[2];
@@ -159,9 +162,9 @@ __device__ __forceinline__ void conv_backward_weight_impl(const T* __restrict__ 
                 tap_off[0][tid] = (tap / (p.k[1] * p.k[2])) * p.dil[0];
             }
             __syncthreads();
-            T acc[BW_CHUNK];
+            T acc[CHUNK];
 #pragma unroll
-            for (int t = 0; t < BW_CHUNK; ++t) acc[t] = T(0);
+            for (int t = 0; t < CHUNK; ++t) acc[t] = T(0);
             for (long long q = q0 + tid; q < q1; q += BW_THREADS) {
                 const long long nb = q / positions, pos = q - nb * positions;
                 const long long ow = pos % p.out[2];
@@ -173,7 +176,7 @@ __device__ __forceinline__ void conv_backward_weight_impl(const T* __restrict__ 
                 const T g = gy[(nb * p.cout + oc) * positions + pos];
                 const T* xc = x + (nb * p.cin + ic) * in_plane;
 #pragma unroll
-                for (int t = 0; t < BW_CHUNK; ++t) {
+                for (int t = 0; t < CHUNK; ++t) {
                     if (t < nt) {
                         const long long id = d0 + tap_off[0][t];
                         const long long ih = h0 + tap_off[1][t];
@@ -185,7 +188,7 @@ __device__ __forceinline__ void conv_backward_weight_impl(const T* __restrict__ 
                 }
             }
 #pragma unroll
-            for (int t = 0; t < BW_CHUNK; ++t) {
+            for (int t = 0; t < CHUNK; ++t) {
                 if (t < nt) {
                     const T v = warp_sum(acc[t]);
                     if (lane == 0) partial[warp][t] = v;
@@ -217,29 +220,274 @@ __device__ __forceinline__ void conv_weight_splits_sum_impl(const T* __restrict_
     }
 }
 
-#define CONV_KERNELS(T, SUFFIX)                                                                       \
-    /* CPU: conv::conv_forward(geom, input, weight, bias, out) */                                    \
+// ----- implicit-GEMM forward: output-stationary shared-memory tiles ------------------------------
+// The convolution as a GEMM per group: Y[oc, position] = sum over k = (input channel, tap) of
+// W[oc, k] * X[k, position], without materialising the im2col matrix X. A block owns an output
+// tile of IG_OC channels of one group x IG_ROWS (depth, height) rows x IG_TW columns of one batch
+// item, and keeps it in registers (IG_OC x IG_RPT accumulators per thread) for the whole reduction.
+// The reduction runs in chunks of `chunk` input channels: the block stages the chunk's input patch
+// (tile + halo) and the matching weights W[oc, chunk x taps] in shared memory, then every thread
+// reduces over the chunk's (channel x tap) products for its IG_RPT positions and IG_OC channels.
+//
+// Memory behaviour (checked by the VM counters in tests/gpu_conv_implicit.rs):
+// - a warp stages one patch row at a time, lanes along the innermost axis starting from a
+//   32-element-aligned address, so each request covers whole sectors;
+// - lane l computes output column l, reading patch word l * stride_w + kw * dil_w. Patch rows are
+//   stored split by stride phase (element e at (e % stride) * sub_pitch + e / stride), so those
+//   reads are consecutive words: no bank conflicts at any stride. sub_pitch is padded so that the
+//   phases of one staged row start 32 / stride banks apart, which keeps the staging stores of
+//   stride-2 and stride-4 rows conflict-free too;
+// - weights are read by all lanes at the same address (broadcast).
+// With an adjoint `IgMap`, `w` is the weight of the forward convolution whose input gradient
+// this is: W'[ic, oc, tap] = W[oc, ic, flipped tap] per group, so the same tiles compute the
+// backward-input pass, and the transposed convolution's forward pass, without a weight copy. At
+// stride s > 1 the input gradient splits into s phases per axis (positions r + s m): each is a
+// stride-1 convolution of the output gradient with the taps k = (r + pad) mod s + s j, written
+// at stride s into the gradient — one launch per phase, no atomics.
+// Dispatch between this kernel and the direct one: `forward_path` in src/backend/cuda/conv.rs.
+#define IG_THREADS 256
+#define IG_WARPS (IG_THREADS / 32)
+#define IG_OC 16
+#define IG_TW 32
+#define IG_ROWS 32
+#define IG_RPT (IG_ROWS / IG_WARPS)
+
+// Tile geometry chosen by the host; same field order as `IgTile` in src/backend/cuda/conv.rs.
+struct IgTile {
+    long long rows[2];   // output rows of a tile along depth and height (product IG_ROWS)
+    long long chunk;     // input channels staged per step
+    long long patch[3];  // input patch extent (d, h, w) of a tile
+    long long sub_pitch; // words of one stride phase of a staged patch row
+    long long wpitch;    // words per output channel of the staged weights (chunk x taps)
+};
+
+// Where the tiled kernel's outputs go and which weights it reads; same field order as `IgMap`
+// in src/backend/cuda/conv.rs. Forward: output element m at m (first 0, step 1) and weights as
+// given. Adjoint (the input gradient of a forward convolution W, one stride phase at a time):
+// output element m at first + step * m of a tensor of size `full`, and tap j of this kernel's
+// (sub-)kernel reads W's channels transposed and its tap tap_first + (k - 1 - j) * tap_step of
+// a kernel of size `tap_full`, per axis.
+struct IgMap {
+    long long adjoint;
+    long long full[3], first[3], step[3];
+    long long tap_full[3], tap_first[3], tap_step[3];
+};
+
+__device__ __forceinline__ long long floor_mod(long long a, long long m) {
+    const long long r = a % m;
+    return r < 0 ? r + m : r;
+}
+
+// The products of one staged chunk for the first R of a thread's rows (the rest of them lie
+// beyond the output: a tile's last rows, or all of a short layer's, are skipped, not computed).
+template <typename T, int R>
+__device__ __forceinline__ void tiled_chunk_products(T (&acc)[IG_OC][IG_RPT], const T* xs,
+                                                     const T* ws, const ConvParams& p,
+                                                     const IgTile& t, long long chunk_n,
+                                                     long long row_pitch, int warp, int lane) {
+    for (long long c = 0; c < chunk_n; ++c) {
+        for (long long kd = 0; kd < p.k[0]; ++kd) {
+            for (long long kh = 0; kh < p.k[1]; ++kh) {
+                const T* rows[R];
+#pragma unroll
+                for (int j = 0; j < R; ++j) {
+                    const long long r = warp + IG_WARPS * j;
+                    const long long pd = (r / t.rows[1]) * p.stride[0] + kd * p.dil[0];
+                    const long long ph = (r % t.rows[1]) * p.stride[1] + kh * p.dil[1];
+                    rows[j] = xs + ((c * t.patch[0] + pd) * t.patch[1] + ph) * row_pitch;
+                }
+                const T* wk = ws + (c * p.k[0] * p.k[1] + kd * p.k[1] + kh) * p.k[2];
+                for (long long kw = 0; kw < p.k[2]; ++kw) {
+                    const long long e = kw * p.dil[2];
+                    const long long off =
+                        (e % p.stride[2]) * t.sub_pitch + lane + e / p.stride[2];
+                    T xv[R];
+#pragma unroll
+                    for (int j = 0; j < R; ++j) xv[j] = rows[j][off];
+#pragma unroll
+                    for (int o = 0; o < IG_OC; ++o) {
+                        const T wv = wk[o * t.wpitch + kw];
+#pragma unroll
+                        for (int j = 0; j < R; ++j) acc[o][j] += wv * xv[j];
+                    }
+                }
+            }
+        }
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void conv_forward_tiled_impl(const T* __restrict__ x,
+                                                        const T* __restrict__ w,
+                                                        const T* __restrict__ bias, int has_bias,
+                                                        T* __restrict__ y, const ConvParams& p,
+                                                        const IgTile& t, const IgMap& m) {
+    extern __shared__ __align__(16) unsigned char ig_smem[];
+    const long long row_pitch = p.stride[2] * t.sub_pitch;
+    const long long patch_words = t.patch[0] * t.patch[1] * row_pitch;
+    T* xs = reinterpret_cast<T*>(ig_smem);      // [chunk][patch d][patch h][row_pitch]
+    T* ws = xs + t.chunk * patch_words;          // [IG_OC][wpitch]
+    const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+    const long long cig = p.cin / p.groups, cog = p.cout / p.groups;
+    const long long taps = p.k[0] * p.k[1] * p.k[2];
+    const long long out_plane = m.full[0] * m.full[1] * m.full[2];
+    const long long taps_full = m.tap_full[0] * m.tap_full[1] * m.tap_full[2];
+    const long long tiles_w = (p.out[2] + IG_TW - 1) / IG_TW;
+    const long long tiles_h = (p.out[1] + t.rows[1] - 1) / t.rows[1];
+    const long long tiles_d = (p.out[0] + t.rows[0] - 1) / t.rows[0];
+    const long long oc_blocks = (cog + IG_OC - 1) / IG_OC;
+    const long long blocks = p.batch * p.groups * oc_blocks * tiles_d * tiles_h * tiles_w;
+    // Loop bounds are uniform over the block: every thread reaches every barrier.
+    for (long long blk = blockIdx.x; blk < blocks; blk += gridDim.x) {
+        long long b = blk;
+        const long long tw = b % tiles_w; b /= tiles_w;
+        const long long th = b % tiles_h; b /= tiles_h;
+        const long long td = b % tiles_d; b /= tiles_d;
+        const long long ocb = b % oc_blocks; b /= oc_blocks;
+        const long long g = b % p.groups;
+        const long long nb = b / p.groups;
+        const long long od0 = td * t.rows[0], oh0 = th * t.rows[1], ow0 = tw * IG_TW;
+        // First input element of the patch along each axis (may lie in the padding).
+        const long long d_start = od0 * p.stride[0] - p.pad[0];
+        const long long h_start = oh0 * p.stride[1] - p.pad[1];
+        const long long w_start = ow0 * p.stride[2] - p.pad[2];
+        const long long oc0 = g * cog + ocb * IG_OC;
+        const long long oc_n = min((long long)IG_OC, cog - ocb * IG_OC);
+        T acc[IG_OC][IG_RPT];
+#pragma unroll
+        for (int o = 0; o < IG_OC; ++o)
+#pragma unroll
+            for (int j = 0; j < IG_RPT; ++j) acc[o][j] = T(0);
+        // Rows of this warp inside the output: a prefix of its IG_RPT rows (uniform per warp).
+        int live = 0;
+#pragma unroll
+        for (int j = 0; j < IG_RPT; ++j) {
+            const long long r = warp + IG_WARPS * j;
+            if (od0 + r / t.rows[1] < p.out[0] && oh0 + r % t.rows[1] < p.out[1]) live = j + 1;
+        }
+        for (long long ic0 = 0; ic0 < cig; ic0 += t.chunk) {
+            const long long chunk_n = min(t.chunk, cig - ic0);
+            const long long ktot = chunk_n * taps;
+            // The previous chunk's tiles are overwritten only after every thread has used them.
+            __syncthreads();
+            // Stage the input patch, one row per warp turn; outside the input reads as zero.
+            const long long patch_rows = chunk_n * t.patch[0] * t.patch[1];
+            for (long long r = warp; r < patch_rows; r += IG_WARPS) {
+                const long long ph = r % t.patch[1];
+                const long long pd = (r / t.patch[1]) % t.patch[0];
+                const long long c = r / (t.patch[1] * t.patch[0]);
+                const long long id = d_start + pd, ih = h_start + ph;
+                const bool row_inside = id >= 0 && id < p.in[0] && ih >= 0 && ih < p.in[1];
+                const long long row_base =
+                    ((nb * p.cin + g * cig + ic0 + c) * p.in[0] + id) * p.in[1] + ih;
+                const long long row_elem = row_base * p.in[2];
+                T* srow = xs + r * row_pitch;
+                // Start at a 32-element boundary of memory so each request covers whole sectors.
+                const long long first = w_start - floor_mod(row_elem + w_start, 32);
+                for (long long iw = first + lane; iw < w_start + t.patch[2]; iw += 32) {
+                    if (iw >= w_start) {
+                        const long long e = iw - w_start;
+                        const bool inside = row_inside && iw >= 0 && iw < p.in[2];
+                        srow[(e % p.stride[2]) * t.sub_pitch + e / p.stride[2]] =
+                            inside ? x[row_elem + iw] : T(0);
+                    }
+                }
+            }
+            // Stage W[oc0 + o, ic0.., all taps]: contiguous along (channel, tap) per channel.
+            // The adjoint reads the forward weight transposed per group and flipped in space.
+            for (long long o = warp; o < IG_OC; o += IG_WARPS) {
+                T* wrow = ws + o * t.wpitch;
+                if (o < oc_n && m.adjoint) {
+                    for (long long k = lane; k < ktot; k += 32) {
+                        const long long c = k / taps, tap = k % taps;
+                        const long long jw = tap % p.k[2], jh = (tap / p.k[2]) % p.k[1];
+                        const long long jd = tap / (p.k[2] * p.k[1]);
+                        const long long td = m.tap_first[0] + (p.k[0] - 1 - jd) * m.tap_step[0];
+                        const long long th = m.tap_first[1] + (p.k[1] - 1 - jh) * m.tap_step[1];
+                        const long long tw = m.tap_first[2] + (p.k[2] - 1 - jw) * m.tap_step[2];
+                        wrow[k] = w[((g * cig + ic0 + c) * cog + ocb * IG_OC + o) * taps_full +
+                                    (td * m.tap_full[1] + th) * m.tap_full[2] + tw];
+                    }
+                } else if (o < oc_n) {
+                    const long long base = ((oc0 + o) * cig + ic0) * taps;
+                    const long long first = -floor_mod(base, 32);
+                    for (long long k = first + lane; k < ktot; k += 32)
+                        if (k >= 0) wrow[k] = w[base + k];
+                } else {
+                    for (long long k = lane; k < ktot; k += 32) wrow[k] = T(0);
+                }
+            }
+            __syncthreads();
+            switch (live) {
+            case 4:
+                tiled_chunk_products<T, 4>(acc, xs, ws, p, t, chunk_n, row_pitch, warp, lane);
+                break;
+            case 3:
+                tiled_chunk_products<T, 3>(acc, xs, ws, p, t, chunk_n, row_pitch, warp, lane);
+                break;
+            case 2:
+                tiled_chunk_products<T, 2>(acc, xs, ws, p, t, chunk_n, row_pitch, warp, lane);
+                break;
+            case 1:
+                tiled_chunk_products<T, 1>(acc, xs, ws, p, t, chunk_n, row_pitch, warp, lane);
+                break;
+            default: break;
+            }
+        }
+        // Write the tile: lanes along the output row (coalesced), bias added once.
+        const long long ow = ow0 + lane;
+#pragma unroll
+        for (int j = 0; j < IG_RPT; ++j) {
+            const long long r = warp + IG_WARPS * j;
+            const long long od = od0 + r / t.rows[1], oh = oh0 + r % t.rows[1];
+            if (od < p.out[0] && oh < p.out[1] && ow < p.out[2]) {
+                const long long pos =
+                    ((m.first[0] + m.step[0] * od) * m.full[1] + m.first[1] + m.step[1] * oh) *
+                        m.full[2] +
+                    m.first[2] + m.step[2] * ow;
+#pragma unroll
+                for (int o = 0; o < IG_OC; ++o) {
+                    if (o < oc_n) {
+                        const long long oc = oc0 + o;
+                        y[(nb * p.cout + oc) * out_plane + pos] =
+                            has_bias ? bias[oc] + acc[o][j] : acc[o][j];
+                    }
+                }
+            }
+        }
+    }
+}
+
+#define CONV_KERNELS(T, SUFFIX, CHUNK)                                                              \
+    /* CPU: conv::conv_forward(geom, input, weight, bias, out) */                                   \
     extern "C" __global__ void conv_forward_##SUFFIX(const T* x, const T* w, const T* bias,         \
                                                      int has_bias, T* y, ConvParams p) {            \
-        conv_forward_impl<T>(x, w, bias, has_bias, y, p);                                            \
-    }                                                                                                \
+        conv_forward_impl<T>(x, w, bias, has_bias, y, p);                                           \
+    }                                                                                               \
+    /* CPU: conv::conv_forward(geom, input, weight, bias, out); implicit GEMM, tiled. With       \
+       an adjoint map, conv::conv_backward_input, one stride phase per launch (see conv.rs) */            \
+    extern "C" __global__ void __launch_bounds__(IG_THREADS, 1)                                     \
+        conv_forward_tiled_##SUFFIX(const T* x, const T* w, const T* bias, int has_bias, T* y,      \
+                                    ConvParams p, IgTile t, IgMap m) {                          \
+        conv_forward_tiled_impl<T>(x, w, bias, has_bias, y, p, t, m);                         \
+    }                                                                                               \
     /* CPU: conv::conv_backward_input(geom, grad_out, weight, grad_input); with a bias, also      \
        conv::conv_transpose_forward of the transposed convolution whose adjoint `p` is */           \
     extern "C" __global__ void conv_backward_input_##SUFFIX(const T* gy, const T* w, const T* bias, \
                                                             int has_bias, T* gx, ConvParams p) {    \
-        conv_backward_input_impl<T>(gy, w, bias, has_bias, gx, p);                                   \
-    }                                                                                                \
-    /* CPU: conv::conv_backward_weight(geom, input, grad_out, grad_weight) */                        \
-    extern "C" __global__ void __launch_bounds__(BW_THREADS)                                         \
+        conv_backward_input_impl<T>(gy, w, bias, has_bias, gx, p);                                  \
+    }                                                                                               \
+    /* CPU: conv::conv_backward_weight(geom, input, grad_out, grad_weight) */                       \
+    extern "C" __global__ void __launch_bounds__(BW_THREADS)                                        \
         conv_backward_weight_##SUFFIX(const T* x, const T* gy, T* out, ConvParams p,                \
-                                      long long splits) {                                            \
-        conv_backward_weight_impl<T>(x, gy, out, p, splits);                                         \
-    }                                                                                                \
-    /* CPU: the sum over tiles at the end of conv::portable_backward_weight */                       \
+                                      long long splits) {                                           \
+        conv_backward_weight_impl<T, CHUNK>(x, gy, out, p, splits);                                 \
+    }                                                                                               \
+    /* CPU: the sum over tiles at the end of conv::portable_backward_weight */                      \
     extern "C" __global__ void conv_weight_splits_sum_##SUFFIX(const T* parts, T* gw, long long n,  \
                                                                long long taps, long long splits) {  \
-        conv_weight_splits_sum_impl<T>(parts, gw, n, taps, splits);                                  \
+        conv_weight_splits_sum_impl<T>(parts, gw, n, taps, splits);                                 \
     }
 
-CONV_KERNELS(float, f32)
-CONV_KERNELS(double, f64)
+CONV_KERNELS(float, f32, BW_CHUNK_F32)
+CONV_KERNELS(double, f64, BW_CHUNK_F64)

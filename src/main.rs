@@ -44,6 +44,8 @@ enum Command {
     Froc(hepar::cli::froc::FrocArgs),
     /// Detect rib fractures: sliding windows, post-processing, component maps and the challenge CSV.
     Ribfrac(hepar::cli::ribfrac::RibFracArgs),
+    /// CUDA kernels: resources by ptxas (`report`), counters and roofline times on the VM (`profile`).
+    Kernels(hepar::cli::kernels::KernelsArgs),
 }
 
 /// mimalloc's `mi_option_purge_delay` (mimalloc.h, v2): how long freed memory is kept before it
@@ -74,6 +76,7 @@ fn main() {
         Command::Eval(args) => hepar::cli::eval::run(args),
         Command::Froc(args) => hepar::cli::froc::run(args),
         Command::Ribfrac(args) => hepar::cli::ribfrac::run(args),
+        Command::Kernels(args) => hepar::cli::kernels::run(&args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

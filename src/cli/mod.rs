@@ -9,6 +9,7 @@ pub mod eval;
 pub mod froc;
 pub mod infer;
 pub mod inspect;
+pub mod kernels;
 pub mod predict;
 pub mod ribfrac;
 pub mod synth;

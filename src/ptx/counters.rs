@@ -12,6 +12,9 @@ pub struct LaunchCounters {
     pub thread_instructions: [u64; INSTR_CLASS_COUNT],
     pub global_load_requests: u64,
     pub global_load_sectors: u64,
+    /// Sectors the loads would touch if each request's distinct bytes were packed into whole
+    /// sectors: the ideal that `global_load_sectors` is compared with.
+    pub global_load_ideal_sectors: u64,
     pub global_store_requests: u64,
     pub global_store_sectors: u64,
     pub global_atomic_requests: u64,
@@ -36,6 +39,7 @@ impl LaunchCounters {
         }
         self.global_load_requests += o.global_load_requests;
         self.global_load_sectors += o.global_load_sectors;
+        self.global_load_ideal_sectors += o.global_load_ideal_sectors;
         self.global_store_requests += o.global_store_requests;
         self.global_store_sectors += o.global_store_sectors;
         self.global_atomic_requests += o.global_atomic_requests;
@@ -64,6 +68,12 @@ impl LaunchCounters {
     /// 32-byte sectors per warp-level global load: 4 for fully coalesced 4-byte loads, up to 32.
     pub fn sectors_per_load_request(&self) -> f64 {
         ratio(self.global_load_sectors, self.global_load_requests)
+    }
+
+    /// Load sectors over the ideal (1.0 when every request touches only the sectors its bytes
+    /// need; 8.0 for a warp of 4-byte loads 32 bytes apart).
+    pub fn load_sectors_over_ideal(&self) -> f64 {
+        ratio(self.global_load_sectors, self.global_load_ideal_sectors)
     }
 
     pub fn sectors_per_store_request(&self) -> f64 {
@@ -101,7 +111,7 @@ impl fmt::Display for LaunchCounters {
         {
             writeln!(f, "{name:<34} {warp:>14} {thread:>16}")?;
         }
-        let rows: [(&str, String); 12] = [
+        let rows: [(&str, String); 13] = [
             (
                 "global load requests",
                 self.global_load_requests.to_string(),
@@ -109,6 +119,10 @@ impl fmt::Display for LaunchCounters {
             (
                 "global load sectors / request",
                 format!("{:.2}", self.sectors_per_load_request()),
+            ),
+            (
+                "global load sectors / ideal",
+                format!("{:.2}", self.load_sectors_over_ideal()),
             ),
             (
                 "global store requests",
@@ -182,6 +196,22 @@ pub fn count_sectors(addrs: &mut [u64], size: usize) -> u64 {
     distinct
 }
 
+/// Sectors one warp-level access needs at best: its distinct bytes packed into whole sectors.
+pub fn ideal_sectors(addrs: &[u64], size: usize) -> u64 {
+    let mut distinct = [0u64; 32];
+    let n = addrs.len().min(32);
+    distinct[..n].copy_from_slice(&addrs[..n]);
+    let distinct = &mut distinct[..n];
+    distinct.sort_unstable();
+    let mut count = 0u64;
+    for i in 0..n {
+        if i == 0 || distinct[i] != distinct[i - 1] {
+            count += 1;
+        }
+    }
+    (count * size.max(1) as u64).div_ceil(32)
+}
+
 /// Extra wavefronts of one warp-level shared access: lanes are served in phases (a full warp for
 /// 4-byte accesses, half a warp for 8, a quarter for 16); within a phase the wavefronts needed are
 /// the largest number of distinct 4-byte words mapped to one of the 32 banks.
@@ -229,6 +259,12 @@ mod tests {
         assert_eq!(count_sectors(&mut strided, 4), 32);
         let mut same: Vec<u64> = vec![0x1000; 32];
         assert_eq!(count_sectors(&mut same, 4), 1);
+        // Ideal: 128 distinct bytes are 4 sectors however they are spread; a broadcast is one.
+        assert_eq!(ideal_sectors(&strided, 4), 4);
+        assert_eq!(ideal_sectors(&same, 4), 1);
+        let misaligned: Vec<u64> = (0..32).map(|l| 0x1004 + 4 * l).collect();
+        assert_eq!(ideal_sectors(&misaligned, 4), 4);
+        assert_eq!(count_sectors(&mut misaligned.clone(), 4), 5);
     }
 
     #[test]

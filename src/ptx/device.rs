@@ -93,6 +93,8 @@ pub struct VirtualGpu {
     racecheck: AtomicBool,
     step_limit: AtomicU64,
     last_report: Mutex<Option<LaunchReport>>,
+    /// Reports of every launch since `start_recording`, when recording.
+    recording: Mutex<Option<Vec<LaunchReport>>>,
     arch: Arch,
 }
 
@@ -109,6 +111,7 @@ impl VirtualGpu {
             racecheck: AtomicBool::new(false),
             step_limit: AtomicU64::new(DEFAULT_STEP_LIMIT),
             last_report: Mutex::new(None),
+            recording: Mutex::new(None),
             arch,
         }
     }
@@ -129,6 +132,21 @@ impl VirtualGpu {
     /// The report of the most recent launch through [`DeviceApi::launch`].
     pub fn last_report(&self) -> Option<LaunchReport> {
         self.lock_report().clone()
+    }
+
+    /// Starts keeping the report of every later launch through [`DeviceApi::launch`] (profiling
+    /// one op's kernels); [`VirtualGpu::take_recording`] returns them and stops.
+    pub fn start_recording(&self) {
+        *self.lock_recording() = Some(Vec::new());
+    }
+
+    /// The reports recorded since [`VirtualGpu::start_recording`], in launch order.
+    pub fn take_recording(&self) -> Vec<LaunchReport> {
+        self.lock_recording().take().unwrap_or_default()
+    }
+
+    fn lock_recording(&self) -> MutexGuard<'_, Option<Vec<LaunchReport>>> {
+        self.recording.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Shared memory a block may use: 163 KiB on sm_80, 227 KiB on sm_90 (with opt-in, as the
@@ -377,6 +395,9 @@ impl DeviceApi for VirtualGpu {
         }
         let first_hazard = report.hazards.first().map(|h| h.to_string());
         let count = report.hazard_count;
+        if let Some(kept) = self.lock_recording().as_mut() {
+            kept.push(report.clone());
+        }
         *self.lock_report() = Some(report);
         match first_hazard {
             Some(h) => Err(HeparError::Backend {

@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 
 use super::arith::*;
-use super::counters::{count_bank_conflicts, count_sectors, LaunchCounters};
+use super::counters::{count_bank_conflicts, count_sectors, ideal_sectors, LaunchCounters};
 use super::memory::{describe_nearest, GlobalView, LOCAL_WINDOW, SHARED_WINDOW, WINDOW_SIZE};
 use super::program::*;
 use super::racecheck::{RaceHazard, RaceShadow, MAX_KEPT_HAZARDS};
@@ -1141,6 +1141,7 @@ impl<'a> BlockRunner<'a> {
         let addrs = &mut addrs.addrs[..addrs.len];
         match kind {
             Space::Global => {
+                let ideal = if write { 0 } else { ideal_sectors(addrs, size) };
                 let sectors = count_sectors(addrs, size);
                 let c = &mut self.counters;
                 if write {
@@ -1150,6 +1151,7 @@ impl<'a> BlockRunner<'a> {
                 } else {
                     c.global_load_requests += 1;
                     c.global_load_sectors += sectors;
+                    c.global_load_ideal_sectors += ideal;
                     c.global_bytes_read += n * size as u64;
                 }
             }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use super::alloc::{CachingAllocator, MemoryStats};
 use super::device::{DeviceApi, DevicePtr, KernelArg, LaunchConfig};
 use super::driver::CudaDriver;
-use super::{source, PRELUDE};
+use super::full_source;
 use crate::backend::Device;
 use crate::error::{HeparError, Result};
 use crate::ptx::VirtualGpu;
@@ -133,9 +133,7 @@ impl<D: DeviceApi> GpuContext<D> {
         if let Some(m) = lock(&self.modules).get(file) {
             return Ok(m.clone());
         }
-        let text = source(file)?;
-        // The shared helpers come first; `#line` keeps NVRTC's messages pointing into the file.
-        let full = format!("{PRELUDE}\n#line 1 \"{file}\"\n{text}");
+        let full = full_source(file)?;
         let module = self.driver.compile_module(&full, file)?;
         lock(&self.modules).insert(file, module.clone());
         Ok(module)

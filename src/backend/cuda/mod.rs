@@ -13,7 +13,9 @@ pub mod alloc;
 pub mod context;
 pub mod device;
 pub mod driver;
+pub mod kernel_report;
 pub mod nvrtc;
+pub mod roofline;
 pub mod storage;
 pub mod view;
 
@@ -30,6 +32,7 @@ mod upsample;
 
 pub use alloc::MemoryStats;
 pub use context::{GpuBuffer, GpuContext, LaunchShape};
+pub use conv::{backward_input_path, forward_path, ConvPath, IgTile};
 pub use device::{DeviceApi, DevicePtr, KernelArg, LaunchConfig};
 pub use driver::CudaDriver;
 pub use storage::CudaStorage;
@@ -55,6 +58,12 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("random.cu", include_str!("../../../kernels/random.cu")),
     ("optim.cu", include_str!("../../../kernels/optim.cu")),
 ];
+
+/// What NVRTC compiles for one kernel file: the shared helpers first, then the file, with
+/// `#line` keeping NVRTC's messages pointing into the file.
+pub fn full_source(file: &str) -> Result<String> {
+    Ok(format!("{PRELUDE}\n#line 1 \"{file}\"\n{}", source(file)?))
+}
 
 /// The text of one kernel file.
 pub fn source(file: &str) -> Result<&'static str> {

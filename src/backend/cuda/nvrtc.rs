@@ -21,6 +21,27 @@ pub enum Arch {
 }
 
 impl Arch {
+    /// The real architecture ptxas assembles for (`sm_80`, `sm_90`).
+    pub fn sm_name(self) -> &'static str {
+        match self {
+            Arch::Sm80 => "sm_80",
+            Arch::Sm90 => "sm_90",
+        }
+    }
+
+    /// Parses `sm_80` / `sm_90` (also `80`, `90`, `compute_80`, `compute_90`).
+    pub fn parse(name: &str) -> Option<Arch> {
+        match name
+            .trim()
+            .trim_start_matches("sm_")
+            .trim_start_matches("compute_")
+        {
+            "80" => Some(Arch::Sm80),
+            "90" => Some(Arch::Sm90),
+            _ => None,
+        }
+    }
+
     fn compute_name(self) -> &'static str {
         match self {
             Arch::Sm80 => "compute_80",
@@ -157,7 +178,7 @@ fn python_package_dir(package: &str) -> Option<PathBuf> {
 
 /// Candidate folders of a wheel's `nvidia/<package>`: the usual site-packages, then the active
 /// Python's answer (computed only when the scan finds nothing).
-fn package_dir_candidates(package: &str) -> impl Iterator<Item = PathBuf> + '_ {
+pub(super) fn package_dir_candidates(package: &str) -> impl Iterator<Item = PathBuf> + '_ {
     let mut python_asked = false;
     let mut scanned = wheel_package_dirs(package).into_iter();
     std::iter::from_fn(move || {
