@@ -205,6 +205,12 @@ fn train_one(
         },
     )?;
     if let Some(stop) = summary.interrupted {
+        if !summary.history.is_empty() {
+            print!(
+                "\n{}",
+                crate::train::history::summary_table(&summary.history, summary.best_epoch)
+            );
+        }
         let what = match args.arch {
             Some(arch) => format!(" --arch {arch}"),
             None => format!(" --stage {stage}"),
