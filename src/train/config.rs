@@ -928,20 +928,6 @@ impl TrainParameters {
     }
 }
 
-/// Default run folder of a stage: `runs/<stage>`.
-pub fn default_run_dir(stage: Stage) -> PathBuf {
-    PathBuf::from("runs").join(stage.name())
-}
-
-/// Default run folder of a network: its stage's for the CoTNeXt networks, `runs/<arch>` for
-/// the others.
-pub fn default_arch_run_dir(arch: Arch) -> PathBuf {
-    match arch {
-        Arch::CotNext3d | Arch::CotNext2d => default_run_dir(TrainParameters::stage_of(arch)),
-        other => PathBuf::from("runs").join(other.name()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

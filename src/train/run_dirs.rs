@@ -45,7 +45,8 @@ fn now_seconds() -> u64 {
 pub fn new_run_dir(runs: &Path, name: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(runs).map_err(|e| HeparError::io(runs, e))?;
     let stem = format!("{name}-{}", utc_timestamp(now_seconds()));
-    for k in 1.. {
+    // Far more runs than one second can start; past that something else is wrong.
+    for k in 1..=1000 {
         let dir = match k {
             1 => runs.join(&stem),
             k => runs.join(format!("{stem}-{k}")),
@@ -56,7 +57,13 @@ pub fn new_run_dir(runs: &Path, name: &str) -> Result<PathBuf> {
             Err(e) => return Err(HeparError::io(&dir, e)),
         }
     }
-    unreachable!("an unbounded range always yields")
+    Err(HeparError::invalid(
+        "train",
+        format!(
+            "{}: every run folder name for {stem} is taken",
+            runs.display()
+        ),
+    ))
 }
 
 /// Points `runs/latest` at `run` (a folder inside `runs`), replacing the old link atomically.
