@@ -19,10 +19,9 @@ use crate::eval::{evaluate_files, EvalReport};
 use crate::infer::liver_boxes::liver_boxes_for_run;
 use crate::infer::pipeline::{LiverModel, PipelineOptions, TumorModel};
 use crate::infer::predict_files::{predict_files, PredictRequest};
-use crate::report::overlay::{render_case, CaseImages};
-use crate::report::png::write_png;
+use crate::report::overlay::write_scored_case_png;
+use crate::train::TrainParameters;
 use crate::train::{load_run_checkpoint, train, Interruption, RunFolder, Stage, TrainOptions};
-use crate::train::{RunSummary, TrainParameters};
 use std::path::{Path, PathBuf};
 
 /// Smallest tumour burden (tumour voxels over liver voxels) of a synthetic held-out phantom:
@@ -138,16 +137,9 @@ fn train_stage(
         },
     )?;
     if summary.interrupted.is_none() && options.show_progress {
-        print_stage_summary(&summary);
+        summary.print_epoch_table();
     }
     Ok(summary.interrupted)
-}
-
-fn print_stage_summary(summary: &RunSummary) {
-    print!(
-        "\n{}",
-        crate::train::history::summary_table(&summary.history, summary.best_epoch)
-    );
 }
 
 /// Whether a run's last checkpoint completed its schedule.
@@ -234,14 +226,12 @@ fn score_heldout(params: &TrainParameters, options: &JobOptions) -> Result<Heldo
         let name = crate::eval::case_name(&case.image);
         let (report, prediction, truth) = evaluate_files(&name, &output, &case.label)?;
         let ct = crate::data::Volume::read(&case.image)?;
-        let picture = render_case(&CaseImages {
-            shape_zyx: truth.shape_zyx,
-            spacing_zyx: truth.spacing_zyx,
-            ct: Some(&ct.data),
-            prediction: &prediction.data,
-            truth: Some(&truth.data),
-        })?;
-        write_png(&dir.join(format!("{name}.png")), &picture)?;
+        write_scored_case_png(
+            &dir.join(format!("{name}.png")),
+            &prediction,
+            &truth,
+            Some(&ct.data),
+        )?;
         reports.push(report);
     }
     let report = EvalReport::new(reports);

@@ -11,8 +11,7 @@ use crate::data::Volume;
 use crate::error::{HeparError, Result};
 use crate::eval::components::{component_rows, to_csv, ComponentRow};
 use crate::eval::{evaluate_files, pair_inputs, CasePair, CaseReport, EvalReport};
-use crate::report::overlay::{render_case, CaseImages};
-use crate::report::png::write_png;
+use crate::report::overlay::write_scored_case_png;
 use crate::util::atomic_write::write_atomic;
 use std::path::{Path, PathBuf};
 
@@ -140,14 +139,12 @@ fn case_picture(
         }
         None => None,
     };
-    let image = render_case(&CaseImages {
-        shape_zyx: pred.shape_zyx,
-        spacing_zyx: pred.spacing_zyx,
-        ct: ct.as_deref(),
-        prediction: &pred.data,
-        truth: Some(&truth.data),
-    })?;
-    write_png(&dir.join(format!("{}.png", pair.case)), &image)
+    write_scored_case_png(
+        &dir.join(format!("{}.png", pair.case)),
+        pred,
+        truth,
+        ct.as_deref(),
+    )
 }
 
 fn case_components(

@@ -205,12 +205,7 @@ fn train_one(
         },
     )?;
     if let Some(stop) = summary.interrupted {
-        if !summary.history.is_empty() {
-            print!(
-                "\n{}",
-                crate::train::history::summary_table(&summary.history, summary.best_epoch)
-            );
-        }
+        summary.print_epoch_table();
         let what = match args.arch {
             Some(arch) => format!(" --arch {arch}"),
             None => format!(" --stage {stage}"),
@@ -221,10 +216,7 @@ fn train_one(
             &resume_hint(args, &what, run_dir),
         );
     }
-    print!(
-        "\n{}",
-        crate::train::history::summary_table(&summary.history, summary.best_epoch)
-    );
+    summary.print_epoch_table();
     let best = summary
         .best_val_dice
         .map_or("n/a".to_string(), |d| format!("{d:.3}"));

@@ -77,6 +77,24 @@ fn largest_centre(mask: &[bool], shape: [usize; 3]) -> Result<Option<[usize; 3]>
         .and_then(|label| centroid(&components.mask_of(label), shape)))
 }
 
+/// Draws a predicted label map against its truth (over the CT when given) and writes it as a
+/// PNG: the one picture of a scored case that `hepar eval --png` and the main job both write.
+pub fn write_scored_case_png(
+    path: &std::path::Path,
+    prediction: &crate::data::Volume,
+    truth: &crate::data::Volume,
+    ct: Option<&[f32]>,
+) -> Result<()> {
+    let picture = render_case(&CaseImages {
+        shape_zyx: prediction.shape_zyx,
+        spacing_zyx: prediction.spacing_zyx,
+        ct,
+        prediction: &prediction.data,
+        truth: Some(&truth.data),
+    })?;
+    super::png::write_png(path, &picture)
+}
+
 /// Renders the picture of one case: a row through the liver centre and, when there is a
 /// tumour, a row through the largest tumour (the truth's when given, else the prediction's).
 pub fn render_case(case: &CaseImages) -> Result<RgbImage> {

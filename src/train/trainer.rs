@@ -68,6 +68,18 @@ pub struct RunSummary {
     pub interrupted: Option<Interruption>,
 }
 
+impl RunSummary {
+    /// Prints the epoch table (a blank line first); nothing when no epoch was recorded.
+    pub fn print_epoch_table(&self) {
+        if !self.history.is_empty() {
+            print!(
+                "\n{}",
+                super::history::summary_table(&self.history, self.best_epoch)
+            );
+        }
+    }
+}
+
 /// Where an interrupted run stopped.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Interruption {
