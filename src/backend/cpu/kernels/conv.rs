@@ -13,6 +13,7 @@
 
 use rayon::prelude::*;
 
+use super::conv_batch_columns as batch_columns;
 use super::fixed_split::{sum_of_tasks, PARALLEL_TASKS, REDUCTION_TASKS};
 use super::gemm::{gemm_raw, MatLayout};
 use super::scalar::Float;
@@ -142,15 +143,15 @@ impl AxisMap {
 }
 
 /// The three axis maps of a gather, with the source and destination spatial sizes.
-struct Gather {
+pub(super) struct Gather {
     maps: [AxisMap; 3],
     taps: [usize; 3],
-    src_dims: [usize; 3],
-    dst_dims: [usize; 3],
+    pub(super) src_dims: [usize; 3],
+    pub(super) dst_dims: [usize; 3],
 }
 
 impl Gather {
-    fn conv_forward(g: &ConvGeometry) -> Self {
+    pub(super) fn conv_forward(g: &ConvGeometry) -> Self {
         let out = g.output();
         Gather {
             maps: std::array::from_fn(|a| {
@@ -188,14 +189,21 @@ impl Gather {
         }
     }
 
-    fn taps_len(&self) -> usize {
+    pub(super) fn taps_len(&self) -> usize {
         self.taps.iter().product()
     }
 
     /// Fills `col` ([channels * taps, len], row-major) with the columns of destination positions
     /// `p0 .. p0 + len`; `src` holds `channels` planes of the source. Row order (channel, kd, kh,
     /// kw) matches the weight layout.
-    fn columns<T: Float>(&self, src: &[T], channels: usize, p0: usize, len: usize, col: &mut [T]) {
+    pub(super) fn columns<T: Float>(
+        &self,
+        src: &[T],
+        channels: usize,
+        p0: usize,
+        len: usize,
+        col: &mut [T],
+    ) {
         let [_, sh_len, sw_len] = self.src_dims;
         let src_plane = self.src_dims.iter().product::<usize>();
         let [_, dh, dw] = self.dst_dims;
@@ -392,6 +400,25 @@ pub fn conv_forward<T: Float>(
     if out.is_empty() {
         return;
     }
+    let (cig, taps) = (
+        geom.in_channels / geom.groups,
+        geom.kernel.iter().product::<usize>(),
+    );
+    if batch_columns::wants(cig * taps, geom.output().iter().product(), geom.batch) {
+        let gather = Gather::conv_forward(geom);
+        let cog = geom.out_channels / geom.groups;
+        return batch_columns::product(
+            geom.batch,
+            geom.groups,
+            input,
+            cig,
+            &gather,
+            weight,
+            cog,
+            bias,
+            out,
+        );
+    }
     #[cfg(target_arch = "x86_64")]
     if let (Some(x), Some(w), Some(y)) = (as_f32(input), as_f32(weight), as_f32_mut(out)) {
         if super::conv_avx512::supports(geom) {
@@ -459,6 +486,13 @@ pub fn conv_backward_input<T: Float>(
     if grad_input.is_empty() {
         return;
     }
+    let (cog, taps) = (
+        geom.out_channels / geom.groups,
+        geom.kernel.iter().product::<usize>(),
+    );
+    if batch_columns::wants(cog * taps, geom.input.iter().product(), geom.batch) {
+        return portable_backward_input(geom, grad_out, weight, grad_input);
+    }
     #[cfg(target_arch = "x86_64")]
     if let (Some(dy), Some(w), Some(dx)) =
         (as_f32(grad_out), as_f32(weight), as_f32_mut(grad_input))
@@ -492,6 +526,19 @@ fn portable_backward_input<T: Float>(
         }
     }
     let gather = Gather::conv_adjoint(geom);
+    if batch_columns::wants(cog * taps, geom.input.iter().product(), geom.batch) {
+        return batch_columns::product(
+            geom.batch,
+            geom.groups,
+            grad_out,
+            cog,
+            &gather,
+            &transposed,
+            cig,
+            None,
+            grad_input,
+        );
+    }
     gathered_product(
         geom.batch,
         geom.groups,
@@ -533,6 +580,14 @@ pub fn conv_backward_weight<T: Float>(
     grad_weight.fill(T::zero());
     if grad_out.is_empty() {
         return;
+    }
+    let (cig, taps) = (
+        geom.in_channels / geom.groups,
+        geom.kernel.iter().product::<usize>(),
+    );
+    if batch_columns::wants_weight_gradient(cig * taps, geom.output().iter().product(), geom.batch)
+    {
+        return batch_columns::weight_gradient(geom, input, grad_out, grad_weight);
     }
     #[cfg(target_arch = "x86_64")]
     if let (Some(x), Some(dy), Some(dw)) =
@@ -947,6 +1002,81 @@ mod tests {
                 [1, 1, 2],
             ),
         ]
+        .into_iter()
+        .chain(batch_column_geometries())
+        .collect()
+    }
+
+    /// Small planes with 256+ reduction rows, which take `conv_batch_columns` in all three passes
+    /// (grouped, strided and dilated; more output channels or input channels than one row block).
+    fn batch_column_geometries() -> Vec<ConvGeometry> {
+        vec![
+            geometry(
+                3,
+                60,
+                60,
+                2,
+                [1, 7, 9],
+                [1, 3, 3],
+                [1, 1, 1],
+                [0, 1, 1],
+                [1, 1, 1],
+            ),
+            geometry(
+                2,
+                32,
+                29,
+                1,
+                [5, 6, 7],
+                [3, 3, 3],
+                [2, 1, 2],
+                [1, 1, 2],
+                [1, 2, 1],
+            ),
+            geometry(
+                2,
+                30,
+                130,
+                1,
+                [1, 5, 6],
+                [1, 3, 3],
+                [1, 1, 1],
+                [0, 1, 1],
+                [1, 1, 1],
+            ),
+            geometry(
+                1,
+                130,
+                3,
+                1,
+                [1, 4, 5],
+                [1, 3, 3],
+                [1, 1, 1],
+                [0, 1, 1],
+                [1, 1, 1],
+            ),
+        ]
+    }
+
+    #[test]
+    fn batch_column_geometries_take_that_path() {
+        for g in batch_column_geometries() {
+            let taps: usize = g.kernel.iter().product();
+            let rows = g.in_channels / g.groups * taps;
+            let positions = g.output().iter().product();
+            assert!(
+                batch_columns::wants(rows, positions, g.batch)
+                    && batch_columns::wants_weight_gradient(rows, positions, g.batch),
+                "{g:?}"
+            );
+        }
+        let g = &batch_column_geometries()[0];
+        let back_rows = g.out_channels / g.groups * 9;
+        assert!(batch_columns::wants(
+            back_rows,
+            g.input.iter().product(),
+            g.batch
+        ));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod conv;
 #[cfg(target_arch = "x86_64")]
 mod conv_avx512;
+mod conv_batch_columns;
 pub mod fixed_split;
 pub mod gemm;
 pub mod optim;
