@@ -37,7 +37,7 @@ pub struct PhotoData {
     pub training: PhotoTraining,
     pub validation: Vec<ValidationBatch>,
     /// Photos held out for validation.
-    pub validation_photos: Vec<PhotoSample>,
+    pub validation_cases: usize,
     pub training_cases: usize,
     pub in_channels: usize,
     pub input_shape: Vec<usize>,
@@ -117,7 +117,7 @@ pub fn prepare_photos(
             batch_size,
         },
         validation,
-        validation_photos,
+        validation_cases: validation_photos.len(),
         in_channels: set.channels,
         input_shape: vec![h, w],
         classes: set.classes(),

@@ -39,8 +39,8 @@ pub struct StageData {
     pub input_shape: Vec<usize>,
     /// The classes a photo dataset defines (2 or 3); `None`: the target's.
     pub classes: Option<usize>,
-    /// Held-out photos, for the prediction images.
-    pub validation_photos: Vec<crate::data::photos::PhotoSample>,
+    /// The Keras U-Net's slices (`[keras_ct]`) train with its own augmentation.
+    keras_augment: Option<crate::data::keras_ct::KerasAugmentConfig>,
 }
 
 fn report_problems(problems: &[crate::data::dataset::CaseProblem]) {
@@ -74,7 +74,7 @@ impl StageData {
             let photos = super::photo_data::prepare_photos(data, training, show_progress)?;
             return Ok(StageData {
                 training_cases: photos.training_cases,
-                validation_cases: photos.validation_photos.len(),
+                validation_cases: photos.validation_cases,
                 batches_per_epoch: photos.training.batches_per_epoch(),
                 training: TrainingCases::Photos(photos.training),
                 data: data.clone(),
@@ -83,7 +83,7 @@ impl StageData {
                 in_channels: photos.in_channels,
                 input_shape: photos.input_shape,
                 classes: Some(photos.classes),
-                validation_photos: photos.validation_photos,
+                keras_augment: None,
             });
         }
         let batch_size = training.batch_size;
@@ -116,7 +116,7 @@ impl StageData {
                     in_channels: 1,
                     input_shape: shape.to_vec(),
                     classes: None,
-                    validation_photos: Vec::new(),
+                    keras_augment: None,
                 })
             }
             Stage::Tumor => {
@@ -157,7 +157,8 @@ impl StageData {
                     in_channels: slices,
                     input_shape: vec![h, w],
                     classes: None,
-                    validation_photos: Vec::new(),
+                    keras_augment: crate::data::prepare::keras_ct_applies(data)?
+                        .then(|| data.keras_ct.augment.clone()),
                 })
             }
         }
@@ -180,14 +181,20 @@ impl StageData {
                 epoch,
                 true,
             )?),
-            TrainingCases::Stacks(samples) => Arc::new(StackBatches::new(
-                samples.clone(),
-                &self.data.sampling,
-                self.batches_per_epoch,
-                self.batch_size,
-                augment,
-                epoch,
-            )?),
+            TrainingCases::Stacks(samples) => {
+                let batches = StackBatches::new(
+                    samples.clone(),
+                    &self.data.sampling,
+                    self.batches_per_epoch,
+                    self.batch_size,
+                    augment,
+                    epoch,
+                )?;
+                Arc::new(match &self.keras_augment {
+                    Some(keras) => batches.with_keras_augment(keras.clone()),
+                    None => batches,
+                })
+            }
             TrainingCases::Photos(photos) => photos.source(epoch),
         })
     }
