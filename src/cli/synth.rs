@@ -113,3 +113,17 @@ pub fn run(args: SynthArgs) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn photo_sizes_parse_and_bad_ones_are_named() {
+        assert_eq!(parse_size("96, 128").unwrap(), [96, 128]);
+        for bad in ["96", "4,128", "a,b", "1,2,3"] {
+            let err = parse_size(bad).unwrap_err().to_string();
+            assert!(err.contains("--size"), "{bad}: {err}");
+        }
+    }
+}

@@ -626,7 +626,8 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
             options.device,
         )?;
         let val_dice = scores.dice;
-        if arch.dims() == 2 {
+        // The seeds' 2D networks show their predictions as the U-Net course does.
+        if matches!(arch, Arch::Unet2dClassic | Arch::KerasUnet2d) {
             super::prediction_images::write_prediction_image(
                 &*model,
                 &data.validation,
