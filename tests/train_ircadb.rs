@@ -85,4 +85,10 @@ fn keras_unet2d_trains_on_a_3dircadb_folder() {
         2,
         "{history}"
     );
+    // a 2D network: a prediction picture (image | truth | prediction) after each validation
+    for epoch in ["001", "002"] {
+        let png = run.join(format!("predictions/epoch-{epoch}.png"));
+        let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+        assert_eq!(&bytes[1..4], b"PNG");
+    }
 }

@@ -218,6 +218,8 @@ pub struct DataParameters {
     pub sampling: SamplingConfig,
     /// `[keras_ct]`: the Keras liver U-Net's slice preprocessing (src/data/keras_ct.rs).
     pub keras_ct: super::keras_ct::KerasCtConfig,
+    /// `[photos]`: the 2D photo datasets' size, colour and augmentation (src/data/photos.rs).
+    pub photos: super::photos::PhotoConfig,
 }
 
 impl DataParameters {
@@ -238,6 +240,7 @@ impl DataParameters {
     pub fn validate(&self) -> Result<()> {
         let bad = |key: &str, msg: String| Err(HeparError::Config(format!("{key}: {msg}")));
         self.keras_ct.validate()?;
+        self.photos.validate()?;
         let d = &self.data;
         if d.folds < 2 {
             return bad("data.folds", format!("{} (need at least 2)", d.folds));

@@ -285,6 +285,29 @@ fn matmul(a: &Mat3, b: &Mat3) -> Mat3 {
     m
 }
 
+impl KerasAugmentConfig {
+    /// The loader's augmentation of a Keras U-Net stack: one draw for the example, applied to
+    /// each slice of the image and to the mask alike.
+    pub fn augment_example(&self, example: &mut super::augment::Example, rng: &mut Rng) {
+        let [z, h, w] = example.shape_zyx;
+        if !self.enabled || z != 1 {
+            return;
+        }
+        let draw = self.draw(h, w, rng);
+        let mut mask = Vec::new();
+        let mut image = Vec::with_capacity(example.image.len());
+        for (c, plane) in example.image.chunks_exact(h * w).enumerate() {
+            let (moved, moved_mask) = draw.apply(plane, &example.label, h, w);
+            image.extend(moved);
+            if c == 0 {
+                mask = moved_mask;
+            }
+        }
+        example.image = image;
+        example.label = mask;
+    }
+}
+
 impl AffineDraw {
     /// Keras' `apply_affine_transform` matrix: rotation, shift, shear, zoom, about the slice
     /// centre; it maps an output (row, column) to the input position sampled there.
@@ -404,6 +427,49 @@ mod tests {
         assert_eq!(a, cfg.draw(512, 512, &mut Rng::new(3)));
         assert_ne!(a, cfg.draw(512, 512, &mut Rng::new(4)));
         assert!(a.theta_degrees.abs() <= 3.0 && a.tx.abs() <= 5.12 && (a.zx - 1.0).abs() <= 0.01);
+    }
+
+    #[test]
+    fn loader_augmentation_is_seeded_and_moves_slices_and_mask_alike() {
+        use crate::data::augment::Example;
+        let (h, w) = (6, 5);
+        let plane: Vec<f32> = (0..h * w).map(|v| v as f32).collect();
+        let image: Vec<f32> = plane.iter().chain(&plane).copied().collect();
+        let example = Example::new(image, plane.clone(), 2, [1, h, w]).unwrap();
+        // Zero ranges: the identity, the example comes back as it was.
+        let still = KerasAugmentConfig {
+            rotation_degrees: 0.0,
+            width_shift: 0.0,
+            height_shift: 0.0,
+            shear_degrees: 0.0,
+            zoom: 0.0,
+            ..KerasAugmentConfig::default()
+        };
+        let mut e = example.clone();
+        still.augment_example(&mut e, &mut Rng::new(1));
+        assert_eq!(e, example);
+        // Large ranges so that the draw visibly moves a small slice.
+        let strong = KerasAugmentConfig {
+            rotation_degrees: 30.0,
+            height_shift: 0.3,
+            ..KerasAugmentConfig::default()
+        };
+        let run = |seed| {
+            let mut e = example.clone();
+            strong.augment_example(&mut e, &mut Rng::new(seed));
+            e
+        };
+        let a = run(7);
+        assert_eq!(a, run(7));
+        assert_ne!(a, run(8));
+        assert_ne!(a, example);
+        // Both slices moved alike, and the mask is the nearest-sampled slice.
+        let n = h * w;
+        assert_eq!(&a.image[..n], &a.image[n..]);
+        let draw = strong.draw(h, w, &mut Rng::new(7));
+        let (moved, moved_mask) = draw.apply(&plane, &plane, h, w);
+        assert_eq!(&a.image[..n], &moved[..]);
+        assert_eq!(a.label, moved_mask);
     }
 
     #[test]

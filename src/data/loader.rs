@@ -238,6 +238,8 @@ pub struct StackBatches {
     batches: usize,
     batch_size: usize,
     augment: AugmentConfig,
+    /// Keras `ImageDataGenerator`'s affine instead of `augment`: the Keras U-Net's slices.
+    keras_augment: Option<super::keras_ct::KerasAugmentConfig>,
     seed: u64,
     epoch: u64,
 }
@@ -286,9 +288,16 @@ impl StackBatches {
             batches,
             batch_size,
             augment,
+            keras_augment: None,
             seed: sampling.seed,
             epoch,
         })
+    }
+
+    /// Augments with `[keras_ct.augment]` (its own seed) instead of `[augment]`.
+    pub fn with_keras_augment(mut self, keras: super::keras_ct::KerasAugmentConfig) -> Self {
+        self.keras_augment = Some(keras);
+        self
     }
 
     /// How many stacks the sampler keeps.
@@ -312,11 +321,17 @@ impl BatchSource for StackBatches {
             let (i, j) = self.index[self.sampler.draw(&mut draw_rng)];
             let stack = &self.samples[i].case.stacks[j];
             let mut example = Example::new(stack.image.clone(), stack.label.clone(), c, [1, h, w])?;
-            augment(
-                &mut example,
-                &self.augment,
-                &mut augment_rng(self.seed, self.epoch, index, item),
-            );
+            match &self.keras_augment {
+                Some(keras) => keras.augment_example(
+                    &mut example,
+                    &mut augment_rng(keras.seed, self.epoch, index, item),
+                ),
+                None => augment(
+                    &mut example,
+                    &self.augment,
+                    &mut augment_rng(self.seed, self.epoch, index, item),
+                ),
+            }
             batch.images.extend_from_slice(&example.image);
             batch.labels.extend_from_slice(&example.label);
         }

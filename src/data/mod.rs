@@ -15,12 +15,15 @@ pub mod liver_boxes;
 pub mod loader;
 pub mod nifti;
 pub mod patches;
+pub mod photo_augment;
+pub mod photos;
 pub mod prepare;
 pub mod preprocess;
 pub mod resize;
 pub mod restore;
 pub mod sampling;
 pub mod synth;
+pub mod synth_photos;
 pub mod transforms;
 pub mod volume;
 

@@ -418,6 +418,13 @@ pub fn stage1_split(
     })
 }
 
+/// Whether stage 2's slices come from the `[keras_ct]` steps: a 3Dircadb folder with
+/// `apply_to_3dircadb`.
+pub fn keras_ct_applies(params: &DataParameters) -> Result<bool> {
+    Ok(params.keras_ct.apply_to_3dircadb
+        && Dataset::discover(&params.data.root)?.layout == crate::data::dataset::Layout::Ircadb)
+}
+
 /// Discovers `[data] root`, splits it and prepares both sides for stage 2 (cached): inside the
 /// liver boxes when given, else inside each label's liver; a 3Dircadb folder goes through the
 /// `[keras_ct]` steps when they apply to it.
@@ -427,9 +434,7 @@ pub fn stage2_split(
     show_progress: bool,
 ) -> Result<PreparedSplit<Stage2Sample>> {
     let keras = &params.keras_ct;
-    if keras.apply_to_3dircadb
-        && Dataset::discover(&params.data.root)?.layout == crate::data::dataset::Layout::Ircadb
-    {
+    if keras_ct_applies(params)? {
         return prepare_split(params, |cases| {
             prepare_keras_ct(
                 cases,

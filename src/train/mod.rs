@@ -7,6 +7,8 @@ pub mod history;
 pub mod interrupt;
 pub mod metrics;
 pub mod objective;
+pub mod photo_data;
+pub mod prediction_images;
 pub mod run_checkpoint;
 pub mod run_dirs;
 pub mod run_schedule;

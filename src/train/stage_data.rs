@@ -23,6 +23,7 @@ pub struct ValidationBatch {
 enum TrainingCases {
     Volumes(Arc<Vec<Stage1Sample>>),
     Stacks(Arc<Vec<Stage2Sample>>),
+    Photos(super::photo_data::PhotoTraining),
 }
 
 pub struct StageData {
@@ -36,6 +37,10 @@ pub struct StageData {
     /// Network input channels and spatial shape.
     pub in_channels: usize,
     pub input_shape: Vec<usize>,
+    /// The classes a photo dataset defines (2 or 3); `None`: the target's.
+    pub classes: Option<usize>,
+    /// The Keras U-Net's slices (`[keras_ct]`) train with its own augmentation.
+    keras_augment: Option<crate::data::keras_ct::KerasAugmentConfig>,
 }
 
 fn report_problems(problems: &[crate::data::dataset::CaseProblem]) {
@@ -65,6 +70,22 @@ impl StageData {
         liver_boxes: Option<&LiverBoxes>,
         show_progress: bool,
     ) -> Result<Self> {
+        if super::photo_data::is_photo_dataset(&data.data.root) {
+            let photos = super::photo_data::prepare_photos(data, training, show_progress)?;
+            return Ok(StageData {
+                training_cases: photos.training_cases,
+                validation_cases: photos.validation_cases,
+                batches_per_epoch: photos.training.batches_per_epoch(),
+                training: TrainingCases::Photos(photos.training),
+                data: data.clone(),
+                batch_size: training.batch_size,
+                validation: photos.validation,
+                in_channels: photos.in_channels,
+                input_shape: photos.input_shape,
+                classes: Some(photos.classes),
+                keras_augment: None,
+            });
+        }
         let batch_size = training.batch_size;
         match stage {
             Stage::Liver => {
@@ -94,6 +115,8 @@ impl StageData {
                     validation,
                     in_channels: 1,
                     input_shape: shape.to_vec(),
+                    classes: None,
+                    keras_augment: None,
                 })
             }
             Stage::Tumor => {
@@ -133,6 +156,9 @@ impl StageData {
                     validation,
                     in_channels: slices,
                     input_shape: vec![h, w],
+                    classes: None,
+                    keras_augment: crate::data::prepare::keras_ct_applies(data)?
+                        .then(|| data.keras_ct.augment.clone()),
                 })
             }
         }
@@ -155,14 +181,21 @@ impl StageData {
                 epoch,
                 true,
             )?),
-            TrainingCases::Stacks(samples) => Arc::new(StackBatches::new(
-                samples.clone(),
-                &self.data.sampling,
-                self.batches_per_epoch,
-                self.batch_size,
-                augment,
-                epoch,
-            )?),
+            TrainingCases::Stacks(samples) => {
+                let batches = StackBatches::new(
+                    samples.clone(),
+                    &self.data.sampling,
+                    self.batches_per_epoch,
+                    self.batch_size,
+                    augment,
+                    epoch,
+                )?;
+                Arc::new(match &self.keras_augment {
+                    Some(keras) => batches.with_keras_augment(keras.clone()),
+                    None => batches,
+                })
+            }
+            TrainingCases::Photos(photos) => photos.source(epoch),
         })
     }
 }

@@ -90,16 +90,17 @@ pub struct Interruption {
 }
 
 /// The network a run trains: the architecture's width from `[model.*]`, its input channels
-/// from the data and its classes from the target.
+/// from the data and its classes from the target (class ids: from the data when it defines
+/// them, as the photo datasets do).
 fn model_config(
     params: &TrainParameters,
     arch: Arch,
     in_channels: usize,
-    target: TargetChoice,
+    classes: usize,
 ) -> ModelConfig {
     ModelConfig {
         in_channels,
-        classes: target.classes(),
+        classes,
         base: params.model_for(arch).width,
         ..ModelConfig::default_for(arch)
     }
@@ -107,7 +108,7 @@ fn model_config(
 
 /// A batch's target on `device`: the 0/1 mask [N, 1, ...] of the target's labels, or the class
 /// ids [N, ...] for cross-entropy.
-fn target_tensor(
+pub(super) fn target_tensor(
     labels: &[f32],
     label_shape: &[usize],
     target: TargetChoice,
@@ -140,11 +141,10 @@ fn validate(
     model: &dyn Network,
     batches: &[ValidationBatch],
     training: &StageTraining,
-    target: TargetChoice,
+    (target, classes): (TargetChoice, usize),
     device: Device,
 ) -> Result<(f64, Scores)> {
     let loss = training.loss_config();
-    let classes = target.classes();
     let scored = classes.max(2) - 1;
     let cases = batches.iter().map(|b| b.case + 1).max().unwrap_or(0);
     let mut counts = vec![vec![Overlap::default(); scored]; cases];
@@ -496,7 +496,11 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
         options.show_progress,
     )?;
 
-    let config = model_config(&params, arch, data.in_channels, target);
+    let classes = match (target, data.classes) {
+        (TargetChoice::Classes, Some(classes)) => classes,
+        _ => target.classes(),
+    };
+    let config = model_config(&params, arch, data.in_channels, classes);
     let mut input_shape = vec![1, data.in_channels];
     input_shape.extend(&data.input_shape);
     config.check_input(&input_shape).map_err(|e| {
@@ -626,9 +630,24 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
             }
         };
         bar.finish_and_clear();
-        let (val_loss, scores) =
-            validate(&*model, &data.validation, &training, target, options.device)?;
+        let (val_loss, scores) = validate(
+            &*model,
+            &data.validation,
+            &training,
+            (target, classes),
+            options.device,
+        )?;
         let val_dice = scores.dice;
+        // The seeds' 2D networks show their predictions as the U-Net course does.
+        if matches!(arch, Arch::Unet2dClassic | Arch::KerasUnet2d) {
+            super::prediction_images::write_prediction_image(
+                &*model,
+                &data.validation,
+                (target, classes),
+                options.device,
+                &super::prediction_images::prediction_image_path(&run.dir, display_epoch),
+            )?;
+        }
         let record = EpochRecord {
             epoch: display_epoch,
             train_loss,
