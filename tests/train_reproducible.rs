@@ -308,9 +308,19 @@ fn a_run_killed_anywhere_and_resumed_is_the_uninterrupted_run() {
                 "{what}: the kill came too late to test a resume"
             );
         }
-        let finished = trained == EPOCHS;
-        if !finished {
+        if trained < EPOCHS {
             finish(spawn_train(&config, &run_dir, resume), &what);
+        } else {
+            // Killed during the final epoch's derived writes (or after the end): a resume refuses
+            // the finished run, after tidying its folder.
+            let out = spawn_train(&config, &run_dir, true)
+                .wait_with_output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success() && stderr.contains("already finished"),
+                "{what}: resuming the finished run: {stderr}"
+            );
         }
         assert!(
             temp_files(&run_dir).is_empty(),

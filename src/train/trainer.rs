@@ -361,7 +361,7 @@ fn resumed_schedule(
         let segment = schedule.extend(trained, extra)?;
         if options.show_progress {
             println!(
-                "extending the run from {total} to {} epochs: from epoch {} the learning rate anneals by a cosine from {:.3e} (the rate of epoch {trained}) to {:.1e} over {}                  epochs",
+                "extending the run from {total} to {} epochs: from epoch {} the learning rate anneals by a cosine from {:.3e} (the rate of epoch {trained}) to {:.1e} over {} epochs",
                 schedule.total_epochs(),
                 segment.first_epoch + 1,
                 segment.start_lr,
@@ -370,10 +370,17 @@ fn resumed_schedule(
             );
         }
     } else if trained >= total {
+        // A kill during the final epoch's derived writes leaves them behind the checkpoint, and
+        // a finished run is never resumed: derive them again before refusing.
+        let info = RunInfo {
+            history: resumed_history(resumed, run)?,
+            ..resumed.info.clone()
+        };
+        write_derived_files(run, &info)?;
         return Err(HeparError::invalid(
             "train --resume",
             format!(
-                "{} already finished {trained} of {total} epochs; pass --extend-epochs N to train                  N more",
+                "{} already finished {trained} of {total} epochs; pass --extend-epochs N to train N more",
                 run.dir.display()
             ),
         ));
