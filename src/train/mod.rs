@@ -7,6 +7,7 @@ pub mod history;
 pub mod interrupt;
 pub mod metrics;
 pub mod objective;
+pub mod patch_data;
 pub mod run_checkpoint;
 pub mod run_dirs;
 pub mod run_schedule;
