@@ -30,8 +30,9 @@ pub struct EpochRecord {
     pub val_precision: Option<f64>,
     #[serde(default)]
     pub val_recall: Option<f64>,
-    /// The validation Dice of each scored class (class 1, 2, ... for class-id targets; the one
-    /// class otherwise); empty in epochs trained before it was tracked. Not in the CSV.
+    /// The validation Dice of each foreground class (1, 2, ...) of a class-id target; empty for
+    /// one-class targets and in epochs trained before it was tracked. In `history.json`, not in
+    /// the CSV.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub val_dice_per_class: Vec<f64>,
     pub learning_rate: f64,

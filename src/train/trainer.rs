@@ -144,7 +144,7 @@ fn validation_output(
 
 /// Validation loss, the mean per-case scores of `train::metrics` (of `sigmoid(logits) > 0.5`
 /// for a 0/1 target, of the argmax averaged over the foreground classes for class ids) and the
-/// mean per-case Dice of each scored class.
+/// mean per-case Dice of each scored class when there are several.
 fn validate(
     model: &dyn Network,
     data: &StageData,
@@ -176,7 +176,9 @@ fn validate(
         }
         Ok(())
     })?;
+    // One class: its Dice is the run's Dice already.
     let per_class = (0..scored)
+        .filter(|_| scored > 1)
         .map(|k| {
             counts
                 .iter()
