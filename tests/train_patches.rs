@@ -198,6 +198,26 @@ fn small_volumes_and_absent_labels_name_the_case_and_the_rest_still_loads() {
     let padded = Arc::new(prepare(&dir, &data, "patch_zyx = [32, 16, 16]").unwrap());
     let batch = padded.epoch_batches(0).make_batch(0).unwrap();
     assert_eq!(batch.image_shape, vec![2, 1, 32, 16, 16]);
+    // A batch is the same whichever worker builds it first and in what order.
+    let epoch = padded.epoch_batches(1);
+    let count = epoch.batch_count();
+    let backwards: Vec<_> = (0..count)
+        .rev()
+        .map(|k| epoch.make_batch(k).unwrap())
+        .collect();
+    let again = padded.epoch_batches(1);
+    for k in 0..count {
+        assert_eq!(
+            again.make_batch(k).unwrap(),
+            backwards[count - 1 - k],
+            "batch {k}"
+        );
+    }
+    assert_ne!(
+        backwards.last(),
+        Some(&batch),
+        "another epoch, other patches"
+    );
     // ...else each case is refused by name, and with none left the run says why.
     let err = prepare(
         &dir,
