@@ -3,13 +3,14 @@
 
 use hepar::data::augment::{augment, flip, Example};
 use hepar::data::config::{
-    AugmentConfig, DataParameters, PatchProbabilities, SamplingConfig, Stage1Config, Stage2Config,
+    AugmentConfig, DataParameters, SamplingConfig, Stage1Config, Stage2Config,
 };
-use hepar::data::loader::{BatchSource, PatchBatches, Prefetcher, StackBatches, VolumeBatches};
+use hepar::data::loader::{BatchSource, Prefetcher, StackBatches, VolumeBatches};
+use hepar::data::patches::LabelSampler;
 use hepar::data::prepare::{Stage1Sample, Stage2Sample};
 use hepar::data::preprocess::{self, StackKind};
 use hepar::data::resize::Interpolation;
-use hepar::data::sampling::{PatchSampler, StackSampler};
+use hepar::data::sampling::StackSampler;
 use hepar::data::synth::phantom;
 use hepar::data::Volume;
 use hepar::util::rng::Rng;
@@ -224,21 +225,19 @@ fn stack_sampler_keeps_40_percent_of_background_and_weights_tumours() {
 }
 
 #[test]
-fn patch_sampler_follows_label_probabilities() {
+fn label_sampler_follows_label_probabilities_on_a_phantom() {
     let (_, label) = phantom(3, 2, [16, 32, 32]).unwrap();
     let mut label = label.data;
     label[100] = 2.0; // make sure a tumour voxel exists
-    let sampler = PatchSampler::new(&label, [16, 32, 32], &PatchProbabilities::default()).unwrap();
+    let p = [(0, 0.2), (1, 0.3), (2, 0.5)];
+    // A 1-voxel patch: every voxel is a valid centre.
+    let sampler = LabelSampler::new(&label, [16, 32, 32], [1, 1, 1], &p).unwrap();
     let mut rng = Rng::new(8);
     let mut counts = [0usize; 3];
     let draws = 30_000;
     for _ in 0..draws {
-        let (class, centre) = sampler.draw_centre(&mut rng);
-        assert_eq!(
-            label[(centre[0] * 32 + centre[1]) * 32 + centre[2]],
-            class as f32
-        );
-        counts[class] += 1;
+        let centre = sampler.draw_centre(&mut rng);
+        counts[label[(centre[0] * 32 + centre[1]) * 32 + centre[2]] as usize] += 1;
     }
     for (c, p) in [0.2, 0.3, 0.5].iter().enumerate() {
         assert!(
@@ -248,11 +247,15 @@ fn patch_sampler_follows_label_probabilities() {
     }
     // Without tumour voxels the remaining probabilities are renormalised: 0.4 / 0.6.
     let no_tumour: Vec<f32> = label.iter().map(|&v| v.min(1.0)).collect();
-    let s = PatchSampler::new(&no_tumour, [16, 32, 32], &PatchProbabilities::default()).unwrap();
-    let p = s.class_probabilities();
-    assert!((p[0] - 0.4).abs() < 1e-12 && (p[1] - 0.6).abs() < 1e-12 && p[2] == 0.0);
-    let start = s.patch_start([0, 31, 15], [8, 8, 64]);
-    assert_eq!(start, [0, 24, -16]);
+    let s = LabelSampler::new(&no_tumour, [16, 32, 32], [1, 1, 1], &p).unwrap();
+    let liver = (0..draws)
+        .filter(|_| {
+            let c = s.draw_centre(&mut rng);
+            no_tumour[(c[0] * 32 + c[1]) * 32 + c[2]] == 1.0
+        })
+        .count() as f64
+        / draws as f64;
+    assert!((liver - 0.6).abs() < 0.015, "{liver}");
 }
 
 #[test]
@@ -400,21 +403,6 @@ fn stack_and_patch_batches_have_the_documented_shapes() {
         stacks.make_batch(1).unwrap(),
         "same index, same batch"
     );
-
-    let patches = PatchBatches::new(
-        stage1_samples(2),
-        &PatchProbabilities::default(),
-        [4, 8, 8],
-        2,
-        3,
-        no_augmentation(),
-        5,
-        0,
-    )
-    .unwrap();
-    let batch = patches.make_batch(0).unwrap();
-    assert_eq!(batch.image_shape, vec![3, 1, 4, 8, 8]);
-    assert_eq!(batch.labels.len(), 3 * 4 * 8 * 8);
 }
 
 #[test]

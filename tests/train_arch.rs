@@ -16,6 +16,7 @@ fn temp_dir(tag: &str) -> PathBuf {
 
 /// Three 16x32x32 phantoms; 16x32x32 volumes and 16x16 slices.
 fn tiny_config(dir: &Path, extra: &str) -> String {
+    let patches = common::tiny_data::tiny_patch_sections();
     let sections = common::tiny_data::tiny_data_sections(dir, 1);
     format!(
         r#"{sections}
@@ -28,6 +29,7 @@ batch_size = 4
 batches_per_epoch = 3
 # The seed's 1e-5 moves too little in three tiny epochs to see the loss fall reliably.
 learning_rate = 1e-3
+{patches}
 {extra}
 "#
     )

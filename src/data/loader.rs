@@ -7,9 +7,9 @@
 //! the label values 0 background, 1 liver, 2 tumour.
 
 use super::augment::{augment, Example};
-use super::config::{AugmentConfig, PatchProbabilities};
+use super::config::AugmentConfig;
 use super::prepare::{Stage1Sample, Stage2Sample};
-use super::sampling::{extract_patch, PatchSampler, StackSampler};
+use super::sampling::StackSampler;
 use crate::error::{HeparError, Result};
 use crate::util::rng::Rng;
 use std::collections::BTreeMap;
@@ -332,79 +332,6 @@ impl BatchSource for StackBatches {
                     &mut augment_rng(self.seed, self.epoch, index, item),
                 ),
             }
-            batch.images.extend_from_slice(&example.image);
-            batch.labels.extend_from_slice(&example.label);
-        }
-        Ok(batch)
-    }
-}
-
-/// 3D patches centred on a class drawn with per-label probabilities.
-pub struct PatchBatches {
-    samples: Arc<Vec<Stage1Sample>>,
-    samplers: Vec<PatchSampler>,
-    patch_zyx: [usize; 3],
-    batches: usize,
-    batch_size: usize,
-    augment: AugmentConfig,
-    seed: u64,
-    epoch: u64,
-}
-
-impl PatchBatches {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        samples: Arc<Vec<Stage1Sample>>,
-        probabilities: &PatchProbabilities,
-        patch_zyx: [usize; 3],
-        batches: usize,
-        batch_size: usize,
-        augment: AugmentConfig,
-        seed: u64,
-        epoch: u64,
-    ) -> Result<Self> {
-        require_batches("PatchBatches", samples.len(), batch_size)?;
-        let samplers = samples
-            .iter()
-            .map(|s| PatchSampler::new(&s.label, s.shape_zyx, probabilities))
-            .collect::<Result<_>>()?;
-        Ok(PatchBatches {
-            samples,
-            samplers,
-            patch_zyx,
-            batches,
-            batch_size,
-            augment,
-            seed,
-            epoch,
-        })
-    }
-}
-
-impl BatchSource for PatchBatches {
-    fn batch_count(&self) -> usize {
-        self.batches
-    }
-
-    fn make_batch(&self, index: usize) -> Result<Batch> {
-        check_index(index, self.batch_count())?;
-        let mut batch = empty_batch(self.batch_size, 1, &self.patch_zyx);
-        let mut rng = Rng::derive(self.seed, &[self.epoch, index as u64, 0x5041_5443]);
-        for item in 0..self.batch_size {
-            let case = rng.below(self.samples.len());
-            let s = &self.samples[case];
-            let (_, centre) = self.samplers[case].draw_centre(&mut rng);
-            let start = self.samplers[case].patch_start(centre, self.patch_zyx);
-            // Padding uses the image minimum (the clipped air value after z-scoring) and label 0.
-            let fill = s.image.iter().copied().fold(f32::INFINITY, f32::min);
-            let image = extract_patch(&s.image, s.shape_zyx, start, self.patch_zyx, fill);
-            let label = extract_patch(&s.label, s.shape_zyx, start, self.patch_zyx, 0.0);
-            let mut example = Example::new(image, label, 1, self.patch_zyx)?;
-            augment(
-                &mut example,
-                &self.augment,
-                &mut augment_rng(self.seed, self.epoch, index, item),
-            );
             batch.images.extend_from_slice(&example.image);
             batch.labels.extend_from_slice(&example.label);
         }

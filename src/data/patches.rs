@@ -16,9 +16,12 @@
 //!   background thread (its volumes sampled in parallel) while the trainer uses the current one.
 //!   Every draw comes from a generator keyed by (seed, epoch, volume), and results are gathered
 //!   in volume order, so the patch sequence depends on the seed alone, not on the threads.
+//!   The queue's random transforms (a random affine) are applied to each volume once per epoch,
+//!   before its patches are drawn, as torchio transforms a subject when the queue loads it.
+//!   [`fill_groups`] and [`fill_patches`] are the queue's steps, for sources that need random
+//!   access to an epoch's patches (the trainer's batch workers, see `train::patch_data`).
 
-use super::sampling::extract_patch;
-use super::transforms::{crop_or_pad, Sample};
+use super::transforms::{compose, crop_or_pad, Sample, Transform};
 use crate::error::{HeparError, Result};
 use crate::util::rng::Rng;
 use rayon::prelude::*;
@@ -26,7 +29,8 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
 /// What to do with a volume smaller than the patch along some axis.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PatchFit {
     /// Pad it (centred; image with `fill`, label with 0) to at least the patch size.
     Pad,
@@ -208,7 +212,46 @@ pub struct QueueConfig {
     pub fit: PatchFit,
     /// The image's padding value when a volume is padded to the patch.
     pub pad_value: f32,
+    /// Applied to each volume (image and label) once per epoch before sampling, seeded by
+    /// (seed, epoch, volume).
+    pub transforms: Vec<Transform>,
     pub seed: u64,
+}
+
+/// Copies a patch starting at `start` (may be negative or run past the end: those voxels get
+/// `fill`) out of a (z, y, x) array.
+pub fn extract_patch(
+    data: &[f32],
+    shape_zyx: [usize; 3],
+    start: [isize; 3],
+    patch_zyx: [usize; 3],
+    fill: f32,
+) -> Vec<f32> {
+    let [d, h, w] = shape_zyx.map(|v| v as isize);
+    let mut out = vec![fill; patch_zyx.iter().product()];
+    for pz in 0..patch_zyx[0] {
+        let z = start[0] + pz as isize;
+        if z < 0 || z >= d {
+            continue;
+        }
+        for py in 0..patch_zyx[1] {
+            let y = start[1] + py as isize;
+            if y < 0 || y >= h {
+                continue;
+            }
+            let x0 = start[2].max(0);
+            let x1 = (start[2] + patch_zyx[2] as isize).min(w);
+            if x0 >= x1 {
+                continue;
+            }
+            let src = ((z * h + y) * w) as usize;
+            let dst = (pz * patch_zyx[1] + py) * patch_zyx[2];
+            let off = (x0 - start[2]) as usize;
+            out[dst + off..dst + off + (x1 - x0) as usize]
+                .copy_from_slice(&data[src + x0 as usize..src + x1 as usize]);
+        }
+    }
+    out
 }
 
 /// One patch: image and label voxels of shape `patch`, the volume it came from and its start.
@@ -227,22 +270,30 @@ fn volume_patches(
     epoch: u64,
     cfg: &QueueConfig,
 ) -> Result<Vec<Patch>> {
-    let sample = fit_to_patch(sample.clone(), cfg.patch, cfg.fit, cfg.pad_value)?;
+    sample_volume(sample, index, epoch, cfg)
+        .map_err(|e| HeparError::invalid("PatchQueue", format!("volume {index}: {e}")))
+}
+
+fn sample_volume(
+    sample: &Sample,
+    index: usize,
+    epoch: u64,
+    cfg: &QueueConfig,
+) -> Result<Vec<Patch>> {
+    let mut sample = sample.clone();
+    if !cfg.transforms.is_empty() {
+        let seed = Rng::derive(cfg.seed, &[0x5452_4e53, epoch, index as u64]).next_u64();
+        sample = compose(&cfg.transforms, sample, seed)?;
+    }
+    let sample = fit_to_patch(sample, cfg.patch, cfg.fit, cfg.pad_value)?;
     let mut rng = Rng::derive(cfg.seed, &[0x5155_4555, epoch, index as u64]);
     let label_sampler = match &cfg.placement {
         PatchPlacement::Uniform => None,
         PatchPlacement::Labels(p) => {
             let label = sample.label.as_ref().ok_or_else(|| {
-                HeparError::invalid(
-                    "PatchQueue",
-                    format!("volume {index} has no label to sample on"),
-                )
+                HeparError::invalid("PatchQueue", "the volume has no label to sample on")
             })?;
-            Some(
-                LabelSampler::new(label, sample.shape, cfg.patch, p).map_err(|e| {
-                    HeparError::invalid("PatchQueue", format!("volume {index}: {e}"))
-                })?,
-            )
+            Some(LabelSampler::new(label, sample.shape, cfg.patch, p)?)
         }
     };
     let uniform = UniformSampler::new(sample.shape, cfg.patch)?;
@@ -266,12 +317,32 @@ fn volume_patches(
         .collect())
 }
 
-/// The shuffled patch batches of an endless sequence of epochs.
-fn batches(volumes: &[Arc<Sample>], cfg: &QueueConfig, epoch: u64) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..volumes.len()).collect();
+/// The volumes of each fill of epoch `epoch`: a seeded shuffle of `volume_count` volumes cut
+/// into groups of `max_length / samples_per_volume` (at least 1).
+pub fn fill_groups(volume_count: usize, cfg: &QueueConfig, epoch: u64) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..volume_count).collect();
     Rng::derive(cfg.seed, &[0x4f52_4445, epoch]).shuffle(&mut order);
-    let per_fill = (cfg.max_length / cfg.samples_per_volume).max(1);
+    let per_fill = (cfg.max_length / cfg.samples_per_volume.max(1)).max(1);
     order.chunks(per_fill).map(|c| c.to_vec()).collect()
+}
+
+/// The shuffled patches of fill `fill` (its volumes `group`, from [`fill_groups`]) of epoch
+/// `epoch`; the volumes are sampled in parallel and gathered in order. An error names the
+/// volume as `volume N` (its index in `volumes`).
+pub fn fill_patches(
+    volumes: &[Arc<Sample>],
+    cfg: &QueueConfig,
+    epoch: u64,
+    fill: usize,
+    group: &[usize],
+) -> Result<Vec<Patch>> {
+    let patches: Vec<Vec<Patch>> = group
+        .par_iter()
+        .map(|&v| volume_patches(&volumes[v], v, epoch, cfg))
+        .collect::<Result<_>>()?;
+    let mut all: Vec<Patch> = patches.into_iter().flatten().collect();
+    Rng::derive(cfg.seed, &[0x5348_5546, epoch, fill as u64]).shuffle(&mut all);
+    Ok(all)
 }
 
 /// A patch queue over in-memory volumes; iterate it for patches (endless, epoch after epoch).
@@ -299,16 +370,9 @@ impl PatchQueue {
         let (sender, receiver) = sync_channel(1);
         let worker = std::thread::spawn(move || {
             for epoch in 0.. {
-                for (fill, group) in batches(&volumes, &cfg, epoch).into_iter().enumerate() {
-                    let patches: Result<Vec<Vec<Patch>>> = group
-                        .par_iter()
-                        .map(|&v| volume_patches(&volumes[v], v, epoch, &cfg))
-                        .collect();
-                    let batch = patches.map(|p| {
-                        let mut all: Vec<Patch> = p.into_iter().flatten().collect();
-                        Rng::derive(cfg.seed, &[0x5348_5546, epoch, fill as u64]).shuffle(&mut all);
-                        all
-                    });
+                let groups = fill_groups(volumes.len(), &cfg, epoch);
+                for (fill, group) in groups.iter().enumerate() {
+                    let batch = fill_patches(&volumes, &cfg, epoch, fill, group);
                     let failed = batch.is_err();
                     if sender.send(batch).is_err() || failed {
                         return;
@@ -402,6 +466,7 @@ mod tests {
             placement: PatchPlacement::Labels(vec![(0, 0.2), (1, 0.3), (2, 0.5)]),
             fit: PatchFit::Pad,
             pad_value: 0.0,
+            transforms: Vec::new(),
             seed,
         }
     }
@@ -451,6 +516,15 @@ mod tests {
             err.contains("volume") && err.contains("labels [9]"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_patch_is_copied_inside_and_padded_outside() {
+        let data: Vec<f32> = (0..27).map(|v| v as f32).collect();
+        let p = extract_patch(&data, [3, 3, 3], [1, 1, 1], [2, 2, 2], -1.0);
+        assert_eq!(p, vec![13.0, 14.0, 16.0, 17.0, 22.0, 23.0, 25.0, 26.0]);
+        let q = extract_patch(&data, [3, 3, 3], [-1, 0, 2], [2, 1, 2], -1.0);
+        assert_eq!(q, vec![-1.0, -1.0, 2.0, -1.0]);
     }
 
     #[test]

@@ -322,6 +322,7 @@ mod tests {
             val_iou: Some(dice * 0.8),
             val_precision: Some(dice * 0.9),
             val_recall: Some(1.0 - dice / 2.0),
+            val_dice_per_class: Vec::new(),
             learning_rate: 1e-3,
             seconds: 1.0,
         }

@@ -4,6 +4,7 @@
 //! default (the seed's value where it had one) and an unknown key is an error naming it.
 
 use super::objective::{LossConfig, TargetKind};
+use super::patch_data::PatchSettings;
 use crate::data::config::DataParameters;
 use crate::error::{HeparError, Result};
 use crate::nn::Arch;
@@ -451,6 +452,9 @@ pub struct TrainParameters {
     /// `[train.<arch>]` and `[model.<arch>]` of the other seeds' networks (`--arch`).
     pub arch_training: BTreeMap<Arch, StageTraining>,
     pub arch_models: BTreeMap<Arch, ModelSettings>,
+    /// The keys given in `[patches.<arch>]` (see `patch_data`); merged onto the recipe's
+    /// defaults by [`TrainParameters::patch_settings`].
+    pub patches: BTreeMap<Arch, toml::Table>,
 }
 
 /// The architectures with their own `[train.<arch>]` section (the CoTNeXt networks train as
@@ -493,6 +497,7 @@ impl Default for TrainParameters {
                 .filter_map(|a| StageTraining::arch_default(a).map(|t| (a, t)))
                 .collect(),
             arch_models: other_archs().map(|a| (a, arch_model_default(a))).collect(),
+            patches: BTreeMap::new(),
         }
     }
 }
@@ -684,7 +689,25 @@ impl TrainParameters {
             &allowed(&["synthetic", "liver", "tumor"]),
         )?;
         let model = subsections(text, &doc, "model", &allowed(&["liver", "tumor"]))?;
+        let patch_archs: Vec<&str> = other_archs()
+            .filter(|a| PatchSettings::seed_default(*a).is_some())
+            .map(Arch::name)
+            .collect();
+        let patch_sections = subsections(text, &doc, "patches", &patch_archs)?;
         let get = |t: Option<&toml::Table>, key: &str| t.and_then(|t| t.get(key)).cloned();
+        let mut patches = BTreeMap::new();
+        for arch in other_archs() {
+            let Some(given) = get(patch_sections, arch.name()) else {
+                continue;
+            };
+            // Checked here against the seed's recipe, so typos fail at load.
+            let section = format!("patches.{}", arch.name());
+            let default = PatchSettings::seed_default(arch).expect("listed above");
+            merged_section(text, Some(&given), default, &section)?.validate(&section)?;
+            if let toml::Value::Table(t) = given {
+                patches.insert(arch, t);
+            }
+        }
         let mut arch_training = BTreeMap::new();
         let mut arch_models = BTreeMap::new();
         for arch in other_archs() {
@@ -710,6 +733,7 @@ impl TrainParameters {
             );
         }
         let params = TrainParameters {
+            patches,
             arch_training,
             arch_models,
             data,
@@ -808,6 +832,25 @@ impl TrainParameters {
             Some(m) => m,
             None => self.model(Self::stage_of(arch)),
         }
+    }
+
+    /// The patch recipe `arch` trains on (`None`: whole volumes or stacks): the keys of
+    /// `[patches.<arch>]` over the seed's recipe, or over the reduced one on the synthetic
+    /// phantoms with `reduced_inputs`.
+    pub fn patch_settings(&self, arch: Arch) -> Result<Option<PatchSettings>> {
+        let default = if self.uses_synthetic_data() && self.synthetic.reduced_inputs {
+            PatchSettings::synthetic_default(arch, self.synthetic.stage1_shape_zyx)
+        } else {
+            PatchSettings::seed_default(arch)
+        };
+        let Some(default) = default else {
+            return Ok(None);
+        };
+        let section = format!("patches.{}", arch.name());
+        let given = self.patches.get(&arch).cloned().map(toml::Value::Table);
+        let settings = merged_section("", given.as_ref(), default, &section)?;
+        settings.validate(&section)?;
+        Ok(Some(settings))
     }
 
     pub fn model(&self, stage: Stage) -> &ModelSettings {

@@ -30,6 +30,11 @@ pub struct EpochRecord {
     pub val_precision: Option<f64>,
     #[serde(default)]
     pub val_recall: Option<f64>,
+    /// The validation Dice of each foreground class (1, 2, ...) of a class-id target; empty for
+    /// one-class targets and in epochs trained before it was tracked. In `history.json`, not in
+    /// the CSV.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub val_dice_per_class: Vec<f64>,
     pub learning_rate: f64,
     pub seconds: f64,
 }
@@ -88,6 +93,7 @@ impl EpochRecord {
                 val_iou: None,
                 val_precision: None,
                 val_recall: None,
+                val_dice_per_class: Vec::new(),
                 learning_rate: number(4)?,
                 seconds: number(5)?,
             });
@@ -100,6 +106,7 @@ impl EpochRecord {
             val_iou: optional(4)?,
             val_precision: optional(5)?,
             val_recall: optional(6)?,
+            val_dice_per_class: Vec::new(),
             learning_rate: number(7)?,
             seconds: number(8)?,
         })
@@ -162,6 +169,14 @@ pub fn history_json(records: &[EpochRecord], class: &str, best_epoch: u64) -> se
     json.insert(format!("iou_{class}"), column(&|r| r.val_iou));
     json.insert(format!("precision_{class}"), column(&|r| r.val_precision));
     json.insert(format!("recall_{class}"), column(&|r| r.val_recall));
+    // Class targets: the Dice of each foreground class too (`dice_class_1`, `dice_class_2`).
+    let classes = records.iter().map(|r| r.val_dice_per_class.len()).max();
+    for k in 0..classes.filter(|&n| n > 1).unwrap_or(0) {
+        json.insert(
+            format!("dice_class_{}", k + 1),
+            column(&|r| r.val_dice_per_class.get(k).copied()),
+        );
+    }
     json.insert("val_loss".into(), column(&|r| Some(r.val_loss)));
     json.insert("learning_rate".into(), column(&|r| Some(r.learning_rate)));
     json.insert("best_epoch".into(), best_epoch.into());
@@ -229,6 +244,7 @@ mod tests {
                 val_iou: Some(1.0 / 7.0),
                 val_precision: Some(0.3),
                 val_recall: Some(0.2),
+                val_dice_per_class: Vec::new(),
                 learning_rate: 1e-3,
                 seconds: 2.5,
             },
@@ -240,6 +256,7 @@ mod tests {
                 val_iou: None,
                 val_precision: Some(0.6),
                 val_recall: Some(0.4),
+                val_dice_per_class: Vec::new(),
                 learning_rate: 5e-4,
                 seconds: 2.25,
             },

@@ -7,6 +7,7 @@ pub mod history;
 pub mod interrupt;
 pub mod metrics;
 pub mod objective;
+pub mod patch_data;
 pub mod photo_data;
 pub mod prediction_images;
 pub mod run_checkpoint;

@@ -3,6 +3,7 @@
 //! by case.
 
 use super::config::{Stage, StageTraining};
+use super::patch_data::{PatchSettings, PatchTraining, ValidationWindow};
 use crate::data::config::DataParameters;
 use crate::data::liver_boxes::LiverBoxes;
 use crate::data::loader::{BatchSource, StackBatches, VolumeBatches};
@@ -24,6 +25,8 @@ enum TrainingCases {
     Volumes(Arc<Vec<Stage1Sample>>),
     Stacks(Arc<Vec<Stage2Sample>>),
     Photos(super::photo_data::PhotoTraining),
+    /// 3D patches from the patch queue (see `patch_data`).
+    Patches(Arc<PatchTraining>),
 }
 
 pub struct StageData {
@@ -164,6 +167,53 @@ impl StageData {
         }
     }
 
+    /// Patch-based training (`[patches.<arch>]`): validation volumes whole, predicted by the
+    /// sliding window of [`Self::validation_window`].
+    pub fn prepare_patches(
+        data: &DataParameters,
+        training: &StageTraining,
+        patches: &PatchSettings,
+        section: &str,
+    ) -> Result<Self> {
+        let prepared = PatchTraining::prepare(data, patches, training.batch_size, section)?;
+        let validation = prepared
+            .validation
+            .iter()
+            .enumerate()
+            .map(|(case, v)| {
+                let [z, y, x] = v.sample.shape;
+                ValidationBatch {
+                    case,
+                    images: v.sample.image.clone(),
+                    image_shape: vec![1, 1, z, y, x],
+                    target: v.sample.label.clone().unwrap_or_default(),
+                    target_shape: vec![1, 1, z, y, x],
+                }
+            })
+            .collect();
+        Ok(StageData {
+            training_cases: prepared.training_cases(),
+            validation_cases: prepared.validation.len(),
+            batches_per_epoch: prepared.batches_per_epoch(),
+            input_shape: prepared.patch().to_vec(),
+            training: TrainingCases::Patches(Arc::new(prepared)),
+            data: data.clone(),
+            batch_size: training.batch_size,
+            validation,
+            in_channels: 1,
+            classes: None,
+            keras_augment: None,
+        })
+    }
+
+    /// The window validation volumes are predicted through, when they are not one forward pass.
+    pub fn validation_window(&self) -> Option<&ValidationWindow> {
+        match &self.training {
+            TrainingCases::Patches(p) => Some(&p.window),
+            _ => None,
+        }
+    }
+
     pub fn batches_per_epoch(&self) -> usize {
         self.batches_per_epoch
     }
@@ -196,6 +246,7 @@ impl StageData {
                 })
             }
             TrainingCases::Photos(photos) => photos.source(epoch),
+            TrainingCases::Patches(p) => Arc::new(p.epoch_batches(epoch)),
         })
     }
 }

@@ -13,18 +13,20 @@ use super::config::{OptimizerKind, Stage, StageTraining, TargetChoice, TrainPara
 use super::history::{read_history, write_history, write_history_json, EpochRecord};
 use super::interrupt::stop_requested;
 use super::metrics::{add_overlaps, Scores};
+use super::patch_data::ValidationWindow;
 use super::run_checkpoint::{
     load_run_checkpoint, save_run_checkpoint, LoadedRun, PartialEpoch, RunFolder, RunInfo,
 };
 use super::run_schedule::RunSchedule;
-use super::stage_data::{StageData, ValidationBatch};
+use super::stage_data::StageData;
 use super::synthetic::ensure_synthetic_data;
 use crate::backend::Device;
 use crate::data::liver_boxes::LiverBoxes;
 use crate::data::loader::{Batch, BatchSource, Prefetcher};
 use crate::error::{HeparError, Result};
 use crate::eval::metrics::Overlap;
-use crate::nn::{parameters, Arch, ModelConfig, Network};
+use crate::infer::sliding_window::sliding_window;
+use crate::nn::{parameters, Arch, ModelConfig, Network, NetworkOutput};
 use crate::optim::{Adam, AdamConfig, Optimizer};
 use crate::tensor::Tensor;
 use std::path::PathBuf;
@@ -135,15 +137,35 @@ pub(super) fn target_tensor(
     }
 }
 
-/// Validation loss and the mean per-case scores of `train::metrics`: of `sigmoid(logits) > 0.5`
-/// for a 0/1 target, of the argmax averaged over the foreground classes for class ids.
+/// The network's output for a validation input: one forward pass, or the sliding window's
+/// blended logits over the whole volume (patch-trained networks; no deep-supervision heads).
+fn validation_output(
+    model: &dyn Network,
+    x: &Tensor,
+    window: Option<&ValidationWindow>,
+) -> Result<NetworkOutput> {
+    match window {
+        None => model.forward_all(x, false),
+        Some(w) => Ok(NetworkOutput {
+            logits: sliding_window(x, &w.roi, &w.options, &mut |patch| {
+                model.forward(patch, false)
+            })?,
+            deep: Vec::new(),
+        }),
+    }
+}
+
+/// Validation loss, the mean per-case scores of `train::metrics` (of `sigmoid(logits) > 0.5`
+/// for a 0/1 target, of the argmax averaged over the foreground classes for class ids) and the
+/// mean per-case Dice of each scored class when there are several.
 fn validate(
     model: &dyn Network,
-    batches: &[ValidationBatch],
+    data: &StageData,
     training: &StageTraining,
     (target, classes): (TargetChoice, usize),
     device: Device,
-) -> Result<(f64, Scores)> {
+) -> Result<(f64, Scores, Vec<f64>)> {
+    let batches = &data.validation;
     let loss = training.loss_config();
     let scored = classes.max(2) - 1;
     let cases = batches.iter().map(|b| b.case + 1).max().unwrap_or(0);
@@ -153,7 +175,7 @@ fn validate(
         for b in batches {
             let x = Tensor::from_vec_on(b.images.clone(), &b.image_shape, device)?;
             let truth = target_tensor(&b.target, &b.target_shape, target, device)?;
-            let out = model.forward_all(&x, false)?;
+            let out = validation_output(model, &x, data.validation_window())?;
             loss_sum += loss.compute(&out, &truth)?.to_scalar()?;
             let spatial: usize = b.target_shape[2..].iter().product();
             add_overlaps(
@@ -166,9 +188,21 @@ fn validate(
         }
         Ok(())
     })?;
+    // One class: its Dice is the run's Dice already.
+    let per_class = (0..scored)
+        .filter(|_| scored > 1)
+        .map(|k| {
+            counts
+                .iter()
+                .map(|case| Scores::of_case(case[k]).dice)
+                .sum::<f64>()
+                / counts.len().max(1) as f64
+        })
+        .collect();
     Ok((
         loss_sum / batches.len().max(1) as f64,
         Scores::mean_over_cases(&counts),
+        per_class,
     ))
 }
 
@@ -443,6 +477,10 @@ fn save_epoch(
     write_derived_files(run, info)
 }
 
+fn patches_section(arch: Arch) -> String {
+    format!("patches.{}", arch.name())
+}
+
 /// Trains one stage as configured; see the module documentation.
 pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSummary> {
     let arch = options.arch.unwrap_or(match options.stage {
@@ -495,13 +533,18 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
     if let Some(slices) = training.slices {
         data_params.preprocess.stage2.stack_slices = slices;
     }
-    let data = StageData::prepare(
-        stage,
-        &data_params,
-        &training,
-        options.liver_boxes.as_ref(),
-        options.show_progress,
-    )?;
+    let data = match params.patch_settings(arch)? {
+        Some(patches) => {
+            StageData::prepare_patches(&data_params, &training, &patches, &patches_section(arch))?
+        }
+        None => StageData::prepare(
+            stage,
+            &data_params,
+            &training,
+            options.liver_boxes.as_ref(),
+            options.show_progress,
+        )?,
+    };
 
     let classes = match (target, data.classes) {
         (TargetChoice::Classes, Some(classes)) => classes,
@@ -637,13 +680,8 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
             }
         };
         bar.finish_and_clear();
-        let (val_loss, scores) = validate(
-            &*model,
-            &data.validation,
-            &training,
-            (target, classes),
-            options.device,
-        )?;
+        let (val_loss, scores, dice_per_class) =
+            validate(&*model, &data, &training, (target, classes), options.device)?;
         let val_dice = scores.dice;
         // The seeds' 2D networks show their predictions as the U-Net course does.
         if matches!(arch, Arch::Unet2dClassic | Arch::KerasUnet2d) {
@@ -663,6 +701,7 @@ pub fn train(params: &TrainParameters, options: &TrainOptions) -> Result<RunSumm
             val_iou: Some(scores.iou),
             val_precision: Some(scores.precision),
             val_recall: Some(scores.recall),
+            val_dice_per_class: dice_per_class,
             learning_rate: lr,
             // Milliseconds are plenty, and keep the record equal to its CSV line.
             seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,

@@ -40,3 +40,20 @@ reduced_inputs = false
         cache = dir.join("cache").display(),
     )
 }
+
+/// `[patches.*]` for the 3D patch-trained networks on the tiny phantoms: 16^3 patches, 2 per
+/// volume, queues of 4 (the 3-class U-Net's volumes cropped or padded to 16x32x32).
+pub fn tiny_patch_sections() -> &'static str {
+    r#"
+[patches.unet3d_3class]
+crop_or_pad_zyx = [16, 32, 32]
+patch_zyx = [16, 16, 16]
+queue_length = 4
+samples_per_volume = 2
+
+[patches.res3dunet]
+patch_zyx = [16, 16, 16]
+queue_length = 4
+samples_per_volume = 2
+"#
+}
