@@ -168,20 +168,29 @@ pub fn group_norm_backward<T: Float>(
                 };
                 (xhat, gy)
             };
-            // Sums of dxhat and dxhat * xhat over the group.
+            // The gradient reaching the normalised value goes into `gx` first (a fused SiLU's
+            // exponential is then taken once per element), with its sums and those of
+            // dxhat * xhat over the group.
             let (mut sum_dxhat, mut sum_dxhat_xhat) = (0.0f64, 0.0f64);
             for ci in 0..cg {
                 let ch = g * cg + ci;
                 let w = weight.map_or(one, |w| w[ch]);
                 let b = bias.map_or(T::zero(), |b| b[ch]);
-                let (a, bsum) = sum_map2(
-                    &xg[ci * s..(ci + 1) * s],
-                    &gog[ci * s..(ci + 1) * s],
-                    |xv, gv| {
-                        let (xhat, gy) = grad_y(xv, gv, w, b);
-                        (gy * xhat, gy)
-                    },
-                );
+                let plane = ci * s..(ci + 1) * s;
+                if activation != NormActivation::Identity {
+                    for ((o, &xv), &gv) in gx[plane.clone()]
+                        .iter_mut()
+                        .zip(&xg[plane.clone()])
+                        .zip(&gog[plane.clone()])
+                    {
+                        *o = grad_y(xv, gv, w, b).1;
+                    }
+                }
+                let gy_plane = match activation {
+                    NormActivation::Identity => &gog[plane.clone()],
+                    NormActivation::Silu => &gx[plane.clone()],
+                };
+                let (a, bsum) = sum_map2(&xg[plane], gy_plane, |xv, gy| ((xv - m) * r * gy, gy));
                 dw[ci] = a;
                 db[ci] = bsum;
                 sum_dxhat += w.to_f64_lossless() * bsum;
@@ -195,14 +204,24 @@ pub fn group_norm_backward<T: Float>(
             for ci in 0..cg {
                 let ch = g * cg + ci;
                 let w = weight.map_or(one, |w| w[ch]);
-                let b = bias.map_or(T::zero(), |b| b[ch]);
-                for ((o, &xv), &gv) in gx[ci * s..(ci + 1) * s]
-                    .iter_mut()
-                    .zip(&xg[ci * s..(ci + 1) * s])
-                    .zip(&gog[ci * s..(ci + 1) * s])
-                {
-                    let (xhat, gy) = grad_y(xv, gv, w, b);
-                    *o = r * (gy * w - mean_dxhat - xhat * mean_dxhat_xhat);
+                let plane = ci * s..(ci + 1) * s;
+                let finish =
+                    |xv: T, gy: T| r * (gy * w - mean_dxhat - (xv - m) * r * mean_dxhat_xhat);
+                match activation {
+                    NormActivation::Identity => {
+                        for ((o, &xv), &gy) in gx[plane.clone()]
+                            .iter_mut()
+                            .zip(&xg[plane.clone()])
+                            .zip(&gog[plane])
+                        {
+                            *o = finish(xv, gy);
+                        }
+                    }
+                    NormActivation::Silu => {
+                        for (o, &xv) in gx[plane.clone()].iter_mut().zip(&xg[plane]) {
+                            *o = finish(xv, *o);
+                        }
+                    }
                 }
             }
             (dw, db)
