@@ -23,6 +23,9 @@ pub enum KernelsCommand {
     Report(ReportArgs),
     /// Run one op's kernels on the PTX VM; print their counters and the roofline time on H100/H200.
     Profile(ProfileArgs),
+    /// Check every kernel against kernels/budgets.toml (ptxas registers and spills, VM sectors,
+    /// bank conflicts and instructions per output); `--update` budgets new or changed kernels.
+    Check(super::kernels_check::CheckArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -82,6 +85,7 @@ pub fn run(args: &KernelsArgs) -> Result<()> {
     match &args.command {
         KernelsCommand::Report(a) => report(a),
         KernelsCommand::Profile(a) => profile(a),
+        KernelsCommand::Check(a) => super::kernels_check::run(a),
     }
 }
 
