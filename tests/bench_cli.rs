@@ -137,3 +137,51 @@ fn op_cases_cover_every_level_both_passes_with_rates() {
         assert!(o["gflops"].is_null(), "{o}");
     }
 }
+
+#[test]
+fn ptxvm_json_has_each_op_cases_counters_and_roofline() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hepar"))
+        .args(["bench", "--device", "ptxvm", "--op", "maxpool3d", "--json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(doc["machine"]["device"], "ptxvm", "{doc}");
+    let ops = doc["ops"].as_array().unwrap();
+    let passes: Vec<&str> = ops.iter().map(|o| o["pass"].as_str().unwrap()).collect();
+    assert_eq!(passes, ["forward", "forward+backward"], "{doc}");
+    for op in ops {
+        assert_eq!(op["name"], "maxpool3d");
+        let c = &op["counters"];
+        assert!(c["thread_instructions"].as_u64().unwrap() > 0, "{op}");
+        assert!(c["bytes_requested"].as_u64().unwrap() > 0, "{op}");
+        let sectors = c["load_sectors_per_request"].as_f64().unwrap();
+        assert!((1.0..=32.0).contains(&sectors), "{op}");
+        assert!(
+            c["bank_conflicts_per_request"].as_f64().unwrap() >= 0.0,
+            "{op}"
+        );
+        let gpus: Vec<&str> = c["roofline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["gpu"].as_str().unwrap())
+            .collect();
+        assert_eq!(gpus, ["H100", "H200"], "{op}");
+        for r in c["roofline"].as_array().unwrap() {
+            // Pooling moves bytes and does no multiply-adds: memory-bound on both GPUs.
+            assert!(r["seconds"].as_f64().unwrap() > 0.0, "{op}");
+            assert_eq!(r["bound"], "memory-bound", "{op}");
+        }
+    }
+    // The backward pass's launches include the forward's.
+    assert!(
+        ops[1]["launches"].as_u64() > ops[0]["launches"].as_u64(),
+        "{doc}"
+    );
+}

@@ -1,7 +1,7 @@
 //! `hepar bench`: times the seed networks' workloads (eval forwards and training steps of every
 //! architecture in the registry) on this machine, with peak memory.
 
-use super::bench_ops::{bench_ops, OpFamily, OpResult};
+use super::bench_ops::{bench_ops, count_ops, OpCounted, OpFamily, OpResult};
 use super::bench_pipeline::PreparedPipeline;
 use super::bench_pytorch::PytorchBench;
 use crate::backend::Device;
@@ -561,6 +561,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         },
         None => None,
     };
+    if device == Device::PtxVm {
+        return bench_vm(args);
+    }
     let ceilings = measure_ceilings(device)?;
     say(format!(
         "ceilings measured now: GEMM 2048^3 {:.1} GFLOP/s on {device}, host copy {:.1} GB/s; {} threads",
@@ -613,4 +616,84 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `--device ptxvm`: the op cases' VM counters instead of times (the VM interprets every
+/// instruction, so its times say nothing of a GPU's), and the H100/H200 roofline times they
+/// imply. Workloads are too large for the VM and are not run.
+fn bench_vm(args: &BenchArgs) -> Result<()> {
+    if !args.workloads.is_empty() || args.all {
+        return Err(HeparError::invalid(
+            "bench",
+            "--device ptxvm counts op cases (--op NAME), not whole workloads, which the VM would take hours over",
+        ));
+    }
+    let ops = count_ops(args.op.unwrap_or(OpFamily::All))?;
+    if args.json {
+        let doc = serde_json::json!({
+            "machine": {
+                "cpu": cpu_model(),
+                "threads": rayon::current_num_threads(),
+                "device": Device::PtxVm.to_string(),
+                "os": std::env::consts::OS,
+                "arch": std::env::consts::ARCH,
+            },
+            "workloads": [],
+            "ops": ops,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc)
+                .map_err(|e| HeparError::invalid("bench --json", e.to_string()))?
+        );
+    } else {
+        print_vm_ops(&ops);
+    }
+    Ok(())
+}
+
+fn print_vm_ops(ops: &[OpCounted]) {
+    println!(
+        "{:<12} {:<20} {:<17} {:>7} {:>13} {:>9} {:>9} {:>9} {:>11} {:>11} {:>9} {:>9} {:<14}",
+        "op",
+        "shape",
+        "pass",
+        "kernels",
+        "thread instr",
+        "ld sect/r",
+        "st sect/r",
+        "confl/req",
+        "FLOPs",
+        "bytes",
+        "H100 us",
+        "H200 us",
+        "bound (H200)"
+    );
+    for r in ops {
+        let c = &r.counters;
+        let us = |gpu: &str| {
+            c.roofline
+                .iter()
+                .find(|e| e.gpu == gpu)
+                .map_or("-".to_string(), |e| format!("{:.3}", e.seconds * 1e6))
+        };
+        let bound = c.roofline.last().map_or("-", |e| e.bound.as_str());
+        println!(
+            "{:<12} {:<20} {:<17} {:>7} {:>13} {:>9.2} {:>9.2} {:>9.3} {:>11.3e} {:>11.3e} {:>9} {:>9} {:<14}",
+            r.name,
+            format!("{:?}", r.shape),
+            r.pass,
+            r.launches,
+            c.thread_instructions,
+            c.load_sectors_per_request,
+            c.store_sectors_per_request,
+            c.bank_conflicts_per_request,
+            c.flops as f64,
+            c.bytes_requested as f64,
+            us("H100"),
+            us("H200"),
+            bound
+        );
+    }
+    println!("roofline times: the counted FLOPs and the compulsory bytes at the GPU's FP32 peak and DRAM bandwidth");
 }

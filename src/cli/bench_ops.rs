@@ -71,6 +71,112 @@ impl OpFamily {
     }
 }
 
+impl OpFamily {
+    /// Small shapes for `--device ptxvm`, where every instruction is interpreted: a slice of
+    /// each family's top level (the same channels, a few tiles of space).
+    fn vm_shapes(self) -> Vec<Vec<usize>> {
+        match self {
+            OpFamily::Conv3d | OpFamily::Groupnorm3d | OpFamily::Maxpool3d => {
+                vec![vec![1, 16, 4, 6, 34]]
+            }
+            OpFamily::Upsample3d => vec![vec![1, 16, 3, 4, 17]],
+            OpFamily::Conv2d => vec![vec![1, 32, 6, 34]],
+            OpFamily::Matmul => vec![vec![67, 64, 96]],
+            OpFamily::All => Vec::new(),
+        }
+    }
+}
+
+/// One op case's PTX VM counters (`hepar bench --device ptxvm`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OpCounted {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub pass: &'static str,
+    pub launches: usize,
+    pub counters: VmCounters,
+}
+
+/// What the VM counted over one pass's launches, and the time that implies on a real GPU.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VmCounters {
+    pub warp_instructions: u64,
+    pub thread_instructions: u64,
+    pub load_sectors_per_request: f64,
+    pub store_sectors_per_request: f64,
+    pub load_sectors_over_ideal: f64,
+    pub bank_conflicts_per_request: f64,
+    pub flops: u64,
+    pub bytes_requested: u64,
+    pub compulsory_bytes: f64,
+    /// Per GPU: the roofline seconds with compulsory traffic and with every requested byte.
+    pub roofline: Vec<VmRoofline>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VmRoofline {
+    pub gpu: &'static str,
+    pub seconds: f64,
+    pub seconds_all_requested: f64,
+    pub bound: String,
+}
+
+/// Runs every case of `family` at its VM shape on the PTX VM (forward, then forward +
+/// backward) and returns the counters of each pass's launches.
+pub fn count_ops(family: OpFamily) -> Result<Vec<OpCounted>> {
+    let device = Device::PtxVm;
+    let vm = crate::backend::cuda::context::ptx_vm();
+    let mut out = Vec::new();
+    for member in family.members() {
+        for shape in member.vm_shapes() {
+            let case = OpCase::new(member, shape.clone(), device)?;
+            for backward in [false, true] {
+                vm.driver().start_recording();
+                let run = case.run(backward, device);
+                let reports = vm.driver().take_recording();
+                let (_, out_numel) = run?;
+                let mut c = crate::ptx::LaunchCounters::default();
+                for r in &reports {
+                    c.merge(&r.counters);
+                }
+                let compulsory = case.min_bytes(out_numel, backward);
+                let roofline = crate::backend::cuda::roofline::estimates(&c, compulsory, false)
+                    .into_iter()
+                    .map(|e| VmRoofline {
+                        gpu: e.gpu.name,
+                        seconds: e.compulsory.seconds,
+                        seconds_all_requested: e.all_requested.seconds,
+                        bound: e.compulsory.bound.to_string(),
+                    })
+                    .collect();
+                out.push(OpCounted {
+                    name: member.name().to_string(),
+                    shape: shape.clone(),
+                    pass: if backward {
+                        "forward+backward"
+                    } else {
+                        "forward"
+                    },
+                    launches: reports.len(),
+                    counters: VmCounters {
+                        warp_instructions: c.total_warp_instructions(),
+                        thread_instructions: c.thread_instructions.iter().sum(),
+                        load_sectors_per_request: c.sectors_per_load_request(),
+                        store_sectors_per_request: c.sectors_per_store_request(),
+                        load_sectors_over_ideal: c.load_sectors_over_ideal(),
+                        bank_conflicts_per_request: c.bank_conflicts_per_shared_request(),
+                        flops: c.flops(),
+                        bytes_requested: c.global_bytes_read + c.global_bytes_written,
+                        compulsory_bytes: compulsory,
+                        roofline,
+                    },
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// One op case's measurements.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct OpResult {

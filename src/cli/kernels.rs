@@ -5,7 +5,7 @@
 use crate::backend::cuda::context::ptx_vm;
 use crate::backend::cuda::kernel_report::{format_report, kernel_report};
 use crate::backend::cuda::nvrtc::Arch;
-use crate::backend::cuda::roofline::{GpuPeaks, H100, H200};
+use crate::backend::cuda::roofline::estimates;
 use crate::backend::{BackendStorage, ConvGeometry, ConvTransposeGeometry, Device, Storage};
 use crate::error::{HeparError, Result};
 use crate::ptx::{LaunchCounters, LaunchReport};
@@ -23,6 +23,9 @@ pub enum KernelsCommand {
     Report(ReportArgs),
     /// Run one op's kernels on the PTX VM; print their counters and the roofline time on H100/H200.
     Profile(ProfileArgs),
+    /// Check every kernel against kernels/budgets.toml (ptxas registers and spills, VM sectors,
+    /// bank conflicts and instructions per output); `--update` budgets new or changed kernels.
+    Check(super::kernels_check::CheckArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -82,6 +85,7 @@ pub fn run(args: &KernelsArgs) -> Result<()> {
     match &args.command {
         KernelsCommand::Report(a) => report(a),
         KernelsCommand::Profile(a) => profile(a),
+        KernelsCommand::Check(a) => super::kernels_check::run(a),
     }
 }
 
@@ -307,24 +311,14 @@ fn print_roofline(pass: &str, c: &LaunchCounters, flops: f64, compulsory: f64, d
         c.shared_bank_conflicts,
         c.bank_conflicts_per_shared_request()
     );
-    let peaks: [GpuPeaks; 2] = [H100, H200];
-    for gpu in peaks {
-        let peak = if dtype == DType::F64 {
-            // FP64 FMA on Hopper runs at half the FP32 rate.
-            gpu.fp32_flops / 2.0
-        } else {
-            gpu.fp32_flops
-        };
-        // Lower bound: each byte crosses DRAM once. Upper: every requested byte misses the caches.
-        let best = gpu.time(counted, peak, compulsory);
-        let worst = gpu.time(counted, peak, requested);
+    for e in estimates(c, compulsory, dtype == DType::F64) {
         println!(
             "{}: {:.3} us ({}) with compulsory traffic; {:.3} us ({}) if every requested byte came from DRAM",
-            gpu.name,
-            best.seconds * 1e6,
-            best.bound,
-            worst.seconds * 1e6,
-            worst.bound
+            e.gpu.name,
+            e.compulsory.seconds * 1e6,
+            e.compulsory.bound,
+            e.all_requested.seconds * 1e6,
+            e.all_requested.bound
         );
     }
 }

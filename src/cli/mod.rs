@@ -10,6 +10,7 @@ pub mod froc;
 pub mod infer;
 pub mod inspect;
 pub mod kernels;
+pub mod kernels_check;
 pub mod predict;
 pub mod ribfrac;
 pub mod synth;

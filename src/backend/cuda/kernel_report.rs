@@ -73,18 +73,29 @@ pub fn kernel_report(arch: Arch) -> Result<Vec<KernelResources>> {
     let ptxas = find_ptxas()?;
     let mut all = Vec::new();
     for (file, _) in SOURCES {
-        let ptx = compile_to_ptx(&full_source(file)?, file, arch)?;
-        let log = assemble(&ptxas, &ptx, file, arch)?;
-        let mut kernels = parse_ptxas_verbose(&log, file);
-        if kernels.is_empty() {
-            return Err(error(format!(
-                "{file}: ptxas -v reported no kernels; its output was:\n{log}"
-            )));
-        }
-        kernels.sort_by(|a, b| a.kernel.cmp(&b.kernel));
-        all.extend(kernels);
+        all.extend(source_resources(&ptxas, file, &full_source(file)?, arch)?.1);
     }
     Ok(all)
+}
+
+/// Compiles one CUDA source for `arch` and assembles it: its PTX and each kernel's resources,
+/// by name.
+pub fn source_resources(
+    ptxas: &Path,
+    file: &str,
+    source: &str,
+    arch: Arch,
+) -> Result<(String, Vec<KernelResources>)> {
+    let ptx = compile_to_ptx(source, file, arch)?;
+    let log = assemble(ptxas, &ptx, file, arch)?;
+    let mut kernels = parse_ptxas_verbose(&log, file);
+    if kernels.is_empty() {
+        return Err(error(format!(
+            "{file}: ptxas -v reported no kernels; its output was:\n{log}"
+        )));
+    }
+    kernels.sort_by(|a, b| a.kernel.cmp(&b.kernel));
+    Ok((ptx, kernels))
 }
 
 /// Runs `ptxas -v` on the PTX of `file` and returns its verbose log (ptxas writes it to stderr).

@@ -13,6 +13,7 @@ pub mod alloc;
 pub mod context;
 pub mod device;
 pub mod driver;
+pub mod kernel_budget;
 pub mod kernel_report;
 pub mod nvrtc;
 pub mod roofline;

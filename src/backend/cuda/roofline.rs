@@ -77,6 +77,41 @@ impl GpuPeaks {
     }
 }
 
+/// The roofline time of counted VM work on one GPU: moving only the compulsory bytes (each
+/// crosses DRAM once: the lower bound), and moving every requested byte (no cache hits).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RooflineEstimate {
+    pub gpu: GpuPeaks,
+    pub compulsory: RooflineTime,
+    pub all_requested: RooflineTime,
+}
+
+/// The estimates on the H100 and H200 of the work in `counters` (FP64 at half the FP32 rate).
+pub fn estimates(
+    counters: &crate::ptx::LaunchCounters,
+    compulsory_bytes: f64,
+    f64_math: bool,
+) -> Vec<RooflineEstimate> {
+    let flops = counters.flops() as f64;
+    let requested = (counters.global_bytes_read + counters.global_bytes_written) as f64;
+    [H100, H200]
+        .into_iter()
+        .map(|gpu| {
+            // FP64 FMA on Hopper runs at half the FP32 rate.
+            let peak = if f64_math {
+                gpu.fp32_flops / 2.0
+            } else {
+                gpu.fp32_flops
+            };
+            RooflineEstimate {
+                gpu,
+                compulsory: gpu.time(flops, peak, compulsory_bytes),
+                all_requested: gpu.time(flops, peak, requested),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
