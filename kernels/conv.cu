@@ -600,19 +600,23 @@ __device__ __forceinline__ void conv_backward_weight_tiled_impl(const T* __restr
                            : T(0);
             }
             __syncthreads();
-            for (long long rr = 0; rr < nrows; ++rr) {
-                const long long rd = rr / t.rows[1], rh = rr % t.rows[1];
-                if (od0 + rd >= p.out[0] || oh0 + rh >= p.out[1]) continue;
-                const T* xrow =
-                    xs + (rd * p.stride[0] * t.patch[1] + rh * p.stride[1]) * row_pitch + lane;
-                T gv[WG_OC];
+            // Rows beyond the output are skipped (uniform over the block), not computed.
+            const long long rd_n = min(t.rows[0], p.out[0] - od0);
+            const long long rh_n = min(t.rows[1], p.out[1] - oh0);
+            for (long long rd = 0; rd < rd_n; ++rd) {
+                for (long long rh = 0; rh < rh_n; ++rh) {
+                    const T* xrow =
+                        xs + (rd * p.stride[0] * t.patch[1] + rh * p.stride[1]) * row_pitch + lane;
+                    const T* grow = gs + (rd * t.rows[1] + rh) * WG_TW + lane;
+                    T gv[WG_OC];
 #pragma unroll
-                for (int o = 0; o < WG_OC; ++o) gv[o] = gs[(o * nrows + rr) * WG_TW + lane];
+                    for (int o = 0; o < WG_OC; ++o) gv[o] = grow[o * nrows * WG_TW];
 #pragma unroll
-                for (int i = 0; i < CPW; ++i) {
-                    const T xv = xrow[coff[i]];
+                    for (int i = 0; i < CPW; ++i) {
+                        const T xv = xrow[coff[i]];
 #pragma unroll
-                    for (int o = 0; o < WG_OC; ++o) acc[o][i] += gv[o] * xv;
+                        for (int o = 0; o < WG_OC; ++o) acc[o][i] += gv[o] * xv;
+                    }
                 }
             }
         }
