@@ -4,7 +4,8 @@
 //! dilation 2 to 5, stride 2, 1x1 kernels, several splits of the reduction), the transposed
 //! convolutions' weight gradients (k2 s2, k4 s2 p1) through the dispatch, the same bits on every
 //! run, under racecheck, an f64 gradient check, and by its counters on a slice of the U-Net's big
-//! 3D layer: loads within 1.25x the ideal sectors and no shared-memory bank conflicts.
+//! 3D layer: loads within 1.25x the ideal sectors, no shared-memory bank conflicts, and an
+//! arithmetic intensity above the H100's ridge point.
 
 mod common;
 
@@ -337,4 +338,8 @@ fn weight_gradient_tiles_are_coalesced_and_conflict_free_on_a_slice_of_the_big_3
     let taps: usize = g.kernel.iter().product();
     let useful = 2 * g.output_len() * g.in_channels * taps;
     assert!(c.fp32_flops as usize >= useful, "{} FLOPs", c.fp32_flops);
+    // Compute-bound on an H100 even if every requested byte came from DRAM.
+    let ridge = hepar::backend::cuda::roofline::H100.fp32_ridge();
+    let intensity = c.fp32_flops as f64 / c.global_bytes_read as f64;
+    assert!(intensity > ridge, "{intensity:.1} FLOP/B, ridge {ridge:.1}");
 }

@@ -321,7 +321,7 @@ fn wgrad_columns_per_warp(elem: usize) -> usize {
     if elem > 4 {
         2
     } else {
-        4
+        8
     }
 }
 /// Fewest position tiles one weight-gradient split reduces, so that the final shuffle reduction
