@@ -590,14 +590,16 @@ __device__ __forceinline__ void conv_backward_weight_tiled_impl(const T* __restr
                 }
             }
             // Output-gradient rows: zero beyond the output and beyond the group's channels.
-            for (long long gr = warp; gr < WG_OC * nrows; gr += WG_WARPS) {
-                const long long o = gr / nrows, rr = gr % nrows;
+            for (long long rr = warp; rr < nrows; rr += WG_WARPS) {
                 const long long od = od0 + rr / t.rows[1], oh = oh0 + rr % t.rows[1];
                 const long long ow = ow0 + lane;
-                const bool inside = o < oc_n && od < p.out[0] && oh < p.out[1] && ow < p.out[2];
-                gs[gr * WG_TW + lane] =
-                    inside ? gy[(nb * p.cout + oc0 + o) * positions + (od * p.out[1] + oh) * p.out[2] + ow]
-                           : T(0);
+                const bool inside = od < p.out[0] && oh < p.out[1] && ow < p.out[2];
+                const T* src = gy + (nb * p.cout + oc0) * positions + (od * p.out[1] + oh) * p.out[2] + ow;
+                T* dst = gs + rr * WG_TW + lane;
+                // Partly unrolled: the accumulators leave few registers for loads in flight.
+#pragma unroll 4
+                for (int o = 0; o < WG_OC; ++o)
+                    dst[o * nrows * WG_TW] = inside && o < oc_n ? src[o * positions] : T(0);
             }
             __syncthreads();
             // Rows beyond the output are skipped (uniform over the block), not computed.
