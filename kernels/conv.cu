@@ -458,7 +458,187 @@ __device__ __forceinline__ void conv_forward_tiled_impl(const T* __restrict__ x,
     }
 }
 
-#define CONV_KERNELS(T, SUFFIX, CHUNK)                                                              \
+// ----- implicit-GEMM weight gradient: shared-memory tiles of the (batch x position) reduction -----
+// Per group the weight gradient is a GEMM: GW[oc, (ic, tap)] = sum over k = (batch, output
+// position) of GY[oc, k] * X[ic, k shifted by tap]. A block owns WG_OC output channels of one
+// group x a block of WG_WARPS * CPW (input channel, tap) columns, and one of `splits` ranges of
+// the output-position tiles (rows[0] x rows[1] rows x WG_TW columns of one batch item). For each
+// tile of its range it stages the output gradient of its channels and the input patch (tile +
+// halo) of the input channels its columns touch in shared memory; warp w then accumulates the
+// columns w + WG_WARPS i, lane l the tile's output column l, so a lane's partial sums cover the
+// positions l, l + 32, ... After the range, each sum is reduced across the warp by a fixed
+// shuffle tree and written to out[(pair * splits + split) * taps + tap] (pair = oc * cig + icg);
+// with several splits conv_weight_splits_sum adds them in split order. No atomics: the same
+// inputs give the same bits.
+//
+// Memory behaviour (tests/gpu_conv_wgrad.rs): patch rows are staged as in the forward kernel (one
+// warp per row from a 32-element-aligned address, split by stride phase with a padded pitch), and
+// output-gradient rows by one warp each along the innermost axis; in the products lane l reads
+// consecutive words of both tiles (patch word l * stride + tap offset, phase-split), so neither
+// the staging stores nor the reads conflict. Dispatch: `backward_weight_path` in conv.rs.
+#define WG_THREADS 256
+#define WG_WARPS (WG_THREADS / 32)
+#define WG_OC 16
+#define WG_TW 32
+// Columns per warp: 8 in f32 (128 accumulators a thread), 2 in f64 (their registers are pairs).
+#define WG_CPW_F32 8
+#define WG_CPW_F64 2
+
+// Tile geometry chosen by the host; same field order as `WgTile` in src/backend/cuda/conv.rs.
+struct WgTile {
+    long long rows[2];   // output rows of a position tile along depth and height
+    long long span;      // most input channels one column block touches (patches staged)
+    long long patch[3];  // input patch extent (d, h, w) of a position tile
+    long long sub_pitch; // words of one stride phase of a staged patch row
+    long long splits;    // ranges of position tiles, one block each per (channels, columns)
+};
+
+template <typename T, int CPW>
+__device__ __forceinline__ void conv_backward_weight_tiled_impl(const T* __restrict__ x,
+                                                                const T* __restrict__ gy,
+                                                                T* __restrict__ out,
+                                                                const ConvParams& p,
+                                                                const WgTile& t) {
+    // The same dynamic-shared symbol as the forward kernel: a module declares it once.
+    extern __shared__ __align__(16) unsigned char ig_smem[];
+    const long long row_pitch = p.stride[2] * t.sub_pitch;
+    const long long patch_words = t.patch[0] * t.patch[1] * row_pitch;
+    const long long nrows = t.rows[0] * t.rows[1];
+    T* xs = reinterpret_cast<T*>(ig_smem);   // [span][patch d][patch h][row_pitch]
+    T* gs = xs + t.span * patch_words;         // [WG_OC][nrows][WG_TW]
+    const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+    const long long cig = p.cin / p.groups, cog = p.cout / p.groups;
+    const long long taps = p.k[0] * p.k[1] * p.k[2];
+    const long long cols = cig * taps;
+    const long long block_cols = WG_WARPS * CPW;
+    const long long col_blocks = (cols + block_cols - 1) / block_cols;
+    const long long oc_blocks = (cog + WG_OC - 1) / WG_OC;
+    const long long positions = p.out[0] * p.out[1] * p.out[2];
+    const long long in_plane = p.in[0] * p.in[1] * p.in[2];
+    const long long tiles_w = (p.out[2] + WG_TW - 1) / WG_TW;
+    const long long tiles_h = (p.out[1] + t.rows[1] - 1) / t.rows[1];
+    const long long tiles_d = (p.out[0] + t.rows[0] - 1) / t.rows[0];
+    const long long item_tiles = tiles_d * tiles_h * tiles_w;
+    const long long all_tiles = p.batch * item_tiles;
+    const long long blocks = p.groups * oc_blocks * col_blocks * t.splits;
+    // Loop bounds are uniform over the block: every thread reaches every barrier.
+    for (long long blk = blockIdx.x; blk < blocks; blk += gridDim.x) {
+        long long b = blk;
+        const long long split = b % t.splits; b /= t.splits;
+        const long long cb = b % col_blocks; b /= col_blocks;
+        const long long ocb = b % oc_blocks;
+        const long long g = b / oc_blocks;
+        const long long col0 = cb * block_cols;
+        const long long ncol = min(block_cols, cols - col0);
+        const long long c_first = col0 / taps;
+        const long long c_n = (col0 + ncol - 1) / taps - c_first + 1;
+        const long long oc0 = g * cog + ocb * WG_OC;
+        const long long oc_n = min((long long)WG_OC, cog - ocb * WG_OC);
+        // Per column of this warp: its offset in the staged patch (a column beyond the block's
+        // reads word 0 of a staged row, harmlessly, and is never written).
+        long long coff[CPW];
+#pragma unroll
+        for (int i = 0; i < CPW; ++i) {
+            const long long j = warp + WG_WARPS * i;
+            coff[i] = 0;
+            if (j < ncol) {
+                const long long col = col0 + j, tap = col % taps;
+                const long long kw = tap % p.k[2], kh = (tap / p.k[2]) % p.k[1];
+                const long long kd = tap / (p.k[2] * p.k[1]);
+                const long long e = kw * p.dil[2];
+                coff[i] = (col / taps - c_first) * patch_words +
+                          (kd * p.dil[0] * t.patch[1] + kh * p.dil[1]) * row_pitch +
+                          (e % p.stride[2]) * t.sub_pitch + e / p.stride[2];
+            }
+        }
+        T acc[WG_OC][CPW];
+#pragma unroll
+        for (int o = 0; o < WG_OC; ++o)
+#pragma unroll
+            for (int i = 0; i < CPW; ++i) acc[o][i] = T(0);
+        const long long q0 = all_tiles * split / t.splits, q1 = all_tiles * (split + 1) / t.splits;
+        for (long long q = q0; q < q1; ++q) {
+            const long long nb = q / item_tiles;
+            long long r = q % item_tiles;
+            const long long tw = r % tiles_w; r /= tiles_w;
+            const long long th = r % tiles_h;
+            const long long td = r / tiles_h;
+            const long long od0 = td * t.rows[0], oh0 = th * t.rows[1], ow0 = tw * WG_TW;
+            const long long d_start = od0 * p.stride[0] - p.pad[0];
+            const long long h_start = oh0 * p.stride[1] - p.pad[1];
+            const long long w_start = ow0 * p.stride[2] - p.pad[2];
+            // The previous tile's data are overwritten only after every thread has used them.
+            __syncthreads();
+            const long long patch_rows = c_n * t.patch[0] * t.patch[1];
+            for (long long pr = warp; pr < patch_rows; pr += WG_WARPS) {
+                const long long ph = pr % t.patch[1];
+                const long long pd = (pr / t.patch[1]) % t.patch[0];
+                const long long c = pr / (t.patch[1] * t.patch[0]);
+                const long long id = d_start + pd, ih = h_start + ph;
+                const bool row_inside = id >= 0 && id < p.in[0] && ih >= 0 && ih < p.in[1];
+                const long long row_elem =
+                    (nb * p.cin + g * cig + c_first + c) * in_plane + (id * p.in[1] + ih) * p.in[2];
+                T* srow = xs + (c * t.patch[0] * t.patch[1] + pd * t.patch[1] + ph) * row_pitch;
+                const long long first = w_start - floor_mod(row_elem + w_start, 32);
+                for (long long iw = first + lane; iw < w_start + t.patch[2]; iw += 32) {
+                    if (iw >= w_start) {
+                        const long long e = iw - w_start;
+                        const bool inside = row_inside && iw >= 0 && iw < p.in[2];
+                        srow[(e % p.stride[2]) * t.sub_pitch + e / p.stride[2]] =
+                            inside ? x[row_elem + iw] : T(0);
+                    }
+                }
+            }
+            // Output-gradient rows: zero beyond the output and beyond the group's channels.
+            for (long long rr = warp; rr < nrows; rr += WG_WARPS) {
+                const long long od = od0 + rr / t.rows[1], oh = oh0 + rr % t.rows[1];
+                const long long ow = ow0 + lane;
+                const bool inside = od < p.out[0] && oh < p.out[1] && ow < p.out[2];
+                const T* src = gy + (nb * p.cout + oc0) * positions + (od * p.out[1] + oh) * p.out[2] + ow;
+                T* dst = gs + rr * WG_TW + lane;
+                // Partly unrolled: the accumulators leave few registers for loads in flight.
+#pragma unroll 4
+                for (int o = 0; o < WG_OC; ++o)
+                    dst[o * nrows * WG_TW] = inside && o < oc_n ? src[o * positions] : T(0);
+            }
+            __syncthreads();
+            // Rows beyond the output are skipped (uniform over the block), not computed.
+            const long long rd_n = min(t.rows[0], p.out[0] - od0);
+            const long long rh_n = min(t.rows[1], p.out[1] - oh0);
+            for (long long rd = 0; rd < rd_n; ++rd) {
+                for (long long rh = 0; rh < rh_n; ++rh) {
+                    const T* xrow =
+                        xs + (rd * p.stride[0] * t.patch[1] + rh * p.stride[1]) * row_pitch + lane;
+                    const T* grow = gs + (rd * t.rows[1] + rh) * WG_TW + lane;
+                    T gv[WG_OC];
+#pragma unroll
+                    for (int o = 0; o < WG_OC; ++o) gv[o] = grow[o * nrows * WG_TW];
+#pragma unroll
+                    for (int i = 0; i < CPW; ++i) {
+                        const T xv = xrow[coff[i]];
+#pragma unroll
+                        for (int o = 0; o < WG_OC; ++o) acc[o][i] += gv[o] * xv;
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < CPW; ++i) {
+            const long long j = warp + WG_WARPS * i;
+#pragma unroll
+            for (int o = 0; o < WG_OC; ++o) {
+                const T v = warp_sum(acc[o][i]);
+                if (lane == 0 && j < ncol && o < oc_n) {
+                    const long long col = col0 + j;
+                    const long long pair = (oc0 + o) * cig + col / taps;
+                    out[(pair * t.splits + split) * taps + col % taps] = v;
+                }
+            }
+        }
+    }
+}
+
+#define CONV_KERNELS(T, SUFFIX, CHUNK, CPW)                                                              \
     /* CPU: conv::conv_forward(geom, input, weight, bias, out) */                                   \
     extern "C" __global__ void conv_forward_##SUFFIX(const T* x, const T* w, const T* bias,         \
                                                      int has_bias, T* y, ConvParams p) {            \
@@ -483,11 +663,18 @@ __device__ __forceinline__ void conv_forward_tiled_impl(const T* __restrict__ x,
                                       long long splits) {                                           \
         conv_backward_weight_impl<T, CHUNK>(x, gy, out, p, splits);                                 \
     }                                                                                               \
+    /* CPU: conv::conv_backward_weight(geom, input, grad_out, grad_weight); implicit GEMM,      \
+       tiled over (batch x position), per split when WgTile::splits > 1 */                        \
+    extern "C" __global__ void __launch_bounds__(WG_THREADS, 1)                                     \
+        conv_backward_weight_tiled_##SUFFIX(const T* x, const T* gy, T* out, ConvParams p,          \
+                                            WgTile t) {                                             \
+        conv_backward_weight_tiled_impl<T, CPW>(x, gy, out, p, t);                                  \
+    }                                                                                               \
     /* CPU: the sum over tiles at the end of conv::portable_backward_weight */                      \
     extern "C" __global__ void conv_weight_splits_sum_##SUFFIX(const T* parts, T* gw, long long n,  \
                                                                long long taps, long long splits) {  \
         conv_weight_splits_sum_impl<T>(parts, gw, n, taps, splits);                                 \
     }
 
-CONV_KERNELS(float, f32, BW_CHUNK_F32)
-CONV_KERNELS(double, f64, BW_CHUNK_F64)
+CONV_KERNELS(float, f32, BW_CHUNK_F32, WG_CPW_F32)
+CONV_KERNELS(double, f64, BW_CHUNK_F64, WG_CPW_F64)

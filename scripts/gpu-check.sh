@@ -18,7 +18,7 @@ mode=${1:-}
 dir=${2:-gpu-bundle}
 
 # The op suite: every test file whose tests loop over HEPAR_TEST_DEVICES.
-SUITE=(ops_forward ops_backward ops_conv ops_pool_upsample ops_errors networks cuda_kernels gpu_reduce gpu_norm gpu_pool_upsample gpu_matmul_conv gpu_conv_implicit)
+SUITE=(ops_forward ops_backward ops_conv ops_pool_upsample ops_errors networks cuda_kernels gpu_reduce gpu_norm gpu_pool_upsample gpu_matmul_conv gpu_conv_implicit gpu_conv_wgrad)
 FIXTURES=(liver3d_forward tumor2d_forward train2d_small train3d_small
     unet2d_classic_forward unet2d_classic_train keras_unet2d_forward keras_unet2d_train
     unet3d_3class_forward unet3d_3class_train res3dunet_forward res3dunet_train)

@@ -310,6 +310,148 @@ pub fn backward_input_path(g: &ConvGeometry, elem: usize) -> ConvPath {
     }
 }
 
+/// Output channels, tile columns and threads of the tiled weight-gradient kernel (`WG_OC`,
+/// `WG_TW`, `WG_THREADS`), and its (input channel, tap) columns per warp by element size
+/// (`WG_CPW_F32`, `WG_CPW_F64`).
+const WGRAD_CHANNELS: usize = 16;
+const WGRAD_COLUMNS: usize = 32;
+const WGRAD_THREADS: u32 = 256;
+const WGRAD_WARPS: usize = WGRAD_THREADS as usize / 32;
+fn wgrad_columns_per_warp(elem: usize) -> usize {
+    if elem > 4 {
+        2
+    } else {
+        8
+    }
+}
+/// Fewest position tiles one weight-gradient split reduces, so that the final shuffle reduction
+/// and the stores of its partial sums stay a small part of a block's work.
+const MIN_SPLIT_TILES: usize = 16;
+
+/// `WgTile` of `kernels/conv.cu` (same field order, all 64-bit).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct WgTile {
+    rows: [i64; 2],
+    span: i64,
+    patch: [i64; 3],
+    sub_pitch: i64,
+    splits: i64,
+}
+
+impl WgTile {
+    /// Ranges of position tiles reduced by separate blocks (added in order by a second pass).
+    pub fn splits(&self) -> usize {
+        self.splits as usize
+    }
+
+    /// Output rows (depth, height) of one position tile.
+    pub fn rows(&self) -> [usize; 2] {
+        self.rows.map(|r| r as usize)
+    }
+
+    /// Dynamic shared memory of one block, in bytes.
+    pub fn shared_bytes(&self, stride_w: usize, elem: usize) -> usize {
+        let row_pitch = stride_w * self.sub_pitch as usize;
+        let patch = (self.patch[0] * self.patch[1]) as usize * row_pitch;
+        let rows = (self.rows[0] * self.rows[1]) as usize;
+        (self.span as usize * patch + WGRAD_CHANNELS * rows * WGRAD_COLUMNS) * elem
+    }
+}
+
+/// Which kernel computes a weight gradient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightPath {
+    /// Blocks per channel pair, threads striding over the positions (`conv_backward_weight_*`).
+    Direct,
+    /// The implicit-GEMM kernel with the given tile (`conv_backward_weight_tiled_*`).
+    Tiled(WgTile),
+}
+
+/// Most input channels that one block of `block_cols` consecutive (input channel, tap) columns
+/// of a group touches.
+fn wgrad_span(cols: usize, taps: usize, block_cols: usize) -> usize {
+    (0..cols.div_ceil(block_cols))
+        .map(|b| {
+            let c0 = b * block_cols;
+            let c1 = (c0 + block_cols).min(cols) - 1;
+            c1 / taps - c0 / taps + 1
+        })
+        .max()
+        .unwrap_or(1)
+}
+
+/// The weight-gradient tile for `p`: the largest position tile (of those below) whose staged
+/// patches and output-gradient rows fit in 48 KiB, or `None`.
+fn wgrad_tile(p: &ConvParams, elem: usize) -> Option<WgTile> {
+    let u = |v: i64| v.max(0) as usize;
+    let candidates: &[[usize; 2]] = if p.output[0] == 1 {
+        &[[1, 8], [1, 4], [1, 2], [1, 1]]
+    } else {
+        &[[2, 4], [2, 2], [1, 2], [1, 1]]
+    };
+    let taps: usize = p.kernel.iter().map(|&k| u(k)).product();
+    let cig = u(p.cin / p.groups.max(1));
+    let cog = u(p.cout / p.groups.max(1));
+    let block_cols = WGRAD_WARPS * wgrad_columns_per_warp(elem);
+    let span = wgrad_span(cig * taps, taps.max(1), block_cols);
+    let s = u(p.stride[2]).max(1);
+    candidates.iter().find_map(|&rows| {
+        let extent = |tile: usize, axis: usize| {
+            (tile - 1) * u(p.stride[axis]) + (u(p.kernel[axis]) - 1) * u(p.dilation[axis]) + 1
+        };
+        let patch = [
+            extent(rows[0], 0),
+            extent(rows[1], 1),
+            extent(WGRAD_COLUMNS, 2),
+        ];
+        // Each stride phase of a staged row starts 32 / s banks after the previous one.
+        let mut sub_pitch = patch[2].div_ceil(s);
+        if s > 1 && 32 % s == 0 {
+            while sub_pitch % 32 != 32 / s % 32 {
+                sub_pitch += 1;
+            }
+        }
+        let out = p.output.map(u);
+        let tiles = u(p.batch)
+            * out[0].div_ceil(rows[0])
+            * out[1].div_ceil(rows[1])
+            * out[2].div_ceil(WGRAD_COLUMNS);
+        let items = u(p.groups) * cog.div_ceil(WGRAD_CHANNELS) * (cig * taps).div_ceil(block_cols);
+        let splits = TARGET_WEIGHT_BLOCKS
+            .div_ceil(items.max(1))
+            .min(tiles.div_ceil(MIN_SPLIT_TILES))
+            .max(1);
+        let tile = WgTile {
+            rows: rows.map(|r| r as i64),
+            span: span as i64,
+            patch: patch.map(|e| e as i64),
+            sub_pitch: sub_pitch as i64,
+            splits: splits as i64,
+        };
+        (tile.shared_bytes(s, elem) <= TILED_SHARED_BYTES).then_some(tile)
+    })
+}
+
+/// The dispatch rule of the weight gradient (README, "GPU kernels"): the implicit-GEMM kernel
+/// under the forward rule's conditions — at least 8 output channels per group and 16 output
+/// columns (half a tile each) — when a position tile's patches fit in 48 KiB; otherwise the
+/// direct kernel (depthwise and narrow layers).
+pub fn backward_weight_path(g: &ConvGeometry, elem: usize) -> WeightPath {
+    let p = ConvParams::new(g);
+    let cog = p.cout / p.groups.max(1);
+    if cog < (WGRAD_CHANNELS / 2) as i64 || p.output[2] < (WGRAD_COLUMNS / 2) as i64 {
+        return WeightPath::Direct;
+    }
+    tiled_weight_path(g, elem)
+}
+
+/// The tiled weight-gradient kernel for `g` whenever its tile fits, whatever the rule says (the
+/// kernel serves every geometry; tests run it on depthwise and narrow layers too).
+pub fn tiled_weight_path(g: &ConvGeometry, elem: usize) -> WeightPath {
+    wgrad_tile(&ConvParams::new(g), elem).map_or(WeightPath::Direct, WeightPath::Tiled)
+}
+
 /// Checks the geometry and that each operand holds exactly the elements it describes.
 fn check<D: DeviceApi>(
     op: &'static str,
@@ -519,9 +661,129 @@ fn weight_splits(g: &ConvGeometry) -> usize {
         .max(1)
 }
 
+/// The weight gradient of `g` by the kernel [`backward_weight_path`] picks.
+fn launch_backward_weight<D: DeviceApi>(
+    x: &CudaStorage<D>,
+    grad_out: &CudaStorage<D>,
+    g: &ConvGeometry,
+) -> Result<CudaStorage<D>> {
+    launch_backward_weight_on(
+        x,
+        grad_out,
+        g,
+        backward_weight_path(g, x.dtype().size_in_bytes()),
+    )
+}
+
+/// The weight gradient of `g` by the kernel `path` names (tests force the tiled one).
+pub fn conv_backward_weight_on<D: DeviceApi>(
+    x: &CudaStorage<D>,
+    grad_out: &CudaStorage<D>,
+    g: &ConvGeometry,
+    path: WeightPath,
+) -> Result<CudaStorage<D>> {
+    check(
+        "conv_backward_weight",
+        g,
+        &[
+            ("input", x, g.input_len()),
+            ("grad_out", grad_out, g.output_len()),
+        ],
+    )?;
+    launch_backward_weight_on(x, grad_out, g, path)
+}
+
+fn launch_backward_weight_on<D: DeviceApi>(
+    x: &CudaStorage<D>,
+    grad_out: &CudaStorage<D>,
+    g: &ConvGeometry,
+    path: WeightPath,
+) -> Result<CudaStorage<D>> {
+    match path {
+        WeightPath::Direct => launch_backward_weight_direct(x, grad_out, g),
+        WeightPath::Tiled(tile) => launch_backward_weight_tiled(x, grad_out, g, &tile),
+    }
+}
+
+/// Blocks per (output channels, column block, split) of the tiled kernel; with several splits,
+/// the second pass adds them in split order.
+fn launch_backward_weight_tiled<D: DeviceApi>(
+    x: &CudaStorage<D>,
+    grad_out: &CudaStorage<D>,
+    g: &ConvGeometry,
+    tile: &WgTile,
+) -> Result<CudaStorage<D>> {
+    let n = g.weight_len();
+    let elem = x.dtype().size_in_bytes();
+    let splits = tile.splits();
+    let gw = x.alloc_like(n, x.dtype())?;
+    if n == 0 {
+        return Ok(gw);
+    }
+    let parts = if splits == 1 {
+        gw.clone()
+    } else {
+        x.alloc_like(n * splits, x.dtype())?
+    };
+    let taps = g.kernel.iter().product::<usize>();
+    // Without positions every block still writes its (empty, zero) sums.
+    let cig = g.in_channels / g.groups;
+    let cog = g.out_channels / g.groups;
+    let block_cols = WGRAD_WARPS * wgrad_columns_per_warp(elem);
+    let blocks =
+        g.groups * cog.div_ceil(WGRAD_CHANNELS) * (cig * taps).div_ceil(block_cols) * splits;
+    let config = LaunchConfig {
+        grid_dim: (blocks.min(MAX_WEIGHT_BLOCKS) as u32, 1, 1),
+        block_dim: (WGRAD_THREADS, 1, 1),
+        shared_mem_bytes: tile.shared_bytes(g.stride[2], elem) as u32,
+    };
+    let args = [
+        x.arg(),
+        grad_out.arg(),
+        parts.arg(),
+        ConvParams::new(g).arg(),
+        KernelArg::from_bytes(bytemuck::bytes_of(tile)),
+    ];
+    let ctx = x.context();
+    ctx.launch(
+        FILE,
+        &x.kernel_name("conv_backward_weight_tiled"),
+        &config,
+        &args,
+    )?;
+    if splits > 1 {
+        sum_splits(&parts, &gw, n, taps, splits)?;
+    }
+    Ok(gw)
+}
+
+/// gw = the sum over splits, in split order, of `parts` (conv_weight_splits_sum).
+fn sum_splits<D: DeviceApi>(
+    parts: &CudaStorage<D>,
+    gw: &CudaStorage<D>,
+    n: usize,
+    taps: usize,
+    splits: usize,
+) -> Result<()> {
+    let ctx = parts.context();
+    let args = [
+        parts.arg(),
+        gw.arg(),
+        (n as i64).into(),
+        (taps as i64).into(),
+        (splits as i64).into(),
+    ];
+    ctx.launch(
+        FILE,
+        &parts.kernel_name("conv_weight_splits_sum"),
+        &ctx.grid_stride(n),
+        &args,
+    )
+}
+
 /// Blocks per (out channel, in channel of its group), each reducing part of the batch and
 /// positions; with several parts, a second pass adds them in a fixed order.
-fn launch_backward_weight<D: DeviceApi>(
+fn launch_backward_weight_direct<D: DeviceApi>(
     x: &CudaStorage<D>,
     grad_out: &CudaStorage<D>,
     g: &ConvGeometry,
@@ -554,19 +816,7 @@ fn launch_backward_weight<D: DeviceApi>(
     ];
     ctx.launch(FILE, &x.kernel_name("conv_backward_weight"), &config, &args)?;
     if splits > 1 {
-        let args = [
-            parts.arg(),
-            gw.arg(),
-            (n as i64).into(),
-            (taps as i64).into(),
-            (splits as i64).into(),
-        ];
-        ctx.launch(
-            FILE,
-            &x.kernel_name("conv_weight_splits_sum"),
-            &ctx.grid_stride(n),
-            &args,
-        )?;
+        sum_splits(&parts, &gw, n, taps, splits)?;
     }
     Ok(gw)
 }
@@ -687,4 +937,32 @@ pub fn conv_transpose_backward_weight<D: DeviceApi>(
         ],
     )?;
     launch_backward_weight(grad_out, x, &c)
+}
+
+/// The weight gradient of `g` on a GPU storage by the kernel `path` names, whatever the dispatch
+/// rule would pick (tests run the tiled kernel on depthwise and narrow layers this way).
+pub fn storage_backward_weight_on(
+    x: &crate::backend::Storage,
+    grad_out: &crate::backend::Storage,
+    g: &ConvGeometry,
+    path: WeightPath,
+) -> Result<crate::backend::Storage> {
+    use crate::backend::Storage;
+    let op = "conv_backward_weight";
+    match (x, grad_out) {
+        (Storage::PtxVm(x), Storage::PtxVm(gy)) => {
+            conv_backward_weight_on(x, gy, g, path).map(Storage::PtxVm)
+        }
+        (Storage::Cuda(x), Storage::Cuda(gy)) => {
+            conv_backward_weight_on(x, gy, g, path).map(Storage::Cuda)
+        }
+        _ => Err(HeparError::invalid(
+            op,
+            format!(
+                "the GPU kernels need both operands on one GPU device, not {} and {}",
+                x.device(),
+                grad_out.device()
+            ),
+        )),
+    }
 }

@@ -33,7 +33,10 @@ mod upsample;
 
 pub use alloc::MemoryStats;
 pub use context::{GpuBuffer, GpuContext, LaunchShape};
-pub use conv::{backward_input_path, forward_path, ConvPath, IgTile};
+pub use conv::{
+    backward_input_path, backward_weight_path, conv_backward_weight_on, forward_path,
+    storage_backward_weight_on, tiled_weight_path, ConvPath, IgTile, WeightPath, WgTile,
+};
 pub use device::{DeviceApi, DevicePtr, KernelArg, LaunchConfig};
 pub use driver::CudaDriver;
 pub use storage::CudaStorage;
