@@ -9,6 +9,7 @@
 
 mod common;
 
+use common::conv_cases::{assert_close_scaled, geometry, storage, values};
 use common::gpu_test_devices;
 use hepar::autograd::gradcheck::{gradcheck, GradcheckOptions};
 use hepar::backend::cuda::context::ptx_vm;
@@ -17,6 +18,9 @@ use hepar::backend::cuda::{
 };
 use hepar::backend::{BackendStorage, ConvGeometry, ConvTransposeGeometry, Device, Storage};
 use hepar::tensor::{DType, Layout, Tensor};
+
+/// f32 tolerance, relative to the largest expected magnitude.
+const F32_TOL: f64 = 2e-5;
 
 /// Racecheck and the launch recording are switches of the whole VM: the tests take turns.
 static VM_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -29,61 +33,6 @@ fn randn(len: usize, dtype: DType, seed: u64) -> Tensor {
     Tensor::randn(&[len], DType::F64, seed)
         .to_dtype(dtype)
         .unwrap()
-}
-
-fn storage(t: &Tensor, dev: Device) -> Storage {
-    t.to_device(dev).unwrap().storage().clone()
-}
-
-fn values(s: &Storage) -> Vec<f64> {
-    s.to_cpu()
-        .unwrap()
-        .to_f64_vec(&Layout::contiguous(&[s.len()]))
-}
-
-fn assert_close_scaled(got: &[f64], want: &[f64], dtype: DType, what: &str) {
-    let tol = if dtype == DType::F64 { 1e-12 } else { 2e-5 };
-    let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= tol * scale,
-            "{what}: element {i}: {g} vs expected {w}"
-        );
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn geometry(
-    batch: usize,
-    cin: usize,
-    cout: usize,
-    groups: usize,
-    input: [usize; 3],
-    kernel: [usize; 3],
-    stride: usize,
-    padding: usize,
-    dilation: usize,
-) -> ConvGeometry {
-    let two_d = input[0] == 1;
-    let axes = |v: usize| if two_d { [1, v, v] } else { [v; 3] };
-    let g = ConvGeometry {
-        batch,
-        in_channels: cin,
-        out_channels: cout,
-        groups,
-        input,
-        kernel,
-        stride: axes(stride),
-        padding: if two_d {
-            [0, padding, padding]
-        } else {
-            [padding; 3]
-        },
-        dilation: axes(dilation),
-    };
-    g.validate().unwrap();
-    g
 }
 
 fn tiled(g: &ConvGeometry, elem: usize) -> hepar::backend::cuda::WgTile {
@@ -144,6 +93,7 @@ fn tiled_weight_gradient_matches_the_cpu_on_awkward_geometries() {
                     &values(&got),
                     &values(&want),
                     dtype,
+                    F32_TOL,
                     &format!("{dtype} weight gradient case {i} on {dev} {g:?}"),
                 );
             }
@@ -223,6 +173,7 @@ fn transposed_weight_gradients_run_on_the_tiles() {
                 &values(&got),
                 &values(&want),
                 DType::F32,
+                F32_TOL,
                 &format!("transposed weight gradient case {i} on {dev} {t:?}"),
             );
         }
@@ -275,6 +226,7 @@ fn tiled_weight_gradient_is_free_of_shared_memory_races() {
             &values(&got.unwrap()),
             &values(&want),
             DType::F32,
+            F32_TOL,
             &format!("tiled weight gradient under racecheck {g:?}"),
         );
     }

@@ -2,6 +2,7 @@
 //! random inputs, and closeness checks.
 #![allow(dead_code)]
 
+pub mod conv_cases;
 pub mod reference;
 pub mod tiny_data;
 

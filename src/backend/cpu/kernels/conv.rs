@@ -264,14 +264,14 @@ fn as_f32_mut<T: Float>(s: &mut [T]) -> Option<&mut [f32]> {
 
 /// A buffer that parallel tasks write disjoint parts of through raw pointers.
 #[derive(Clone, Copy)]
-struct SharedMut<T>(*mut T);
-// SAFETY: tasks only ever write disjoint elements (each owns a channel range x tile of positions).
+pub(super) struct SharedMut<T>(pub(super) *mut T);
+// SAFETY: tasks only ever write disjoint elements (each use says which part is its own).
 unsafe impl<T: Send> Send for SharedMut<T> {}
 unsafe impl<T: Send> Sync for SharedMut<T> {}
 
 impl<T> SharedMut<T> {
     /// Through a method, closures capture the whole (Send) wrapper rather than its raw pointer.
-    fn get(self) -> *mut T {
+    pub(super) fn get(self) -> *mut T {
         self.0
     }
 }

@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use super::conv::{ConvGeometry, Gather};
+use super::conv::{ConvGeometry, Gather, SharedMut};
 use super::gemm::{gemm_raw, MatLayout};
 use super::scalar::Float;
 
@@ -39,19 +39,6 @@ pub(super) fn wants_weight_gradient(rows: usize, positions: usize, batch: usize)
 
 fn fits(rows: usize, positions: usize, batch: usize, max_plane: usize) -> bool {
     positions <= max_plane && rows >= 256 && rows * positions * batch <= MAX_COLUMN_ELEMENTS
-}
-
-/// A buffer parallel tasks write disjoint parts of through raw pointers.
-#[derive(Clone, Copy)]
-struct SharedMut<T>(*mut T);
-// SAFETY: every task writes only its own block (documented at each use).
-unsafe impl<T: Send> Send for SharedMut<T> {}
-unsafe impl<T: Send> Sync for SharedMut<T> {}
-
-impl<T> SharedMut<T> {
-    fn get(self) -> *mut T {
-        self.0
-    }
 }
 
 /// The columns of group `g` for every batch item: `[src_cpg * taps, batch * positions]`, item
