@@ -14,10 +14,10 @@ use common::gpu_test_devices;
 use hepar::autograd::gradcheck::{gradcheck, GradcheckOptions};
 use hepar::backend::cuda::context::ptx_vm;
 use hepar::backend::cuda::{backward_input_path, forward_path, ConvPath, DeviceApi, LaunchConfig};
-use hepar::backend::{BackendStorage, ConvGeometry, ConvTransposeGeometry, Device, Storage};
+use hepar::backend::{BackendStorage, ConvGeometry, ConvTransposeGeometry, Device};
 use hepar::kernel_args;
 use hepar::ptx::VirtualGpu;
-use hepar::tensor::{DType, Layout, Tensor};
+use hepar::tensor::{DType, Tensor};
 
 /// f32 tolerance, relative to the largest expected magnitude.
 const F32_TOL: f64 = 1e-5;

@@ -16,8 +16,8 @@ use hepar::backend::cuda::context::ptx_vm;
 use hepar::backend::cuda::{
     backward_weight_path, storage_backward_weight_on, tiled_weight_path, WeightPath,
 };
-use hepar::backend::{BackendStorage, ConvGeometry, ConvTransposeGeometry, Device, Storage};
-use hepar::tensor::{DType, Layout, Tensor};
+use hepar::backend::{BackendStorage, ConvGeometry, ConvTransposeGeometry, Device};
+use hepar::tensor::{DType, Tensor};
 
 /// f32 tolerance, relative to the largest expected magnitude.
 const F32_TOL: f64 = 2e-5;
