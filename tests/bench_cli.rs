@@ -185,3 +185,44 @@ fn ptxvm_json_has_each_op_cases_counters_and_roofline() {
         "{doc}"
     );
 }
+
+#[test]
+fn profile_charges_a_step_to_its_ops_with_shares_summing_to_one() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hepar"))
+        .args([
+            "bench",
+            "--json",
+            "--repeats",
+            "1",
+            "--profile",
+            "liver3d-step",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&stdout).expect("stdout is one JSON document");
+    let profiles = doc["profiles"].as_array().unwrap();
+    assert_eq!(profiles.len(), 1);
+    assert_eq!(profiles[0]["name"], "liver3d-step");
+    let rows = profiles[0]["ops"].as_array().unwrap();
+    let shares: f64 = rows.iter().map(|r| r["share"].as_f64().unwrap()).sum();
+    assert!((shares - 1.0).abs() < 1e-6, "shares sum to {shares}");
+    let row = |op: &str, pass: &str| {
+        rows.iter()
+            .find(|r| r["op"] == op && r["pass"] == pass)
+            .unwrap_or_else(|| panic!("no {op} {pass} row in {rows:?}"))
+    };
+    // The 3D network's convolutions run forward and backward, and the update is its own phase.
+    for pass in ["forward", "backward"] {
+        let conv = row("conv", pass);
+        assert!(conv["calls"].as_u64().unwrap() > 10, "{conv}");
+        assert!(conv["seconds"].as_f64().unwrap() > 0.0, "{conv}");
+    }
+    assert_eq!(row("optimizer_step", "update")["calls"], 1);
+}

@@ -147,7 +147,7 @@ pub fn backward(root: &Tensor) -> Result<()> {
                     .into(),
             ));
         };
-        let input_grads = backward(&grad)?;
+        let input_grads = crate::util::op_profile::time_backward(name, || backward(&grad))?;
         for (input, g) in inputs.into_iter().zip(input_grads) {
             let Some(g) = g else { continue };
             if !input.requires_grad() {

@@ -37,6 +37,11 @@ pub struct BenchArgs {
     /// median_s, min_s, max_s, repeats, peak_mem_bytes, gflops) instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// After each workload's timed runs, one more run recorded op by op: where its time goes
+    /// (forward and backward per op kind, calls, seconds, share). A forward op is charged the
+    /// time since the previous op ended (see `util::op_profile`).
+    #[arg(long)]
+    pub profile: bool,
     #[command(flatten)]
     pub device: super::DeviceArg,
 }
@@ -264,7 +269,7 @@ impl PreparedWorkload {
                 self.optimizer.zero_grad();
                 let out = self.model.forward_all(&self.input, true)?;
                 step_loss(self.loss, &out, t)?.backward()?;
-                self.optimizer.step()?;
+                crate::util::op_profile::time_update("optimizer_step", || self.optimizer.step())?;
             }
         }
         self.device.synchronize()?;
@@ -579,12 +584,20 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         print_header(compared);
     }
     let mut results = Vec::new();
+    let mut profiles = Vec::new();
     for w in workloads {
         let r = measure(w, args.repeats, device, torch.as_mut())?;
         if !args.json {
             print_row(&r, compared);
         }
         results.push(r);
+        if args.profile {
+            let rows = profile_run(w, device)?;
+            if !args.json {
+                print_profile(&rows);
+            }
+            profiles.push(serde_json::json!({"name": w.name(), "ops": rows}));
+        }
     }
     let ops = match args.op {
         Some(family) => {
@@ -608,6 +621,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             },
             "workloads": results,
             "ops": ops,
+            "profiles": profiles,
         });
         println!(
             "{}",
@@ -616,6 +630,62 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// One run of `w` after a warm-up, recorded op by op.
+fn profile_run(w: Workload, device: Device) -> Result<Vec<crate::util::op_profile::OpTime>> {
+    let mut prepared = Prepared::new(w, device)?;
+    prepared.run()?;
+    let profile = crate::util::op_profile::Profile::start();
+    let run = prepared.run();
+    let rows = profile.finish();
+    run?;
+    Ok(rows)
+}
+
+/// The profile's largest rows, the rest summed, then the time no op was charged.
+fn print_profile(rows: &[crate::util::op_profile::OpTime]) {
+    const SHOWN: usize = 15;
+    let (other, ops) = rows
+        .split_last()
+        .map_or((None, rows), |(o, r)| (Some(o), r));
+    println!(
+        "  {:<24} {:<9} {:>7} {:>10} {:>7}",
+        "op", "pass", "calls", "seconds", "share"
+    );
+    for r in ops.iter().take(SHOWN) {
+        println!(
+            "  {:<24} {:<9} {:>7} {:>10.4} {:>6.1}%",
+            r.op,
+            r.pass.name(),
+            r.calls,
+            r.seconds,
+            100.0 * r.share
+        );
+    }
+    if ops.len() > SHOWN {
+        let rest = &ops[SHOWN..];
+        let (seconds, share) = rest
+            .iter()
+            .fold((0.0, 0.0), |(t, s), r| (t + r.seconds, s + r.share));
+        let label = format!("({} more)", rest.len());
+        println!(
+            "  {label:<24} {:<9} {:>7} {seconds:>10.4} {:>6.1}%",
+            "",
+            "",
+            100.0 * share
+        );
+    }
+    if let Some(o) = other {
+        println!(
+            "  {:<24} {:<9} {:>7} {:>10.4} {:>6.1}%",
+            "(not charged to an op)",
+            "",
+            "",
+            o.seconds,
+            100.0 * o.share
+        );
+    }
 }
 
 /// `--device ptxvm`: the op cases' VM counters instead of times (the VM interprets every

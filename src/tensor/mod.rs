@@ -96,6 +96,7 @@ impl Tensor {
         inputs: &[&Tensor],
         backward: autograd::BackwardFn,
     ) -> Tensor {
+        crate::util::op_profile::forward_op_done(name);
         let record = autograd::is_grad_enabled() && inputs.iter().any(|t| t.requires_grad());
         let grad_fn = record.then(|| GradFn {
             name,
@@ -118,6 +119,7 @@ impl Tensor {
         name: &'static str,
         backward: autograd::BackwardFn,
     ) -> Tensor {
+        crate::util::op_profile::forward_op_done(name);
         let record = autograd::is_grad_enabled() && self.requires_grad();
         let grad_fn = record.then(|| GradFn {
             name,

@@ -2,5 +2,6 @@
 
 pub mod atomic_write;
 pub mod heap_stats;
+pub mod op_profile;
 pub mod philox;
 pub mod rng;
