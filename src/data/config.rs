@@ -159,26 +159,7 @@ impl Default for AugmentConfig {
     }
 }
 
-/// Per-label probabilities of the class a 3D patch is centred on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PatchProbabilities {
-    pub background: f64,
-    pub liver: f64,
-    pub tumour: f64,
-}
-
-impl Default for PatchProbabilities {
-    fn default() -> Self {
-        PatchProbabilities {
-            background: 0.2,
-            liver: 0.3,
-            tumour: 0.5,
-        }
-    }
-}
-
-/// `[sampling]`: which stage-2 stacks are trained on and how often, and 3D patch sampling.
+/// `[sampling]`: which stage-2 stacks are trained on and how often.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SamplingConfig {
@@ -188,9 +169,6 @@ pub struct SamplingConfig {
     pub tumour_weight: f64,
     /// Sampling weight of every other kept stack.
     pub other_weight: f64,
-    /// 3D patch shape (z, y, x) for patch-wise training.
-    pub patch_shape_zyx: [usize; 3],
-    pub patch_probabilities: PatchProbabilities,
     /// Seed of the stack selection and the samplers.
     pub seed: u64,
 }
@@ -201,8 +179,6 @@ impl Default for SamplingConfig {
             background_keep_fraction: 0.4,
             tumour_weight: 5.0,
             other_weight: 1.0,
-            patch_shape_zyx: [64, 64, 64],
-            patch_probabilities: PatchProbabilities::default(),
             seed: 42,
         }
     }
@@ -317,23 +293,6 @@ impl DataParameters {
             return bad(
                 "sampling.tumour_weight / other_weight",
                 "weights must be positive".into(),
-            );
-        }
-        let pp = &s.patch_probabilities;
-        if [pp.background, pp.liver, pp.tumour]
-            .iter()
-            .any(|&p| p < 0.0)
-            || pp.background + pp.liver + pp.tumour <= 0.0
-        {
-            return bad(
-                "sampling.patch_probabilities",
-                "must be non-negative with a positive sum".into(),
-            );
-        }
-        if s.patch_shape_zyx.contains(&0) {
-            return bad(
-                "sampling.patch_shape_zyx",
-                format!("{:?} has a zero", s.patch_shape_zyx),
             );
         }
         Ok(())
