@@ -713,7 +713,11 @@ pub fn conv_transpose_forward<T: Float>(
         panic!("conv_transpose kernel called with an invalid geometry: {e}");
     }
     let conv = geom.as_conv();
-    conv_backward_input(&conv, input, weight, out);
+    if super::conv_transpose_tiles::applies(geom) {
+        super::conv_transpose_tiles::forward(geom, input, weight, out);
+    } else {
+        conv_backward_input(&conv, input, weight, out);
+    }
     if let Some(bias) = bias {
         assert_eq!(
             bias.len(),
@@ -740,6 +744,9 @@ pub fn conv_transpose_backward_input<T: Float>(
     if let Err(e) = geom.validate() {
         panic!("conv_transpose kernel called with an invalid geometry: {e}");
     }
+    if super::conv_transpose_tiles::applies(geom) {
+        return super::conv_transpose_tiles::backward_input(geom, grad_out, weight, grad_input);
+    }
     conv_forward(&geom.as_conv(), grad_out, weight, None, grad_input);
 }
 
@@ -753,6 +760,9 @@ pub fn conv_transpose_backward_weight<T: Float>(
 ) {
     if let Err(e) = geom.validate() {
         panic!("conv_transpose kernel called with an invalid geometry: {e}");
+    }
+    if super::conv_transpose_tiles::applies(geom) {
+        return super::conv_transpose_tiles::backward_weight(geom, input, grad_out, grad_weight);
     }
     // In the adjoint convolution the roles swap: its input is our output gradient and its output
     // gradient is our input.
@@ -1322,7 +1332,38 @@ mod tests {
                 dilation: [1, 1, 1],
                 output_padding: [0, 1, 0],
             },
+            // Kernel = stride, groups 1: the non-overlapping tile path (conv_transpose_tiles).
+            ConvTransposeGeometry {
+                batch: 3,
+                in_channels: 5,
+                out_channels: 3,
+                groups: 1,
+                input: [3, 2, 5],
+                kernel: [2, 2, 2],
+                stride: [2, 2, 2],
+                padding: [0, 0, 0],
+                dilation: [1, 1, 1],
+                output_padding: [0, 0, 0],
+            },
+            ConvTransposeGeometry {
+                batch: 2,
+                in_channels: 7,
+                out_channels: 4,
+                groups: 1,
+                input: [1, 5, 3],
+                kernel: [1, 3, 2],
+                stride: [1, 3, 2],
+                padding: [0, 0, 0],
+                dilation: [1, 1, 1],
+                output_padding: [0, 0, 0],
+            },
         ];
+        assert!(cases[3..]
+            .iter()
+            .all(super::super::conv_transpose_tiles::applies));
+        assert!(!cases[..3]
+            .iter()
+            .any(super::super::conv_transpose_tiles::applies));
         for (seed, t) in cases.iter().enumerate() {
             t.validate().unwrap();
             let x = random(t.input_len(), seed as u64);
