@@ -1,6 +1,7 @@
-//! CPU convolution kernels on the shapes the segmentation networks use. The first two are the
-//! figures the engine is held to (PyTorch on the same 2-core machine: 40 ms and 65 ms forward);
-//! then a pointwise conv, a stride-2 downsampling conv and a k2 s2 transposed conv (decoder
+//! CPU convolution kernels called directly on slices (below the `Tensor` API that
+//! `benches/ops.rs` times), on the shapes the segmentation networks use: the 3D U-Net's 3x3x3
+//! layers first (`hepar bench --op conv3d --compare pytorch` sets them beside PyTorch's in one
+//! run); then a pointwise conv, a stride-2 downsampling conv and a k2 s2 transposed conv (decoder
 //! upsampling). Criterion's throughput is set to the pass's floating-point operations, so its
 //! `thrpt` line reads directly as FLOP/s (each pass, forward or backward, costs the same FLOPs).
 

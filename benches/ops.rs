@@ -1,70 +1,44 @@
-//! Tensor-level ops beside the convolutions, timed through the public `Tensor` API (so the
-//! numbers include layout handling and allocation, as a model sees them): GroupNorm forward and
-//! backward on a typical 3D activation, softmax over the spatial positions (the CoT attention's
-//! reduction), and matrix products (a square sgemm, whose anchor is PyTorch's 157 GFLOP/s on this
-//! machine kind, and a batched one). Throughput is bytes touched for the memory-bound ops and
-//! FLOPs for the products.
+//! Every op case of `hepar bench --op` (the one list in `hepar::cli::op_cases`: each primitive at
+//! the seed U-Nets' real shapes), forward and forward + backward, through the public `Tensor`
+//! API as a model calls it. Criterion groups are the op families, benchmarks are
+//! `<shape> <pass>`. `HEPAR_BENCH_OP=conv3d` keeps one family (criterion's own filter matches
+//! names after the cases are built, and building the full-size cases takes memory and time).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use hepar::tensor::{DType, Tensor};
-use std::hint::black_box;
+use hepar::backend::Device;
+use hepar::cli::op_cases::{OpCase, OpFamily};
+use std::time::Duration;
 
-fn group_norm(c: &mut Criterion) {
-    // [1, 32, 64^3]: the widest full-resolution activation of the 3D network (n 16 -> 2n).
-    let x = Tensor::randn(&[1, 32, 64, 64, 64], DType::F32, 1);
-    let w = Tensor::ones(&[32], DType::F32, Default::default()).unwrap();
-    let b = Tensor::zeros(&[32], DType::F32, Default::default()).unwrap();
-    let mut group = c.benchmark_group("group_norm");
-    group.throughput(Throughput::Bytes((x.numel() * 4 * 2) as u64));
-    group.bench_function("forward [1,32,64,64,64] g4", |bench| {
-        bench.iter(|| black_box(x.group_norm(4, Some(&w), Some(&b), 1e-5).unwrap()))
-    });
-    let xg = x.requires_grad_leaf();
-    group.bench_function("forward+backward [1,32,64,64,64] g4", |bench| {
-        bench.iter(|| {
-            let y = xg.group_norm(4, Some(&w), Some(&b), 1e-5).unwrap();
-            y.sum_all().unwrap().backward().unwrap();
-            xg.zero_grad();
-        })
-    });
-    group.finish();
+fn wanted(family: OpFamily) -> bool {
+    std::env::var("HEPAR_BENCH_OP").map_or(true, |only| only == family.name())
 }
 
-fn softmax(c: &mut Criterion) {
-    // CoT attention: per (sample, channel), softmax over all 32^3 positions of a 16-channel map.
-    let x = Tensor::randn(&[1, 16, 32 * 32 * 32], DType::F32, 2);
-    let mut group = c.benchmark_group("softmax");
-    group.throughput(Throughput::Bytes((x.numel() * 4 * 2) as u64));
-    group.bench_function("last axis [1,16,32768]", |bench| {
-        bench.iter(|| black_box(x.softmax(-1).unwrap()))
-    });
-    // Along a strided axis: the channel softmax of a multi-class output.
-    let y = Tensor::randn(&[2, 3, 64, 64, 64], DType::F32, 3);
-    group.bench_function("channel axis [2,3,64,64,64]", |bench| {
-        bench.iter(|| black_box(y.softmax(1).unwrap()))
-    });
-    group.finish();
+fn op_cases(c: &mut Criterion) {
+    for family in OpFamily::All.members().into_iter().filter(|&f| wanted(f)) {
+        let mut group = c.benchmark_group(family.name());
+        group
+            .sample_size(10)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3));
+        for shape in family.shapes() {
+            let case = OpCase::new(family, shape.clone(), Device::Cpu).expect("op case");
+            for backward in [false, true] {
+                // FLOPs of one pass as counted by the ops themselves (convolutions, products).
+                hepar::ops::flops::reset();
+                case.run(backward, Device::Cpu).expect("op case run");
+                let flops = hepar::ops::flops::read();
+                if flops > 0 {
+                    group.throughput(Throughput::Elements(flops));
+                }
+                let name = format!("{shape:?} {}", OpCase::pass_name(backward));
+                group.bench_function(name, |bench| {
+                    bench.iter(|| case.run(backward, Device::Cpu).expect("op case run"))
+                });
+            }
+        }
+        group.finish();
+    }
 }
 
-fn matmul(c: &mut Criterion) {
-    let mut group = c.benchmark_group("matmul");
-    group.sample_size(10);
-    let n = 2048;
-    let a = Tensor::randn(&[n, n], DType::F32, 4);
-    let b = Tensor::randn(&[n, n], DType::F32, 5);
-    group.throughput(Throughput::Elements((2 * n * n * n) as u64));
-    group.bench_function("sgemm 2048^3", |bench| {
-        bench.iter(|| black_box(a.matmul(&b).unwrap()))
-    });
-    let (batch, m) = (64, 128);
-    let p = Tensor::randn(&[batch, m, m], DType::F32, 6);
-    let q = Tensor::randn(&[batch, m, m], DType::F32, 7);
-    group.throughput(Throughput::Elements((2 * batch * m * m * m) as u64));
-    group.bench_function("batched 64 x 128^3", |bench| {
-        bench.iter(|| black_box(p.matmul(&q).unwrap()))
-    });
-    group.finish();
-}
-
-criterion_group!(benches, group_norm, softmax, matmul);
+criterion_group!(benches, op_cases);
 criterion_main!(benches);

@@ -226,3 +226,108 @@ fn profile_charges_a_step_to_its_ops_with_shares_summing_to_one() {
     }
     assert_eq!(row("optimizer_step", "update")["calls"], 1);
 }
+
+/// A stand-in for benches/pytorch/hepar_bench.py that speaks its protocol without PyTorch:
+/// records each request in `log` and answers 0.5 s.
+fn fake_pytorch_server(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let log = dir.join("requests.txt");
+    let script = dir.join("fake_bench.py");
+    std::fs::write(
+        &script,
+        format!(
+            r#"import json, sys
+print(json.dumps({{"ready": True, "torch": "fake", "threads": 1}}), flush=True)
+with open({log:?}, "a") as log:
+    for line in sys.stdin:
+        log.write(line)
+        log.flush()
+        print(json.dumps({{"workload": line.strip(), "seconds": 0.5}}), flush=True)
+"#
+        ),
+    )
+    .unwrap();
+    (script, log)
+}
+
+#[test]
+fn op_cases_at_a_given_shape_alternate_with_pytorch_requests_naming_the_case() {
+    let dir = std::env::temp_dir().join(format!("hepar-bench-ops-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (script, log) = fake_pytorch_server(&dir);
+    let out = Command::new(env!("CARGO_BIN_EXE_hepar"))
+        .args(["bench", "--json", "--repeats", "2", "--compare", "pytorch"])
+        .args(["--op", "conv-transpose2d", "--shape", "2,8,5,7"])
+        .env("HEPAR_PYTORCH_BENCH", &script)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let ops = doc["ops"].as_array().unwrap();
+    assert_eq!(ops.len(), 2, "{ops:?}");
+    for o in ops {
+        assert_eq!(o["name"], "conv-transpose2d");
+        assert_eq!(o["shape"], serde_json::json!([2, 8, 5, 7]));
+        assert_eq!(o["pytorch_median_s"].as_f64(), Some(0.5), "{o}");
+        // A transposed convolution's FLOPs are counted.
+        assert!(o["gflops"].as_f64().unwrap() > 0.0, "{o}");
+    }
+    // Two timed requests per pass, each naming the family, the shape and the pass.
+    let requests = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = requests.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "op conv-transpose2d 2,8,5,7 forward",
+            "op conv-transpose2d 2,8,5,7 forward",
+            "op conv-transpose2d 2,8,5,7 forward+backward",
+            "op conv-transpose2d 2,8,5,7 forward+backward",
+        ]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_shape_the_op_cannot_take_is_refused_naming_the_op() {
+    for (op, shape, says) in [
+        ("conv3d", "1,16,8", "rank-5"),
+        ("groupnorm2d", "2,12,8,8", "divisible by 8"),
+        ("matmul", "4,x,4", "not an axis length"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_hepar"))
+            .args(["bench", "--repeats", "1", "--op", op, "--shape", shape])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{op} {shape} was accepted");
+        assert!(stderr.contains(says), "{op} {shape}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn every_op_family_has_cases_that_run_on_the_cpu_and_the_vm() {
+    use hepar::backend::Device;
+    use hepar::cli::op_cases::{OpCase, OpFamily};
+    let families = OpFamily::All.members();
+    assert!(families.len() >= 13, "{families:?}");
+    for family in families {
+        assert!(!family.shapes().is_empty(), "{family:?} has no real shapes");
+        for shape in family.vm_shapes() {
+            for device in [Device::Cpu, Device::PtxVm] {
+                let case = OpCase::new(family, shape.clone(), device).unwrap();
+                for backward in [false, true] {
+                    let (seconds, numel) = case.run(backward, device).unwrap();
+                    assert!(
+                        seconds > 0.0 && numel > 0,
+                        "{family:?} {shape:?} on {device}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -2,9 +2,10 @@
 ../shared/design/cotnext-unet.md and seed-unets.md, with the same state_dict names), the same
 workloads and losses, timed one run at a time on request so the two engines alternate.
 
-Protocol (`serve`): one workload name per line on stdin; the first request of a workload builds
-it and runs it once untimed (the warm-up), then every request answers one JSON line
-{"workload": NAME, "seconds": S} on stdout. `check FIXTURE...` scores the networks against the
+Protocol (`serve`): one request per line on stdin, a workload name or an op case
+`op FAMILY D0,D1,... forward|forward+backward` (src/cli/op_cases.rs names the families and
+shapes); the first request of a workload or case builds it and runs it once untimed (the
+warm-up), then every request answers one JSON line {"workload": NAME, "seconds": S} on stdout. `check FIXTURE...` scores the networks against the
 shared golden fixtures, so the comparison is known to time the same functions.
 """
 
@@ -434,6 +435,85 @@ class Workload:
         self.opt.step()
 
 
+# --- Op cases (the same as src/cli/op_cases.rs) -------------------------------------------------
+
+
+def _conv_weights(family, c, rank):
+    if family.startswith("conv-transpose"):
+        k = 2 if family == "conv-transpose3d" else 4
+        return torch.randn([c, c // 2] + [k] * (rank - 2))
+    return torch.randn([c, c] + [3] * (rank - 2))
+
+
+class OpCase:
+    """One `op_cases::OpCase`: the op on fixed random inputs, forward or forward + backward
+    through autograd with the loss sum(y * g)."""
+
+    def __init__(self, family, shape, backward):
+        torch.manual_seed(1)
+        self.family, self.shape, self.backward = family, shape, backward
+        self.params = []
+        if family == "matmul":
+            m, k, n = shape
+            self.x, w = torch.randn(m, k), torch.randn(k, n)
+            self.params = [w]
+        else:
+            self.x = torch.randn(shape)
+            c = shape[1]
+            if family.startswith("conv"):
+                self.params = [_conv_weights(family, c, len(shape))]
+            elif family.startswith(("groupnorm", "batchnorm")):
+                self.params = [torch.ones(c), torch.zeros(c)]
+            if family == "batchnorm2d":
+                self.running = (torch.zeros(c), torch.ones(c))
+        self.g = torch.randn(self.forward(self.x, self.params).detach().shape)
+
+    def forward(self, x, p):
+        f, spatial = self.family, self.shape[2:]
+        if f == "matmul":
+            return x @ p[0]
+        if f in ("conv3d", "conv2d"):
+            return (F.conv3d if f == "conv3d" else F.conv2d)(x, p[0], padding=1)
+        if f == "conv-transpose3d":
+            return F.conv_transpose3d(x, p[0], stride=2)
+        if f == "conv-transpose2d":
+            return F.conv_transpose2d(x, p[0], stride=2, padding=1)
+        if f in ("groupnorm3d", "groupnorm2d"):
+            return F.group_norm(x, 8, p[0], p[1], 1e-5)
+        if f == "batchnorm2d":
+            return F.batch_norm(x, *self.running, p[0], p[1], True, 0.1, 1e-5)
+        if f == "softmax3d":
+            return torch.softmax(x, -1)
+        if f in ("maxpool3d", "maxpool2d"):
+            return (F.max_pool3d if f == "maxpool3d" else F.max_pool2d)(x, 2)
+        if f in ("upsample3d", "upsample2d"):
+            mode = "trilinear" if f == "upsample3d" else "bilinear"
+            return F.interpolate(x, size=[2 * s for s in spatial], mode=mode, align_corners=False)
+        raise ValueError(f"unknown op family {f}")
+
+    def run(self):
+        if not self.backward:
+            with torch.no_grad():
+                self.forward(self.x, self.params)
+            return
+        x = self.x.detach().requires_grad_()
+        p = [t.detach().requires_grad_() for t in self.params]
+        (self.forward(x, p) * self.g).sum().backward()
+
+
+def build(request):
+    """The workload or op case a request names (ValueError when it names none)."""
+    words = request.split()
+    if words[0] == "op":
+        if len(words) != 4 or words[3] not in ("forward", "forward+backward"):
+            raise ValueError("an op request is `op FAMILY D0,D1,... forward|forward+backward`")
+        shape = [int(d) for d in words[2].split(",")]
+        return OpCase(words[1], shape, words[3] == "forward+backward")
+    if request not in WORKLOADS:
+        raise ValueError("unknown workload")
+    return Workload(request)
+
+
 def serve(threads):
     torch.set_num_threads(threads)
     built = {}
@@ -442,11 +522,12 @@ def serve(threads):
         name = line.strip()
         if not name:
             continue
-        if name not in WORKLOADS:
-            print(json.dumps({"workload": name, "error": "unknown workload"}), flush=True)
-            continue
         if name not in built:
-            built[name] = Workload(name)
+            try:
+                built[name] = build(name)
+            except (ValueError, KeyError, RuntimeError) as e:
+                print(json.dumps({"workload": name, "error": str(e)}), flush=True)
+                continue
             built[name].run()  # warm-up
         start = time.perf_counter()
         built[name].run()

@@ -1,9 +1,10 @@
 //! `hepar bench`: times the seed networks' workloads (eval forwards and training steps of every
 //! architecture in the registry) on this machine, with peak memory.
 
-use super::bench_ops::{bench_ops, count_ops, OpCounted, OpFamily, OpResult};
+use super::bench_ops::{bench_ops, count_ops, OpCounted, OpResult};
 use super::bench_pipeline::PreparedPipeline;
 use super::bench_pytorch::PytorchBench;
+use super::op_cases::OpFamily;
 use crate::backend::Device;
 use crate::error::{HeparError, Result};
 use crate::nn::{parameters, Arch, ModelConfig, NetworkOutput};
@@ -33,6 +34,10 @@ pub struct BenchArgs {
     /// the workloads: forward and forward + backward, with GFLOP/s and GB/s.
     #[arg(long, value_enum, value_name = "OP")]
     pub op: Option<OpFamily>,
+    /// The op's input shape instead of the U-Nets' (repeatable; `1,16,64,64,64`; for matmul
+    /// `M,K,N`).
+    #[arg(long = "shape", value_name = "DIMS", value_parser = parse_shape, requires = "op")]
+    pub shapes: Vec<OpShape>,
     /// Print one JSON document (machine with its measured ceilings, then each workload's
     /// median_s, min_s, max_s, repeats, peak_mem_bytes, gflops) instead of the table.
     #[arg(long)]
@@ -44,6 +49,21 @@ pub struct BenchArgs {
     pub profile: bool,
     #[command(flatten)]
     pub device: super::DeviceArg,
+}
+
+/// One `--shape`: comma-separated axis lengths.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpShape(pub Vec<usize>);
+
+fn parse_shape(text: &str) -> std::result::Result<OpShape, String> {
+    text.split(',')
+        .map(|d| {
+            d.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("`{text}` is not a shape: `{d}` is not an axis length"))
+        })
+        .collect::<std::result::Result<Vec<usize>, String>>()
+        .map(OpShape)
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -493,11 +513,15 @@ fn print_row(r: &WorkloadResult, compared: bool) {
     }
 }
 
-fn print_ops(ops: &[OpResult], ceilings: &Ceilings) {
-    println!(
-        "{:<12} {:<22} {:<17} {:>9} {:>9} {:>9} {:>9} {:>7} {:>8} {:>6}",
+fn print_ops(ops: &[OpResult], ceilings: &Ceilings, compared: bool) {
+    let mut head = format!(
+        "{:<17} {:<22} {:<17} {:>9} {:>9} {:>9} {:>9} {:>7} {:>8} {:>6}",
         "op", "shape", "pass", "median s", "min s", "max s", "GFLOP/s", "%gemm", "GB/s", "%copy"
     );
+    if compared {
+        head += &format!(" {:>9} {:>8}", "torch s", "speedup");
+    }
+    println!("{head}");
     for r in ops {
         let (gflops, share) = match r.gflops {
             Some(g) => (
@@ -506,8 +530,8 @@ fn print_ops(ops: &[OpResult], ceilings: &Ceilings) {
             ),
             None => ("-".to_string(), "-".to_string()),
         };
-        println!(
-            "{:<12} {:<22} {:<17} {:>9.4} {:>9.4} {:>9.4} {:>9} {:>7} {:>8.1} {:>6.0}",
+        let mut row = format!(
+            "{:<17} {:<22} {:<17} {:>9.4} {:>9.4} {:>9.4} {:>9} {:>7} {:>8.1} {:>6.0}",
             r.name,
             format!("{:?}", r.shape),
             r.pass,
@@ -519,6 +543,13 @@ fn print_ops(ops: &[OpResult], ceilings: &Ceilings) {
             r.gbs,
             100.0 * r.gbs / ceilings.copy_gbs
         );
+        if compared {
+            row += &match r.pytorch_median_s {
+                Some(t) => format!(" {:>9.4} {:>7.2}x", t, t / r.median_s),
+                None => format!(" {:>9} {:>8}", "-", "-"),
+            };
+        }
+        println!("{row}");
     }
 }
 
@@ -601,9 +632,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let ops = match args.op {
         Some(family) => {
-            let ops = bench_ops(family, args.repeats, device)?;
+            let shapes: Vec<Vec<usize>> = args.shapes.iter().map(|s| s.0.clone()).collect();
+            let ops = bench_ops(family, &shapes, args.repeats, device, torch.as_mut())?;
             if !args.json {
-                print_ops(&ops, &ceilings);
+                print_ops(&ops, &ceilings, compared);
             }
             ops
         }
@@ -698,7 +730,8 @@ fn bench_vm(args: &BenchArgs) -> Result<()> {
             "--device ptxvm counts op cases (--op NAME), not whole workloads, which the VM would take hours over",
         ));
     }
-    let ops = count_ops(args.op.unwrap_or(OpFamily::All))?;
+    let shapes: Vec<Vec<usize>> = args.shapes.iter().map(|s| s.0.clone()).collect();
+    let ops = count_ops(args.op.unwrap_or(OpFamily::All), &shapes)?;
     if args.json {
         let doc = serde_json::json!({
             "machine": {
@@ -724,7 +757,7 @@ fn bench_vm(args: &BenchArgs) -> Result<()> {
 
 fn print_vm_ops(ops: &[OpCounted]) {
     println!(
-        "{:<12} {:<20} {:<17} {:>7} {:>13} {:>9} {:>9} {:>9} {:>11} {:>11} {:>9} {:>9} {:<14}",
+        "{:<17} {:<20} {:<17} {:>7} {:>13} {:>9} {:>9} {:>9} {:>11} {:>11} {:>9} {:>9} {:<14}",
         "op",
         "shape",
         "pass",
@@ -749,7 +782,7 @@ fn print_vm_ops(ops: &[OpCounted]) {
         };
         let bound = c.roofline.last().map_or("-", |e| e.bound.as_str());
         println!(
-            "{:<12} {:<20} {:<17} {:>7} {:>13} {:>9.2} {:>9.2} {:>9.3} {:>11.3e} {:>11.3e} {:>9} {:>9} {:<14}",
+            "{:<17} {:<20} {:<17} {:>7} {:>13} {:>9.2} {:>9.2} {:>9.3} {:>11.3e} {:>11.3e} {:>9} {:>9} {:<14}",
             r.name,
             format!("{:?}", r.shape),
             r.pass,

@@ -11,6 +11,7 @@ pub mod infer;
 pub mod inspect;
 pub mod kernels;
 pub mod kernels_check;
+pub mod op_cases;
 pub mod predict;
 pub mod ribfrac;
 pub mod synth;

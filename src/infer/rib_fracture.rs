@@ -453,7 +453,7 @@ mod tests {
         assert!(region[25 * 40 + 20] && !region[5 * 40 + 5]);
         let mut p = vec![0f32; image.len()];
         // One detection on the spine, one away from it (2 voxels at 0.4 and 0.8).
-        p[(1 * 40 + 25) * 40 + 20] = 0.9;
+        p[(40 + 25) * 40 + 20] = 0.9;
         p[(2 * 40 + 5) * 40 + 5] = 0.4;
         p[(3 * 40 + 6) * 40 + 6] = 0.8;
         let steps = RibPostprocess {
@@ -465,7 +465,7 @@ mod tests {
             min_voxels: None,
         };
         postprocess(&mut p, &image, shape, &steps).unwrap();
-        assert_eq!(p[(1 * 40 + 25) * 40 + 20], 0.0);
+        assert_eq!(p[(40 + 25) * 40 + 20], 0.0);
         let found = detections(&p, shape).unwrap();
         assert_eq!(found.confidences.len(), 1);
         assert!((found.confidences[0] - 0.6).abs() < 1e-6);
