@@ -303,9 +303,16 @@ fn tf32_matmul_is_not_the_fp32_kernel() {
         let b = randn(&[50, 30], DType::F32, 22);
         let (tf32, fp32) = check_tf32_matmul(&a, &b, dev, "tf32 vs fp32");
         let differing = tf32.iter().zip(&fp32).filter(|(x, y)| x != y).count();
-        assert!(differing > tf32.len() / 2, "{differing} of {} differ", tf32.len());
+        assert!(
+            differing > tf32.len() / 2,
+            "{differing} of {} differ",
+            tf32.len()
+        );
         // f64 ignores the precision.
-        let (a64, b64) = (a.to_dtype(DType::F64).unwrap(), b.to_dtype(DType::F64).unwrap());
+        let (a64, b64) = (
+            a.to_dtype(DType::F64).unwrap(),
+            b.to_dtype(DType::F64).unwrap(),
+        );
         assert_eq!(
             matmul_at(&a64, &b64, dev, Precision::Tf32),
             matmul_at(&a64, &b64, dev, Precision::Fp32)

@@ -141,7 +141,10 @@ fn random_fragments(inputs: Inputs, seed: u64) -> Fragments {
                 // Unrounded f32 bits: the tensor core reads only the top 19.
                 let x = next.next().unwrap() * 4.0;
                 f.a_regs[4 * lane + i] = x.to_bits();
-                let (row, col) = (if i % 2 == 0 { g } else { g + 8 }, if i < 2 { t } else { t + 4 });
+                let (row, col) = (
+                    if i % 2 == 0 { g } else { g + 8 },
+                    if i < 2 { t } else { t + 4 },
+                );
                 f.a[row][col] = truncated_tf32(x);
             } else {
                 let (lo, lo_value) = half(next.next().unwrap());
@@ -242,7 +245,10 @@ fn tf32_operands_with_low_bits_set_are_truncated() {
     for lane in 0..LANES {
         let (g, t) = (lane / 4, lane % 4);
         for i in 0..4 {
-            let (row, col) = (if i % 2 == 0 { g } else { g + 8 }, if i < 2 { t } else { t + 4 });
+            let (row, col) = (
+                if i % 2 == 0 { g } else { g + 8 },
+                if i < 2 { t } else { t + 4 },
+            );
             f.a_regs[4 * lane + i] = if row == col { one_plus.to_bits() } else { 0 };
         }
         for i in 0..2 {
@@ -297,15 +303,15 @@ fn cvt_rna_tf32_rounds_ties_away_from_zero() {
     let mut x: Vec<f32> = test_data(200, 7).iter().map(|v| v * 1000.0).collect();
     let one = 1.0f32.to_bits();
     x.extend([
-        f32::from_bits(one | 0x1000),              // tie: away from zero
-        f32::from_bits(one | 0x0fff),              // just below: down
-        f32::from_bits(one | 0x3000),              // tie with an odd kept bit
-        -f32::from_bits(one | 0x1000),             // negative tie
-        f32::from_bits(0x7f7f_f000),               // rounds up to infinity
+        f32::from_bits(one | 0x1000),  // tie: away from zero
+        f32::from_bits(one | 0x0fff),  // just below: down
+        f32::from_bits(one | 0x3000),  // tie with an odd kept bit
+        -f32::from_bits(one | 0x1000), // negative tie
+        f32::from_bits(0x7f7f_f000),   // rounds up to infinity
         f32::INFINITY,
         0.0,
         -0.0,
-        f32::from_bits(0x0000_1000),               // subnormal tie
+        f32::from_bits(0x0000_1000), // subnormal tie
     ]);
     let n = x.len();
     let (dx, dy) = (gpu.upload(&x).unwrap(), gpu.upload(&vec![0u32; n]).unwrap());
@@ -317,7 +323,12 @@ fn cvt_rna_tf32_rounds_ties_away_from_zero() {
     .unwrap();
     let y: Vec<u32> = gpu.download(dy, n).unwrap();
     for (i, (&xi, &yi)) in x.iter().zip(&y).enumerate() {
-        assert_eq!(yi, rna_tf32(xi), "element {i}: {xi:e} ({:#010x})", xi.to_bits());
+        assert_eq!(
+            yi,
+            rna_tf32(xi),
+            "element {i}: {xi:e} ({:#010x})",
+            xi.to_bits()
+        );
         assert_eq!(yi & 0x1fff, 0, "element {i}: low bits cleared");
     }
     assert_eq!(y[n - 9], one + 0x2000);
@@ -326,7 +337,9 @@ fn cvt_rna_tf32_rounds_ties_away_from_zero() {
 
 /// 4 tiles of distinct 16-bit values, tile-major, row-major within a tile.
 fn tile_values() -> Vec<u16> {
-    (0..256u16).map(|i| i.wrapping_mul(0x9e3) ^ 0x5a5a).collect()
+    (0..256u16)
+        .map(|i| i.wrapping_mul(0x9e3) ^ 0x5a5a)
+        .collect()
 }
 
 /// The element a lane receives from a tile per the ISA: lane l holds row l / 4, columns 2 (l % 4)
@@ -390,7 +403,11 @@ fn ldmatrix_x1_and_x2_use_the_first_8_and_16_lanes() {
     .unwrap();
     let got: Vec<u32> = gpu.download(out, 3 * LANES).unwrap();
     for lane in 0..LANES {
-        assert_eq!(got[3 * lane], expected_register(&values, 0, lane, false), "x1 lane {lane}");
+        assert_eq!(
+            got[3 * lane],
+            expected_register(&values, 0, lane, false),
+            "x1 lane {lane}"
+        );
         for tile in 0..2 {
             assert_eq!(
                 got[3 * lane + 1 + tile],

@@ -216,7 +216,10 @@ fn reductions(p: &mut Prober, d: DType) -> Result<()> {
         // The tensor-core kernel, called directly: the process's precision stays as it is.
         p.probe("matmul tf32 [37, 45]x[45, 29] f32".to_string(), || {
             let (Storage::PtxVm(a), Storage::PtxVm(b)) = (&a, &b) else {
-                return Err(HeparError::invalid("kernels check", "probe operands not on the VM"));
+                return Err(HeparError::invalid(
+                    "kernels check",
+                    "probe operands not on the VM",
+                ));
             };
             let (al, bl) = (Layout::contiguous(&[37, 45]), Layout::contiguous(&[45, 29]));
             Ok(matmul_with_precision(a, &al, b, &bl, Precision::Tf32)?.len())

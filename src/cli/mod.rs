@@ -30,7 +30,12 @@ pub struct DeviceArg {
     pub device: Option<String>,
     /// f32 matrix products on GPUs: fp32, or tf32 (tensor cores: TF32 inputs, f32 accumulation,
     /// about 1e-3 relative error). The CPU and f64 ignore it.
-    #[arg(long = "precision", value_name = "PRECISION", value_enum, default_value_t)]
+    #[arg(
+        long = "precision",
+        value_name = "PRECISION",
+        value_enum,
+        default_value_t
+    )]
     pub precision: crate::backend::precision::Precision,
 }
 

@@ -156,11 +156,22 @@ mod tests {
     fn tf32_rounding_ties_away_and_keeps_specials() {
         let one = 1.0f32.to_bits();
         assert_eq!(round_to_tf32(one | 0x0fff), one, "below half an ulp");
-        assert_eq!(round_to_tf32(one | 0x1000), one + 0x2000, "tie away from zero");
+        assert_eq!(
+            round_to_tf32(one | 0x1000),
+            one + 0x2000,
+            "tie away from zero"
+        );
         let minus = (-1.0f32).to_bits();
-        assert_eq!(round_to_tf32(minus | 0x1000), minus + 0x2000, "negative tie");
+        assert_eq!(
+            round_to_tf32(minus | 0x1000),
+            minus + 0x2000,
+            "negative tie"
+        );
         assert_eq!(round_to_tf32(f32::MAX.to_bits()), f32::INFINITY.to_bits());
-        assert_eq!(round_to_tf32(f32::INFINITY.to_bits()), f32::INFINITY.to_bits());
+        assert_eq!(
+            round_to_tf32(f32::INFINITY.to_bits()),
+            f32::INFINITY.to_bits()
+        );
         assert!(f32::from_bits(round_to_tf32(0x7f80_0001)).is_nan());
         assert_eq!(tf32_operand(one | 0x1fff), 1.0);
         assert!(tf32_operand(0x7f80_0001).is_nan());

@@ -38,8 +38,8 @@ pub use conv::{
     storage_backward_weight_on, tiled_weight_path, ConvPath, IgTile, WeightPath, WgTile,
 };
 pub use device::{DeviceApi, DevicePtr, KernelArg, LaunchConfig};
-pub use matmul::matmul_with_precision;
 pub use driver::CudaDriver;
+pub use matmul::matmul_with_precision;
 pub use storage::CudaStorage;
 
 use crate::error::{HeparError, Result};
