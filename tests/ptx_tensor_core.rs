@@ -272,8 +272,7 @@ fn a_partial_warp_mma_is_an_error() {
     let gpu = VirtualGpu::default();
     let f = random_fragments(Inputs::Tf32, 6);
     let err = run_mma(&gpu, "mma_tf32", &f, 16)
-        .err()
-        .expect("16 lanes cannot execute mma.sync")
+        .expect_err("16 lanes cannot execute mma.sync")
         .to_string();
     assert!(
         err.contains("mma.sync.aligned.m16n8k8") && err.contains("all 32 lanes"),

@@ -182,14 +182,14 @@ mod tests {
         // A = [I8; 0] (16x8), B[k][n] = k * 8 + n: D's rows 0..8 are B, rows 8..16 are zero.
         let mut a = [[0u32; 4]; WARP];
         let mut b = [[0u32; 2]; WARP];
-        for lane in 0..WARP {
+        for (lane, (a_regs, b_regs)) in a.iter_mut().zip(b.iter_mut()).enumerate() {
             let (g, t) = (lane >> 2, lane & 3);
-            for i in 0..4 {
+            for (i, reg) in a_regs.iter_mut().enumerate() {
                 let (row, col) = (g + 8 * (i & 1), t + 4 * (i >> 1));
-                a[lane][i] = if row == col { 1.0f32.to_bits() } else { 0 };
+                *reg = if row == col { 1.0f32.to_bits() } else { 0 };
             }
-            for i in 0..2 {
-                b[lane][i] = (((t + 4 * i) * 8 + g) as f32).to_bits();
+            for (i, reg) in b_regs.iter_mut().enumerate() {
+                *reg = (((t + 4 * i) * 8 + g) as f32).to_bits();
             }
         }
         let d = mma(MmaKind::Tf32M16n8k8, &a, &b, &[[0; 4]; WARP]);
