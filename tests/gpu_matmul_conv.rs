@@ -9,6 +9,8 @@ mod common;
 use common::gpu_test_devices;
 use hepar::autograd::gradcheck::{gradcheck, GradcheckOptions};
 use hepar::backend::cuda::context::ptx_vm;
+use hepar::backend::cuda::matmul_with_precision;
+use hepar::backend::precision::Precision;
 use hepar::backend::{BackendStorage, ConvGeometry, ConvTransposeGeometry, Device, Storage};
 use hepar::error::HeparError;
 use hepar::ops::conv::ConvOptions;
@@ -204,6 +206,130 @@ fn matmul_gradients_on_the_vm() {
         GradcheckOptions::default(),
     )
     .unwrap();
+}
+
+// ----- matmul on TF32 tensor cores ----------------------------------------------------------------
+
+/// `a @ b` (same batch axes) on `dev` at `precision`, through the launcher directly so that tests
+/// running at the same time keep the process's precision setting.
+fn matmul_at(a: &Tensor, b: &Tensor, dev: Device, precision: Precision) -> Vec<f64> {
+    let (a_dev, b_dev) = (a.to_device(dev).unwrap(), b.to_device(dev).unwrap());
+    let (al, bl) = (a_dev.layout().clone(), b_dev.layout().clone());
+    let result = match (&*a_dev.storage(), &*b_dev.storage()) {
+        (Storage::PtxVm(x), Storage::PtxVm(y)) => {
+            Storage::PtxVm(matmul_with_precision(x, &al, y, &bl, precision).unwrap())
+        }
+        (Storage::Cuda(x), Storage::Cuda(y)) => {
+            Storage::Cuda(matmul_with_precision(x, &al, y, &bl, precision).unwrap())
+        }
+        _ => panic!("{dev} is not a GPU"),
+    };
+    values(&result)
+}
+
+/// TF32's error bound for one element: each input rounded to nearest with 10 mantissa bits is
+/// off by at most 2^-11 of itself, so a product by (2 + 2^-11) 2^-11 of |a||b|; the f32
+/// accumulator rounds once per 8-deep mma step (K / 8 + 1 roundings of at most 2^-24 of the
+/// running magnitude). The reference is exact (f64 products of the f32 inputs).
+fn tf32_bound(k: usize, magnitude: f64) -> f64 {
+    let inputs = (2.0 + 2f64.powi(-11)) * 2f64.powi(-11);
+    let accumulation = (k / 8 + 1) as f64 * 2f64.powi(-24);
+    (inputs + accumulation) * magnitude + f64::from(f32::MIN_POSITIVE)
+}
+
+/// The TF32 product against the exact product of the f32 inputs within `tf32_bound`; returns
+/// the TF32 and fp32 kernels' results.
+fn check_tf32_matmul(a: &Tensor, b: &Tensor, dev: Device, what: &str) -> (Vec<f64>, Vec<f64>) {
+    let k = a.shape()[a.shape().len() - 1];
+    let exact = |x: &Tensor| x.to_dtype(DType::F64).unwrap();
+    let want = exact(a).matmul(&exact(b)).unwrap().to_vec_f64();
+    let magnitude = exact(&a.abs().unwrap())
+        .matmul(&exact(&b.abs().unwrap()))
+        .unwrap()
+        .to_vec_f64();
+    let got = matmul_at(a, b, dev, Precision::Tf32);
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    for (i, ((g, w), s)) in got.iter().zip(&want).zip(&magnitude).enumerate() {
+        assert!(
+            (g - w).abs() <= tf32_bound(k, *s),
+            "{what} on {dev}: element {i}: {g} vs {w} (bound {})",
+            tf32_bound(k, *s)
+        );
+    }
+    (got, matmul_at(a, b, dev, Precision::Fp32))
+}
+
+#[test]
+fn tf32_matmul_is_within_the_tf32_bound_on_every_size() {
+    for dev in gpu_test_devices() {
+        for (i, &m) in DIMS.iter().enumerate() {
+            for (j, &n) in DIMS.iter().enumerate() {
+                let k = DIMS[(i + j) % 5];
+                let seed = (m * 10000 + n * 100 + k) as u64;
+                let a = randn(&[m, k], DType::F32, seed);
+                let b = randn(&[k, n], DType::F32, seed + 1);
+                check_tf32_matmul(&a, &b, dev, &format!("tf32 {m}x{k} @ {k}x{n}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn tf32_matmul_reads_batched_transposed_and_narrowed_views() {
+    for dev in gpu_test_devices() {
+        let (m, k, n) = (33, 65, 7);
+        let a = randn(&[3, m, k], DType::F32, 1);
+        let b = randn(&[3, k, n], DType::F32, 2);
+        check_tf32_matmul(&a, &b, dev, "tf32 batched");
+        let at = randn(&[3, k, m], DType::F32, 3).transpose(-1, -2).unwrap();
+        let bt = randn(&[3, n, k], DType::F32, 4).transpose(-1, -2).unwrap();
+        check_tf32_matmul(&at, &bt, dev, "tf32 transposed");
+        check_tf32_matmul(&a, &bt, dev, "tf32 B transposed");
+        check_tf32_matmul(&at, &b, dev, "tf32 A transposed");
+        let an = randn(&[2, m + 5, k + 9], DType::F32, 8)
+            .narrow(1, 3, m)
+            .unwrap()
+            .narrow(2, 4, k)
+            .unwrap();
+        check_tf32_matmul(&an, &randn(&[2, k, n], DType::F32, 9), dev, "tf32 narrowed");
+    }
+}
+
+#[test]
+fn tf32_matmul_is_not_the_fp32_kernel() {
+    // Random f32 inputs use all 23 mantissa bits: rounding them to 10 must show in the result.
+    for dev in gpu_test_devices() {
+        let a = randn(&[40, 50], DType::F32, 21);
+        let b = randn(&[50, 30], DType::F32, 22);
+        let (tf32, fp32) = check_tf32_matmul(&a, &b, dev, "tf32 vs fp32");
+        let differing = tf32.iter().zip(&fp32).filter(|(x, y)| x != y).count();
+        assert!(
+            differing > tf32.len() / 2,
+            "{differing} of {} differ",
+            tf32.len()
+        );
+        // f64 ignores the precision.
+        let (a64, b64) = (
+            a.to_dtype(DType::F64).unwrap(),
+            b.to_dtype(DType::F64).unwrap(),
+        );
+        assert_eq!(
+            matmul_at(&a64, &b64, dev, Precision::Tf32),
+            matmul_at(&a64, &b64, dev, Precision::Fp32)
+        );
+    }
+}
+
+#[test]
+fn tf32_matmul_tiles_are_free_of_shared_memory_races() {
+    let _turn = racecheck_turn();
+    let vm = ptx_vm();
+    vm.driver().set_racecheck(true);
+    let a = randn(&[2, 70, 37], DType::F32, 1);
+    let b = randn(&[2, 37, 67], DType::F32, 2);
+    let result = std::panic::catch_unwind(|| check_tf32_matmul(&a, &b, Device::PtxVm, "racecheck"));
+    vm.driver().set_racecheck(false);
+    result.unwrap();
 }
 
 // ----- convolution ---------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod geometry;
 pub mod ops;
+pub mod precision;
 pub mod probe;
 
 use crate::error::{HeparError, Result};

@@ -9,7 +9,8 @@ use crate::backend::cuda::context::ptx_vm;
 use crate::backend::cuda::kernel_budget::{
     check, measure_case, measure_static, update, Budgets, CaseMeasure, StaticMeasure,
 };
-use crate::backend::cuda::{full_source, SOURCES};
+use crate::backend::cuda::{full_source, matmul_with_precision, SOURCES};
+use crate::backend::precision::Precision;
 use crate::backend::{
     AdamStep, BackendStorage, BinaryOp, ConvGeometry, ConvTransposeGeometry, Device,
     NormActivation, PoolGeometry, ReduceOp, Storage, UnaryOp, UpsampleGeometry, UpsampleMode,
@@ -211,6 +212,19 @@ fn reductions(p: &mut Prober, d: DType) -> Result<()> {
         )?
         .len())
     })?;
+    if d == DType::F32 {
+        // The tensor-core kernel, called directly: the process's precision stays as it is.
+        p.probe("matmul tf32 [37, 45]x[45, 29] f32".to_string(), || {
+            let (Storage::PtxVm(a), Storage::PtxVm(b)) = (&a, &b) else {
+                return Err(HeparError::invalid(
+                    "kernels check",
+                    "probe operands not on the VM",
+                ));
+            };
+            let (al, bl) = (Layout::contiguous(&[37, 45]), Layout::contiguous(&[45, 29]));
+            Ok(matmul_with_precision(a, &al, b, &bl, Precision::Tf32)?.len())
+        })?;
+    }
     Ok(())
 }
 

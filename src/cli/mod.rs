@@ -22,22 +22,34 @@ use crate::backend::Device;
 use crate::error::Result;
 
 /// `--device cpu | ptxvm | cuda[:N]` of every command that runs a network; `HEPAR_DEVICE` when
-/// the flag is absent, else the CPU.
+/// the flag is absent, else the CPU. With it, `--precision fp32 | tf32` for the GPU's matrix
+/// products.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct DeviceArg {
     /// Where to run: cpu, ptxvm (the CUDA kernels on the PTX virtual machine) or cuda[:N].
     #[arg(long = "device", value_name = "DEVICE")]
     pub device: Option<String>,
+    /// f32 matrix products on GPUs: fp32, or tf32 (tensor cores: TF32 inputs, f32 accumulation,
+    /// about 1e-3 relative error). The CPU and f64 ignore it.
+    #[arg(
+        long = "precision",
+        value_name = "PRECISION",
+        value_enum,
+        default_value_t
+    )]
+    pub precision: crate::backend::precision::Precision,
 }
 
 impl DeviceArg {
-    /// The device, opened so that a missing GPU is reported before any work.
+    /// The device, opened so that a missing GPU is reported before any work; the precision is
+    /// set for the whole process.
     pub fn resolve(&self) -> Result<Device> {
         let device = match &self.device {
             Some(name) => name.parse()?,
             None => Device::from_env()?,
         };
         device.ensure_available()?;
+        crate::backend::precision::set_matmul_precision(self.precision);
         Ok(device)
     }
 }

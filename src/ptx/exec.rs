@@ -13,6 +13,7 @@ use super::counters::{count_bank_conflicts, count_sectors, ideal_sectors, Launch
 use super::memory::{describe_nearest, GlobalView, LOCAL_WINDOW, SHARED_WINDOW, WINDOW_SIZE};
 use super::program::*;
 use super::racecheck::{RaceHazard, RaceShadow, MAX_KEPT_HAZARDS};
+use super::tensor_core::{ldmatrix_register, mma, round_to_tf32, Tile, WARP};
 use crate::error::{HeparError, Result};
 
 pub struct LaunchEnv<'a> {
@@ -446,6 +447,12 @@ impl<'a> BlockRunner<'a> {
                 self.exec_atom(w, instr, active, *space, *op)?
             }
             Op::CpAsync => self.exec_cp_async(w, instr, active)?,
+            Op::Mma(kind) => self.exec_mma(w, instr, active, *kind)?,
+            Op::Ldmatrix {
+                space,
+                matrices,
+                trans,
+            } => self.exec_ldmatrix(w, instr, active, *space, *matrices, *trans)?,
             Op::Printf => self.exec_printf(w, instr, active)?,
             Op::Cvta { to_generic, space } => {
                 let window = match space {
@@ -944,6 +951,7 @@ impl<'a> BlockRunner<'a> {
                 (b & !sign_bit) | (a & sign_bit)
             }
             Op::Testp(kind) => u64::from(test_float(ty, *kind, a)),
+            Op::CvtTf32 => u64::from(round_to_tf32(a as u32)),
             _ => return Err(self.instr_error(instr, "instruction not executable here")),
         };
         self.write(w, lane, &instr.dst, v);
@@ -1369,6 +1377,104 @@ impl<'a> BlockRunner<'a> {
                     self.store(&Place::Shared(o + i * 4), 4, v);
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+/// Tensor-core instructions: warp-collective, so every lane of the warp must execute them together.
+impl BlockRunner<'_> {
+    fn require_full_warp(&self, instr: &Instr, active: u32) -> Result<()> {
+        if active == u32::MAX {
+            return Ok(());
+        }
+        Err(self.instr_error(
+            instr,
+            &format!(
+                "warp-collective tensor-core instruction executed by lanes {active:#010x}; all 32 lanes \
+                 of the warp must execute it together (partial or divergent warp)"
+            ),
+        ))
+    }
+
+    /// Every lane's registers of one vector operand.
+    fn vector_registers<const R: usize>(&self, w: usize, op: &Operand) -> [[u32; R]; WARP] {
+        let mut regs = [[0u32; R]; WARP];
+        let Operand::Vector(elems) = op else {
+            return regs;
+        };
+        for (lane, lane_regs) in regs.iter_mut().enumerate() {
+            for (reg, elem) in lane_regs.iter_mut().zip(elems) {
+                if let Some(e) = elem {
+                    *reg = self.val(w, lane, e) as u32;
+                }
+            }
+        }
+        regs
+    }
+
+    fn write_vector(&mut self, w: usize, lane: usize, dst: &Operand, values: &[u32]) {
+        match dst {
+            Operand::Vector(elems) => {
+                for (elem, &v) in elems.iter().zip(values) {
+                    if let Some(e) = elem {
+                        self.write(w, lane, e, u64::from(v));
+                    }
+                }
+            }
+            dst => self.write(w, lane, dst, u64::from(values[0])),
+        }
+    }
+
+    fn exec_mma(&mut self, w: usize, instr: &Instr, active: u32, kind: MmaKind) -> Result<()> {
+        self.require_full_warp(instr, active)?;
+        let a = self.vector_registers::<4>(w, &instr.src[0]);
+        let b = self.vector_registers::<2>(w, &instr.src[1]);
+        let c = self.vector_registers::<4>(w, &instr.src[2]);
+        let d = mma(kind, &a, &b, &c);
+        for (lane, regs) in d.iter().enumerate() {
+            self.write_vector(w, lane, &instr.dst, regs);
+        }
+        Ok(())
+    }
+
+    /// Lanes `8 * m .. 8 * m + 8` give the row addresses of tile `m`; each row is 16 bytes.
+    fn exec_ldmatrix(
+        &mut self,
+        w: usize,
+        instr: &Instr,
+        active: u32,
+        space: Space,
+        matrices: u8,
+        trans: bool,
+    ) -> Result<()> {
+        const ROW_BYTES: usize = 16;
+        self.require_full_warp(instr, active)?;
+        let mut tiles = [[[0u16; 8]; 8]; 4];
+        for (m, tile) in tiles.iter_mut().enumerate().take(usize::from(matrices)) {
+            let mut row_offsets = LaneAddrs::default();
+            for (r, row) in tile.iter_mut().enumerate() {
+                let lane = 8 * m + r;
+                let addr = self.src(w, lane, instr, 0);
+                let place = self.place(w, lane, instr, space, addr, ROW_BYTES, false)?;
+                let Place::Shared(offset) = place else {
+                    return Err(self.instr_error(instr, "ldmatrix reads shared memory only"));
+                };
+                row_offsets.push(offset as u64);
+                self.race_access(w, lane, instr, offset, ROW_BYTES, false);
+                for (c, elem) in row.iter_mut().enumerate() {
+                    *elem = self.load(&Place::Shared(offset + 2 * c), 2) as u16;
+                }
+            }
+            self.record_request(Space::Shared, &mut row_offsets, ROW_BYTES, false);
+        }
+        let tiles: &[Tile] = &tiles[..usize::from(matrices)];
+        for lane in 0..WARP {
+            let regs: Vec<u32> = tiles
+                .iter()
+                .map(|tile| ldmatrix_register(tile, lane, trans))
+                .collect();
+            self.write_vector(w, lane, &instr.dst, &regs);
         }
         Ok(())
     }

@@ -33,9 +33,12 @@
 //! Scheduling follows Volta's independent threads in a simple form: a warp issues the instruction
 //! at its lowest program counter for all lanes there, so lanes reconverge after structured
 //! branches; a warp-synchronous instruction whose member mask names a lane that is elsewhere is
-//! reported. Not modelled (a clear error names the instruction): tensor-core instructions (`mma`,
-//! `ldmatrix`, `wgmma`), textures and surfaces, indirect calls and recursion, 128-bit types, and
-//! carry-chain arithmetic (`add.cc`).
+//! reported. Tensor cores: `mma.sync` m16n8k8 .tf32 and m16n8k16 .f16/.bf16 (f32 accumulators),
+//! `ldmatrix` and `cvt.rna.tf32.f32` execute with the ISA's fragment layouts and TF32's truncation
+//! of unrounded inputs; see `tensor_core` for the arithmetic model (one rounding per output, so
+//! tests compare with an error bound). Not modelled (a clear error names the instruction): other
+//! `mma` shapes and types, `wgmma`, `stmatrix`, textures and surfaces, indirect calls and
+//! recursion, 128-bit types, and carry-chain arithmetic (`add.cc`).
 //!
 //! Environment: `HEPAR_NVRTC_LIB` (path to libnvrtc.so.12) and `HEPAR_CUDA_INCLUDE` (a folder with
 //! cuda_fp16.h) override the automatic search of the `nvidia-cuda-nvrtc-cu12` and
@@ -50,6 +53,7 @@ pub mod parser;
 mod printf;
 pub mod program;
 pub mod racecheck;
+mod tensor_core;
 
 pub use counters::LaunchCounters;
 pub use device::{LaunchReport, VirtualGpu, VmKernel, VmModule};

@@ -1032,6 +1032,69 @@ fn parse_cmp(m: &str) -> Option<Cmp> {
     })
 }
 
+/// `ldmatrix.sync.aligned.m8n8.x{1,2,4}{.trans}{.shared{::cta}}.b16`.
+fn decode_ldmatrix(
+    opcode: &str,
+    mods: &[&str],
+    space: Option<Space>,
+) -> std::result::Result<Op, String> {
+    let matrices = match mods.iter().find(|m| matches!(**m, "x1" | "x2" | "x4")) {
+        Some(&"x1") => 1,
+        Some(&"x2") => 2,
+        Some(_) => 4,
+        None => 0,
+    };
+    let known = |m: &&str| {
+        matches!(
+            *m,
+            "sync" | "aligned" | "m8n8" | "x1" | "x2" | "x4" | "trans" | "b16"
+        ) || parse_space(m) == Some(Space::Shared)
+    };
+    let required = ["sync", "aligned", "m8n8", "b16"];
+    if matrices == 0 || !mods.iter().all(known) || !required.iter().all(|r| mods.contains(r)) {
+        return Err(format!(
+            "unsupported PTX instruction `{opcode}` (the VM executes ldmatrix.sync.aligned.m8n8.x1/x2/x4{{.trans}}.shared.b16)"
+        ));
+    }
+    Ok(Op::Ldmatrix {
+        space: space.unwrap_or(Space::Generic),
+        matrices,
+        trans: mods.contains(&"trans"),
+    })
+}
+
+/// Tensor-core instructions take register vectors of fixed lengths: anything else is an error
+/// at load time rather than a silently wrong fragment.
+fn check_fragment_operands(
+    op: &Op,
+    dst: &Operand,
+    src: &[Operand],
+    text: &str,
+) -> std::result::Result<(), String> {
+    let vector_len = |o: &Operand| match o {
+        Operand::Vector(v) if v.iter().all(Option::is_some) => Some(v.len()),
+        Operand::Reg(_) => Some(1),
+        _ => None,
+    };
+    let expected: Vec<(&Operand, usize)> = match op {
+        Op::Mma(_) if src.len() == 3 => {
+            let [d, a, b, c] = MMA_FRAGMENT_REGISTERS;
+            vec![(dst, d), (&src[0], a), (&src[1], b), (&src[2], c)]
+        }
+        Op::Mma(_) => return Err(format!("mma needs operands d, a, b, c: `{text}`")),
+        Op::Ldmatrix { matrices, .. } => vec![(dst, usize::from(*matrices))],
+        _ => return Ok(()),
+    };
+    for (operand, len) in expected {
+        if vector_len(operand) != Some(len) {
+            return Err(format!(
+                "operand `{operand:?}` should be a vector of {len} registers: `{text}`"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn parse_atom_op(m: &str) -> Option<AtomOp> {
     Some(match m {
         "add" => AtomOp::Add,
@@ -1198,6 +1261,15 @@ fn decode_instr(text: &str, line: u32, ctx: &DecodeCtx) -> std::result::Result<I
             }
         }
         "selp" => Op::Selp,
+        "cvt" if mods.contains(&"tf32") => {
+            if has("rna") && !has("satfinite") && mods.len() == 3 {
+                Op::CvtTf32
+            } else {
+                return Err(format!(
+                    "unsupported PTX instruction `{opcode}` (the VM rounds to TF32 only with `cvt.rna.tf32.f32`)"
+                ));
+            }
+        }
         "cvt" => {
             let src_ty = *types.get(1).ok_or_else(unknown)?;
             Op::Cvt { src_ty }
@@ -1272,6 +1344,13 @@ fn decode_instr(text: &str, line: u32, ctx: &DecodeCtx) -> std::result::Result<I
                 Op::Red { space, op: aop }
             }
         }
+        "mma" => Op::Mma(MmaKind::from_opcode(opcode).ok_or_else(|| {
+            format!(
+                "unsupported PTX instruction `{opcode}` (the VM executes mma.sync.aligned .row.col with f32 \
+                 accumulators: m16n8k8 .tf32 and m16n8k16 .f16/.bf16)"
+            )
+        })?),
+        "ldmatrix" => decode_ldmatrix(opcode, &mods, space)?,
         "hepar_printf" => Op::Printf,
         "cp" if has("async") && (has("commit_group") || has("wait_group") || has("wait_all")) => {
             Op::Nop
@@ -1370,17 +1449,24 @@ fn decode_instr(text: &str, line: u32, ctx: &DecodeCtx) -> std::result::Result<I
     if empty_vector(&dst) || src.iter().any(empty_vector) {
         return Err(format!("empty vector operand in `{text}`"));
     }
+    check_fragment_operands(&op, &dst, &src, text)?;
     if op == Op::Bra && !matches!(src.first(), Some(Operand::Target(_))) {
         return Err(format!("branch without a resolvable label: `{text}`"));
     }
     let is_f16 = matches!(ty, Ty::F16 | Ty::F16x2 | Ty::BF16 | Ty::BF16x2);
     let class = match &op {
-        Op::Ld { .. } | Op::St { .. } | Op::Atom { .. } | Op::Red { .. } | Op::CpAsync => {
-            InstrClass::Memory
-        }
+        Op::Ld { .. }
+        | Op::St { .. }
+        | Op::Atom { .. }
+        | Op::Red { .. }
+        | Op::CpAsync
+        | Op::Ldmatrix { .. } => InstrClass::Memory,
+        Op::Mma(MmaKind::Tf32M16n8k8) => InstrClass::Fp32,
+        Op::Mma(_) => InstrClass::Fp16,
         Op::Bra | Op::Exit | Op::Bar | Op::BarWarp | Op::Trap | Op::Printf => InstrClass::Control,
         Op::Mov
         | Op::Cvt { .. }
+        | Op::CvtTf32
         | Op::Cvta { .. }
         | Op::Nop
         | Op::Shfl(_)
@@ -1403,7 +1489,14 @@ fn decode_instr(text: &str, line: u32, ctx: &DecodeCtx) -> std::result::Result<I
     } else {
         1
     };
-    let flops = if ty.is_float() {
+    // The counters bin FLOPs by `ty`: for mma that is the input type, 2*M*N*K per warp.
+    let (ty, flops_per_lane) = match &op {
+        Op::Mma(kind) => (kind.input_ty(), Some((2 * 16 * 8 * kind.k() / 32) as u8)),
+        _ => (ty, None),
+    };
+    let flops = if let Some(f) = flops_per_lane {
+        f
+    } else if ty.is_float() {
         match op {
             Op::Fma | Op::Mad(_) => 2 * lanes_per_value,
             Op::Add | Op::Sub | Op::Mul(_) | Op::Div | Op::Min | Op::Max => lanes_per_value,

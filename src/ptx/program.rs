@@ -351,6 +351,18 @@ pub enum Op {
     },
     /// `cp.async` copies `size` bytes from global to shared; done synchronously here.
     CpAsync,
+    /// `mma.sync.aligned` (row-major A, column-major B, f32 accumulators): a warp-collective
+    /// 16x8 matrix multiply-accumulate.
+    Mma(MmaKind),
+    /// `ldmatrix.sync.aligned.m8n8.b16`: `matrices` (1, 2 or 4) 8x8 tiles of 16-bit elements from
+    /// shared memory into the warp's registers, optionally transposed.
+    Ldmatrix {
+        space: Space,
+        matrices: u8,
+        trans: bool,
+    },
+    /// `cvt.rna.tf32.f32`: rounds to TF32 (10 mantissa bits, ties away from zero).
+    CvtTf32,
     /// Device `printf` (a `vprintf` call): operands are the local slots holding the format string
     /// pointer and the argument buffer pointer.
     Printf,
@@ -358,6 +370,49 @@ pub enum Op {
     Nop,
     Trap,
 }
+
+/// The `mma.sync` shapes and input types the VM executes; all take f32 accumulators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MmaKind {
+    /// `m16n8k8.row.col.f32.tf32.tf32.f32`
+    Tf32M16n8k8,
+    /// `m16n8k16.row.col.f32.f16.f16.f32`
+    F16M16n8k16,
+    /// `m16n8k16.row.col.f32.bf16.bf16.f32`
+    Bf16M16n8k16,
+}
+
+impl MmaKind {
+    /// The full opcode, as NVRTC and hand-written PTX spell it.
+    pub fn from_opcode(opcode: &str) -> Option<MmaKind> {
+        Some(match opcode {
+            "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32" => MmaKind::Tf32M16n8k8,
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" => MmaKind::F16M16n8k16,
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" => MmaKind::Bf16M16n8k16,
+            _ => return None,
+        })
+    }
+
+    /// The depth K of the product (M = 16 and N = 8 for every kind).
+    pub fn k(self) -> usize {
+        match self {
+            MmaKind::Tf32M16n8k8 => 8,
+            MmaKind::F16M16n8k16 | MmaKind::Bf16M16n8k16 => 16,
+        }
+    }
+
+    /// The type of the A and B elements.
+    pub fn input_ty(self) -> Ty {
+        match self {
+            MmaKind::Tf32M16n8k8 => Ty::F32,
+            MmaKind::F16M16n8k16 => Ty::F16,
+            MmaKind::Bf16M16n8k16 => Ty::BF16,
+        }
+    }
+}
+
+/// Registers per lane of D, A, B and C in every `mma.sync` kind the VM executes.
+pub const MMA_FRAGMENT_REGISTERS: [usize; 4] = [4, 4, 2, 4];
 
 /// Instruction classes the counters report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,28 +1,46 @@
-//! Launches of `kernels/matmul.cu`: the batched matrix product of strided views.
+//! Launches of `kernels/matmul.cu`: the batched matrix product of strided views, on f32 or f64
+//! units, or for f32 under `Precision::Tf32` on TF32 tensor cores.
 
 use super::device::LaunchConfig;
 use super::storage::CudaStorage;
 use super::view::StridedView;
 use super::DeviceApi;
+use crate::backend::precision::{matmul_precision, Precision};
 use crate::backend::BackendStorage;
 use crate::error::{HeparError, Result};
+use crate::tensor::dtype::DType;
 use crate::tensor::layout::Layout;
 
 const FILE: &str = "matmul.cu";
-/// Tile of C per block and threads per block, as `MM_BM`, `MM_BN` and `MM_THREADS` in the kernel.
+/// Tile of C per block and threads per block, as `MM_BM`, `MM_BN` and `MM_THREADS` in the kernel;
+/// the tensor-core kernel has the same tile with `TC_THREADS` threads.
 const TILE_M: usize = 64;
 const TILE_N: usize = 64;
 const THREADS: u32 = 256;
+const TF32_THREADS: u32 = 128;
 /// Grid y and z limits; the kernel loops over the row tiles and batch items beyond them.
 const MAX_GRID_YZ: usize = 65535;
 
 /// `[..., M, K] @ [..., K, N]` with identical batch axes (already broadcast by the caller), read
 /// through the views' strides; the result is dense `[..., M, N]`.
+/// The precision is this process's setting (`backend::precision`).
 pub fn matmul<D: DeviceApi>(
     a: &CudaStorage<D>,
     al: &Layout,
     b: &CudaStorage<D>,
     bl: &Layout,
+) -> Result<CudaStorage<D>> {
+    matmul_with_precision(a, al, b, bl, matmul_precision())
+}
+
+/// `matmul` at a given precision: `Tf32` applies to f32 operands (every architecture the
+/// backend compiles for, sm_80 and sm_90, has TF32 tensor cores); f64 always runs in fp64.
+pub fn matmul_with_precision<D: DeviceApi>(
+    a: &CudaStorage<D>,
+    al: &Layout,
+    b: &CudaStorage<D>,
+    bl: &Layout,
+    precision: Precision,
 ) -> Result<CudaStorage<D>> {
     let op = "matmul";
     a.require_same_dtype(op, b)?;
@@ -59,6 +77,12 @@ pub fn matmul<D: DeviceApi>(
         )
     };
     let (sa, sb) = (al.strides(), bl.strides());
+    let tensor_cores = precision == Precision::Tf32 && a.dtype() == DType::F32;
+    let (kernel, threads) = if tensor_cores {
+        ("matmul_tf32_f32".to_string(), TF32_THREADS)
+    } else {
+        (a.kernel_name(op), THREADS)
+    };
     let config = LaunchConfig {
         grid_dim: (
             u32::try_from(n.div_ceil(TILE_N))
@@ -66,7 +90,7 @@ pub fn matmul<D: DeviceApi>(
             m.div_ceil(TILE_M).min(MAX_GRID_YZ) as u32,
             batch.min(MAX_GRID_YZ) as u32,
         ),
-        block_dim: (THREADS, 1, 1),
+        block_dim: (threads, 1, 1),
         shared_mem_bytes: 0,
     };
     let args = [
@@ -84,7 +108,6 @@ pub fn matmul<D: DeviceApi>(
         (n as i64).into(),
         (k as i64).into(),
     ];
-    a.context()
-        .launch(FILE, &a.kernel_name(op), &config, &args)?;
+    a.context().launch(FILE, &kernel, &config, &args)?;
     Ok(c)
 }

@@ -39,6 +39,7 @@ pub use conv::{
 };
 pub use device::{DeviceApi, DevicePtr, KernelArg, LaunchConfig};
 pub use driver::CudaDriver;
+pub use matmul::matmul_with_precision;
 pub use storage::CudaStorage;
 
 use crate::error::{HeparError, Result};
