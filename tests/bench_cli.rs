@@ -1,7 +1,18 @@
 //! `hepar bench` as users run it: a workload of every kind is timed, and `--compare pytorch`
 //! without a usable PyTorch says so and still prints Hepar's numbers.
 
-use std::process::Command;
+use std::process::{Command, Output};
+
+/// The one JSON document a successful `hepar bench --json` printed on stdout.
+fn json_doc(out: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).expect("stdout is one JSON document")
+}
 
 #[test]
 fn compare_without_pytorch_says_so_and_times_hepar_alone() {
@@ -71,14 +82,7 @@ fn json_describes_the_machine_its_ceilings_and_each_workload() {
         .args(["bench", "--json", "--repeats", "2", "liver3d-step"])
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value =
-        serde_json::from_str(&stdout).expect("stdout is one JSON document");
+    let doc = json_doc(&out);
     let machine = &doc["machine"];
     assert!(machine["threads"].as_u64().unwrap() >= 1);
     // Measured here, so only a plausible range: any CPU of the last decades, short of a cluster.
@@ -109,13 +113,7 @@ fn op_cases_cover_every_level_both_passes_with_rates() {
         .args(["bench", "--json", "--repeats", "1", "--op", "maxpool3d"])
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let doc = json_doc(&out);
     // --op alone times no workload.
     assert_eq!(doc["workloads"].as_array().unwrap().len(), 0);
     let ops = doc["ops"].as_array().unwrap();
@@ -144,13 +142,7 @@ fn ptxvm_json_has_each_op_cases_counters_and_roofline() {
         .args(["bench", "--device", "ptxvm", "--op", "maxpool3d", "--json"])
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let doc = json_doc(&out);
     assert_eq!(doc["machine"]["device"], "ptxvm", "{doc}");
     let ops = doc["ops"].as_array().unwrap();
     let passes: Vec<&str> = ops.iter().map(|o| o["pass"].as_str().unwrap()).collect();
@@ -199,14 +191,7 @@ fn profile_charges_a_step_to_its_ops_with_shares_summing_to_one() {
         ])
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value =
-        serde_json::from_str(&stdout).expect("stdout is one JSON document");
+    let doc = json_doc(&out);
     let profiles = doc["profiles"].as_array().unwrap();
     assert_eq!(profiles.len(), 1);
     assert_eq!(profiles[0]["name"], "liver3d-step");
@@ -260,13 +245,7 @@ fn op_cases_at_a_given_shape_alternate_with_pytorch_requests_naming_the_case() {
         .env("HEPAR_PYTORCH_BENCH", &script)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let doc = json_doc(&out);
     let ops = doc["ops"].as_array().unwrap();
     assert_eq!(ops.len(), 2, "{ops:?}");
     for o in ops {
@@ -330,4 +309,26 @@ fn every_op_family_has_cases_that_run_on_the_cpu_and_the_vm() {
             }
         }
     }
+}
+
+#[test]
+fn precision_tf32_reaches_the_vm_matmul_and_a_bad_precision_is_refused() {
+    let counts = |precision: &str| -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_hepar"))
+            .args(["bench", "--device", "ptxvm", "--json", "--op", "matmul"])
+            .args(["--shape", "67,64,96", "--precision", precision])
+            .output()
+            .unwrap();
+        let doc = json_doc(&out);
+        doc["ops"][0]["counters"].clone()
+    };
+    let (fp32, tf32) = (counts("fp32"), counts("tf32"));
+    // The same FLOPs through a different kernel: tensor-core tiles issue other instructions.
+    assert_ne!(fp32["warp_instructions"], tf32["warp_instructions"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_hepar"))
+        .args(["bench", "--op", "matmul", "--precision", "fp16"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("fp16"), "{stderr}");
 }
