@@ -61,23 +61,14 @@ const LEVELS_CLASSIC: [(usize, usize); 5] = [(64, 128), (128, 64), (256, 32), (5
 impl OpFamily {
     /// The families `self` stands for (every one for `All`).
     pub fn members(self) -> Vec<OpFamily> {
-        use OpFamily::*;
+        use clap::ValueEnum;
         match self {
-            All => vec![
-                Conv3d,
-                Conv2d,
-                ConvTranspose3d,
-                ConvTranspose2d,
-                Groupnorm3d,
-                Groupnorm2d,
-                Batchnorm2d,
-                Softmax3d,
-                Maxpool3d,
-                Maxpool2d,
-                Upsample3d,
-                Upsample2d,
-                Matmul,
-            ],
+            // Every variant but `All`, in declaration order.
+            OpFamily::All => OpFamily::value_variants()
+                .iter()
+                .copied()
+                .filter(|&f| f != OpFamily::All)
+                .collect(),
             one => vec![one],
         }
     }
