@@ -5,6 +5,7 @@ pub mod conv;
 #[cfg(target_arch = "x86_64")]
 mod conv_avx512;
 mod conv_batch_columns;
+mod conv_column_scatter;
 mod conv_transpose_tiles;
 pub mod fixed_split;
 pub mod gemm;

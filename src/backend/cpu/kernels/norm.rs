@@ -239,28 +239,21 @@ pub fn group_norm_backward<T: Float>(
     (grad_x, grad_w, grad_b)
 }
 
-/// Per-channel mean and biased variance over batch and space, for BatchNorm in train mode.
+/// Per-channel mean and biased variance over batch and space, for BatchNorm in train mode. Two
+/// passes as `mean_var`, each summed in SIMD lanes.
 pub fn channel_stats<T: Float>(x: &[T], n: usize, c: usize, s: usize) -> (Vec<f64>, Vec<f64>) {
     (0..c)
         .into_par_iter()
         .map(|ch| {
             let count = (n * s).max(1) as f64;
-            let mut sum = 0.0;
-            for b in 0..n {
-                sum += x[(b * c + ch) * s..(b * c + ch + 1) * s]
-                    .iter()
-                    .map(|v| v.to_f64_lossless())
-                    .sum::<f64>();
-            }
-            let mean = sum / count;
-            let mut sq = 0.0;
-            for b in 0..n {
-                sq += x[(b * c + ch) * s..(b * c + ch + 1) * s]
-                    .iter()
-                    .map(|v| (v.to_f64_lossless() - mean).powi(2))
-                    .sum::<f64>();
-            }
-            (mean, sq / count)
+            let plane = |b: usize| &x[(b * c + ch) * s..(b * c + ch + 1) * s];
+            let mean = (0..n).map(|b| sum_map(plane(b), |v| v)).sum::<f64>() / count;
+            let m = T::from_f64_lossy(mean);
+            let var = (0..n)
+                .map(|b| sum_map(plane(b), |v| (v - m) * (v - m)))
+                .sum::<f64>()
+                / count;
+            (mean, var)
         })
         .unzip()
 }
@@ -296,6 +289,8 @@ pub fn channel_affine<T: Float>(
 }
 
 /// BatchNorm backward in train mode (statistics from the batch): `(grad_x, grad_w, grad_b)`.
+/// Per channel, `grad_x = w rstd (gy - mean(gy) - xhat mean(gy xhat))` is the affine map
+/// `a gy + b x + k` whose coefficients come from two sums taken in SIMD lanes.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_train_backward<T: Float>(
     x: &[T],
@@ -308,19 +303,33 @@ pub fn batch_norm_train_backward<T: Float>(
     weight: Option<&[T]>,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let count = (n * s) as f64;
+    // Per channel: (sum gy, sum gy xhat).
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let (mut sum_gy, mut sum_gy_xhat) = (0.0, 0.0);
+            let m = T::from_f64_lossy(mean[ch]);
+            let (mut sum_gy, mut sum_gy_centred) = (0.0, 0.0);
             for b in 0..n {
                 let r = (b * c + ch) * s..(b * c + ch + 1) * s;
-                for (&xv, &gv) in x[r.clone()].iter().zip(&grad_y[r]) {
-                    let gy = gv.to_f64_lossless();
-                    sum_gy += gy;
-                    sum_gy_xhat += gy * (xv.to_f64_lossless() - mean[ch]) * rstd[ch];
-                }
+                let (a, g) = sum_map2(&x[r.clone()], &grad_y[r], |xv, gv| (gv, gv * (xv - m)));
+                sum_gy += a;
+                sum_gy_centred += g;
             }
-            (sum_gy, sum_gy_xhat)
+            (sum_gy, sum_gy_centred * rstd[ch])
+        })
+        .collect();
+    let coefficients: Vec<(T, T, T)> = (0..c)
+        .map(|ch| {
+            let w = weight.map_or(1.0, |w| w[ch].to_f64_lossless());
+            let (sum_gy, sum_gy_xhat) = sums[ch];
+            let a = w * rstd[ch];
+            let b = -a * rstd[ch] * sum_gy_xhat / count;
+            let k = -a * sum_gy / count - b * mean[ch];
+            (
+                T::from_f64_lossy(a),
+                T::from_f64_lossy(b),
+                T::from_f64_lossy(k),
+            )
         })
         .collect();
     let mut grad_x = vec![T::zero(); x.len()];
@@ -330,15 +339,9 @@ pub fn batch_norm_train_backward<T: Float>(
         .zip(grad_y.par_chunks(s.max(1)))
         .enumerate()
         .for_each(|(bc, ((gx, xr), gyr))| {
-            let ch = bc % c;
-            let w = weight.map_or(1.0, |w| w[ch].to_f64_lossless());
-            let (sum_gy, sum_gy_xhat) = sums[ch];
+            let (a, b, k) = coefficients[bc % c];
             for ((o, &xv), &gv) in gx.iter_mut().zip(xr).zip(gyr) {
-                let xhat = (xv.to_f64_lossless() - mean[ch]) * rstd[ch];
-                let v = w
-                    * rstd[ch]
-                    * (gv.to_f64_lossless() - sum_gy / count - xhat * sum_gy_xhat / count);
-                *o = T::from_f64_lossy(v);
+                *o = a * gv + b * xv + k;
             }
         });
     let grad_w = sums.iter().map(|&(_, a)| T::from_f64_lossy(a)).collect();

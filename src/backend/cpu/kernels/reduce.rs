@@ -257,12 +257,78 @@ fn softmax_middle_axis<T: Float>(x: &[T], len: usize, inner: usize, log: bool) -
     out
 }
 
+/// Values per lane block of `softmax_last_axis`: summed in the element type, then added in f64.
+const SOFTMAX_BLOCK: usize = 256;
+const SOFTMAX_LANES: usize = 8;
+
+/// The largest value of a slice, in independent lanes so that the loop vectorises.
+fn lane_max<T: Float>(row: &[T]) -> T {
+    let mut lanes = [T::neg_infinity(); SOFTMAX_LANES];
+    let mut chunks = row.chunks_exact(SOFTMAX_LANES);
+    for c in &mut chunks {
+        for l in 0..SOFTMAX_LANES {
+            lanes[l] = lanes[l].max(c[l]);
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(T::neg_infinity(), |m, &v| m.max(v));
+    lanes.iter().fold(tail, |m, &v| m.max(v))
+}
+
+/// Softmax along the last axis of dense data, row by row in place (the CoT attention's softmax
+/// over every voxel of a channel): the exponentials and their sum run in SIMD lanes.
+fn softmax_last_axis<T: Float>(x: &[T], len: usize, log: bool) -> Vec<T> {
+    let mut out = vec![T::zero(); x.len()];
+    let run = |(src, dst): (&[T], &mut [T])| {
+        let max = lane_max(src);
+        let mut sum = 0.0f64;
+        for (s, d) in src.chunks(SOFTMAX_BLOCK).zip(dst.chunks_mut(SOFTMAX_BLOCK)) {
+            let mut lanes = [T::zero(); SOFTMAX_LANES];
+            let pairs = s
+                .chunks_exact(SOFTMAX_LANES)
+                .zip(d.chunks_exact_mut(SOFTMAX_LANES));
+            for (sc, dc) in pairs {
+                for l in 0..SOFTMAX_LANES {
+                    let e = (sc[l] - max).exp_fast();
+                    lanes[l] += e;
+                    dc[l] = if log { sc[l] - max } else { e };
+                }
+            }
+            let done = s.len() - s.len() % SOFTMAX_LANES;
+            for (o, &v) in d[done..].iter_mut().zip(&s[done..]) {
+                let e = (v - max).exp_fast();
+                sum += e.to_f64_lossless();
+                *o = if log { v - max } else { e };
+            }
+            sum += lanes.iter().map(|v| v.to_f64_lossless()).sum::<f64>();
+        }
+        if log {
+            let lse = T::from_f64_lossy(sum.ln());
+            dst.iter_mut().for_each(|v| *v -= lse);
+        } else {
+            let inv = T::from_f64_lossy(1.0 / sum);
+            dst.iter_mut().for_each(|v| *v *= inv);
+        }
+    };
+    if x.len() >= 1 << 15 && x.len() > len {
+        x.par_chunks(len).zip(out.par_chunks_mut(len)).for_each(run);
+    } else {
+        x.chunks(len).zip(out.chunks_mut(len)).for_each(run);
+    }
+    out
+}
+
 /// Softmax (or log-softmax) along one axis, written densely in the input's logical order.
 pub fn softmax<T: Float>(x: &[T], layout: &Layout, axis: usize, log: bool) -> Vec<T> {
     let rank = layout.rank();
     let inner: usize = layout.shape()[axis + 1..].iter().product();
     if let (Some(r), true) = (layout.contiguous_range(), inner >= 16 && layout.numel() > 0) {
         return softmax_middle_axis(&x[r], layout.shape()[axis], inner, log);
+    }
+    if let (Some(r), true) = (layout.contiguous_range(), inner == 1 && layout.numel() > 0) {
+        return softmax_last_axis(&x[r], layout.shape()[axis], log);
     }
     let order: Vec<usize> = (0..rank)
         .filter(|&a| a != axis)
