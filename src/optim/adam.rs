@@ -100,7 +100,7 @@ impl Optimizer for Adam {
                     &step,
                 )?;
                 let shape = Layout::contiguous(p.shape());
-                p.assign(&Tensor::from_storage(new_p, shape.clone()))?;
+                p.replace_values(new_p)?;
                 self.first_moments[i] = Some(Tensor::from_storage(new_m, shape.clone()));
                 self.second_moments[i] = Some(Tensor::from_storage(new_v, shape));
             }
