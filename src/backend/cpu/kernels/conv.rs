@@ -15,6 +15,7 @@ use rayon::prelude::*;
 
 use super::conv_batch_columns as batch_columns;
 use super::conv_column_scatter as column_scatter;
+use super::conv_winograd as winograd;
 use super::fixed_split::{sum_of_tasks, PARALLEL_TASKS, REDUCTION_TASKS};
 use super::gemm::{gemm_raw, MatLayout};
 use super::scalar::Float;
@@ -399,6 +400,9 @@ pub fn conv_forward<T: Float>(
     if out.is_empty() {
         return;
     }
+    if winograd::applies(geom) {
+        return winograd::forward(geom, input, weight, bias, out);
+    }
     let (cig, taps) = (
         geom.in_channels / geom.groups,
         geom.kernel.iter().product::<usize>(),
@@ -484,6 +488,9 @@ pub fn conv_backward_input<T: Float>(
     );
     if grad_input.is_empty() {
         return;
+    }
+    if winograd::applies(geom) {
+        return winograd::backward_input(geom, grad_out, weight, grad_input);
     }
     let (cog, taps) = (
         geom.out_channels / geom.groups,
@@ -1017,7 +1024,39 @@ mod tests {
         .into_iter()
         .chain(batch_column_geometries())
         .chain(column_scatter_geometries())
+        .chain(winograd_geometries())
         .collect()
+    }
+
+    /// 3x3 stride-1 2D geometries for `conv_winograd`: odd sizes (partial 2x2 tiles), padding 0,
+    /// 1 and 2, more channels out than in and the reverse.
+    fn winograd_geometries() -> Vec<ConvGeometry> {
+        let g = |batch, cin, cout, input, padding| {
+            geometry(
+                batch,
+                cin,
+                cout,
+                1,
+                input,
+                [1, 3, 3],
+                [1, 1, 1],
+                padding,
+                [1, 1, 1],
+            )
+        };
+        vec![
+            g(2, 64, 65, [1, 17, 19], [0, 1, 1]),
+            g(1, 66, 64, [1, 18, 16], [0, 0, 2]),
+            g(1, 64, 64, [1, 17, 21], [0, 2, 0]),
+        ]
+    }
+
+    #[test]
+    fn winograd_geometries_take_that_path() {
+        assert!(winograd_geometries().iter().all(winograd::applies));
+        let mut strided = winograd_geometries()[0];
+        strided.stride = [1, 2, 1];
+        assert!(!winograd::applies(&strided));
     }
 
     /// Strided geometries whose input gradient takes `conv_column_scatter` with one item per

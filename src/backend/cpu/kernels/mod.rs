@@ -7,6 +7,7 @@ mod conv_avx512;
 mod conv_batch_columns;
 mod conv_column_scatter;
 mod conv_transpose_tiles;
+mod conv_winograd;
 pub mod fixed_split;
 pub mod gemm;
 pub mod optim;
