@@ -1051,12 +1051,50 @@ mod tests {
         ]
     }
 
+    /// The Winograd kernels called directly (below the size rule) on small 2D and 3D geometries:
+    /// odd sizes, paddings 0-2, one or two partial tiles per axis.
+    #[test]
+    fn winograd_kernels_match_naive_loops_in_2d_and_3d() {
+        let cases = [
+            geometry(2, 3, 4, 1, [1, 5, 7], [1, 3, 3], [1; 3], [0, 1, 2], [1; 3]),
+            geometry(1, 4, 3, 1, [5, 6, 7], [3, 3, 3], [1; 3], [1, 1, 1], [1; 3]),
+            geometry(2, 2, 5, 1, [4, 3, 6], [3, 3, 3], [1; 3], [2, 0, 1], [1; 3]),
+        ];
+        for (seed, g) in cases.iter().enumerate() {
+            let x = random(g.input_len(), seed as u64);
+            let w = random(g.weight_len(), 10 + seed as u64);
+            let b = random(g.out_channels, 20 + seed as u64);
+            let gy = random(g.output_len(), 30 + seed as u64);
+            let mut y = vec![f64::NAN; g.output_len()];
+            winograd::forward(g, &x, &w, Some(&b), &mut y);
+            assert_close(
+                &y,
+                &naive_forward(g, &x, &w, Some(&b)),
+                &format!("forward {g:?}"),
+            );
+            let mut gx = vec![f64::NAN; g.input_len()];
+            winograd::backward_input(g, &gy, &w, &mut gx);
+            assert_close(
+                &gx,
+                &naive_backward_input(g, &gy, &w),
+                &format!("backward input {g:?}"),
+            );
+        }
+    }
+
     #[test]
     fn winograd_geometries_take_that_path() {
         assert!(winograd_geometries().iter().all(winograd::applies));
         let mut strided = winograd_geometries()[0];
         strided.stride = [1, 2, 1];
         assert!(!winograd::applies(&strided));
+        let volume = geometry(1, 64, 64, 1, [8, 16, 16], [3; 3], [1; 3], [1; 3], [1; 3]);
+        assert!(winograd::applies(&volume));
+        let shallow = ConvGeometry {
+            input: [4, 16, 16],
+            ..volume
+        };
+        assert!(!winograd::applies(&shallow));
     }
 
     /// Strided geometries whose input gradient takes `conv_column_scatter` with one item per

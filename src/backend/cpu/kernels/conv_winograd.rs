@@ -15,8 +15,6 @@ use super::conv::{ConvGeometry, SharedMut};
 use super::gemm::{gemm_raw, MatLayout};
 use super::scalar::Float;
 
-/// Transformed coordinates per tile (4 x 4).
-const COORDS: usize = 16;
 /// The most elements of one block's transformed input and product (8 MiB of f32).
 const BLOCK_ELEMENTS: usize = 1 << 21;
 /// Fewest tiles per block: narrower GEMMs repack the transformed weights for too little work.
@@ -27,39 +25,63 @@ const MIN_BLOCK_TILES: usize = 64;
 /// transforming a million kernels outweighs the GEMM saved) lost, 0.037 -> 0.060.
 const MIN_CHANNELS: usize = 64;
 const MIN_OUTPUT_POSITIONS: usize = 16 * 16;
+/// 3D (F(2x2x2, 3x3x3), 64 coordinates, 3.375x fewer multiplies): the same rule per plane, and
+/// at least 8 planes deep.
+const MIN_DEPTH: usize = 8;
 
-/// Whether `geom` runs here: 2D, kernel 3x3, stride and dilation 1, one group, padding at most 2
-/// (so the input gradient's padding 2 - p is valid too), 64+ channels each side, planes of 16 x 16
-/// and up (forward output and input alike, as the input gradient runs on the latter).
+/// Whether `geom` runs here: kernel 3x3 (2D) or 3x3x3, stride and dilation 1, one group, padding
+/// at most 2 (so the input gradient's padding 2 - p is valid too), 64+ channels each side,
+/// planes of 16 x 16 and up (forward output and input alike, as the input gradient runs on the
+/// latter).
 pub(super) fn applies(geom: &ConvGeometry) -> bool {
     let out = geom.output();
-    let large = |h: usize, w: usize| h * w >= MIN_OUTPUT_POSITIONS;
-    geom.input[0] == 1
-        && geom.kernel == [1, 3, 3]
+    let large = |d: &[usize; 3]| {
+        d[1] * d[2] >= MIN_OUTPUT_POSITIONS && (geom.kernel[0] == 1 || d[0] >= MIN_DEPTH)
+    };
+    let flat = geom.input[0] == 1 && geom.kernel[0] == 1 && geom.padding[0] == 0;
+    (flat || geom.kernel[0] == 3)
+        && geom.kernel[1..] == [3, 3]
         && geom.stride == [1, 1, 1]
         && geom.dilation == [1, 1, 1]
-        && geom.padding[0] == 0
-        && geom.padding[1] <= 2
-        && geom.padding[2] <= 2
+        && geom.padding.iter().all(|&p| p <= 2)
         && geom.groups == 1
         && geom.in_channels.min(geom.out_channels) >= MIN_CHANNELS
-        && large(out[1], out[2])
-        && large(geom.input[1], geom.input[2])
+        && large(&out)
+        && large(&geom.input)
 }
 
-/// One Winograd convolution: `src` [batch, cin, h, w] to `dst` [batch, cout, out_h, out_w].
+/// One Winograd convolution: `src` [batch, cin, d, h, w] to `dst` [batch, cout, out_d, out_h,
+/// out_w]. Without `volumetric` depth is one slice (2D: 4x4 coordinates, 2x2 tiles).
 struct Problem {
     batch: usize,
     cin: usize,
     cout: usize,
-    src_hw: [usize; 2],
-    pad: [usize; 2],
-    dst_hw: [usize; 2],
+    src: [usize; 3],
+    pad: [usize; 3],
+    dst: [usize; 3],
+    volumetric: bool,
 }
 
 impl Problem {
-    fn tiles_hw(&self) -> [usize; 2] {
-        [self.dst_hw[0].div_ceil(2), self.dst_hw[1].div_ceil(2)]
+    /// Patch depth, which is also the transformed coordinates along depth.
+    fn depth_coords(&self) -> usize {
+        if self.volumetric {
+            4
+        } else {
+            1
+        }
+    }
+    fn coords(&self) -> usize {
+        16 * self.depth_coords()
+    }
+    /// Output tiles per axis (depth: one slice each in 2D).
+    fn tiles(&self) -> [usize; 3] {
+        let d = if self.volumetric {
+            self.dst[0].div_ceil(2)
+        } else {
+            self.dst[0]
+        };
+        [d, self.dst[1].div_ceil(2), self.dst[2].div_ceil(2)]
     }
 }
 
@@ -80,45 +102,76 @@ fn weight_1d<T: Float>(g: [T; 3], half: T) -> [T; 4] {
     ]
 }
 
-/// `U[xi][o][i] = (G g G^T)[xi]` for every (o, i) pair; `kernel(o, i)` gives the 3x3 kernel
-/// that output channel `o` applies to input channel `i`.
+/// `G g G^T` (and `G` along depth in 3D) of one kernel given as `at(kz, ky, kx)`: 16 or 64
+/// values, index `(az * 4 + ay) * 4 + ax`.
+fn transform_kernel<T: Float>(volumetric: bool, at: impl Fn(usize, usize, usize) -> T) -> Vec<T> {
+    let half = T::from_f64_lossy(0.5);
+    let kd = if volumetric { 3 } else { 1 };
+    // Along x, then y: xy[kz][ay][ax].
+    let xy: Vec<[[T; 4]; 4]> = (0..kd)
+        .map(|kz| {
+            let rows: [[T; 4]; 3] = std::array::from_fn(|ky| {
+                weight_1d([at(kz, ky, 0), at(kz, ky, 1), at(kz, ky, 2)], half)
+            });
+            std::array::from_fn(|ay| {
+                std::array::from_fn(|ax| {
+                    weight_1d([rows[0][ax], rows[1][ax], rows[2][ax]], half)[ay]
+                })
+            })
+        })
+        .collect();
+    if !volumetric {
+        return xy[0].iter().flatten().copied().collect();
+    }
+    let mut out = vec![T::zero(); 64];
+    for ay in 0..4 {
+        for ax in 0..4 {
+            let z = weight_1d([xy[0][ay][ax], xy[1][ay][ax], xy[2][ay][ax]], half);
+            for (az, &v) in z.iter().enumerate() {
+                out[(az * 4 + ay) * 4 + ax] = v;
+            }
+        }
+    }
+    out
+}
+
+/// `U[xi][o][i]` for every (o, i) pair; `kernel(o, i, kz, ky, kx)` gives the kernel that output
+/// channel `o` applies to input channel `i`.
 fn transform_weights<T: Float>(
+    volumetric: bool,
     outs: usize,
     ins: usize,
-    kernel: impl Fn(usize, usize) -> [[T; 3]; 3] + Sync,
+    kernel: impl Fn(usize, usize, usize, usize, usize) -> T + Sync,
 ) -> Vec<T> {
-    let half = T::from_f64_lossy(0.5);
-    let mut u = vec![T::zero(); COORDS * outs * ins];
+    let coords = if volumetric { 64 } else { 16 };
+    let mut u = vec![T::zero(); coords * outs * ins];
     let u_ptr = SharedMut(u.as_mut_ptr());
     (0..outs).into_par_iter().for_each(|o| {
         for i in 0..ins {
-            let g = kernel(o, i);
-            // Rows first (G g), then columns ((G g) G^T).
-            let rows: [[T; 4]; 3] = std::array::from_fn(|r| weight_1d(g[r], half));
-            for b in 0..4 {
-                let col = weight_1d([rows[0][b], rows[1][b], rows[2][b]], half);
-                for (a, &v) in col.iter().enumerate() {
-                    // SAFETY: output channel o's entries are written by this task alone.
-                    unsafe { *u_ptr.get().add(((a * 4 + b) * outs + o) * ins + i) = v };
-                }
+            let t = transform_kernel(volumetric, |z, y, x| kernel(o, i, z, y, x));
+            for (xi, &v) in t.iter().enumerate() {
+                // SAFETY: output channel o's entries are written by this task alone.
+                unsafe { *u_ptr.get().add((xi * outs + o) * ins + i) = v };
             }
         }
     });
     u
 }
 
-/// The runs of tiles `t0 .. t0 + len` along one tile row: (item, tile row, first tile column,
-/// tiles in the run, index of its first tile within the block).
-fn row_runs(p: &Problem, t0: usize, len: usize) -> impl Iterator<Item = [usize; 5]> {
-    let [th, tw] = p.tiles_hw();
+/// The runs of tiles `t0 .. t0 + len` along one tile row: (item, tile slice, tile row, first tile
+/// column, tiles in the run, index of its first tile within the block).
+fn row_runs(p: &Problem, t0: usize, len: usize) -> impl Iterator<Item = [usize; 6]> {
+    let [td, th, tw] = p.tiles();
     let (mut t, end) = (t0, t0 + len);
     std::iter::from_fn(move || {
         if t >= end {
             return None;
         }
-        let (n, ty, tx) = (t / (th * tw), (t / tw) % th, t % tw);
+        let (tx, rest) = (t % tw, t / tw);
+        let (ty, rest) = (rest % th, rest / th);
+        let (tz, n) = (rest % td, rest / td);
         let count = (tw - tx).min(end - t);
-        let run = [n, ty, tx, count, t - t0];
+        let run = [n, tz, ty, tx, count, t - t0];
         t += count;
         Some(run)
     })
@@ -132,50 +185,78 @@ fn across_tiles<T: Float>(e: &[T], out: &mut [T], f: impl Fn(T, T, T, T) -> T) {
     }
 }
 
-/// The transformed input of tiles `t0 .. t0 + len` into `v` ([16, cin, len]). Per channel and
-/// run of tiles, the four input rows are copied with their zero padding, transformed down the
-/// columns (contiguous), then across each tile's four columns.
+/// `B^T` down four rows of `width` values: `out[a]` from rows `rows[0..4]`, contiguous in x.
+#[inline(always)]
+fn down_rows<T: Float>(rows: [&[T]; 4], out: &mut [T], width: usize) {
+    for x in 0..width {
+        let e = input_1d([rows[0][x], rows[1][x], rows[2][x], rows[3][x]]);
+        for (a, &v) in e.iter().enumerate() {
+            out[a * width + x] = v;
+        }
+    }
+}
+
+/// The transformed input of tiles `t0 .. t0 + len` into `v` ([coords, cin, len]). Per channel
+/// and run of tiles, the patch rows are copied with their zero padding, transformed down depth
+/// and columns (contiguous in x), then across each tile's four columns.
 fn transform_input<T: Float>(p: &Problem, src: &[T], t0: usize, len: usize, v: &mut [T]) {
-    let [h, w] = p.src_hw;
-    let plane = h * w;
-    let max_width = 2 * p.tiles_hw()[1] + 2;
-    let (mut rows, mut mixed) = (
-        vec![T::zero(); 4 * max_width],
-        vec![T::zero(); 4 * max_width],
-    );
-    for [n, ty, tx0, count, j0] in row_runs(p, t0, len) {
+    let [sd, h, w] = p.src;
+    let volume = sd * h * w;
+    let zc = p.depth_coords();
+    let max_width = 2 * p.tiles()[2] + 2;
+    // rows[dz][dy]; after depth: mixed_z[az][dy]; after rows: mixed[az][ay].
+    let mut rows = vec![T::zero(); zc * 4 * max_width];
+    let mut mixed_z = vec![T::zero(); zc * 4 * max_width];
+    let mut mixed = vec![T::zero(); zc * 4 * max_width];
+    let mut down = vec![T::zero(); 4 * max_width];
+    for [n, tz, ty, tx0, count, j0] in row_runs(p, t0, len) {
         let width = 2 * count + 2;
-        let x_start = (2 * tx0) as isize - p.pad[1] as isize;
+        let x_start = (2 * tx0) as isize - p.pad[2] as isize;
         // Columns lo..hi of the run's window lie inside the input.
         let lo = ((-x_start).max(0) as usize).min(width);
         let hi = ((w as isize - x_start).max(0) as usize).clamp(lo, width);
+        let z0 = if p.volumetric { 2 * tz } else { tz };
         for c in 0..p.cin {
-            let chan = &src[(n * p.cin + c) * plane..][..plane];
-            for dy in 0..4 {
-                let row = &mut rows[dy * width..(dy + 1) * width];
-                let y = (2 * ty + dy) as isize - p.pad[0] as isize;
-                if y < 0 || y as usize >= h {
-                    row.fill(T::zero());
-                    continue;
-                }
-                let from = y as usize * w;
-                row[..lo].fill(T::zero());
-                row[lo..hi]
-                    .copy_from_slice(&chan[from + (x_start + lo as isize) as usize..][..hi - lo]);
-                row[hi..].fill(T::zero());
-            }
-            for x in 0..width {
-                let e = input_1d([
-                    rows[x],
-                    rows[width + x],
-                    rows[2 * width + x],
-                    rows[3 * width + x],
-                ]);
-                for (a, &val) in e.iter().enumerate() {
-                    mixed[a * width + x] = val;
+            let chan = &src[(n * p.cin + c) * volume..][..volume];
+            for dz in 0..zc {
+                let z = (z0 + dz) as isize - p.pad[0] as isize;
+                for dy in 0..4 {
+                    let row = &mut rows[(dz * 4 + dy) * width..][..width];
+                    let y = (2 * ty + dy) as isize - p.pad[1] as isize;
+                    if z < 0 || z as usize >= sd || y < 0 || y as usize >= h {
+                        row.fill(T::zero());
+                        continue;
+                    }
+                    let from = (z as usize * h + y as usize) * w;
+                    row[..lo].fill(T::zero());
+                    row[lo..hi].copy_from_slice(
+                        &chan[from + (x_start + lo as isize) as usize..][..hi - lo],
+                    );
+                    row[hi..].fill(T::zero());
                 }
             }
-            for a in 0..4 {
+            let after_depth: &[T] = if p.volumetric {
+                for dy in 0..4 {
+                    let r = |dz: usize| &rows[(dz * 4 + dy) * width..][..width];
+                    down_rows([r(0), r(1), r(2), r(3)], &mut down, width);
+                    for az in 0..4 {
+                        mixed_z[(az * 4 + dy) * width..][..width]
+                            .copy_from_slice(&down[az * width..][..width]);
+                    }
+                }
+                &mixed_z
+            } else {
+                &rows
+            };
+            for az in 0..zc {
+                let r = |dy: usize| &after_depth[(az * 4 + dy) * width..][..width];
+                down_rows(
+                    [r(0), r(1), r(2), r(3)],
+                    &mut mixed[az * 4 * width..][..4 * width],
+                    width,
+                );
+            }
+            for a in 0..zc * 4 {
                 let e = &mixed[a * width..(a + 1) * width];
                 let dst = |b: usize| ((a * 4 + b) * p.cin + c) * len + j0;
                 across_tiles(e, &mut v[dst(0)..][..count], |d0, _, d2, _| d0 - d2);
@@ -187,7 +268,16 @@ fn transform_input<T: Float>(p: &Problem, src: &[T], t0: usize, len: usize, v: &
     }
 }
 
-/// Writes the output tiles `t0 .. t0 + len` from their products `m` ([16, cout, len]).
+/// `A^T` over four slices of `count` values: `(q0 + q1 + q2, q1 - q2 - q3)`.
+#[inline(always)]
+fn reduce_four<T: Float>(q: [&[T]; 4], first: &mut [T], second: &mut [T]) {
+    for i in 0..first.len() {
+        first[i] = q[0][i] + q[1][i] + q[2][i];
+        second[i] = q[1][i] - q[2][i] - q[3][i];
+    }
+}
+
+/// Writes the output tiles `t0 .. t0 + len` from their products `m` ([coords, cout, len]).
 ///
 /// # Safety
 /// `dst` must hold the whole output, and no other task may write these tiles.
@@ -199,40 +289,72 @@ unsafe fn transform_output<T: Float>(
     bias: Option<&[T]>,
     dst: SharedMut<T>,
 ) {
-    let [oh, ow] = p.dst_hw;
-    let max_count = p.tiles_hw()[1];
-    // q[a][x][tile]: the products reduced across each tile's columns.
-    let mut q = vec![T::zero(); 8 * max_count];
-    for [n, ty, tx0, count, j0] in row_runs(p, t0, len) {
+    let [od, oh, ow] = p.dst;
+    let zc = p.depth_coords();
+    let mc = p.tiles()[2];
+    // After x: qx[az][ay][x]; after y: qy[az][y][x]; after depth: qz[z][y][x]; each `mc` long.
+    let mut qx = vec![T::zero(); zc * 8 * mc];
+    let mut qy = vec![T::zero(); zc * 4 * mc];
+    let mut qz = vec![T::zero(); 8 * mc];
+    let (tile_z, out_z) = if p.volumetric { (2, 2) } else { (1, 1) };
+    for [n, tz, ty, tx0, count, j0] in row_runs(p, t0, len) {
         for k in 0..p.cout {
             let shift = bias.map_or(T::zero(), |b| b[k]);
-            for a in 0..4 {
-                let at = |b: usize| &m[((a * 4 + b) * p.cout + k) * len + j0..][..count];
-                let (m0, m1, m2, m3) = (at(0), at(1), at(2), at(3));
-                let (q0, q1) = q[a * 2 * max_count..].split_at_mut(max_count);
-                for i in 0..count {
-                    q0[i] = m0[i] + m1[i] + m2[i];
-                    q1[i] = m1[i] - m2[i] - m3[i];
+            let at = |xi: usize| &m[(xi * p.cout + k) * len + j0..][..count];
+            for a in 0..zc * 4 {
+                let (first, second) = qx[a * 2 * mc..][..2 * mc].split_at_mut(mc);
+                reduce_four(
+                    [at(a * 4), at(a * 4 + 1), at(a * 4 + 2), at(a * 4 + 3)],
+                    &mut first[..count],
+                    &mut second[..count],
+                );
+            }
+            for az in 0..zc {
+                for x in 0..2 {
+                    let q = |ay: usize| &qx[((az * 4 + ay) * 2 + x) * mc..][..count];
+                    let (y0, y1) = qy[az * 4 * mc..][..4 * mc].split_at_mut(2 * mc);
+                    reduce_four(
+                        [q(0), q(1), q(2), q(3)],
+                        &mut y0[x * mc..][..count],
+                        &mut y1[x * mc..][..count],
+                    );
                 }
             }
-            let plane = dst.get().add((n * p.cout + k) * oh * ow);
-            let qa = |a: usize, x: usize, i: usize| q[(a * 2 + x) * max_count + i];
-            for y in 0..2 {
-                let oy = 2 * ty + y;
-                if oy >= oh {
+            // qy[az][y][x] at ((az * 2 + y) * 2 + x) * mc.
+            let result: &[T] = if p.volumetric {
+                for yx in 0..4 {
+                    let q = |az: usize| &qy[(az * 4 + yx) * mc..][..count];
+                    let (z0, z1) = qz.split_at_mut(4 * mc);
+                    reduce_four(
+                        [q(0), q(1), q(2), q(3)],
+                        &mut z0[yx * mc..][..count],
+                        &mut z1[yx * mc..][..count],
+                    );
+                }
+                &qz
+            } else {
+                &qy
+            };
+            let volume = od * oh * ow;
+            let base = dst.get().add((n * p.cout + k) * volume);
+            for z in 0..out_z {
+                let oz = tz * tile_z + z;
+                if oz >= od {
                     continue;
                 }
-                let row = plane.add(oy * ow);
-                for i in 0..count {
+                for y in 0..2 {
+                    let oy = 2 * ty + y;
+                    if oy >= oh {
+                        continue;
+                    }
+                    let row = base.add((oz * oh + oy) * ow);
                     for x in 0..2 {
-                        let ox = 2 * (tx0 + i) + x;
-                        if ox < ow {
-                            let val = if y == 0 {
-                                qa(0, x, i) + qa(1, x, i) + qa(2, x, i)
-                            } else {
-                                qa(1, x, i) - qa(2, x, i) - qa(3, x, i)
-                            };
-                            *row.add(ox) = val + shift;
+                        let vals = &result[((z * 2 + y) * 2 + x) * mc..][..count];
+                        for (i, &val) in vals.iter().enumerate() {
+                            let ox = 2 * (tx0 + i) + x;
+                            if ox < ow {
+                                *row.add(ox) = val + shift;
+                            }
                         }
                     }
                 }
@@ -243,14 +365,14 @@ unsafe fn transform_output<T: Float>(
 
 /// Tiles per block for `p`: as many as the block budget allows, at least `MIN_BLOCK_TILES`.
 fn block_tiles(p: &Problem) -> usize {
-    let [th, tw] = p.tiles_hw();
-    (BLOCK_ELEMENTS / (COORDS * (p.cin + p.cout)))
+    let [td, th, tw] = p.tiles();
+    (BLOCK_ELEMENTS / (p.coords() * (p.cin + p.cout)))
         .max(MIN_BLOCK_TILES)
-        .min(p.batch * th * tw)
+        .min(p.batch * td * th * tw)
         .max(1)
 }
 
-/// Runs `p` with the transformed weights `u` ([16, cout, cin]), `per_block` tiles per task.
+/// Runs `p` with the transformed weights `u` ([coords, cout, cin]), `per_block` tiles per task.
 fn run<T: Float>(
     p: &Problem,
     src: &[T],
@@ -259,18 +381,19 @@ fn run<T: Float>(
     dst: &mut [T],
     per_block: usize,
 ) {
-    let [th, tw] = p.tiles_hw();
-    let tiles = p.batch * th * tw;
+    let [td, th, tw] = p.tiles();
+    let tiles = p.batch * td * th * tw;
     let blocks = tiles.div_ceil(per_block);
+    let coords = p.coords();
     let dst_ptr = SharedMut(dst.as_mut_ptr());
     let block = |scratch: &mut (Vec<T>, Vec<T>), b: usize| {
         let t0 = b * per_block;
         let len = per_block.min(tiles - t0);
         let (v, m) = scratch;
-        v.resize(COORDS * p.cin * len, T::zero());
-        m.resize(COORDS * p.cout * len, T::zero());
+        v.resize(coords * p.cin * len, T::zero());
+        m.resize(coords * p.cout * len, T::zero());
         transform_input(p, src, t0, len, v);
-        for xi in 0..COORDS {
+        for xi in 0..coords {
             // SAFETY: the views stay inside `u`, `v` and `m`.
             unsafe {
                 gemm_raw(
@@ -298,6 +421,15 @@ fn run<T: Float>(
     }
 }
 
+/// Kernel taps per axis and the offset of tap (z, y, x) in one (out, in) kernel.
+fn tap_index(volumetric: bool, z: usize, y: usize, x: usize) -> usize {
+    if volumetric {
+        (z * 3 + y) * 3 + x
+    } else {
+        y * 3 + x
+    }
+}
+
 /// Convolution forward (sizes checked by the caller).
 pub(super) fn forward<T: Float>(
     geom: &ConvGeometry,
@@ -307,18 +439,19 @@ pub(super) fn forward<T: Float>(
     out: &mut [T],
 ) {
     let (cin, cout) = (geom.in_channels, geom.out_channels);
-    let u = transform_weights(cout, cin, |o, i| {
-        let w = &weight[(o * cin + i) * 9..][..9];
-        std::array::from_fn(|r| [w[3 * r], w[3 * r + 1], w[3 * r + 2]])
+    let volumetric = geom.kernel[0] == 3;
+    let taps = geom.kernel.iter().product::<usize>();
+    let u = transform_weights(volumetric, cout, cin, |o, i, z, y, x| {
+        weight[(o * cin + i) * taps + tap_index(volumetric, z, y, x)]
     });
-    let o = geom.output();
     let p = Problem {
         batch: geom.batch,
         cin,
         cout,
-        src_hw: [geom.input[1], geom.input[2]],
-        pad: [geom.padding[1], geom.padding[2]],
-        dst_hw: [o[1], o[2]],
+        src: geom.input,
+        pad: geom.padding,
+        dst: geom.output(),
+        volumetric,
     };
     run(&p, input, &u, bias, out, block_tiles(&p));
 }
@@ -332,18 +465,27 @@ pub(super) fn backward_input<T: Float>(
     grad_input: &mut [T],
 ) {
     let (cin, cout) = (geom.in_channels, geom.out_channels);
-    let u = transform_weights(cin, cout, |i, o| {
-        let w = &weight[(o * cin + i) * 9..][..9];
-        std::array::from_fn(|r| [w[8 - 3 * r], w[7 - 3 * r], w[6 - 3 * r]])
+    let volumetric = geom.kernel[0] == 3;
+    let taps = geom.kernel.iter().product::<usize>();
+    let last = if volumetric { 2 } else { 0 };
+    let u = transform_weights(volumetric, cin, cout, |i, o, z, y, x| {
+        weight[(o * cin + i) * taps + tap_index(volumetric, last - z, 2 - y, 2 - x)]
     });
-    let o = geom.output();
+    let pad = |a: usize| {
+        if a == 0 && !volumetric {
+            0
+        } else {
+            2 - geom.padding[a]
+        }
+    };
     let p = Problem {
         batch: geom.batch,
         cin: cout,
         cout: cin,
-        src_hw: [o[1], o[2]],
-        pad: [2 - geom.padding[1], 2 - geom.padding[2]],
-        dst_hw: [geom.input[1], geom.input[2]],
+        src: geom.output(),
+        pad: [pad(0), pad(1), pad(2)],
+        dst: geom.input,
+        volumetric,
     };
     run(&p, grad_out, &u, None, grad_input, block_tiles(&p));
 }
@@ -360,12 +502,13 @@ mod tests {
             batch: 2,
             cin: 5,
             cout: 7,
-            src_hw: [9, 11],
-            pad: [1, 2],
-            dst_hw: [9, 13],
+            src: [1, 9, 11],
+            pad: [0, 1, 2],
+            dst: [1, 9, 13],
+            volumetric: false,
         };
         let src: Vec<f64> = random(p.batch * p.cin * 99, 1);
-        let u: Vec<f64> = random(COORDS * p.cout * p.cin, 2);
+        let u: Vec<f64> = random(p.coords() * p.cout * p.cin, 2);
         let bias: Vec<f64> = random(p.cout, 3);
         let len = p.batch * p.cout * 9 * 13;
         let (mut whole, mut split) = (vec![0.0; len], vec![0.0; len]);
