@@ -1,9 +1,10 @@
-//! 3x3 stride-1 2D convolutions by Winograd's minimal filtering F(2x2, 3x3): each 2x2 output tile
-//! is `A^T [(G g G^T) . (B^T d B)] A` for the 4x4 input patch `d`, so the channel reduction runs
-//! as 16 GEMMs (one per transformed coordinate) with 16 multiplies per tile where direct
-//! convolution needs 36: 2.25x fewer FLOPs on the U-Nets' 3x3 layers, which were bound by GEMM
-//! speed. The input gradient is the same computation on the output gradient with the kernel
-//! flipped and its channels swapped.
+//! 3x3 stride-1 convolutions by Winograd's minimal filtering F(2x2, 3x3): each 2x2 output tile is
+//! `A^T [(G g G^T) . (B^T d B)] A` for the 4x4 input patch `d`, so the channel reduction runs as
+//! 16 GEMMs (one per transformed coordinate) with 16 multiplies per tile where direct convolution
+//! needs 36: 2.25x fewer FLOPs on the U-Nets' 3x3 layers, which were bound by GEMM speed. 3x3x3
+//! kernels take F(2x2x2, 3x3x3) the same way (64 coordinates, 3.375x fewer). The input gradient
+//! is the same computation on the output gradient with the kernel flipped and its channels
+//! swapped.
 //!
 //! Tasks own blocks of tiles (counted over the whole batch, so the deep levels' few tiles per item
 //! still fill a GEMM); block sizes come from the geometry alone, so the bits never depend on the
@@ -25,14 +26,16 @@ const MIN_BLOCK_TILES: usize = 64;
 /// transforming a million kernels outweighs the GEMM saved) lost, 0.037 -> 0.060.
 const MIN_CHANNELS: usize = 64;
 const MIN_OUTPUT_POSITIONS: usize = 16 * 16;
-/// 3D (F(2x2x2, 3x3x3), 64 coordinates, 3.375x fewer multiplies): the same rule per plane, and
-/// at least 8 planes deep.
+/// 3D (F(2x2x2, 3x3x3), 64 coordinates, 3.375x fewer multiplies): the same rule per plane, at
+/// least 8 planes deep, from 32 channels (32 -> 32 at 96^3, batch 2: 0.75 -> 0.46 s forward;
+/// 128 at 24^3 0.26 -> 0.085; 16 -> 16 at 128^3 broke even, 0.247 -> 0.251).
 const MIN_DEPTH: usize = 8;
+const MIN_CHANNELS_3D: usize = 32;
 
 /// Whether `geom` runs here: kernel 3x3 (2D) or 3x3x3, stride and dilation 1, one group, padding
-/// at most 2 (so the input gradient's padding 2 - p is valid too), 64+ channels each side,
-/// planes of 16 x 16 and up (forward output and input alike, as the input gradient runs on the
-/// latter).
+/// at most 2 (so the input gradient's padding 2 - p is valid too), 64+ channels each side (32+
+/// in 3D), planes of 16 x 16 and up (forward output and input alike, as the input gradient runs
+/// on the latter).
 pub(super) fn applies(geom: &ConvGeometry) -> bool {
     let out = geom.output();
     let large = |d: &[usize; 3]| {
@@ -45,7 +48,12 @@ pub(super) fn applies(geom: &ConvGeometry) -> bool {
         && geom.dilation == [1, 1, 1]
         && geom.padding.iter().all(|&p| p <= 2)
         && geom.groups == 1
-        && geom.in_channels.min(geom.out_channels) >= MIN_CHANNELS
+        && geom.in_channels.min(geom.out_channels)
+            >= if geom.kernel[0] == 3 {
+                MIN_CHANNELS_3D
+            } else {
+                MIN_CHANNELS
+            }
         && large(&out)
         && large(&geom.input)
 }
