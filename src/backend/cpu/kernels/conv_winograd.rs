@@ -110,33 +110,35 @@ fn weight_1d<T: Float>(g: [T; 3], half: T) -> [T; 4] {
     ]
 }
 
-/// `G g G^T` (and `G` along depth in 3D) of one kernel given as `at(kz, ky, kx)`: 16 or 64
-/// values, index `(az * 4 + ay) * 4 + ax`.
-fn transform_kernel<T: Float>(volumetric: bool, at: impl Fn(usize, usize, usize) -> T) -> Vec<T> {
+/// `G g G^T` (and `G` along depth in 3D) of one kernel given as `at(kz, ky, kx)`: the first 16
+/// (2D) or all 64 values, index `(az * 4 + ay) * 4 + ax`. No heap: it runs once per channel pair.
+#[inline(always)]
+fn transform_kernel<T: Float>(volumetric: bool, at: impl Fn(usize, usize, usize) -> T) -> [T; 64] {
     let half = T::from_f64_lossy(0.5);
+    // Along x, then y, per kernel slice: xy[kz][ay][ax].
+    let mut xy = [[[T::zero(); 4]; 4]; 3];
     let kd = if volumetric { 3 } else { 1 };
-    // Along x, then y: xy[kz][ay][ax].
-    let xy: Vec<[[T; 4]; 4]> = (0..kd)
-        .map(|kz| {
-            let rows: [[T; 4]; 3] = std::array::from_fn(|ky| {
-                weight_1d([at(kz, ky, 0), at(kz, ky, 1), at(kz, ky, 2)], half)
-            });
-            std::array::from_fn(|ay| {
-                std::array::from_fn(|ax| {
-                    weight_1d([rows[0][ax], rows[1][ax], rows[2][ax]], half)[ay]
-                })
-            })
-        })
-        .collect();
-    if !volumetric {
-        return xy[0].iter().flatten().copied().collect();
+    for (kz, slice) in xy.iter_mut().enumerate().take(kd) {
+        let rows: [[T; 4]; 3] = std::array::from_fn(|ky| {
+            weight_1d([at(kz, ky, 0), at(kz, ky, 1), at(kz, ky, 2)], half)
+        });
+        for ax in 0..4 {
+            let col = weight_1d([rows[0][ax], rows[1][ax], rows[2][ax]], half);
+            for ay in 0..4 {
+                slice[ay][ax] = col[ay];
+            }
+        }
     }
-    let mut out = vec![T::zero(); 64];
+    let mut out = [T::zero(); 64];
     for ay in 0..4 {
         for ax in 0..4 {
-            let z = weight_1d([xy[0][ay][ax], xy[1][ay][ax], xy[2][ay][ax]], half);
-            for (az, &v) in z.iter().enumerate() {
-                out[(az * 4 + ay) * 4 + ax] = v;
+            if volumetric {
+                let z = weight_1d([xy[0][ay][ax], xy[1][ay][ax], xy[2][ay][ax]], half);
+                for (az, &v) in z.iter().enumerate() {
+                    out[(az * 4 + ay) * 4 + ax] = v;
+                }
+            } else {
+                out[ay * 4 + ax] = xy[0][ay][ax];
             }
         }
     }
@@ -157,7 +159,7 @@ fn transform_weights<T: Float>(
     (0..outs).into_par_iter().for_each(|o| {
         for i in 0..ins {
             let t = transform_kernel(volumetric, |z, y, x| kernel(o, i, z, y, x));
-            for (xi, &v) in t.iter().enumerate() {
+            for (xi, &v) in t[..coords].iter().enumerate() {
                 // SAFETY: output channel o's entries are written by this task alone.
                 unsafe { *u_ptr.get().add((xi * outs + o) * ins + i) = v };
             }
