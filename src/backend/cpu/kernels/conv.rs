@@ -590,6 +590,9 @@ pub fn conv_backward_weight<T: Float>(
     if grad_out.is_empty() {
         return;
     }
+    if winograd::applies(geom) {
+        return winograd::backward_weight(geom, input, grad_out, grad_weight);
+    }
     let (cig, taps) = (
         geom.in_channels / geom.groups,
         geom.kernel.iter().product::<usize>(),
@@ -1078,6 +1081,13 @@ mod tests {
                 &gx,
                 &naive_backward_input(g, &gy, &w),
                 &format!("backward input {g:?}"),
+            );
+            let mut gw = vec![f64::NAN; g.weight_len()];
+            winograd::backward_weight(g, &x, &gy, &mut gw);
+            assert_close(
+                &gw,
+                &naive_backward_weight(g, &x, &gy),
+                &format!("backward weight {g:?}"),
             );
         }
     }

@@ -4,7 +4,10 @@
 //! needs 36: 2.25x fewer FLOPs on the U-Nets' 3x3 layers, which were bound by GEMM speed. 3x3x3
 //! kernels take F(2x2x2, 3x3x3) the same way (64 coordinates, 3.375x fewer). The input gradient
 //! is the same computation on the output gradient with the kernel flipped and its channels
-//! swapped.
+//! swapped. The weight gradient is the adjoint: per tile, the output gradient transformed by
+//! `A dy A^T` times the transformed input, summed over tiles as one GEMM per coordinate, then
+//! `G^T dU G` per kernel (measured on AVX2, batch 4: 128 channels at 64^2 0.032 -> 0.021 s,
+//! 3D 32 at 48^3 batch 2 0.132 -> 0.078).
 //!
 //! Tasks own blocks of tiles (counted over the whole batch, so the deep levels' few tiles per item
 //! still fill a GEMM); block sizes come from the geometry alone, so the bits never depend on the
@@ -13,6 +16,7 @@
 use rayon::prelude::*;
 
 use super::conv::{ConvGeometry, SharedMut};
+use super::fixed_split::sum_of_tasks;
 use super::gemm::{gemm_raw, MatLayout};
 use super::scalar::Float;
 
@@ -500,6 +504,194 @@ pub(super) fn backward_input<T: Float>(
     run(&p, grad_out, &u, None, grad_input, block_tiles(&p));
 }
 
+/// `A y` for one 2-vector, written as `out[k * stride]` for the four coordinates `k`, over
+/// slices of tiles: `(y0, y0 + y1, y0 - y1, -y1)`, the adjoint of the output transform's `A^T`.
+#[inline(always)]
+fn grad_output_1d<T: Float>(y0: &[T], y1: &[T], out: &mut [T], stride: usize) {
+    for (i, (&a, &b)) in y0.iter().zip(y1).enumerate() {
+        out[i] = a;
+        out[stride + i] = a + b;
+        out[2 * stride + i] = a - b;
+        out[3 * stride + i] = -b;
+    }
+}
+
+/// `A dy A^T` (and `A` along depth in 3D) of the output-gradient tiles `t0 .. t0 + len` into `dm`
+/// ([coords, cout, len]); positions past the output's edge count as zero.
+fn transform_grad_output<T: Float>(p: &Problem, dy: &[T], t0: usize, len: usize, dm: &mut [T]) {
+    let [od, oh, ow] = p.dst;
+    let volume = od * oh * ow;
+    let mc = p.tiles()[2];
+    let zo = if p.volumetric { 2 } else { 1 };
+    // Even and odd columns of one row; after x: xt[z][y][ax]; after y (3D): yt[z][ay][ax].
+    let (mut even, mut odd) = (vec![T::zero(); mc], vec![T::zero(); mc]);
+    let mut xt = vec![T::zero(); zo * 8 * mc];
+    let mut yt = vec![T::zero(); zo * 16 * mc];
+    let plane = p.cout * len;
+    for [n, tz, ty, tx0, count, j0] in row_runs(p, t0, len) {
+        for o in 0..p.cout {
+            let chan = &dy[(n * p.cout + o) * volume..][..volume];
+            for z in 0..zo {
+                let oz = if p.volumetric { 2 * tz + z } else { tz };
+                for y in 0..2 {
+                    let oy = 2 * ty + y;
+                    for i in 0..count {
+                        let ox = 2 * (tx0 + i);
+                        let at = |x: usize| {
+                            if oz < od && oy < oh && x < ow {
+                                chan[(oz * oh + oy) * ow + x]
+                            } else {
+                                T::zero()
+                            }
+                        };
+                        even[i] = at(ox);
+                        odd[i] = at(ox + 1);
+                    }
+                    let out = &mut xt[(z * 2 + y) * 4 * mc..][..4 * mc];
+                    grad_output_1d(&even[..count], &odd[..count], out, mc);
+                }
+            }
+            for z in 0..zo {
+                for ax in 0..4 {
+                    let row = |y: usize| &xt[((z * 2 + y) * 4 + ax) * mc..][..count];
+                    let (y0, y1) = (row(0), row(1));
+                    if p.volumetric {
+                        let out = &mut yt[(z * 16 + ax) * mc..];
+                        grad_output_1d(y0, y1, out, 4 * mc);
+                    } else {
+                        let out = &mut dm[(ax * p.cout + o) * len + j0..];
+                        grad_output_1d(y0, y1, out, 4 * plane);
+                    }
+                }
+            }
+            if p.volumetric {
+                for s in 0..16 {
+                    let (z0, z1) = (&yt[s * mc..][..count], &yt[(16 + s) * mc..][..count]);
+                    let out = &mut dm[(s * p.cout + o) * len + j0..];
+                    grad_output_1d(z0, z1, out, 16 * plane);
+                }
+            }
+        }
+    }
+}
+
+/// `G^T u` for one 4-vector: the adjoint of `weight_1d`.
+#[inline(always)]
+fn weight_grad_1d<T: Float>(u: [T; 4], half: T) -> [T; 3] {
+    let (sum, diff) = ((u[1] + u[2]) * half, (u[1] - u[2]) * half);
+    [u[0] + sum, diff, sum + u[3]]
+}
+
+/// `G^T du G` (and `G^T` along depth in 3D) of one transformed kernel gradient given as
+/// `at(xi)`, into the kernel's taps (z, y, x order).
+#[inline(always)]
+fn untransform_kernel<T: Float>(volumetric: bool, at: impl Fn(usize) -> T, taps: &mut [T]) {
+    let half = T::from_f64_lossy(0.5);
+    let zc = if volumetric { 4 } else { 1 };
+    // Along x, then y, per coordinate slice: xy[az][ky][kx].
+    let mut xy = [[[T::zero(); 3]; 3]; 4];
+    for (az, slice) in xy.iter_mut().enumerate().take(zc) {
+        let rows: [[T; 3]; 4] = std::array::from_fn(|ay| {
+            let xi = (az * 4 + ay) * 4;
+            weight_grad_1d([at(xi), at(xi + 1), at(xi + 2), at(xi + 3)], half)
+        });
+        for kx in 0..3 {
+            let col = weight_grad_1d([rows[0][kx], rows[1][kx], rows[2][kx], rows[3][kx]], half);
+            for ky in 0..3 {
+                slice[ky][kx] = col[ky];
+            }
+        }
+    }
+    for ky in 0..3 {
+        for kx in 0..3 {
+            if volumetric {
+                let z = weight_grad_1d(
+                    [xy[0][ky][kx], xy[1][ky][kx], xy[2][ky][kx], xy[3][ky][kx]],
+                    half,
+                );
+                for (kz, &v) in z.iter().enumerate() {
+                    taps[tap_index(true, kz, ky, kx)] = v;
+                }
+            } else {
+                taps[tap_index(false, 0, ky, kx)] = xy[0][ky][kx];
+            }
+        }
+    }
+}
+
+/// `dU[xi] = sum over tiles of dM[xi] V[xi]^T` ([coords, cout, cin]) for the forward problem
+/// `p`: per block of `per_block` tiles, the transformed input `V` and output gradient `dM`, then
+/// one GEMM per coordinate with the block's tiles as its reduction. Blocks add up in a fixed order
+/// (`sum_of_tasks`), so the bits do not depend on the thread count.
+fn transformed_weight_gradient<T: Float>(
+    p: &Problem,
+    input: &[T],
+    grad_out: &[T],
+    per_block: usize,
+) -> Vec<T> {
+    let [td, th, tw] = p.tiles();
+    let tiles = p.batch * td * th * tw;
+    let (coords, cin, cout) = (p.coords(), p.cin, p.cout);
+    let mut du = vec![T::zero(); coords * cout * cin];
+    sum_of_tasks(
+        tiles.div_ceil(per_block),
+        &mut du,
+        || (Vec::new(), Vec::new()),
+        |(v, dm): &mut (Vec<T>, Vec<T>), b, acc| {
+            let t0 = b * per_block;
+            let len = per_block.min(tiles - t0);
+            v.resize(coords * cin * len, T::zero());
+            dm.resize(coords * cout * len, T::zero());
+            transform_input(p, input, t0, len, v);
+            transform_grad_output(p, grad_out, t0, len, dm);
+            for xi in 0..coords {
+                // SAFETY: the views stay inside `dm`, `v` and this run's own accumulator.
+                unsafe {
+                    gemm_raw(
+                        dm[xi * cout * len..].as_ptr(),
+                        MatLayout::row_major(cout, len),
+                        v[xi * cin * len..].as_ptr(),
+                        MatLayout::row_major(cin, len).t(),
+                        acc[xi * cout * cin..].as_mut_ptr(),
+                        MatLayout::row_major(cout, cin),
+                        true,
+                    );
+                }
+            }
+        },
+    );
+    du
+}
+
+/// The weight gradient (sizes checked by the caller): each kernel's gradient is `G^T dU G` of
+/// its transformed gradient `dU`.
+pub(super) fn backward_weight<T: Float>(
+    geom: &ConvGeometry,
+    input: &[T],
+    grad_out: &[T],
+    grad_weight: &mut [T],
+) {
+    let volumetric = geom.kernel[0] == 3;
+    let p = Problem {
+        batch: geom.batch,
+        cin: geom.in_channels,
+        cout: geom.out_channels,
+        src: geom.input,
+        pad: geom.padding,
+        dst: geom.output(),
+        volumetric,
+    };
+    let du = transformed_weight_gradient(&p, input, grad_out, block_tiles(&p));
+    let taps = geom.kernel.iter().product::<usize>();
+    let pairs = p.cout * p.cin;
+    grad_weight
+        .par_chunks_mut(taps)
+        .enumerate()
+        .for_each(|(pair, kernel)| {
+            untransform_kernel(volumetric, |xi| du[xi * pairs + pair], kernel)
+        });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,7 +719,17 @@ mod tests {
         assert_eq!(block_tiles(&p), tiles);
         run(&p, &src, &u, Some(&bias), &mut split, 11);
         assert!(tiles.div_ceil(11) >= 4 && tiles % 11 != 0);
-        for (i, (a, b)) in whole.iter().zip(&split).enumerate() {
+        assert_near(&whole, &split);
+        let dy: Vec<f64> = random(len, 4);
+        assert_near(
+            &transformed_weight_gradient(&p, &src, &dy, block_tiles(&p)),
+            &transformed_weight_gradient(&p, &src, &dy, 11),
+        );
+    }
+
+    fn assert_near(whole: &[f64], split: &[f64]) {
+        assert_eq!(whole.len(), split.len());
+        for (i, (a, b)) in whole.iter().zip(split).enumerate() {
             assert!(
                 (a - b).abs() <= 1e-12 * (1.0 + a.abs()),
                 "element {i}: {a} vs {b}"
