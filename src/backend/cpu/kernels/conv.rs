@@ -1487,6 +1487,31 @@ mod tests {
                 dilation: [1, 1, 1],
                 output_padding: [0, 0, 0],
             },
+            // Planes past `POSITION_ROWS_FROM`: the backward passes gather position rows.
+            ConvTransposeGeometry {
+                batch: 2,
+                in_channels: 3,
+                out_channels: 2,
+                groups: 1,
+                input: [1, 130, 127],
+                kernel: [1, 2, 2],
+                stride: [1, 2, 2],
+                padding: [0, 0, 0],
+                dilation: [1, 1, 1],
+                output_padding: [0, 0, 0],
+            },
+            ConvTransposeGeometry {
+                batch: 1,
+                in_channels: 2,
+                out_channels: 3,
+                groups: 1,
+                input: [3, 80, 71],
+                kernel: [2, 2, 2],
+                stride: [2, 2, 2],
+                padding: [0, 0, 0],
+                dilation: [1, 1, 1],
+                output_padding: [0, 0, 0],
+            },
         ];
         assert!(cases[3..]
             .iter()
