@@ -256,9 +256,8 @@ impl Tensor {
 
 /// Copies `src` into the `window` view of `dst`'s storage (dst is a fresh tensor nobody else sees).
 pub(crate) fn write_into(dst: &Tensor, window: &Layout, src: &Tensor) -> Result<()> {
-    let src_storage = with_storage(src, |s, l| s.copy_strided(l))?;
     let mut guard = dst.0.storage.write().unwrap_or_else(|e| e.into_inner());
-    guard.write_strided(window, &src_storage, &Layout::contiguous(src.shape()))
+    with_storage(src, |s, l| guard.write_strided(window, s, l))
 }
 
 /// The storage of a freshly made tensor, for wrapping in an op result.

@@ -152,10 +152,10 @@ impl BackendStorage for CpuStorage {
     fn write_strided(&mut self, dst: &Layout, src: &Self, src_layout: &Layout) -> Result<()> {
         match (self, src) {
             (CpuStorage::F32(d), CpuStorage::F32(s)) => {
-                elementwise::scatter_into(&elementwise::copy_strided(s, src_layout), d, dst)
+                elementwise::copy_between(s, src_layout, d, dst)
             }
             (CpuStorage::F64(d), CpuStorage::F64(s)) => {
-                elementwise::scatter_into(&elementwise::copy_strided(s, src_layout), d, dst)
+                elementwise::copy_between(s, src_layout, d, dst)
             }
             (d, s) => {
                 return Err(HeparError::dtype(

@@ -1,6 +1,7 @@
 //! Elementwise maps over strided inputs, written to a fresh contiguous output. Large outputs are
 //! split into chunks across the rayon pool; each chunk walks its inputs with a strided cursor.
 
+use super::conv::SharedMut;
 use super::scalar::Float;
 use crate::backend::ops::{BinaryOp, UnaryOp};
 use crate::tensor::layout::Layout;
@@ -73,6 +74,12 @@ pub fn copy_strided<T: Float>(x: &[T], layout: &Layout) -> Vec<T> {
     if let Some(r) = layout.contiguous_range() {
         return x[r].to_vec();
     }
+    let dense = Layout::contiguous(layout.shape());
+    if shared_runs(layout, &dense).0 >= MIN_RUN {
+        let mut out = vec![T::zero(); layout.numel()];
+        copy_runs(x, layout, &mut out, &dense);
+        return out;
+    }
     let mut out = vec![T::zero(); layout.numel()];
     fill_chunks(&mut out, |start, chunk| {
         let mut cur = StridedCursor::new(layout, start);
@@ -89,9 +96,109 @@ pub fn scatter_into<T: Float>(src: &[T], dst: &mut [T], dst_layout: &Layout) {
         dst[r].copy_from_slice(src);
         return;
     }
+    copy_between(
+        src,
+        &Layout::contiguous(dst_layout.shape()),
+        dst,
+        dst_layout,
+    );
+}
+
+/// Copies the view `src_layout` of `src` into the view `dst_layout` of `dst` (same shape; the
+/// destination view addresses distinct elements). Views whose trailing axes are contiguous in
+/// both (concatenations, crops, pads) copy whole runs in parallel; others go element by element.
+pub fn copy_between<T: Float>(src: &[T], src_layout: &Layout, dst: &mut [T], dst_layout: &Layout) {
+    assert_eq!(
+        src_layout.shape(),
+        dst_layout.shape(),
+        "copy_between: shapes"
+    );
+    if shared_runs(src_layout, dst_layout).0 >= MIN_RUN {
+        return copy_runs(src, src_layout, dst, dst_layout);
+    }
+    let dense = copy_strided(src, src_layout);
     let mut cur = StridedCursor::new(dst_layout, 0);
-    for &v in src {
+    for &v in &dense {
         dst[cur.next_index()] = v;
+    }
+}
+
+/// Shortest run worth copying as a slice rather than through the element cursor.
+const MIN_RUN: usize = 8;
+
+/// The length of the trailing runs contiguous in both layouts (same shape) and how many leading
+/// axes index them.
+fn shared_runs(a: &Layout, b: &Layout) -> (usize, usize) {
+    let shape = a.shape();
+    let (mut len, mut axes) = (1, shape.len());
+    while axes > 0 {
+        let d = axes - 1;
+        if shape[d] != 1 && (a.strides()[d] != len || b.strides()[d] != len) {
+            break;
+        }
+        len *= shape[d];
+        axes -= 1;
+    }
+    (len, axes)
+}
+
+/// Index of the first element of run `run` of `layout`, runs indexed by its first `axes` axes.
+fn run_start(layout: &Layout, axes: usize, mut run: usize) -> usize {
+    let mut index = layout.offset();
+    for d in (0..axes).rev() {
+        let size = layout.shape()[d];
+        index += (run % size) * layout.strides()[d];
+        run /= size;
+    }
+    index
+}
+
+/// One past the largest index a view addresses (0 for an empty view).
+fn view_end(layout: &Layout) -> usize {
+    if layout.numel() == 0 {
+        return 0;
+    }
+    let last: usize = layout
+        .shape()
+        .iter()
+        .zip(layout.strides())
+        .map(|(&n, &s)| (n - 1) * s)
+        .sum();
+    layout.offset() + last + 1
+}
+
+/// [`copy_between`] by runs: tasks of whole runs, each run one slice copy.
+fn copy_runs<T: Float>(src: &[T], src_layout: &Layout, dst: &mut [T], dst_layout: &Layout) {
+    let (len, axes) = shared_runs(src_layout, dst_layout);
+    let runs = src_layout.numel() / len.max(1);
+    if runs == 0 || len == 0 {
+        return;
+    }
+    assert!(view_end(src_layout) <= src.len() && view_end(dst_layout) <= dst.len());
+    let per_task = (CHUNK / len).max(1);
+    let dst_ptr = SharedMut(dst.as_mut_ptr());
+    let task = |t: usize| {
+        for r in t * per_task..((t + 1) * per_task).min(runs) {
+            let (from, to) = (
+                run_start(src_layout, axes, r),
+                run_start(dst_layout, axes, r),
+            );
+            // SAFETY: both runs lie inside their slices (view ends checked above), and the
+            // destination view's runs are disjoint, so no two tasks write one element.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    src[from..from + len].as_ptr(),
+                    dst_ptr.get().add(to),
+                    len,
+                )
+            };
+        }
+    };
+    let tasks = runs.div_ceil(per_task);
+    if runs * len < PARALLEL_THRESHOLD {
+        (0..tasks).for_each(task);
+    } else {
+        (0..tasks).into_par_iter().for_each(task);
     }
 }
 
@@ -480,6 +587,70 @@ pub fn binary_rows<T: Float>(a: &[T], al: &Layout, b: &[T], bl: &Layout, op: Bin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs copied as slices (a concatenation's window, a crop, an offset view, a run split by a
+    /// size-1 axis) and element-wise views (a transpose, a broadcast source) against the logical
+    /// index order of both views, in parallel and serial sizes.
+    #[test]
+    fn copy_between_matches_an_index_by_index_copy() {
+        let full = |shape: &[usize]| Layout::contiguous(shape);
+        let narrow = |l: Layout, axis, start, len| l.narrow("test", axis, start, len).unwrap();
+        let cases: Vec<(Layout, usize, Layout, usize)> = vec![
+            // dense source into channels 3..8 of [2, 9, 5, 13] (a cat window)
+            (
+                full(&[2, 5, 5, 13]),
+                650,
+                narrow(full(&[2, 9, 5, 13]), 1, 3, 5),
+                1170,
+            ),
+            // a crop of [2, 4, 40, 41] into a cat window
+            (
+                narrow(narrow(full(&[2, 4, 40, 41]), 2, 3, 33), 3, 1, 39),
+                13120,
+                narrow(full(&[2, 7, 33, 39]), 1, 0, 4),
+                18018,
+            ),
+            // large enough for parallel tasks
+            (
+                full(&[3, 64, 300]),
+                57600,
+                narrow(full(&[3, 70, 300]), 1, 6, 64),
+                63000,
+            ),
+            // transposed source: element by element
+            (
+                full(&[7, 9]).permute("test", &[1, 0]).unwrap(),
+                63,
+                full(&[9, 7]),
+                63,
+            ),
+            // broadcast source
+            (
+                full(&[1, 12]).broadcast_to("test", &[5, 12]).unwrap(),
+                12,
+                full(&[5, 12]),
+                60,
+            ),
+        ];
+        for (src_layout, src_len, dst_layout, dst_len) in cases {
+            let src: Vec<f64> = (0..src_len).map(|i| i as f64 + 0.5).collect();
+            let mut got = vec![-1.0; dst_len];
+            let mut want = got.clone();
+            copy_between(&src, &src_layout, &mut got, &dst_layout);
+            for (s, d) in src_layout.indices().into_iter().zip(dst_layout.indices()) {
+                want[d] = src[s];
+            }
+            assert_eq!(got, want, "{src_layout:?} -> {dst_layout:?}");
+            assert_eq!(
+                copy_strided(&src, &src_layout),
+                src_layout
+                    .indices()
+                    .iter()
+                    .map(|&i| src[i])
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
 
     #[test]
     fn erf_matches_known_values() {
