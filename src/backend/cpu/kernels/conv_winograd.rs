@@ -425,9 +425,15 @@ fn run<T: Float>(
         unsafe { transform_output(p, m, t0, len, bias, dst_ptr) };
     };
     if blocks >= 4 {
-        (0..blocks)
-            .into_par_iter()
-            .for_each_init(|| (Vec::new(), Vec::new()), block);
+        // Scratch goes back to a shared pool after each block: rayon's `for_each_init` builds
+        // fresh scratch per work split, and zero-filling 2 x 8 MiB each time took 7% of a layer.
+        let pool = std::sync::Mutex::new(Vec::new());
+        (0..blocks).into_par_iter().for_each(|b| {
+            let taken = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let mut scratch = taken.unwrap_or_else(|| (Vec::new(), Vec::new()));
+            block(&mut scratch, b);
+            pool.lock().unwrap_or_else(|e| e.into_inner()).push(scratch);
+        });
     } else {
         // Too few blocks to share out: each GEMM spreads over the threads instead.
         let mut scratch = (Vec::new(), Vec::new());
