@@ -149,18 +149,42 @@ impl CotAttention {
             .attention_norm
             .forward(&self.attention_reduce.forward(&context)?, training)?
             .silu()?;
-        let logits = self.attention_expand.forward(&hidden)?;
-        // Channels are grouped (c, k*k): average the k*k attention maps of each channel.
+        // The expansion's output channels are grouped (c, k*k) and each channel's k*k maps are
+        // averaged. Averaging is linear, so the expansion (a 1x1 conv) takes the averaged weights
+        // and bias and gives the c maps directly: k*k times less work, and no [n, k*k*c,
+        // positions] tensor forward or backward.
         let (n, c) = (x.shape()[0], x.shape()[1]);
         let positions: usize = x.shape()[2..].iter().product();
-        let attention = logits
-            .reshape(&[n, c, self.kernel_positions, positions])?
-            .mean_axes(&[2], false)?;
+        let attention = self
+            .averaged_expansion(c)?
+            .forward(&hidden)?
+            .reshape(&[n, c, positions])?;
         let weights = attention.softmax(-1)?;
         let dynamic = weights
             .mul(&values.reshape(&[n, c, positions])?)?
             .reshape(x.shape())?;
         keys.add(&dynamic)
+    }
+}
+
+impl CotAttention {
+    /// The attention expansion with its k*k maps per channel averaged into one (gradients flow
+    /// back to the expansion's own weights through the average).
+    fn averaged_expansion(&self, channels: usize) -> Result<Conv> {
+        let expand = &self.attention_expand;
+        let kk = self.kernel_positions;
+        let mut grouped = expand.weight.shape().to_vec();
+        grouped.splice(0..1, [channels, kk]);
+        let weight = expand.weight.reshape(&grouped)?.mean_axes(&[1], false)?;
+        let bias = match &expand.bias {
+            Some(b) => Some(b.reshape(&[channels, kk])?.mean_axes(&[1], false)?),
+            None => None,
+        };
+        Ok(Conv {
+            weight,
+            bias,
+            options: expand.options.clone(),
+        })
     }
 }
 
