@@ -71,6 +71,21 @@ fn sigmoid<T: Float>(x: T) -> T {
     T::one() / (T::one() + (-x).exp_fast())
 }
 
+/// The gradient reaching the normalised value through a fused SiLU, for one channel plane:
+/// `out = g * silu'(t)` with `t = (x - mean) * rstd * w + b`. Equal-length slices and no
+/// branch, so the loop vectorises.
+#[inline(always)]
+fn silu_grad_plane<T: Float>(x: &[T], g: &[T], out: &mut [T], [m, r, w, b]: [T; 4]) {
+    let one = T::one();
+    let n = out.len();
+    let (x, g) = (&x[..n], &g[..n]);
+    for i in 0..n {
+        let t = (x[i] - m) * r * w + b;
+        let sg = sigmoid(t);
+        out[i] = g[i] * sg * (one + t * (one - sg));
+    }
+}
+
 /// GroupNorm forward (optionally followed by SiLU). Returns `(y, mean, rstd)` with mean/rstd of
 /// shape [N, G].
 #[allow(clippy::too_many_arguments)]
@@ -155,19 +170,6 @@ pub fn group_norm_backward<T: Float>(
             let (m, r) = (mean[ng], rstd[ng]);
             let mut dw = vec![0.0; cg];
             let mut db = vec![0.0; cg];
-            // The gradient reaching the normalised value: through SiLU when fused.
-            let grad_y = |xv: T, gv: T, w: T, b: T| -> (T, T) {
-                let xhat = (xv - m) * r;
-                let gy = match activation {
-                    NormActivation::Identity => gv,
-                    NormActivation::Silu => {
-                        let t = xhat * w + b;
-                        let sg = sigmoid(t);
-                        gv * sg * (one + t * (one - sg))
-                    }
-                };
-                (xhat, gy)
-            };
             // The gradient reaching the normalised value goes into `gx` first (a fused SiLU's
             // exponential is then taken once per element), with its sums and those of
             // dxhat * xhat over the group.
@@ -178,13 +180,12 @@ pub fn group_norm_backward<T: Float>(
                 let b = bias.map_or(T::zero(), |b| b[ch]);
                 let plane = ci * s..(ci + 1) * s;
                 if activation != NormActivation::Identity {
-                    for ((o, &xv), &gv) in gx[plane.clone()]
-                        .iter_mut()
-                        .zip(&xg[plane.clone()])
-                        .zip(&gog[plane.clone()])
-                    {
-                        *o = grad_y(xv, gv, w, b).1;
-                    }
+                    silu_grad_plane(
+                        &xg[plane.clone()],
+                        &gog[plane.clone()],
+                        &mut gx[plane.clone()],
+                        [m, r, w, b],
+                    );
                 }
                 let gy_plane = match activation {
                     NormActivation::Identity => &gog[plane.clone()],

@@ -33,7 +33,8 @@ pub fn exp_f32(x: f32) -> f32 {
     // (roundf is not inlined on baseline x86-64, and a call per element stops vectorisation).
     const ROUNDER: f32 = 12_582_912.0;
     let x = x.clamp(-87.33654, 88.72283);
-    let n = (x * std::f32::consts::LOG2_E + ROUNDER) - ROUNDER;
+    let shifted = x * std::f32::consts::LOG2_E + ROUNDER;
+    let n = shifted - ROUNDER;
     // ln2 split in a high part exact in f32 and a low correction, so r keeps its precision.
     let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
     let p = 1.0
@@ -41,8 +42,10 @@ pub fn exp_f32(x: f32) -> f32 {
             + r * (0.5
                 + r * (0.166_666_67
                     + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
-    // n is in [-126, 128]; 2^128 overflows the exponent field, so scale in two halves.
-    let ni = n as i32;
+    // n is in [-126, 128]; 2^128 overflows the exponent field, so scale in two halves. The
+    // integer n sits in the low mantissa bits of `shifted` (1.5 * 2^23 + n has an ulp of 1): a
+    // bit cast, where `n as i32` (a saturating conversion) kept loops from vectorising.
+    let ni = shifted.to_bits() as i32 - ROUNDER.to_bits() as i32;
     let half = ni >> 1;
     let scale_a = f32::from_bits(((half + 127) as u32) << 23);
     let scale_b = f32::from_bits(((ni - half + 127) as u32) << 23);
