@@ -104,16 +104,22 @@ pub fn scatter_into<T: Float>(src: &[T], dst: &mut [T], dst_layout: &Layout) {
     );
 }
 
-/// Copies the view `src_layout` of `src` into the view `dst_layout` of `dst` (same shape; the
-/// destination view addresses distinct elements). Views whose trailing axes are contiguous in
-/// both (concatenations, crops, pads) copy whole runs in parallel; others go element by element.
+/// Copies the view `src_layout` of `src` into the view `dst_layout` of `dst` (same shape). Views
+/// whose trailing axes are contiguous in both (concatenations, crops, pads) copy whole runs in
+/// parallel; others, and destinations that address one element more than once (a stride of 0),
+/// go element by element in order.
 pub fn copy_between<T: Float>(src: &[T], src_layout: &Layout, dst: &mut [T], dst_layout: &Layout) {
     assert_eq!(
         src_layout.shape(),
         dst_layout.shape(),
         "copy_between: shapes"
     );
-    if shared_runs(src_layout, dst_layout).0 >= MIN_RUN {
+    let distinct = dst_layout
+        .shape()
+        .iter()
+        .zip(dst_layout.strides())
+        .all(|(&n, &stride)| n <= 1 || stride != 0);
+    if distinct && shared_runs(src_layout, dst_layout).0 >= MIN_RUN {
         return copy_runs(src, src_layout, dst, dst_layout);
     }
     let dense = copy_strided(src, src_layout);
@@ -184,7 +190,8 @@ fn copy_runs<T: Float>(src: &[T], src_layout: &Layout, dst: &mut [T], dst_layout
                 run_start(dst_layout, axes, r),
             );
             // SAFETY: both runs lie inside their slices (view ends checked above), and the
-            // destination view's runs are disjoint, so no two tasks write one element.
+            // destination view has no stride of 0 (checked by the caller), so its runs are
+            // disjoint and no two tasks write one element.
             unsafe {
                 std::ptr::copy_nonoverlapping(
                     src[from..from + len].as_ptr(),
@@ -630,6 +637,13 @@ mod tests {
                 12,
                 full(&[5, 12]),
                 60,
+            ),
+            // a destination that repeats its rows (stride 0): in order, the last row wins
+            (
+                full(&[5, 12]),
+                60,
+                full(&[1, 12]).broadcast_to("test", &[5, 12]).unwrap(),
+                12,
             ),
         ];
         for (src_layout, src_len, dst_layout, dst_len) in cases {
