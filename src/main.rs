@@ -1,11 +1,14 @@
 //! The `hepar` command line: parses arguments and dispatches to `hepar::cli`.
 
 use clap::{Parser, Subcommand};
+use hepar::util::heap_stats::CountingAllocator;
+use hepar::util::large_blocks::LargeBlockAllocator;
 
-// mimalloc, with its bytes counted so `hepar bench` reports each workload's own peak.
+// Tensor-sized buffers from cached mappings, the rest from mimalloc, with the bytes counted so
+// `hepar bench` reports each workload's own peak.
 #[global_allocator]
-static ALLOCATOR: hepar::util::heap_stats::CountingAllocator<mimalloc::MiMalloc> =
-    hepar::util::heap_stats::CountingAllocator(mimalloc::MiMalloc);
+static ALLOCATOR: CountingAllocator<LargeBlockAllocator<mimalloc::MiMalloc>> =
+    CountingAllocator(LargeBlockAllocator(mimalloc::MiMalloc));
 
 #[derive(Parser)]
 #[command(
@@ -48,14 +51,16 @@ enum Command {
     Kernels(hepar::cli::kernels::KernelsArgs),
 }
 
-/// mimalloc's `mi_option_purge_delay` (mimalloc.h, v2): how long freed memory is kept before it
-/// is returned to the OS. Training frees and reallocates the same activation sizes every step;
-/// returning them makes every step fault fresh zeroed pages back in, so keep them (-1).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
 fn main() {
-    // SAFETY: sets a plain integer option before any thread is started.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    // Training frees and reallocates the same activation sizes every step; returning freed
+    // pages to the OS would make every step fault fresh zeroed pages back in, so keep them.
+    // A delay set in the environment (MIMALLOC_PURGE_DELAY, read by mimalloc) is left as set.
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets a plain integer option before any thread is started.
+        unsafe {
+            libmimalloc_sys::mi_option_set(hepar::util::heap_stats::MI_OPTION_PURGE_DELAY, -1)
+        };
+    }
     let cli = Cli::parse();
     let result: hepar::Result<()> = match cli.command {
         Command::Version => {

@@ -5,11 +5,14 @@ workloads and losses, timed one run at a time on request so the two engines alte
 Protocol (`serve`): one request per line on stdin, a workload name or an op case
 `op FAMILY D0,D1,... forward|forward+backward` (src/cli/op_cases.rs names the families and
 shapes); the first request of a workload or case builds it and runs it once untimed (the
-warm-up), then every request answers one JSON line {"workload": NAME, "seconds": S} on stdout. `check FIXTURE...` scores the networks against the
+warm-up), then every request answers one JSON line {"workload": NAME, "seconds": S,
+"peak_rss_bytes": B} on stdout, B being the process's peak resident set since the workload was
+built (one workload is kept at a time). `check FIXTURE...` scores the networks against the
 shared golden fixtures, so the comparison is known to time the same functions.
 """
 
 import argparse
+import gc
 import json
 import sys
 import time
@@ -514,24 +517,50 @@ def build(request):
     return Workload(request)
 
 
+def reset_peak_rss():
+    """Restarts the kernel's peak-resident mark (VmHWM) from the current resident set (Linux)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_bytes():
+    """The process's peak resident set since the last reset, or None off Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def serve(threads):
     torch.set_num_threads(threads)
-    built = {}
+    current = None  # (name, built workload): one at a time, so an earlier one's memory is gone
     print(json.dumps({"ready": True, "torch": torch.__version__, "threads": threads}), flush=True)
     for line in sys.stdin:
         name = line.strip()
         if not name:
             continue
-        if name not in built:
+        if current is None or current[0] != name:
+            current = None
+            gc.collect()
+            reset_peak_rss()
             try:
-                built[name] = build(name)
+                current = (name, build(name))
             except (ValueError, KeyError, RuntimeError) as e:
                 print(json.dumps({"workload": name, "error": str(e)}), flush=True)
                 continue
-            built[name].run()  # warm-up
+            current[1].run()  # warm-up
         start = time.perf_counter()
-        built[name].run()
-        print(json.dumps({"workload": name, "seconds": time.perf_counter() - start}), flush=True)
+        current[1].run()
+        seconds = time.perf_counter() - start
+        reply = {"workload": name, "seconds": seconds, "peak_rss_bytes": peak_rss_bytes()}
+        print(json.dumps(reply), flush=True)
 
 
 def read_safetensors(path):

@@ -39,7 +39,7 @@ pub struct BenchArgs {
     #[arg(long = "shape", value_name = "DIMS", value_parser = parse_shape, requires = "op")]
     pub shapes: Vec<OpShape>,
     /// Print one JSON document (machine with its measured ceilings, then each workload's
-    /// median_s, min_s, max_s, repeats, peak_mem_bytes, gflops) instead of the table.
+    /// median_s, min_s, max_s, repeats, peak_mem_bytes, peak_rss_bytes, gflops) instead of the table.
     #[arg(long)]
     pub json: bool,
     /// After each workload's timed runs, one more run recorded op by op: where its time goes
@@ -340,33 +340,53 @@ pub struct WorkloadResult {
     /// Peak heap bytes live during the workload (CPU: counted by the `hepar` binary's
     /// allocator), or the device allocator's peak.
     pub peak_mem_bytes: Option<u64>,
+    /// Peak resident set of the `hepar` process over the workload's set-up, warm-up and runs,
+    /// counted from what was resident once freed memory went back to the OS (Linux).
+    pub peak_rss_bytes: Option<u64>,
     /// Convolution and matrix-product FLOPs of one run over its median time (see `ops::flops`).
     pub gflops: Option<f64>,
     /// PyTorch's median in the same run, when compared.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pytorch_median_s: Option<f64>,
+    /// The PyTorch process's peak resident set over the same span of its side, when compared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pytorch_peak_rss_bytes: Option<u64>,
 }
 
-/// The workload's timed runs after a warm-up (alternating with PyTorch's when `torch` is given):
-/// Hepar's seconds, PyTorch's, and the FLOPs of one run.
+/// The timed runs of one workload on both sides.
+struct Runs {
+    ours: Vec<f64>,
+    theirs: Vec<f64>,
+    /// PyTorch's peak resident set, from its last reply.
+    their_peak_rss: Option<u64>,
+    flops_per_run: u64,
+}
+
+/// The workload's timed runs after a warm-up (alternating with PyTorch's when `torch` is given).
 fn time_runs(
     w: Workload,
     repeats: usize,
     device: Device,
     mut torch: Option<&mut PytorchBench>,
-) -> Result<(Vec<f64>, Vec<f64>, u64)> {
+) -> Result<Runs> {
     let mut prepared = Prepared::new(w, device)?;
     crate::ops::flops::reset();
     prepared.run()?;
-    let flops_per_run = crate::ops::flops::read();
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let mut runs = Runs {
+        ours: Vec::new(),
+        theirs: Vec::new(),
+        their_peak_rss: None,
+        flops_per_run: crate::ops::flops::read(),
+    };
     for _ in 0..repeats.max(1) {
-        ours.push(prepared.run()?);
+        runs.ours.push(prepared.run()?);
         if let Some(t) = torch.as_deref_mut() {
-            theirs.push(t.time(&w.name())?);
+            let theirs = t.run(&w.name())?;
+            runs.theirs.push(theirs.seconds);
+            runs.their_peak_rss = theirs.peak_rss_bytes;
         }
     }
-    Ok((ours, theirs, flops_per_run))
+    Ok(runs)
 }
 
 fn measure(
@@ -375,21 +395,25 @@ fn measure(
     device: Device,
     torch: Option<&mut PytorchBench>,
 ) -> Result<WorkloadResult> {
+    crate::util::heap_stats::return_freed_memory_to_os();
     reset_peak_rss();
     crate::util::heap_stats::reset_peak();
     device.reset_peak_memory();
     let torch = torch.filter(|_| w.has_pytorch_twin());
-    let (ours, theirs, flops) = time_runs(w, repeats, device, torch)?;
-    let median_s = median(ours.clone());
+    let runs = time_runs(w, repeats, device, torch)?;
+    let median_s = median(runs.ours.clone());
+    let flops = runs.flops_per_run;
     Ok(WorkloadResult {
         name: w.name(),
         median_s,
-        min_s: ours.iter().copied().fold(f64::INFINITY, f64::min),
-        max_s: ours.iter().copied().fold(0.0, f64::max),
-        repeats: ours.len(),
+        min_s: runs.ours.iter().copied().fold(f64::INFINITY, f64::min),
+        max_s: runs.ours.iter().copied().fold(0.0, f64::max),
+        repeats: runs.ours.len(),
         peak_mem_bytes: peak_bytes(device),
+        peak_rss_bytes: peak_rss_bytes(),
         gflops: (flops > 0).then(|| flops as f64 / median_s / 1e9),
-        pytorch_median_s: (!theirs.is_empty()).then(|| median(theirs)),
+        pytorch_median_s: (!runs.theirs.is_empty()).then(|| median(runs.theirs)),
+        pytorch_peak_rss_bytes: runs.their_peak_rss,
     })
 }
 
@@ -471,46 +495,39 @@ fn gib(bytes: Option<u64>) -> String {
 }
 
 fn print_header(compared: bool) {
+    let mut head = format!(
+        "{:<22} {:>9} {:>9} {:>9} {:>9}",
+        "workload", "hepar s", "min s", "max s", "GFLOP/s"
+    );
     if compared {
-        println!(
-            "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>13}",
-            "workload",
-            "hepar s",
-            "min s",
-            "max s",
-            "GFLOP/s",
-            "torch s",
-            "speedup",
-            "peak mem GiB"
-        );
-    } else {
-        println!(
-            "{:<22} {:>9} {:>9} {:>9} {:>9} {:>13}",
-            "workload", "hepar s", "min s", "max s", "GFLOP/s", "peak mem GiB"
-        );
+        head += &format!(" {:>9} {:>8}", "torch s", "speedup");
     }
+    head += &format!(" {:>9} {:>9}", "heap GiB", "RSS GiB");
+    if compared {
+        head += &format!(" {:>9}", "torch RSS");
+    }
+    println!("{head}");
 }
 
+/// One row: Hepar's times, PyTorch's and the ratio when compared, then Hepar's peak live heap
+/// and both processes' peak resident sets (each process is its own, measured the same way).
 fn print_row(r: &WorkloadResult, compared: bool) {
     let gflops = r.gflops.map_or("-".to_string(), |g| format!("{g:.1}"));
-    let head = format!(
+    let mut row = format!(
         "{:<22} {:>9.3} {:>9.3} {:>9.3} {:>9}",
         r.name, r.median_s, r.min_s, r.max_s, gflops
     );
-    if !compared {
-        println!("{head} {:>13}", gib(r.peak_mem_bytes));
-        return;
+    if compared {
+        row += &match r.pytorch_median_s {
+            Some(t) => format!(" {:>9.3} {:>7.2}x", t, t / r.median_s),
+            None => format!(" {:>9} {:>8}", "-", "-"),
+        };
     }
-    match r.pytorch_median_s {
-        // The peak is Hepar's process alone; PyTorch runs in its own.
-        Some(t) => println!(
-            "{head} {:>9.3} {:>7.2}x {:>13}",
-            t,
-            t / r.median_s,
-            gib(r.peak_mem_bytes)
-        ),
-        None => println!("{head} {:>9} {:>8} {:>13}", "-", "-", gib(r.peak_mem_bytes)),
+    row += &format!(" {:>9} {:>9}", gib(r.peak_mem_bytes), gib(r.peak_rss_bytes));
+    if compared {
+        row += &format!(" {:>9}", gib(r.pytorch_peak_rss_bytes).replace('?', "-"));
     }
+    println!("{row}");
 }
 
 fn print_ops(ops: &[OpResult], ceilings: &Ceilings, compared: bool) {

@@ -18,6 +18,15 @@ pub struct PytorchBench {
     pub description: String,
 }
 
+/// One timed PyTorch run.
+#[derive(Debug, Clone, Copy)]
+pub struct PytorchRun {
+    pub seconds: f64,
+    /// The server's peak resident set since it built the workload (the script keeps one
+    /// workload at a time), when the platform reports it.
+    pub peak_rss_bytes: Option<u64>,
+}
+
 /// The script: `HEPAR_PYTORCH_BENCH`, else `benches/pytorch/hepar_bench.py` here, else in the
 /// source tree this binary was built from.
 fn script_path() -> Option<PathBuf> {
@@ -85,6 +94,11 @@ impl PytorchBench {
 
     /// Seconds of one run of `workload` (the first request also warms it up, untimed).
     pub fn time(&mut self, workload: &str) -> Result<f64> {
+        Ok(self.run(workload)?.seconds)
+    }
+
+    /// One run of `workload`: its seconds and the server's peak resident set so far.
+    pub fn run(&mut self, workload: &str) -> Result<PytorchRun> {
         let fail = |msg: String| HeparError::Config(format!("PyTorch bench, {workload}: {msg}"));
         writeln!(self.stdin, "{workload}")
             .and_then(|_| self.stdin.flush())
@@ -98,9 +112,13 @@ impl PytorchBench {
         if let Some(err) = reply["error"].as_str() {
             return Err(fail(err.to_string()));
         }
-        reply["seconds"]
+        let seconds = reply["seconds"]
             .as_f64()
-            .ok_or_else(|| fail(format!("no seconds in `{}`", line.trim())))
+            .ok_or_else(|| fail(format!("no seconds in `{}`", line.trim())))?;
+        Ok(PytorchRun {
+            seconds,
+            peak_rss_bytes: reply["peak_rss_bytes"].as_u64(),
+        })
     }
 }
 

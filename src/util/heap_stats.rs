@@ -81,3 +81,23 @@ pub fn peak_bytes() -> Option<usize> {
 pub fn reset_peak() {
     PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
 }
+
+/// mimalloc's `mi_option_purge_delay` (mimalloc.h, v2): milliseconds freed memory is kept before
+/// it is returned to the OS; negative keeps it for good.
+pub const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Returns the blocks [`crate::util::large_blocks`] caches and the pages mimalloc keeps for reuse
+/// (on this thread and every rayon worker) to the OS, so that the resident set measured next
+/// starts from what is live. A no-op for memory that another allocator handed out.
+pub fn return_freed_memory_to_os() {
+    crate::util::large_blocks::release_cached_blocks();
+    // SAFETY: plain option reads and writes and heap collections; called while no other work
+    // allocates, between benchmark workloads.
+    unsafe {
+        let kept = libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY);
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
+        rayon::broadcast(|_| libmimalloc_sys::mi_collect(true));
+        libmimalloc_sys::mi_collect(true);
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, kept);
+    }
+}
