@@ -1,4 +1,5 @@
-//! Matrix multiply on the CPU through the `gemm` crate (blocked, SIMD, multithreaded).
+//! Matrix multiply on the CPU: an own AVX-512 kernel for f32 where the CPU has it
+//! (`gemm_avx512`), else the `gemm` crate (blocked, SIMD, multithreaded).
 
 use super::scalar::Float;
 
@@ -111,6 +112,24 @@ pub unsafe fn gemm_raw<T: Float>(
         }
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if uses_avx512_kernel::<T>(m, n, k, c_layout) {
+        let threads = match parallelism(m, n, k) {
+            gemm::Parallelism::Rayon(t) => t,
+            _ => 1,
+        };
+        // SAFETY: T is f32 (checked), and the caller's contract covers the views.
+        return super::gemm_avx512::gemm(
+            a.cast(),
+            a_layout,
+            b.cast(),
+            b_layout,
+            c.cast(),
+            c_layout,
+            accumulate,
+            threads,
+        );
+    }
     gemm::gemm(
         m,
         n,
@@ -133,6 +152,23 @@ pub unsafe fn gemm_raw<T: Float>(
         parallelism(m, n, k),
     );
 }
+
+/// Whether the AVX-512 f32 kernel takes this product: f32 on a CPU with AVX-512F, C's rows
+/// contiguous, and enough rows that packing B pays (the `gemm` crate, which does not always
+/// pack, is faster on thin products).
+#[cfg(target_arch = "x86_64")]
+fn uses_avx512_kernel<T: Float>(m: usize, n: usize, k: usize, c: MatLayout) -> bool {
+    std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+        && c.col_stride == 1
+        && m >= AVX512_MIN_ROWS
+        && n >= 16
+        && k >= 16
+        && super::gemm_avx512::available()
+}
+
+/// See [`uses_avx512_kernel`].
+#[cfg(target_arch = "x86_64")]
+const AVX512_MIN_ROWS: usize = 24;
 
 /// One past the largest index a view touches (views here have non-negative strides).
 fn span(l: MatLayout) -> usize {

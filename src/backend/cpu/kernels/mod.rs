@@ -10,6 +10,8 @@ mod conv_transpose_tiles;
 mod conv_winograd;
 pub mod fixed_split;
 pub mod gemm;
+#[cfg(target_arch = "x86_64")]
+mod gemm_avx512;
 pub mod optim;
 pub mod pool;
 pub mod random;
