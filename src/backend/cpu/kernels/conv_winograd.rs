@@ -29,6 +29,11 @@ const MIN_BLOCK_TILES: usize = 64;
 /// 0.042 -> 0.032; 32 channels at 256^2 broke even, and 1024 at 8^2 (16 tiles per item, where
 /// transforming a million kernels outweighs the GEMM saved) lost, 0.037 -> 0.060.
 const MIN_CHANNELS: usize = 64;
+/// With AVX-512 (the own GEMM, against the direct kernels) 32 channels pay already: on the Zen 5
+/// EPYC, 2026-12-08, 32 -> 32 at 512^2 batch 2 ran 0.060-0.099 -> 0.049-0.052 s forward and at
+/// 256^2 batch 16 0.124-0.136 -> 0.098-0.105 (three alternating runs each; forward + backward
+/// was even to better), keras-unet2d-step 3.90 -> 3.36-3.72 s.
+const MIN_CHANNELS_AVX512: usize = 32;
 const MIN_OUTPUT_POSITIONS: usize = 16 * 16;
 /// 3D (F(2x2x2, 3x3x3), 64 coordinates, 3.375x fewer multiplies): the same rule per plane, at
 /// least 8 planes deep, from 32 channels (32 -> 32 at 96^3, batch 2: 0.75 -> 0.46 s forward;
@@ -38,8 +43,8 @@ const MIN_CHANNELS_3D: usize = 32;
 
 /// Whether `geom` runs here: kernel 3x3 (2D) or 3x3x3, stride and dilation 1, one group, padding
 /// at most 2 (so the input gradient's padding 2 - p is valid too), 64+ channels each side (32+
-/// in 3D), planes of 16 x 16 and up (forward output and input alike, as the input gradient runs
-/// on the latter).
+/// in 3D, and in 2D with AVX-512), planes of 16 x 16 and up (forward output and input alike, as
+/// the input gradient runs on the latter).
 pub(super) fn applies(geom: &ConvGeometry) -> bool {
     let out = geom.output();
     let large = |d: &[usize; 3]| {
@@ -56,10 +61,19 @@ pub(super) fn applies(geom: &ConvGeometry) -> bool {
             >= if geom.kernel[0] == 3 {
                 MIN_CHANNELS_3D
             } else {
-                MIN_CHANNELS
+                min_channels_2d()
             }
         && large(&out)
         && large(&geom.input)
+}
+
+/// The fewest channels a 2D convolution needs here, on this CPU.
+fn min_channels_2d() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        return MIN_CHANNELS_AVX512;
+    }
+    MIN_CHANNELS
 }
 
 /// One Winograd convolution: `src` [batch, cin, d, h, w] to `dst` [batch, cout, out_d, out_h,
