@@ -39,7 +39,8 @@ pub struct BenchArgs {
     #[arg(long = "shape", value_name = "DIMS", value_parser = parse_shape, requires = "op")]
     pub shapes: Vec<OpShape>,
     /// Print one JSON document (machine with its measured ceilings, then each workload's
-    /// median_s, min_s, max_s, repeats, peak_mem_bytes, peak_rss_bytes, gflops) instead of the table.
+    /// median_s, min_s, max_s, repeats, peak_mem_bytes, peak_rss_bytes, gflops) instead of the
+    /// table.
     #[arg(long)]
     pub json: bool,
     /// After each workload's timed runs, one more run recorded op by op: where its time goes

@@ -287,8 +287,8 @@ fn alloc_large(size: usize, zeroed: bool) -> *mut u8 {
     take_block(size, zeroed).unwrap_or(std::ptr::null_mut())
 }
 
-/// [`alloc_large`]'s work; `Err` when the OS refused a mapping.
-fn take_block(size: usize, zeroed: bool) -> Result<*mut u8, ()> {
+/// [`alloc_large`]'s work; `None` when the OS refused a mapping.
+fn take_block(size: usize, zeroed: bool) -> Option<*mut u8> {
     let len = block_len(size);
     let mut cache = lock();
     // The block, how many of its leading data bytes may hold an earlier buffer's values, and
@@ -302,13 +302,13 @@ fn take_block(size: usize, zeroed: bool) -> Result<*mut u8, ()> {
                 Some(grown) => (grown, dirty, len - block.len),
                 None => {
                     unmap(block);
-                    (map(len).ok_or(())?, 0, len)
+                    (map(len)?, 0, len)
                 }
             }
         }
         None => {
             cache.make_room_for(len);
-            (map(len).ok_or(())?, 0, len)
+            (map(len)?, 0, len)
         }
     };
     if dirty_bytes > 0 {
@@ -326,7 +326,7 @@ fn take_block(size: usize, zeroed: bool) -> Result<*mut u8, ()> {
         if zeroed {
             std::ptr::write_bytes(data, 0, dirty_bytes);
         }
-        Ok(data)
+        Some(data)
     }
 }
 

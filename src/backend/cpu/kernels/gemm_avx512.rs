@@ -18,6 +18,7 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
+use super::conv::SharedMut;
 use super::gemm::MatLayout;
 
 /// Rows of the register tile (A values broadcast per k).
@@ -36,19 +37,6 @@ pub fn available() -> bool {
     is_x86_feature_detected!("avx512f")
 }
 
-/// A pointer that parallel tasks share; each writes only its own rows or columns of C.
-#[derive(Clone, Copy)]
-struct SharedC(*mut f32);
-// SAFETY: tasks write disjoint parts of C (see `gemm`).
-unsafe impl Send for SharedC {}
-unsafe impl Sync for SharedC {}
-
-#[derive(Clone, Copy)]
-struct SharedIn(*const f32);
-// SAFETY: A and B are only read.
-unsafe impl Send for SharedIn {}
-unsafe impl Sync for SharedIn {}
-
 /// `c = c + a @ b` when `accumulate`, else `c = a @ b`; `c_layout.col_stride` must be 1.
 ///
 /// # Safety
@@ -64,57 +52,46 @@ pub unsafe fn gemm(
     threads: usize,
 ) {
     let (m, n) = (c_layout.rows, c_layout.cols);
-    let (a, b, c) = (SharedIn(a), SharedIn(b), SharedC(c));
     if threads <= 1 {
-        return serial(a.0, a_layout, b.0, b_layout, c.0, c_layout, accumulate);
+        return serial(a, a_layout, b, b_layout, c, c_layout, accumulate);
     }
-    // Split the longer side of C into one range per thread, on tile boundaries.
+    // Split the longer side of C into one range per thread, on tile boundaries. A and B are only
+    // read through the shared pointers.
     let split_rows = m.div_ceil(MR) >= n.div_ceil(NR);
     let (extent, unit) = if split_rows { (m, MR) } else { (n, NR) };
     let per_task = extent.div_ceil(unit).div_ceil(threads) * unit;
+    let (a, b, c) = (
+        SharedMut(a.cast_mut()),
+        SharedMut(b.cast_mut()),
+        SharedMut(c),
+    );
     rayon::scope(|s| {
         for start in (0..extent).step_by(per_task) {
             let len = per_task.min(extent - start);
+            let at = start as isize;
+            // The task's rows of A and C, or its columns of B and C.
+            let (a_at, b_at, c_at, al, bl, cl) = if split_rows {
+                let rows = |l: MatLayout| MatLayout { rows: len, ..l };
+                let (a_at, c_at) = (at * a_layout.row_stride, at * c_layout.row_stride);
+                (a_at, 0, c_at, rows(a_layout), b_layout, rows(c_layout))
+            } else {
+                let cols = |l: MatLayout| MatLayout { cols: len, ..l };
+                let b_at = at * b_layout.col_stride;
+                (0, b_at, at, a_layout, cols(b_layout), cols(c_layout))
+            };
             s.spawn(move |_| {
-                let (a, b, c) = (a, b, c);
                 // SAFETY: each task's sub-views lie inside the caller's views, and tasks write
                 // disjoint rows (or columns) of C.
                 unsafe {
-                    if split_rows {
-                        let off = start as isize;
-                        serial(
-                            a.0.offset(off * a_layout.row_stride),
-                            MatLayout {
-                                rows: len,
-                                ..a_layout
-                            },
-                            b.0,
-                            b_layout,
-                            c.0.offset(off * c_layout.row_stride),
-                            MatLayout {
-                                rows: len,
-                                ..c_layout
-                            },
-                            accumulate,
-                        )
-                    } else {
-                        let off = start as isize;
-                        serial(
-                            a.0,
-                            a_layout,
-                            b.0.offset(off * b_layout.col_stride),
-                            MatLayout {
-                                cols: len,
-                                ..b_layout
-                            },
-                            c.0.offset(off),
-                            MatLayout {
-                                cols: len,
-                                ..c_layout
-                            },
-                            accumulate,
-                        )
-                    }
+                    serial(
+                        a.get().offset(a_at),
+                        al,
+                        b.get().offset(b_at),
+                        bl,
+                        c.get().offset(c_at),
+                        cl,
+                        accumulate,
+                    )
                 }
             });
         }
@@ -147,10 +124,10 @@ unsafe fn serial(
                 let kc = KC.min(k - pc);
                 // The first depth block writes C (unless accumulating), later ones add to it.
                 let add = accumulate || pc > 0;
-                pack_b(b, b_layout, pc, kc, jc, nc, packed_b);
+                pack::<NR>(b, b_layout, pc, kc, jc, nc, packed_b);
                 for ic in (0..m).step_by(MC) {
                     let mc = MC.min(m - ic);
-                    pack_a(a, a_layout, ic, mc, pc, kc, packed_a);
+                    pack::<MR>(a, a_layout.t(), pc, kc, ic, mc, packed_a);
                     for jr in (0..nc).step_by(NR) {
                         let cols = NR.min(nc - jr);
                         let b_sliver = packed_b.as_ptr().add(jr * kc);
@@ -177,43 +154,11 @@ unsafe fn serial(
     });
 }
 
-/// Packs rows `ic..ic + mc`, depth `pc..pc + kc` of A as MR-row slivers: sliver s holds, for
-/// each k, the MR values of rows `s * MR..` (zeros past the last row).
-unsafe fn pack_a(
-    a: *const f32,
-    l: MatLayout,
-    ic: usize,
-    mc: usize,
-    pc: usize,
-    kc: usize,
-    out: &mut [f32],
-) {
-    for (s, sliver) in out
-        .chunks_exact_mut(MR * kc)
-        .take(mc.div_ceil(MR))
-        .enumerate()
-    {
-        let rows = MR.min(mc - s * MR);
-        for i in 0..MR {
-            if i >= rows {
-                for p in 0..kc {
-                    sliver[p * MR + i] = 0.0;
-                }
-                continue;
-            }
-            let row =
-                a.offset((ic + s * MR + i) as isize * l.row_stride + pc as isize * l.col_stride);
-            for p in 0..kc {
-                sliver[p * MR + i] = *row.offset(p as isize * l.col_stride);
-            }
-        }
-    }
-}
-
-/// Packs depth `pc..pc + kc`, columns `jc..jc + nc` of B as NR-column slivers: sliver s holds,
-/// for each k, the NR values of columns `s * NR..` (zeros past the last column).
-unsafe fn pack_b(
-    b: *const f32,
+/// Packs rows `pc..pc + kc`, columns `jc..jc + nc` of `m` as W-column slivers: sliver s holds,
+/// for each row, the W values of columns `jc + s * W..` (zeros past the last column). B packs
+/// as itself (W = NR); A packs as its transpose (W = MR rows of A per sliver).
+unsafe fn pack<const W: usize>(
+    m: *const f32,
     l: MatLayout,
     pc: usize,
     kc: usize,
@@ -222,15 +167,15 @@ unsafe fn pack_b(
     out: &mut [f32],
 ) {
     for (s, sliver) in out
-        .chunks_exact_mut(NR * kc)
-        .take(nc.div_ceil(NR))
+        .chunks_exact_mut(W * kc)
+        .take(nc.div_ceil(W))
         .enumerate()
     {
-        let cols = NR.min(nc - s * NR);
-        let first = b.offset(pc as isize * l.row_stride + (jc + s * NR) as isize * l.col_stride);
+        let cols = W.min(nc - s * W);
+        let first = m.offset(pc as isize * l.row_stride + (jc + s * W) as isize * l.col_stride);
         for p in 0..kc {
             let src = first.offset(p as isize * l.row_stride);
-            let dst = &mut sliver[p * NR..(p + 1) * NR];
+            let dst = &mut sliver[p * W..(p + 1) * W];
             if l.col_stride == 1 {
                 std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), cols);
             } else {
